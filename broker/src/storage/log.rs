@@ -1,0 +1,322 @@
+//! A partition's log: a directory of segments named by base offset, the last one active.
+//!
+//! Invariants:
+//! - segments are ordered and contiguous: each segment's base offset is the previous one's
+//!   `next_offset`; the last segment is the only one that takes appends and the only unsealed one;
+//! - `log_start_offset <= recovery_point <= log_end_offset`;
+//! - everything below `recovery_point` is on disk (flushed); on an unclean start only segments from
+//!   the one holding the recovery point onwards are scanned, and a torn or corrupt tail is cut off;
+//! - retention deletes whole sealed segments, oldest first, and never the data an active read needs
+//!   (readers hold the mapping; a deleted file's pages live until the last slice is dropped).
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use strata_protocol::record_batch::RecordSetInfo;
+
+use super::segment::{FlushTarget, Segment, SegmentLimits, SegmentRead};
+use crate::ids::{LeaderEpoch, Offset};
+
+/// The per-topic settings the log obeys (Kafka topic config names in comments).
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    pub limits: SegmentLimits,
+    /// `segment.ms`: roll the active segment once its first record is this old (-1: never).
+    pub segment_ms: i64,
+    /// `retention.ms`: delete segments whose newest record is older (-1: keep forever).
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete the oldest segments while the log is larger (-1: no limit).
+    pub retention_bytes: i64,
+}
+
+/// What opening a log found and repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub segments_scanned: usize,
+    pub truncated_bytes: usize,
+    pub segments_dropped: usize,
+}
+
+/// An offset outside `[log_start_offset, log_end_offset]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetOutOfRange {
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: VecDeque<Segment>,
+    recovery_point: Offset,
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it if empty. `recovery_point` is the last checkpointed
+    /// flushed offset; `None` (no checkpoint) recovers every segment. With `clean_shutdown`, the
+    /// files were closed cleanly and are trusted (indexes are still checked).
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: Option<Offset>,
+        clean_shutdown: bool,
+    ) -> io::Result<(Log, RecoveryReport)> {
+        std::fs::create_dir_all(dir)?;
+        let bases = segment_bases(dir)?;
+        let mut report = RecoveryReport { segments: bases.len(), ..Default::default() };
+        let mut segments = VecDeque::with_capacity(bases.len());
+        let scan_from = if clean_shutdown {
+            None
+        } else {
+            // The segment holding the recovery point and every later one may have a torn tail.
+            let rp = recovery_point.unwrap_or(Offset(i64::MIN));
+            Some(bases.iter().rposition(|b| *b <= rp).unwrap_or(0))
+        };
+        let mut cut_at: Option<usize> = None;
+        for (i, base) in bases.iter().enumerate() {
+            if cut_at.is_some() {
+                // A corrupt batch in an earlier segment ends the log: later data cannot be trusted
+                // to be contiguous, as Kafka also decides.
+                remove_segment_files(dir, *base)?;
+                report.segments_dropped += 1;
+                continue;
+            }
+            let expected = segments.back().map(Segment::next_offset);
+            // The last segment becomes the active one: it is always validated and mapped whole.
+            if scan_from.is_some_and(|from| i >= from) || i + 1 == bases.len() {
+                let (seg, truncated) = Segment::recover(dir, *base, config.limits)?;
+                report.segments_scanned += 1;
+                report.truncated_bytes += truncated;
+                if truncated > 0 {
+                    tracing::warn!(dir = %dir.display(), base = base.0, truncated, "cut a torn or corrupt tail");
+                    cut_at = Some(i);
+                }
+                segments.push_back(seg);
+            } else {
+                segments.push_back(Segment::open_sealed(dir, *base, config.limits)?);
+            }
+            if let Some(expected) = expected {
+                let base_here = segments.back().map(Segment::base_offset);
+                if base_here != Some(expected) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: segment {base_here:?} does not follow offset {expected}", dir.display()),
+                    ));
+                }
+            }
+        }
+        let mut log = Log { dir: dir.to_path_buf(), config, segments, recovery_point: Offset(0) };
+        let n = log.segments.len();
+        if n == 0 {
+            log.segments.push_back(Segment::create(dir, Offset(0), config.limits)?);
+        }
+        for seg in log.segments.iter_mut().take(n.saturating_sub(1)) {
+            seg.seal()?;
+        }
+        // Whatever was recovered is flushed now, so the recovery point is the end.
+        for target in log.unflushed() {
+            target.flush()?;
+        }
+        let end = log.log_end_offset();
+        log.mark_flushed(end, usize::MAX);
+        Ok((log, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.segments.front().map(Segment::base_offset).unwrap_or_default()
+    }
+
+    /// One past the last record: the offset the next append gets.
+    pub fn log_end_offset(&self) -> Offset {
+        self.active().next_offset()
+    }
+
+    pub fn recovery_point(&self) -> Offset {
+        self.recovery_point
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size_bytes() as u64).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.back().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.back_mut().expect("a log always has an active segment")
+    }
+
+    /// Appends a validated record set, rolling first if the active segment is full or old.
+    /// Returns the offset of its first record.
+    pub fn append(&mut self, records: &[u8], info: &RecordSetInfo, epoch: LeaderEpoch, now_ms: i64) -> io::Result<Offset> {
+        let last_offset = Offset(self.log_end_offset().0 + info.record_count - 1);
+        let active = self.active();
+        let too_old = self.config.segment_ms >= 0
+            && active.first_timestamp_ms().is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        if !active.is_empty() && (active.is_full_for(records.len(), last_offset) || too_old) {
+            self.roll(records.len())?;
+        } else if active.is_empty() && active.is_full_for(records.len(), last_offset) {
+            // A record set larger than `segment.bytes`: give it a segment of its own size.
+            let base = active.base_offset();
+            if let Some(seg) = self.segments.pop_back() {
+                remove_files(&seg.paths())?;
+            }
+            self.push_segment(base, records.len())?;
+        }
+        Ok(self.active_mut().append(records, info, epoch))
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub fn roll(&mut self, next_append_bytes: usize) -> io::Result<()> {
+        self.active_mut().seal()?;
+        let base = self.log_end_offset();
+        self.push_segment(base, next_append_bytes)
+    }
+
+    fn push_segment(&mut self, base: Offset, min_bytes: usize) -> io::Result<()> {
+        let mut limits = self.config.limits;
+        limits.segment_bytes = limits.segment_bytes.max(min_bytes);
+        let seg = Segment::create(&self.dir, base, limits)?;
+        self.segments.push_back(seg);
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch), none at or
+    /// past `limit`. `Ok(None)` when there is nothing yet (offset at the end, or beyond `limit`).
+    pub fn read(&self, offset: Offset, max_bytes: usize, limit: Offset) -> Result<Option<SegmentRead>, OffsetOutOfRange> {
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(OffsetOutOfRange { log_start_offset: start, log_end_offset: end });
+        }
+        let first = self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
+        Ok(self.segments.iter().skip(first).find_map(|s| s.read(offset, max_bytes, limit)))
+    }
+
+    /// The first record with a timestamp `>= target_ms` below `limit`: (offset, timestamp).
+    pub fn offset_for_timestamp(&self, target_ms: i64, limit: Offset) -> Option<(Offset, i64)> {
+        let from = self.log_start_offset();
+        self.segments.iter().find_map(|s| s.find_by_timestamp(target_ms, from, limit))
+    }
+
+    /// The record with the largest timestamp below `limit` (the earliest such on ties).
+    pub fn max_timestamp_record(&self, limit: Offset) -> Option<(Offset, i64)> {
+        let best = self
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp_ms() >= 0)
+            .fold(None::<&Segment>, |best, s| match best {
+                Some(b) if b.max_timestamp_ms() >= s.max_timestamp_ms() => Some(b),
+                _ => Some(s),
+            })?;
+        best.max_timestamp_record(limit)
+    }
+
+    /// Ranges to flush, taken under the partition lock and flushed outside it.
+    pub fn unflushed(&self) -> Vec<FlushTarget> {
+        self.segments.iter().filter_map(Segment::unflushed).collect()
+    }
+
+    /// Records that a flush covering everything below `end` (the active segment up to
+    /// `active_bytes`) finished.
+    pub fn mark_flushed(&mut self, end: Offset, active_bytes: usize) {
+        for seg in self.segments.iter_mut() {
+            if seg.next_offset() <= end {
+                seg.mark_flushed(usize::MAX);
+            }
+        }
+        self.active_mut().mark_flushed(active_bytes);
+        self.recovery_point = self.recovery_point.max(end.min(self.log_end_offset()));
+    }
+
+    pub fn active_size_bytes(&self) -> usize {
+        self.active().size_bytes()
+    }
+
+    /// Deletes sealed segments past `retention.ms` or beyond `retention.bytes`. An expired active
+    /// segment is rolled first so its records can go too. Returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        let retention_ms = self.config.retention_ms;
+        let expired = |s: &Segment| retention_ms >= 0 && s.max_timestamp_ms() >= 0 && now_ms - s.max_timestamp_ms() > retention_ms;
+        if !self.active().is_empty() && expired(self.active()) {
+            self.roll(0)?;
+        }
+        let mut deleted = 0;
+        let mut total = self.size_bytes() as i64;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let over_bytes = self.config.retention_bytes >= 0 && total - oldest.size_bytes() as i64 >= self.config.retention_bytes;
+            if !(expired(oldest) || over_bytes) {
+                break;
+            }
+            let seg = self.segments.pop_front().expect("len > 1");
+            total -= seg.size_bytes() as i64;
+            remove_files(&seg.paths())?;
+            deleted += 1;
+        }
+        if self.recovery_point < self.log_start_offset() {
+            self.recovery_point = self.log_start_offset();
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes and trims every file so the next open trusts them (clean shutdown).
+    pub fn close(&mut self) -> io::Result<()> {
+        for target in self.unflushed() {
+            target.flush()?;
+        }
+        let end = self.log_end_offset();
+        self.mark_flushed(end, usize::MAX);
+        self.active_mut().seal()
+    }
+}
+
+/// Base offsets of the segments in `dir`, from their `.log` file names, in order.
+fn segment_bases(dir: &Path) -> io::Result<Vec<Offset>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            match stem.parse::<i64>() {
+                Ok(base) if stem.len() == 20 => bases.push(Offset(base)),
+                _ => tracing::warn!(file = %name, "ignoring a file that is not a segment"),
+            }
+        }
+    }
+    bases.sort();
+    Ok(bases)
+}
+
+fn remove_segment_files(dir: &Path, base: Offset) -> io::Result<()> {
+    let paths = ["log", "index", "timeindex"].map(|ext| dir.join(super::segment::file_name(base, ext)));
+    remove_files(&paths)
+}
+
+fn remove_files(paths: &[PathBuf]) -> io::Result<()> {
+    for p in paths {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}

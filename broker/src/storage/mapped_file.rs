@@ -1,0 +1,153 @@
+//! A file mapped into memory with a fixed capacity, written at an append position and read as
+//! zero-copy [`Bytes`] slices.
+//!
+//! Invariants:
+//! - writes happen only at positions the single writer (the partition, under its lock) owns, at or
+//!   beyond every position a reader was handed; bytes handed to a reader are never written again
+//!   while the file is mapped, so a reader's slice never changes under it;
+//! - every access is inside `[0, capacity)`; the file is at least `capacity` bytes long while
+//!   anything beyond its trimmed length could be touched (see [`MappedFile::trim`]);
+//! - the mapping lives as long as the longest-held slice (`Bytes::from_owner` keeps an `Arc`).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::MmapRaw;
+
+pub struct MappedFile {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    capacity_bytes: usize,
+}
+
+// SAFETY: the raw mapping is shared memory; the invariants above (one writer at disjoint,
+// not-yet-published positions) make concurrent access sound.
+unsafe impl Send for MappedFile {}
+unsafe impl Sync for MappedFile {}
+
+impl MappedFile {
+    /// Opens (creating if needed) `path`, makes it at least `capacity_bytes` long with blocks
+    /// reserved on disk (so a full disk fails here, not as a SIGBUS on a later write), and maps it.
+    pub fn open(path: &Path, capacity_bytes: usize) -> io::Result<MappedFile> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len() as usize;
+        let capacity_bytes = capacity_bytes.max(len).max(1);
+        if len < capacity_bytes {
+            reserve_blocks(&file, capacity_bytes)?;
+        }
+        let map = MmapRaw::map_raw(&file)?;
+        Ok(MappedFile { path: path.to_path_buf(), file, map, capacity_bytes })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn capacity_bytes(&self) -> usize {
+        self.capacity_bytes
+    }
+
+    /// Copies `bytes` to `position`. The caller is the single writer and `position` is beyond
+    /// every byte handed to a reader.
+    pub fn write_at(&self, position: usize, bytes: &[u8]) {
+        assert!(position + bytes.len() <= self.capacity_bytes, "write past the mapping");
+        // SAFETY: in bounds (asserted); the range is not aliased by any reader (module invariant).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr().add(position), bytes.len());
+        }
+    }
+
+    /// Mutable access to a range the writer owns, for patching a batch after copying it in.
+    #[allow(clippy::mut_from_ref)]
+    pub fn range_mut(&self, position: usize, len: usize) -> &mut [u8] {
+        assert!(position + len <= self.capacity_bytes, "range past the mapping");
+        // SAFETY: as for `write_at`.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(position), len) }
+    }
+
+    /// A read-only view of `[position, position + len)`.
+    pub fn slice(&self, position: usize, len: usize) -> &[u8] {
+        assert!(position + len <= self.capacity_bytes, "read past the mapping");
+        // SAFETY: in bounds; published bytes are never written again (module invariant).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(position), len) }
+    }
+
+    /// A zero-copy slice that keeps the mapping alive while it is held.
+    pub fn bytes(self: &Arc<Self>, position: usize, len: usize) -> Bytes {
+        assert!(position + len <= self.capacity_bytes, "read past the mapping");
+        Bytes::from_owner(MappedSlice { file: Arc::clone(self), position, len })
+    }
+
+    /// Writes `[position, position + len)` to disk and waits for it (msync).
+    pub fn flush_range(&self, position: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(position, len)
+    }
+
+    /// Shrinks the file on disk to `len` bytes (a sealed segment, or a clean shutdown). The mapping
+    /// keeps its size; nothing at or past `len` is touched again.
+    pub fn trim(&self, len: usize) -> io::Result<()> {
+        self.file.set_len(len as u64)?;
+        self.file.sync_all()
+    }
+}
+
+struct MappedSlice {
+    file: Arc<MappedFile>,
+    position: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.file.slice(self.position, self.len)
+    }
+}
+
+fn reserve_blocks(file: &File, len: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    match rc {
+        0 => Ok(()),
+        // Filesystems without fallocate (tmpfs on old kernels, some overlays): a sparse file.
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len as u64),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_visible_through_slices_that_outlive_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(MappedFile::open(&dir.path().join("a"), 4096).unwrap());
+        f.write_at(10, b"hello");
+        let b = f.bytes(10, 5);
+        drop(f);
+        assert_eq!(&b[..], b"hello");
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_trim_shrinks_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        let f = MappedFile::open(&path, 4096).unwrap();
+        f.write_at(0, b"abc");
+        f.flush_range(0, 3).unwrap();
+        f.trim(3).unwrap();
+        drop(f);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3);
+        let f = MappedFile::open(&path, 8192).unwrap();
+        assert_eq!(f.slice(0, 3), b"abc");
+        assert_eq!(f.capacity_bytes(), 8192);
+    }
+}

@@ -1,0 +1,21 @@
+//! Durable storage of partition logs, per DESIGN.md: a directory per partition holding segments
+//! (`.log` memory-mapped and preallocated, sparse `.index`, `.timeindex`), plus the small
+//! checksummed checkpoint files the broker keeps beside them.
+//!
+//! - [`mapped_file`]: a preallocated, memory-mapped file; zero-copy slices for readers.
+//! - [`index`]: the offset and time indexes.
+//! - [`segment`]: one `.log` with its indexes: append, read, seal, recover.
+//! - [`log`]: the ordered segments of a partition: roll, read, retention, recovery on open.
+//! - [`checkpoint`]: atomic, checksummed small files.
+
+pub mod checkpoint;
+pub mod index;
+pub mod log;
+pub mod mapped_file;
+pub mod segment;
+
+pub use self::log::{Log, LogConfig, OffsetOutOfRange, RecoveryReport};
+pub use segment::SegmentLimits;
+
+#[cfg(test)]
+mod tests;

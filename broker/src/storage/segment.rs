@@ -1,0 +1,395 @@
+//! One segment of a partition's log: `<base>.log` (record batches exactly as stored), with its
+//! sparse `<base>.index` and `<base>.timeindex`.
+//!
+//! Invariants:
+//! - batches are dense and ordered: each batch's base offset is the previous batch's last offset
+//!   plus one, starting at the segment's base offset; `next_offset` is one past the last record;
+//! - `size_bytes` is the end of the last complete, validated batch; nothing past it is read;
+//! - index entries point at batch starts below `size_bytes` (see `index.rs`);
+//! - a sealed segment's files are trimmed to their content and flushed.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_protocol::record_batch::{self, BatchHeader, BatchIter, RecordSetInfo};
+
+use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use super::mapped_file::MappedFile;
+use crate::ids::{LeaderEpoch, Offset};
+
+/// Sizes that shape a segment, from the topic's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentLimits {
+    /// `segment.bytes`: the `.log` is preallocated to this and rolls before exceeding it.
+    pub segment_bytes: usize,
+    /// `segment.index.bytes`: capacity of each index file.
+    pub index_bytes: usize,
+    /// `index.interval.bytes`: bytes appended between two offset-index entries.
+    pub index_interval_bytes: usize,
+}
+
+pub fn file_name(base_offset: Offset, extension: &str) -> String {
+    format!("{:020}.{extension}", base_offset.0)
+}
+
+/// What a read found: the batches' bytes (a zero-copy slice of the mapping).
+#[derive(Debug, Clone)]
+pub struct SegmentRead {
+    pub records: Bytes,
+    /// Offset one past the last record returned.
+    pub next_offset: Offset,
+}
+
+pub struct Segment {
+    base_offset: Offset,
+    log: Arc<MappedFile>,
+    size_bytes: usize,
+    flushed_bytes: usize,
+    next_offset: Offset,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index_entry: usize,
+    max_timestamp_ms: i64,
+    /// Base offset of the batch that holds `max_timestamp_ms`.
+    batch_of_max_timestamp: Offset,
+    /// Timestamp of the first batch: `segment.ms` counts from it, as in Kafka.
+    first_timestamp_ms: Option<i64>,
+    sealed: bool,
+    limits: SegmentLimits,
+}
+
+impl Segment {
+    /// Creates an empty segment at `base_offset`.
+    pub fn create(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<Segment> {
+        let log = MappedFile::open(&dir.join(file_name(base_offset, "log")), limits.segment_bytes)?;
+        let offset_index = OffsetIndex::open(&dir.join(file_name(base_offset, "index")), limits.index_bytes, 0)?;
+        let time_index = TimeIndex::open(&dir.join(file_name(base_offset, "timeindex")), limits.index_bytes, 0)?;
+        Ok(Segment {
+            base_offset,
+            log: Arc::new(log),
+            size_bytes: 0,
+            flushed_bytes: 0,
+            next_offset: base_offset,
+            offset_index,
+            time_index,
+            bytes_since_index_entry: 0,
+            max_timestamp_ms: -1,
+            batch_of_max_timestamp: base_offset,
+            first_timestamp_ms: None,
+            sealed: false,
+            limits,
+        })
+    }
+
+    /// Opens a segment that was sealed (or cleanly closed): its files hold exactly their content.
+    /// The indexes are checked and rebuilt from the log if they break an invariant.
+    pub fn open_sealed(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<Segment> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let size_bytes = std::fs::metadata(&log_path)?.len() as usize;
+        let log = MappedFile::open(&log_path, size_bytes)?;
+        let offset_index = OffsetIndex::open_existing(&dir.join(file_name(base_offset, "index")), limits.index_bytes)?;
+        let time_index = TimeIndex::open_existing(&dir.join(file_name(base_offset, "timeindex")), limits.index_bytes)?;
+        let mut seg = Segment {
+            base_offset,
+            log: Arc::new(log),
+            size_bytes,
+            flushed_bytes: size_bytes,
+            next_offset: base_offset,
+            offset_index,
+            time_index,
+            bytes_since_index_entry: 0,
+            max_timestamp_ms: -1,
+            batch_of_max_timestamp: base_offset,
+            first_timestamp_ms: None,
+            sealed: true,
+            limits,
+        };
+        let indexes_ok = seg.offset_index.check(size_bytes as i64).is_ok() && seg.time_index.check(i64::from(u32::MAX)).is_ok();
+        // The tail after the last index entry is scanned to find the end; cheap (headers only).
+        match seg.scan_tail() {
+            Ok(()) if indexes_ok => {}
+            _ => {
+                tracing::warn!(segment = %log_path.display(), "index damaged; rebuilding it from the log");
+                seg.rebuild(false)?;
+                seg.trim_indexes()?;
+            }
+        }
+        Ok(seg)
+    }
+
+    /// Opens a segment that may hold a torn or corrupt tail (it was written after the last
+    /// recovery checkpoint): validates every batch, truncates at the first bad one and rebuilds
+    /// both indexes. Returns the segment and how many bytes were cut off.
+    pub fn recover(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<(Segment, usize)> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let file_bytes = std::fs::metadata(&log_path)?.len() as usize;
+        let mut seg = Segment::create(dir, base_offset, limits)?;
+        if seg.log.capacity_bytes() < file_bytes {
+            seg.log = Arc::new(MappedFile::open(&log_path, file_bytes)?);
+        }
+        seg.size_bytes = file_bytes;
+        let valid = seg.rebuild(true)?;
+        Ok((seg, file_bytes - valid))
+    }
+
+    /// Walks the batches from the start, rebuilding the indexes and the derived fields. With
+    /// `validate`, checks every CRC and stops at the first bad batch. Returns the valid length.
+    fn rebuild(&mut self, validate: bool) -> io::Result<usize> {
+        self.offset_index.truncate_entries(0);
+        self.time_index.truncate_entries(0);
+        self.bytes_since_index_entry = 0;
+        self.max_timestamp_ms = -1;
+        self.first_timestamp_ms = None;
+        self.next_offset = self.base_offset;
+        let end = self.size_bytes;
+        self.size_bytes = 0;
+        let log = Arc::clone(&self.log);
+        let data = log.slice(0, end);
+        let mut iter = BatchIter::new(data);
+        let mut valid_end = 0;
+        while let Some((position, batch)) = iter.next() {
+            if (validate && batch.validate().is_err()) || batch.base_offset() != self.next_offset.0 {
+                break;
+            }
+            if self.would_overflow_index(&batch) {
+                break;
+            }
+            self.size_bytes = position;
+            self.index_batch(position, &batch);
+            self.size_bytes = position + batch.total_bytes();
+            valid_end = self.size_bytes;
+        }
+        self.size_bytes = valid_end;
+        self.flushed_bytes = valid_end;
+        Ok(valid_end)
+    }
+
+    /// For a sealed segment with trusted indexes: scan from the last index entry to the end.
+    fn scan_tail(&mut self) -> Result<(), String> {
+        let start = self.offset_index.last().map(|e| e.position as usize).unwrap_or(0);
+        let data = self.log.slice(start, self.size_bytes - start);
+        let mut end = start;
+        for (position, batch) in BatchIter::new(data) {
+            self.next_offset = Offset(batch.last_offset() + 1);
+            end = start + position + batch.total_bytes();
+        }
+        if end != self.size_bytes {
+            return Err(format!("log ends in a partial batch at {end}"));
+        }
+        if let Some(last) = self.time_index.last() {
+            self.max_timestamp_ms = last.timestamp_ms;
+            self.batch_of_max_timestamp = Offset(self.base_offset.0 + i64::from(last.relative_offset));
+        }
+        if let Ok(first) = BatchHeader::parse(self.log.slice(0, self.size_bytes)) {
+            self.first_timestamp_ms = Some(first.max_timestamp());
+        }
+        Ok(())
+    }
+
+    fn would_overflow_index(&self, batch: &BatchHeader<'_>) -> bool {
+        batch.last_offset() - self.base_offset.0 > i64::from(u32::MAX)
+    }
+
+    /// Updates indexes and derived fields for a batch now at `position` (already in the file).
+    fn index_batch(&mut self, position: usize, batch: &BatchHeader<'_>) {
+        let relative = (batch.base_offset() - self.base_offset.0) as u32;
+        if batch.max_timestamp() > self.max_timestamp_ms {
+            self.max_timestamp_ms = batch.max_timestamp();
+            self.batch_of_max_timestamp = Offset(batch.base_offset());
+        }
+        if self.first_timestamp_ms.is_none() {
+            self.first_timestamp_ms = Some(batch.max_timestamp());
+        }
+        if self.offset_index.is_empty() || self.bytes_since_index_entry >= self.limits.index_interval_bytes {
+            if !self.offset_index.is_full() && self.offset_index.last().is_none_or(|e| e.relative_offset < relative) {
+                self.offset_index.append(OffsetEntry { relative_offset: relative, position: position as u32 });
+            }
+            self.maybe_append_time_entry();
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += batch.total_bytes();
+        self.next_offset = Offset(batch.last_offset() + 1);
+    }
+
+    fn maybe_append_time_entry(&mut self) {
+        let newer = self.time_index.last().is_none_or(|e| self.max_timestamp_ms > e.timestamp_ms);
+        let relative = (self.batch_of_max_timestamp.0 - self.base_offset.0) as u32;
+        let ordered = self.time_index.last().is_none_or(|e| relative > e.relative_offset);
+        if self.max_timestamp_ms >= 0 && newer && ordered && !self.time_index.is_full() {
+            self.time_index.append(TimeEntry { timestamp_ms: self.max_timestamp_ms, relative_offset: relative });
+        }
+    }
+
+    pub fn base_offset(&self) -> Offset {
+        self.base_offset
+    }
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+    pub fn size_bytes(&self) -> usize {
+        self.size_bytes
+    }
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.max_timestamp_ms
+    }
+    pub fn first_timestamp_ms(&self) -> Option<i64> {
+        self.first_timestamp_ms
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    /// Whether `bytes` more (holding offsets up to `last_offset`) would not fit this segment.
+    pub fn is_full_for(&self, bytes: usize, last_offset: Offset) -> bool {
+        self.size_bytes + bytes > self.log.capacity_bytes()
+            || self.offset_index.is_full()
+            || self.time_index.is_full()
+            || last_offset.0 - self.base_offset.0 > i64::from(u32::MAX)
+    }
+
+    /// Copies a validated record set in at the end, assigning offsets from `next_offset` and
+    /// stamping `epoch` into each batch. The caller checked `is_full_for`.
+    pub fn append(&mut self, records: &[u8], info: &RecordSetInfo, epoch: LeaderEpoch) -> Offset {
+        assert!(!self.sealed, "append to a sealed segment");
+        let start = self.size_bytes;
+        let first_offset = self.next_offset;
+        self.log.write_at(start, records);
+        let mut offset = first_offset.0;
+        let log = Arc::clone(&self.log);
+        for span in &info.batches {
+            let position = start + span.position;
+            record_batch::patch_batch(log.range_mut(position, span.size_bytes), offset, epoch.0);
+            let batch = BatchHeader::parse(log.slice(position, span.size_bytes)).expect("validated batch");
+            self.index_batch(position, &batch);
+            offset += i64::from(span.record_count);
+        }
+        self.size_bytes = start + records.len();
+        debug_assert_eq!(self.next_offset.0, offset);
+        first_offset
+    }
+
+    /// Position of the first batch that holds `offset` or later, scanning from the index.
+    fn position_of(&self, offset: Offset) -> Option<usize> {
+        let relative = (offset.0 - self.base_offset.0).max(0);
+        let start = self.offset_index.floor(relative).map(|e| e.position as usize).unwrap_or(0);
+        let data = self.log.slice(start, self.size_bytes - start);
+        BatchIter::new(data).find(|(_, b)| b.last_offset() >= offset.0).map(|(p, _)| start + p)
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (the first batch is returned
+    /// even if larger, as KIP-74 asks) and only batches that end before `limit` (the high watermark).
+    pub fn read(&self, offset: Offset, max_bytes: usize, limit: Offset) -> Option<SegmentRead> {
+        let start = self.position_of(offset)?;
+        let data = self.log.slice(start, self.size_bytes - start);
+        let mut end = 0;
+        let mut next_offset = offset;
+        for (position, batch) in BatchIter::new(data) {
+            if batch.last_offset() >= limit.0 || (end > 0 && position + batch.total_bytes() > max_bytes) {
+                break;
+            }
+            end = position + batch.total_bytes();
+            next_offset = Offset(batch.last_offset() + 1);
+        }
+        (end > 0).then(|| SegmentRead { records: self.log.bytes(start, end), next_offset })
+    }
+
+    /// The first record at or after `from` whose timestamp is `>= target_ms`, as (offset, timestamp).
+    pub fn find_by_timestamp(&self, target_ms: i64, from: Offset, limit: Offset) -> Option<(Offset, i64)> {
+        if self.max_timestamp_ms < target_ms {
+            return None;
+        }
+        // Every record up to a time-index entry below the target is too old: start there.
+        let mut start_offset = from;
+        if let Some(e) = self.time_index.floor(target_ms - 1) {
+            start_offset = start_offset.max(Offset(self.base_offset.0 + i64::from(e.relative_offset)));
+        }
+        let start = self.position_of(start_offset)?;
+        let data = self.log.slice(start, self.size_bytes - start);
+        for (position, batch) in BatchIter::new(data) {
+            if batch.base_offset() >= limit.0 {
+                return None;
+            }
+            if batch.max_timestamp() >= target_ms && batch.last_offset() >= from.0 {
+                let bytes = self.log.bytes(start + position, batch.total_bytes());
+                return first_record_at_or_after(bytes, target_ms, from, limit);
+            }
+        }
+        None
+    }
+
+    /// Offset and timestamp of the record with the largest timestamp (ListOffsets `MAX_TIMESTAMP`).
+    pub fn max_timestamp_record(&self, limit: Offset) -> Option<(Offset, i64)> {
+        if self.max_timestamp_ms < 0 {
+            return None;
+        }
+        let start = self.position_of(self.batch_of_max_timestamp)?;
+        let batch = BatchHeader::parse(self.log.slice(start, self.size_bytes - start)).ok()?;
+        let bytes = self.log.bytes(start, batch.total_bytes());
+        first_record_at_or_after(bytes, self.max_timestamp_ms, self.batch_of_max_timestamp, limit)
+    }
+
+    /// Byte ranges written but not yet flushed, for a flush outside the partition lock.
+    pub fn unflushed(&self) -> Option<FlushTarget> {
+        (self.flushed_bytes < self.size_bytes).then(|| FlushTarget {
+            file: Arc::clone(&self.log),
+            from_bytes: self.flushed_bytes,
+            to_bytes: self.size_bytes,
+        })
+    }
+
+    pub fn mark_flushed(&mut self, to_bytes: usize) {
+        self.flushed_bytes = self.flushed_bytes.max(to_bytes.min(self.size_bytes));
+    }
+
+    /// Seals a segment that stops taking appends: flush, trim the files to their content.
+    pub fn seal(&mut self) -> io::Result<()> {
+        if self.sealed {
+            return Ok(());
+        }
+        self.log.flush_range(0, self.size_bytes)?;
+        self.log.trim(self.size_bytes)?;
+        self.flushed_bytes = self.size_bytes;
+        self.trim_indexes()?;
+        self.sealed = true;
+        Ok(())
+    }
+
+    fn trim_indexes(&mut self) -> io::Result<()> {
+        self.maybe_append_time_entry();
+        self.offset_index.trim()?;
+        self.time_index.trim()
+    }
+
+    /// The paths of this segment's three files.
+    pub fn paths(&self) -> [PathBuf; 3] {
+        let dir = self.log.path().parent().map(Path::to_path_buf).unwrap_or_default();
+        ["log", "index", "timeindex"].map(|ext| dir.join(file_name(self.base_offset, ext)))
+    }
+}
+
+/// Where a flush must reach: `[from_bytes, to_bytes)` of `file`.
+pub struct FlushTarget {
+    pub file: Arc<MappedFile>,
+    pub from_bytes: usize,
+    pub to_bytes: usize,
+}
+
+impl FlushTarget {
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.flush_range(self.from_bytes, self.to_bytes - self.from_bytes)
+    }
+}
+
+/// Decodes one batch (decompressing if needed) to find the first record at or after `from` with a
+/// timestamp `>= target_ms`. Decoding happens only here, on the rare by-timestamp lookups.
+fn first_record_at_or_after(mut batch: Bytes, target_ms: i64, from: Offset, limit: Offset) -> Option<(Offset, i64)> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let decoded = RecordBatchDecoder::decode(&mut batch).ok()?;
+    decoded
+        .records
+        .iter()
+        .find(|r| r.offset >= from.0 && r.offset < limit.0 && r.timestamp >= target_ms)
+        .map(|r| (Offset(r.offset), r.timestamp))
+}

@@ -1,0 +1,198 @@
+//! Stories of the log: append and read back, roll, retention, crash recovery, corrupt indexes.
+
+use std::path::Path;
+
+use strata_protocol::record_batch::{build_batch, validate_batches, BatchIter};
+
+use super::*;
+use crate::ids::{LeaderEpoch, Offset};
+
+fn config(segment_bytes: usize) -> LogConfig {
+    LogConfig {
+        limits: SegmentLimits { segment_bytes, index_bytes: 4096, index_interval_bytes: 256 },
+        segment_ms: -1,
+        retention_ms: -1,
+        retention_bytes: -1,
+    }
+}
+
+fn append_n(log: &mut Log, n: usize, ts: i64) -> Vec<Offset> {
+    (0..n)
+        .map(|i| {
+            let value = format!("value-{i:05}-{}", "x".repeat(40));
+            let batch = build_batch(0, ts + i as i64, &[(Some(b"k"), value.as_bytes()), (None, b"second")]);
+            let info = validate_batches(&batch).unwrap();
+            log.append(&batch, &info, LeaderEpoch(3), ts).unwrap()
+        })
+        .collect()
+}
+
+fn read_all(log: &Log) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    for _ in 0..10_000 {
+        let Some(read) = log.read(offset, 1000, log.log_end_offset()).unwrap() else { break };
+        for (_, b) in BatchIter::new(&read.records) {
+            b.validate().unwrap();
+            out.push((b.base_offset(), b.partition_leader_epoch()));
+        }
+        offset = read.next_offset;
+    }
+    out
+}
+
+fn open(dir: &Path, cfg: LogConfig, rp: Option<Offset>, clean: bool) -> (Log, RecoveryReport) {
+    Log::open(dir, cfg, rp, clean).unwrap()
+}
+
+#[test]
+fn appends_get_dense_offsets_and_read_back_with_the_leader_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(1 << 20), None, false);
+    let offsets = append_n(&mut log, 50, 1000);
+    assert_eq!(offsets, (0..50).map(|i| Offset(i * 2)).collect::<Vec<_>>());
+    assert_eq!(log.log_end_offset(), Offset(100));
+    let batches = read_all(&log);
+    assert_eq!(batches.len(), 50);
+    assert!(batches.iter().enumerate().all(|(i, &(o, e))| o == i as i64 * 2 && e == 3));
+    // A read from the middle of a batch starts at that batch; the limit hides batches past it.
+    let r = log.read(Offset(7), 1, Offset(100)).unwrap().unwrap();
+    assert_eq!(BatchIter::new(&r.records).next().unwrap().1.base_offset(), 6);
+    assert!(log.read(Offset(10), 1000, Offset(10)).unwrap().is_none());
+    assert!(log.read(Offset(100), 1000, Offset(100)).unwrap().is_none());
+    assert!(log.read(Offset(101), 1000, Offset(100)).is_err());
+}
+
+#[test]
+fn rolls_at_segment_bytes_and_reads_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(2000), None, false);
+    append_n(&mut log, 100, 1000);
+    assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+    assert_eq!(read_all(&log).len(), 100);
+    // Sealed segments are trimmed to their content.
+    let sizes: Vec<u64> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert!(sizes.iter().filter(|&&s| s < 2000).count() >= log.segment_count() - 1);
+}
+
+#[test]
+fn retention_by_bytes_and_by_time_deletes_whole_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(2000);
+    let (mut log, _) = open(dir.path(), cfg, None, false);
+    append_n(&mut log, 100, 1_000);
+    let before = log.segment_count();
+    cfg.retention_bytes = 5000;
+    log.set_config(cfg);
+    let deleted = log.apply_retention(2_000).unwrap();
+    assert!(deleted > 0 && log.segment_count() == before - deleted);
+    assert!(log.size_bytes() < 5000 + 2000);
+    let start = log.log_start_offset();
+    assert!(start > Offset(0));
+    assert!(log.read(Offset(0), 100, log.log_end_offset()).is_err());
+    assert_eq!(read_all(&log).first().unwrap().0, start.0);
+    // Everything is older than a day at t = 1 day + a bit: all of it goes, offsets keep counting.
+    cfg.retention_bytes = -1;
+    cfg.retention_ms = 86_400_000;
+    log.set_config(cfg);
+    log.apply_retention(1_000 + 86_400_000 + 200).unwrap();
+    assert_eq!(log.log_start_offset(), log.log_end_offset());
+    assert_eq!(append_n(&mut log, 1, 90_000_000)[0], Offset(200));
+}
+
+#[test]
+fn a_clean_reopen_keeps_everything_and_continues_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(3000), None, false);
+    append_n(&mut log, 40, 1000);
+    log.close().unwrap();
+    drop(log);
+    let (mut log, report) = open(dir.path(), config(3000), Some(Offset(80)), true);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(log.log_end_offset(), Offset(80));
+    assert_eq!(append_n(&mut log, 1, 5000)[0], Offset(80));
+    assert_eq!(read_all(&log).len(), 41);
+}
+
+#[test]
+fn recovery_cuts_a_torn_tail_and_keeps_every_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(1 << 20), None, false);
+    append_n(&mut log, 20, 1000);
+    let size = log.active_size_bytes();
+    drop(log); // no close: like kill -9, the file is still preallocated
+    // Tear the last batch: zero its final 10 bytes.
+    let path = dir.path().join(segment::file_name(Offset(0), "log"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[size - 10..size].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    let (log, report) = open(dir.path(), config(1 << 20), None, false);
+    assert_eq!(log.log_end_offset(), Offset(38));
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(read_all(&log).len(), 19);
+}
+
+#[test]
+fn recovery_cuts_at_a_flipped_bit_and_drops_later_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(2000), None, false);
+    append_n(&mut log, 60, 1000);
+    let segments = log.segment_count();
+    assert!(segments > 3);
+    drop(log);
+    // Corrupt the first batch of the second segment.
+    let mut bases: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    bases.sort();
+    let second = dir.path().join(&bases[1]);
+    let mut bytes = std::fs::read(&second).unwrap();
+    bytes[70] ^= 0xff;
+    std::fs::write(&second, &bytes).unwrap();
+    let (log, report) = open(dir.path(), config(2000), None, false);
+    assert_eq!(report.segments_dropped, segments - 2);
+    let base_second: i64 = bases[1].trim_end_matches(".log").parse().unwrap();
+    assert_eq!(log.log_end_offset(), Offset(base_second));
+    assert_eq!(read_all(&log).len() as i64, base_second / 2);
+}
+
+#[test]
+fn a_corrupted_index_of_a_sealed_segment_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(4000), None, false);
+    append_n(&mut log, 60, 1000);
+    log.close().unwrap();
+    let expected = read_all(&log);
+    drop(log);
+    let index = dir.path().join(segment::file_name(Offset(0), "index"));
+    let mut bytes = std::fs::read(&index).unwrap();
+    assert!(bytes.len() >= 16, "the first segment has several index entries");
+    bytes[8..16].copy_from_slice(&[0xff; 8]); // an entry pointing far past the log
+    std::fs::write(&index, &bytes).unwrap();
+    let (log, _) = open(dir.path(), config(4000), Some(Offset(120)), true);
+    assert_eq!(read_all(&log), expected);
+    for target in [0, 1, 17, 33, 59] {
+        let r = log.read(Offset(target * 2 + 1), 1, log.log_end_offset()).unwrap().unwrap();
+        assert_eq!(BatchIter::new(&r.records).next().unwrap().1.base_offset(), target * 2);
+    }
+}
+
+#[test]
+fn offsets_are_found_by_timestamp_and_max_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(3000), None, false);
+    append_n(&mut log, 50, 10_000); // batch i has timestamp 10_000 + i, 2 records each
+    let end = log.log_end_offset();
+    assert_eq!(log.offset_for_timestamp(0, end), Some((Offset(0), 10_000)));
+    assert_eq!(log.offset_for_timestamp(10_025, end), Some((Offset(50), 10_025)));
+    assert_eq!(log.offset_for_timestamp(10_049, end), Some((Offset(98), 10_049)));
+    assert_eq!(log.offset_for_timestamp(10_050, end), None);
+    assert_eq!(log.max_timestamp_record(end), Some((Offset(98), 10_049)));
+}

@@ -1,0 +1,655 @@
+//! Shared fixture for the integration tests: starts a real `strata` process on
+//! a free loopback port with its own temporary data directory, and runs
+//! external clients (kcat, Python scripts) with a time limit.
+//!
+//! Environment knobs:
+//! - `STRATA_BIN`: path of the broker binary (default: `<workspace>/target/release/strata`,
+//!   then `<workspace>/target/debug/strata`).
+//! - `STRATA_PYTHON`: Python interpreter to use (default `python3`).
+//! - `STRATA_TEST_KEEP=1`: keep a failed test's temporary directory (data + broker log).
+//!
+//! Every wait here is bounded both in time and in number of polls.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tempfile::TempDir;
+
+/// How long a broker may take until its port accepts TCP connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a broker may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Poll interval for every wait in this module.
+pub const POLL: Duration = Duration::from_millis(50);
+/// Default time limit for one Python script run.
+pub const PYTHON_TIMEOUT: Duration = Duration::from_secs(150);
+/// How much of the broker log `logs()` returns.
+const LOG_TAIL_BYTES: u64 = 24 * 1024;
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent directory")
+        .to_path_buf()
+}
+
+/// Locates the broker binary: `STRATA_BIN`, else `target/release/strata`, else
+/// `target/debug/strata` (also under `CARGO_TARGET_DIR` when that is set).
+pub fn broker_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("STRATA_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "STRATA_BIN={} does not name an existing file",
+            p.display()
+        );
+        return p;
+    }
+    let mut target_dirs = Vec::new();
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        let t = PathBuf::from(t);
+        target_dirs.push(if t.is_absolute() {
+            t
+        } else {
+            workspace_root().join(t)
+        });
+    }
+    target_dirs.push(workspace_root().join("target"));
+    let mut looked = Vec::new();
+    for dir in &target_dirs {
+        for profile in ["release", "debug"] {
+            let p = dir.join(profile).join("strata");
+            if p.is_file() {
+                return p;
+            }
+            looked.push(p.display().to_string());
+        }
+    }
+    panic!(
+        "strata broker binary not found (looked at: {}). Build it with \
+         `cargo build --release -p strata-broker` or point STRATA_BIN at it.",
+        looked.join(", ")
+    );
+}
+
+/// Picks a currently free loopback port: binds port 0, reads the port, drops the socket.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A topic name unique within this test run.
+pub fn unique_topic(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Returns the last `max` bytes of a file (lossy UTF-8), starting at a line boundary.
+fn file_tail(path: &Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no file at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max);
+    if f.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    if start > 0 {
+        match text.find('\n') {
+            Some(i) => format!("[... {start} earlier bytes cut ...]\n{}", &text[i + 1..]),
+            None => text,
+        }
+    } else {
+        text
+    }
+}
+
+fn send_signal(pid: u32, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits in pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is that of
+    // our own child, which has not been reaped yet, so it cannot be reused.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Waits for `child` to exit, polling every [`POLL`], for at most `limit`.
+fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    let max_polls = limit.as_millis() / POLL.as_millis() + 2;
+    for _ in 0..max_polls {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            Err(e) => panic!("waiting for child {}: {e}", child.id()),
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    child.try_wait().ok().flatten()
+}
+
+/// SIGKILLs `child` by pid and reaps it.
+fn kill9_child(child: &mut Child) -> ExitStatus {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status;
+    }
+    send_signal(child.id(), libc::SIGKILL);
+    // SIGKILL cannot be caught; the bounded wait is only a guard against surprises.
+    wait_with_limit(child, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("pid {} did not die within 30 s of SIGKILL", child.id()))
+}
+
+/// A running (or stopped) `strata serve` process with its own port and data directory.
+pub struct Broker {
+    bin: PathBuf,
+    node_id: i32,
+    port: u16,
+    set_args: Vec<String>,
+    dir: TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Broker {
+    /// Starts a broker (node id 1) on a free port with a fresh data directory.
+    /// `extra_set_args` are `key=value` strings, each passed as `--set key=value`.
+    /// Returns once the port accepts TCP connections (at most [`START_TIMEOUT`]).
+    pub fn start(extra_set_args: &[&str]) -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-test-")
+            .tempdir()
+            .expect("create temp dir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        let mut b = Broker {
+            bin: broker_binary(),
+            node_id: 1,
+            port: free_port(),
+            set_args: extra_set_args.iter().map(|s| s.to_string()).collect(),
+            dir,
+            child: None,
+            starts: 0,
+        };
+        b.spawn();
+        b
+    }
+
+    /// `127.0.0.1:PORT`, for clients' `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The temporary directory owned by this fixture (data dir + log + scratch files).
+    pub fn temp_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// File that receives the broker's stderr and stdout (appended to across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// True if the broker process is alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+        }
+    }
+
+    /// The tail of the broker log, framed for use in assertion messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "\n---- strata broker log tail ({}) ----\n{}\n---- end of broker log ----",
+            self.log_path().display(),
+            file_tail(&self.log_path(), LOG_TAIL_BYTES)
+        )
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        self.starts += 1;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("serve")
+            .arg("--node-id")
+            .arg(self.node_id.to_string())
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--advertise")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(self.data_dir());
+        for s in &self.set_args {
+            cmd.arg("--set").arg(s);
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open broker log");
+        let _ = writeln!(
+            log,
+            "==== strata-tests: start #{} of {:?} ====",
+            self.starts, cmd
+        );
+        let log_out = log.try_clone().expect("clone log handle");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log_out))
+            .stderr(Stdio::from(log));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start broker {}: {e}", self.bin.display()));
+        eprintln!(
+            "[strata-tests] started {} (pid {}) on {} data {}",
+            self.bin.display(),
+            child.id(),
+            self.bootstrap(),
+            self.data_dir().display()
+        );
+        self.child = Some(child);
+        self.wait_until_accepting();
+    }
+
+    fn wait_until_accepting(&mut self) {
+        let addr: SocketAddr = self.bootstrap().parse().expect("socket address");
+        let started = Instant::now();
+        let max_polls = START_TIMEOUT.as_millis() / POLL.as_millis() + 1;
+        for _ in 0..max_polls {
+            let child = self.child.as_mut().expect("child");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                panic!(
+                    "broker exited during startup with {status} (start #{}){}",
+                    self.starts,
+                    self.logs()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if started.elapsed() >= START_TIMEOUT {
+                break;
+            }
+            thread::sleep(POLL);
+        }
+        let logs = self.logs();
+        if let Some(mut c) = self.child.take() {
+            kill9_child(&mut c);
+        }
+        panic!(
+            "broker did not accept TCP on {} within {:?} (start #{}){logs}",
+            self.bootstrap(),
+            START_TIMEOUT,
+            self.starts
+        );
+    }
+
+    /// SIGKILLs the broker (no chance to flush or clean up) and reaps it.
+    pub fn kill9(&mut self) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("kill9: broker is not running{}", self.logs()));
+        let status = kill9_child(&mut child);
+        eprintln!("[strata-tests] broker killed with SIGKILL: {status}");
+        status
+    }
+
+    /// Graceful stop: SIGTERM, then wait up to [`STOP_TIMEOUT`] for the exit.
+    /// Panics (after SIGKILLing it) if the broker does not exit in time.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("stop: broker is not running{}", self.logs()));
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "stop: broker had already exited with {status}{}",
+                self.logs()
+            );
+        }
+        send_signal(child.id(), libc::SIGTERM);
+        match wait_with_limit(&mut child, STOP_TIMEOUT) {
+            Some(status) => {
+                eprintln!("[strata-tests] broker stopped after SIGTERM: {status}");
+                status
+            }
+            None => {
+                kill9_child(&mut child);
+                panic!(
+                    "broker did not exit within {:?} of SIGTERM (killed it){}",
+                    STOP_TIMEOUT,
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    /// Starts the broker again on the same port and data directory. If it is
+    /// still running it is first stopped gracefully (use `kill9()` before this
+    /// to simulate a crash).
+    pub fn restart(&mut self) {
+        if self.is_running() {
+            self.stop();
+        } else if let Some(mut c) = self.child.take() {
+            // Exited on its own: reap it and note that in the log.
+            let status = c.wait().ok();
+            eprintln!("[strata-tests] broker had exited on its own: {status:?}");
+        }
+        self.spawn();
+    }
+
+    /// Runs `python3 tests/python/<script> args...` with `BOOTSTRAP` set, for at
+    /// most [`PYTHON_TIMEOUT`].
+    pub fn python<S: AsRef<OsStr>>(&self, script: &str, args: &[S]) -> Output {
+        self.python_with_timeout(script, args, PYTHON_TIMEOUT)
+    }
+
+    pub fn python_with_timeout<S: AsRef<OsStr>>(
+        &self,
+        script: &str,
+        args: &[S],
+        timeout: Duration,
+    ) -> Output {
+        run(self.python_command(script, args), None, timeout)
+    }
+
+    /// Starts a Python script in the background (see [`Background`]).
+    pub fn spawn_python<S: AsRef<OsStr>>(&self, script: &str, args: &[S]) -> Background {
+        Background::spawn(self.python_command(script, args), None)
+    }
+
+    fn python_command<S: AsRef<OsStr>>(&self, script: &str, args: &[S]) -> Command {
+        let path = python_dir().join(script);
+        assert!(path.is_file(), "no such script: {}", path.display());
+        let mut cmd = Command::new(python_bin());
+        cmd.arg(path)
+            .args(args)
+            .env("BOOTSTRAP", self.bootstrap())
+            .env("PYTHONUNBUFFERED", "1")
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        cmd
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9_child(&mut c);
+        }
+        if thread::panicking() {
+            eprintln!("{}", self.logs());
+            if std::env::var_os("STRATA_TEST_KEEP").is_some() {
+                self.dir.disable_cleanup(true);
+                eprintln!(
+                    "[strata-tests] kept temp dir {}",
+                    self.dir.path().display()
+                );
+            }
+        }
+    }
+}
+
+/// `tests/python` in the workspace.
+pub fn python_dir() -> PathBuf {
+    workspace_root().join("tests").join("python")
+}
+
+/// The Python interpreter: `STRATA_PYTHON` or `python3`.
+pub fn python_bin() -> String {
+    std::env::var("STRATA_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// Fails the test with a clear message unless `tool` can be run
+/// (`tool version_arg` must start; its exit code is not checked).
+pub fn require_tool(tool: &str, version_arg: &str, install_hint: &str) {
+    match Command::new(tool)
+        .arg(version_arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(mut c) => {
+            if wait_with_limit(&mut c, Duration::from_secs(10)).is_none() {
+                kill9_child(&mut c);
+            }
+        }
+        Err(e) => panic!("required tool `{tool}` cannot be run ({e}); install it: {install_hint}"),
+    }
+}
+
+/// Fails the test with a clear message unless every module imports in [`python_bin`].
+pub fn require_python_modules(modules: &[&str], install_hint: &str) {
+    let code = modules
+        .iter()
+        .map(|m| format!("import {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut cmd = Command::new(python_bin());
+    cmd.arg("-c").arg(&code);
+    let out = run(cmd, None, Duration::from_secs(30));
+    assert!(
+        out.success(),
+        "Python modules {modules:?} are not importable with `{}`; install them: {install_hint}\n{}",
+        python_bin(),
+        out.describe()
+    );
+}
+
+/// Result of an external command run with a time limit.
+#[derive(Debug)]
+pub struct Output {
+    pub what: String,
+    /// `None` only if the process could not be reaped (should not happen).
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    /// Everything about the run, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "\n---- `{}`: status {:?}{} after {:.1?} ----\n-- stdout --\n{}\n-- stderr --\n{}\n---- end ----",
+            self.what,
+            self.status,
+            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
+            self.elapsed,
+            tail_str(&self.stdout, 16 * 1024),
+            tail_str(&self.stderr, 16 * 1024),
+        )
+    }
+
+    /// Panics with the command's output (and `context`, e.g. the broker logs) unless it succeeded.
+    #[track_caller]
+    pub fn assert_success(&self, context: &str) -> &Self {
+        assert!(
+            self.success(),
+            "command failed: {}{context}",
+            self.describe()
+        );
+        self
+    }
+}
+
+fn tail_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// An external process running in the background with its stdout/stderr
+/// collected by reader threads. Killed (SIGKILL) on drop if still running.
+pub struct Background {
+    what: String,
+    child: Option<Child>,
+    started: Instant,
+    stdout: Option<mpsc::Receiver<Vec<u8>>>,
+    stderr: Option<mpsc::Receiver<Vec<u8>>>,
+}
+
+fn reader<R: Read + Send + 'static>(mut r: R) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+impl Background {
+    /// Spawns `cmd` with piped stdout/stderr (and `stdin` fed then closed, if given).
+    pub fn spawn(mut cmd: Command, stdin: Option<Vec<u8>>) -> Background {
+        let what = format!("{cmd:?}");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {:?} ({e}); is it installed? (command: {what})",
+                cmd.get_program()
+            )
+        });
+        if let Some(input) = stdin {
+            let mut w = child.stdin.take().expect("piped stdin");
+            thread::spawn(move || {
+                let _ = w.write_all(&input);
+                // Dropping `w` closes the pipe: end of input.
+            });
+        }
+        let stdout = reader(child.stdout.take().expect("piped stdout"));
+        let stderr = reader(child.stderr.take().expect("piped stderr"));
+        Background {
+            what,
+            child: Some(child),
+            started: Instant::now(),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+        }
+    }
+
+    /// Waits up to `timeout` (counted from spawn) for the process to exit;
+    /// SIGKILLs it if it is still running then. Returns its status and output.
+    pub fn wait(mut self, timeout: Duration) -> Output {
+        let mut child = self.child.take().expect("child present");
+        let remaining = timeout.saturating_sub(self.started.elapsed());
+        let mut status = wait_with_limit(&mut child, remaining);
+        let timed_out = status.is_none();
+        if timed_out {
+            status = Some(kill9_child(&mut child));
+        }
+        // The pipes close when the process exits; the bound only guards against
+        // a grandchild that inherited them.
+        let collect = |rx: Option<mpsc::Receiver<Vec<u8>>>| {
+            rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(5)).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        Output {
+            what: self.what.clone(),
+            status,
+            timed_out,
+            elapsed: self.started.elapsed(),
+            stdout: collect(self.stdout.take()),
+            stderr: collect(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9_child(&mut c);
+        }
+    }
+}
+
+/// Runs `cmd` to completion with a time limit, SIGKILLing it if it runs over.
+pub fn run(cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    Background::spawn(cmd, stdin.map(|s| s.to_vec())).wait(timeout)
+}
+
+/// Polls `cond` every [`POLL`] until it returns true or `limit` passes; returns
+/// whether it became true.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let max_polls = limit.as_millis() / POLL.as_millis() + 2;
+    for _ in 0..max_polls {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    cond()
+}
