@@ -1,4 +1,11 @@
 //! The Strata broker: storage, partitions, metadata and the Kafka-protocol server.
+//! See ARCHITECTURE.md for the map.
 
+pub mod config;
+pub mod controller;
+pub mod error;
 pub mod ids;
+pub mod node;
+pub mod partition;
+pub mod server;
 pub mod storage;

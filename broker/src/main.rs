@@ -1,1 +1,255 @@
-fn main() {}
+//! The `strata` binary. `strata serve` with no flags is a working single-node broker on
+//! 127.0.0.1:9092 with its data in ./strata-data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use strata_broker::config::BrokerConfig;
+use strata_broker::node::{Endpoint, Node};
+use strata_broker::server;
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a Kafka-compatible, replicated log broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker. With no flags: node 1 on 127.0.0.1:9092, data in ./strata-data.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// This broker's node id (`node.id`).
+    #[arg(long, value_name = "N")]
+    node_id: Option<u32>,
+    /// Address to accept Kafka clients on (`listeners`); port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address clients are told to connect to (`advertised.listeners`); defaults to the listener.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Directory for all data (`log.dirs`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A Kafka-style properties file of `key=value` lines.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Sets one configuration key, overriding the file; repeat as needed.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// Builds the configuration: defaults, then the file, then `--set`, then the explicit flags.
+fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+    let mut config = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+        config
+            .apply_properties(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    for kv in &args.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--set '{kv}': expected KEY=VALUE"))?;
+        config.set(k.trim(), v).map_err(|e| format!("--set: {e}"))?;
+    }
+    let flags = [
+        ("node.id", args.node_id.map(|n| n.to_string())),
+        ("listeners", args.listen.clone()),
+        ("advertised.listeners", args.advertise.clone()),
+        (
+            "log.dirs",
+            args.data_dir.as_ref().map(|d| d.display().to_string()),
+        ),
+    ];
+    for (key, value) in flags {
+        if let Some(v) = value {
+            config.set(key, &v).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(config)
+}
+
+/// `HOST:PORT`, optionally behind `PLAINTEXT://`; the first of a comma-separated list.
+fn parse_address(key: &str, value: &str) -> Result<(String, u16), String> {
+    let first = value.split(',').next().unwrap_or("").trim();
+    let addr = first.strip_prefix("PLAINTEXT://").unwrap_or(first);
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("config '{key}': '{value}' is not HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("config '{key}': '{port}' is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((
+        if host.is_empty() {
+            "0.0.0.0".to_string()
+        } else {
+            host.to_string()
+        },
+        port,
+    ))
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listen = match parse_address("listeners", config.get("listeners")) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let advertised = match config.get("advertised.listeners") {
+        "" => None,
+        a => match parse_address("advertised.listeners", a) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config, listen, advertised)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(
+    config: BrokerConfig,
+    listen: (String, u16),
+    advertised: Option<(String, u16)>,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind((listen.0.as_str(), listen.1))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", listen.0, listen.1))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let endpoint = match advertised {
+        Some((host, port)) => Endpoint { host, port },
+        None => {
+            let host = if local.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                local.ip().to_string()
+            };
+            Endpoint {
+                host,
+                port: local.port(),
+            }
+        }
+    };
+    let data_dir = PathBuf::from(config.get("log.dirs"));
+    let config = Arc::new(config);
+    let started = std::time::Instant::now();
+    let (node, report) = Node::open(Arc::clone(&config), endpoint.clone(), &data_dir)
+        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    let node = Arc::new(node);
+    tracing::info!(
+        clean_shutdown = report.clean_shutdown,
+        partitions = report.partitions,
+        segments_scanned = report.segments_scanned,
+        tails_cut = report.tails_cut,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "storage loaded"
+    );
+    tracing::info!(node = node.id.0, listen = %local, advertise = %format!("{}:{}", endpoint.host, endpoint.port), data = %data_dir.display(), "strata is serving");
+
+    let checkpoint_every =
+        Duration::from_millis(config.i64("log.flush.offset.checkpoint.interval.ms") as u64);
+    let retention_every =
+        Duration::from_millis(config.i64("log.retention.check.interval.ms") as u64);
+    let background = {
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            let mut checkpoint = tokio::time::interval(checkpoint_every);
+            let mut retention = tokio::time::interval(retention_every);
+            loop {
+                tokio::select! {
+                    _ = checkpoint.tick() => {
+                        if let Err(e) = node.partitions.write_recovery_checkpoint() {
+                            tracing::error!(error = %e, "recovery checkpoint failed");
+                        }
+                    }
+                    _ = retention.tick() => {
+                        let deleted = node.partitions.apply_retention(strata_broker::server::handlers::produce::now_ms());
+                        if deleted > 0 {
+                            tracing::info!(segments = deleted, "retention deleted segments");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    server::serve(listener, Arc::clone(&node), shutdown_signal()).await;
+    tracing::info!("shutting down: flushing and closing every partition");
+    background.abort();
+    node.partitions
+        .shutdown()
+        .map_err(|e| format!("clean shutdown failed: {e}"))?;
+    tracing::info!("clean shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

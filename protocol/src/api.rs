@@ -25,7 +25,11 @@ pub struct SupportedApi {
 }
 
 const fn api(key: ApiKey, min_version: i16, max_version: i16) -> SupportedApi {
-    SupportedApi { key, min_version, max_version }
+    SupportedApi {
+        key,
+        min_version,
+        max_version,
+    }
 }
 
 /// Every API and version range the broker implements. Lower bounds are where RecordBatch v2 (magic
@@ -88,9 +92,17 @@ pub enum DecodeError {
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("API {api_key:?} v{version} is not supported")]
-    UnsupportedVersion { api_key: ApiKey, version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
     #[error("malformed {api_key:?} v{version} request: {reason}")]
-    Malformed { api_key: ApiKey, version: i16, reason: String },
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
 }
 
 impl DecodeError {
@@ -98,9 +110,11 @@ impl DecodeError {
     /// every other decode error closes the connection.
     pub fn api_versions_fallback(&self) -> Option<i32> {
         match self {
-            DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. } => {
-                Some(*correlation_id)
-            }
+            DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            } => Some(*correlation_id),
             _ => None,
         }
     }
@@ -118,19 +132,35 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey(raw_key))?;
     let range = supported_range(api_key).ok_or(DecodeError::UnknownApiKey(raw_key))?;
     if version < range.min_version || version > range.max_version {
-        return Err(DecodeError::UnsupportedVersion { api_key, version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
     }
-    let malformed = |reason: String| DecodeError::Malformed { api_key, version, reason };
+    let malformed = |reason: String| DecodeError::Malformed {
+        api_key,
+        version,
+        reason,
+    };
     let header_version = api_key.request_header_version(version);
     let header: RequestHeader = decode_body(&mut frame, header_version).map_err(malformed)?;
     let body = match api_key {
         ApiKey::Produce => Request::Produce(decode_body(&mut frame, version).map_err(malformed)?),
         ApiKey::Fetch => Request::Fetch(decode_body(&mut frame, version).map_err(malformed)?),
-        ApiKey::ListOffsets => Request::ListOffsets(decode_body(&mut frame, version).map_err(malformed)?),
+        ApiKey::ListOffsets => {
+            Request::ListOffsets(decode_body(&mut frame, version).map_err(malformed)?)
+        }
         ApiKey::Metadata => Request::Metadata(decode_body(&mut frame, version).map_err(malformed)?),
-        ApiKey::ApiVersions => Request::ApiVersions(decode_body(&mut frame, version).map_err(malformed)?),
-        ApiKey::CreateTopics => Request::CreateTopics(decode_body(&mut frame, version).map_err(malformed)?),
-        ApiKey::DeleteTopics => Request::DeleteTopics(decode_body(&mut frame, version).map_err(malformed)?),
+        ApiKey::ApiVersions => {
+            Request::ApiVersions(decode_body(&mut frame, version).map_err(malformed)?)
+        }
+        ApiKey::CreateTopics => {
+            Request::CreateTopics(decode_body(&mut frame, version).map_err(malformed)?)
+        }
+        ApiKey::DeleteTopics => {
+            Request::DeleteTopics(decode_body(&mut frame, version).map_err(malformed)?)
+        }
         ApiKey::DescribeConfigs => {
             Request::DescribeConfigs(decode_body(&mut frame, version).map_err(malformed)?)
         }
@@ -142,7 +172,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
         }
         _ => return Err(DecodeError::UnknownApiKey(raw_key)),
     };
-    Ok(DecodedRequest { header, api_key, body })
+    Ok(DecodedRequest {
+        header,
+        api_key,
+        body,
+    })
 }
 
 /// kafka-protocol reports errors as `anyhow::Error`; we keep only their text.
@@ -164,14 +198,17 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     body: &R,
 ) -> Result<Bytes, EncodeError> {
     let header_version = R::header_version(version);
-    let body_bytes = body.compute_size(version).map_err(|e| EncodeError(format!("{e:#}")))?;
+    let body_bytes = body
+        .compute_size(version)
+        .map_err(|e| EncodeError(format!("{e:#}")))?;
     let mut out = BytesMut::with_capacity(4 + 4 + 1 + body_bytes);
     out.put_i32(0); // size, patched below
     out.put_i32(correlation_id);
     if header_version >= 1 {
         out.put_u8(0); // no tagged fields in the response header
     }
-    body.encode(&mut out, version).map_err(|e| EncodeError(format!("{e:#}")))?;
+    body.encode(&mut out, version)
+        .map_err(|e| EncodeError(format!("{e:#}")))?;
     let size = (out.len() - 4) as i32;
     out[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(out.freeze())
@@ -199,7 +236,10 @@ mod tests {
     fn every_supported_api_is_known_to_kafka_protocol_at_its_versions() {
         for a in SUPPORTED_APIS {
             let known = a.key.valid_versions();
-            assert!(known.min <= a.min_version && a.max_version <= known.max, "{a:?}");
+            assert!(
+                known.min <= a.min_version && a.max_version <= known.max,
+                "{a:?}"
+            );
         }
     }
 
@@ -220,18 +260,37 @@ mod tests {
             f[2..4].copy_from_slice(&version.to_be_bytes());
             f.freeze()
         };
-        let frame = at_version(request_frame(ApiKey::Metadata, 12, &MetadataRequest::default()), 99);
-        assert!(matches!(decode_request(frame), Err(DecodeError::UnsupportedVersion { .. })));
-        let frame = at_version(request_frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()), 9);
-        assert_eq!(decode_request(frame).unwrap_err().api_versions_fallback(), Some(77));
+        let frame = at_version(
+            request_frame(ApiKey::Metadata, 12, &MetadataRequest::default()),
+            99,
+        );
+        assert!(matches!(
+            decode_request(frame),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
+        let frame = at_version(
+            request_frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()),
+            9,
+        );
+        assert_eq!(
+            decode_request(frame).unwrap_err().api_versions_fallback(),
+            Some(77)
+        );
         assert!(matches!(
             decode_request(Bytes::from_static(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1])),
             Err(DecodeError::UnknownApiKey(0x7f00))
         ));
-        assert!(matches!(decode_request(Bytes::from_static(&[0, 3])), Err(DecodeError::TooShort(2))));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 3])),
+            Err(DecodeError::TooShort(2))
+        ));
         // Metadata v1 whose topic array claims 2^31-1 entries in 4 bytes of body.
-        let frame = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
-        assert!(matches!(decode_request(frame), Err(DecodeError::Malformed { .. })));
+        let frame =
+            Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode_request(frame),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -240,7 +299,10 @@ mod tests {
         req.topics = Some(vec![]);
         let frame = request_frame(ApiKey::Metadata, 9, &req);
         let cut = frame.slice(..frame.len() - 1);
-        assert!(matches!(decode_request(cut), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode_request(cut),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -252,7 +314,11 @@ mod tests {
         assert_eq!(&bytes[4..8], &5i32.to_be_bytes());
         // error_code(2) + api_keys compact len(1) + throttle(4) + tagged fields count(1)
         assert_eq!(bytes.len(), 4 + 4 + 2 + 1 + 4 + 1);
-        assert_eq!(bytes[bytes.len() - 1], 0, "no tagged fields: librdkafka 2.0.2 needs that");
+        assert_eq!(
+            bytes[bytes.len() - 1],
+            0,
+            "no tagged fields: librdkafka 2.0.2 needs that"
+        );
     }
 
     proptest::proptest! {

@@ -90,10 +90,16 @@ mod tests {
         let mut codec = FrameCodec::new(100);
         let mut buf = framed(b"hello");
         buf.extend_from_slice(&framed(b"world")[..6]);
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
         assert!(codec.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(b"rld");
-        assert_eq!(codec.decode(&mut buf).unwrap().unwrap(), Bytes::from_static(b"world"));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap(),
+            Bytes::from_static(b"world")
+        );
         assert!(codec.decode(&mut buf).unwrap().is_none());
     }
 
@@ -101,8 +107,14 @@ mod tests {
     fn refuses_oversized_and_negative_sizes() {
         let mut codec = FrameCodec::new(4);
         let mut buf = framed(b"hello");
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&(-1i32).to_be_bytes()[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::NegativeSize(-1))));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::NegativeSize(-1))
+        ));
     }
 }

@@ -44,13 +44,19 @@ pub enum BatchError {
     #[error("truncated batch: {available_bytes} bytes left, header needs {BATCH_HEADER_BYTES}")]
     TruncatedHeader { available_bytes: usize },
     #[error("batch length {batch_length} does not fit the {available_bytes} bytes that follow")]
-    BadLength { batch_length: i32, available_bytes: usize },
+    BadLength {
+        batch_length: i32,
+        available_bytes: usize,
+    },
     #[error("unsupported magic {0}: only RecordBatch v2 is accepted")]
     BadMagic(i8),
     #[error("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     BadCrc { stored: u32, computed: u32 },
     #[error("batch holds {record_count} records but lastOffsetDelta is {last_offset_delta}")]
-    BadOffsetDelta { record_count: i32, last_offset_delta: i32 },
+    BadOffsetDelta {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
     #[error("empty record set")]
     Empty,
 }
@@ -61,7 +67,9 @@ impl BatchError {
     pub fn is_corruption(&self) -> bool {
         matches!(
             self,
-            BatchError::BadCrc { .. } | BatchError::TruncatedHeader { .. } | BatchError::BadLength { .. }
+            BatchError::BadCrc { .. }
+                | BatchError::TruncatedHeader { .. }
+                | BatchError::BadLength { .. }
         )
     }
 }
@@ -100,17 +108,24 @@ impl<'a> BatchHeader<'a> {
     /// the length it announces are present. Use [`validate_batches`] for the full checks.
     pub fn parse(bytes: &'a [u8]) -> Result<BatchHeader<'a>, BatchError> {
         if bytes.len() < BATCH_HEADER_BYTES {
-            return Err(BatchError::TruncatedHeader { available_bytes: bytes.len() });
+            return Err(BatchError::TruncatedHeader {
+                available_bytes: bytes.len(),
+            });
         }
         let batch_length = read_i32(bytes, OFFSET_BATCH_LENGTH);
         let available = bytes.len() - BATCH_LOG_OVERHEAD_BYTES;
         if batch_length < (BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES) as i32
             || batch_length as usize > available
         {
-            return Err(BatchError::BadLength { batch_length, available_bytes: available });
+            return Err(BatchError::BadLength {
+                batch_length,
+                available_bytes: available,
+            });
         }
         let total = BATCH_LOG_OVERHEAD_BYTES + batch_length as usize;
-        Ok(BatchHeader { bytes: &bytes[..total] })
+        Ok(BatchHeader {
+            bytes: &bytes[..total],
+        })
     }
 
     /// The whole batch, header included.
@@ -195,7 +210,10 @@ impl<'a> BatchHeader<'a> {
         }
         let (record_count, last_offset_delta) = (self.record_count(), self.last_offset_delta());
         if record_count < 1 || last_offset_delta != record_count - 1 {
-            return Err(BatchError::BadOffsetDelta { record_count, last_offset_delta });
+            return Err(BatchError::BadOffsetDelta {
+                record_count,
+                last_offset_delta,
+            });
         }
         Ok(())
     }
@@ -287,7 +305,11 @@ impl<'a> Iterator for BatchIter<'a> {
 
 /// Builds uncompressed v2 batches of simple records; used by tests and benches that need
 /// real bytes without a client. Each record is `(key, value)` with no headers.
-pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[(Option<&[u8]>, &[u8])]) -> Bytes {
+pub fn build_batch(
+    base_offset: i64,
+    timestamp_ms: i64,
+    records: &[(Option<&[u8]>, &[u8])],
+) -> Bytes {
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
         let mut rec = Vec::new();
@@ -310,7 +332,9 @@ pub fn build_batch(base_offset: i64, timestamp_ms: i64, records: &[(Option<&[u8]
     let count = records.len() as i32;
     let mut b = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
     b.extend_from_slice(&base_offset.to_be_bytes());
-    b.extend_from_slice(&((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(
+        &((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes(),
+    );
     b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     b.push(2); // magic
     b.extend_from_slice(&[0u8; 4]); // crc, filled below
@@ -352,7 +376,10 @@ mod tests {
         patch_batch(&mut patched, 42, 7);
         let h = BatchHeader::parse(&patched).unwrap();
         h.validate().unwrap();
-        assert_eq!((h.base_offset(), h.partition_leader_epoch(), h.last_offset()), (42, 7, 43));
+        assert_eq!(
+            (h.base_offset(), h.partition_leader_epoch(), h.last_offset()),
+            (42, 7, 43)
+        );
     }
 
     #[test]
@@ -368,10 +395,16 @@ mod tests {
     #[test]
     fn truncation_and_trailing_bytes_are_refused() {
         let batch = build_batch(0, 0, &[(None, b"value")]);
-        assert!(matches!(validate_batches(&batch[..batch.len() - 1]), Err(BatchError::BadLength { .. })));
+        assert!(matches!(
+            validate_batches(&batch[..batch.len() - 1]),
+            Err(BatchError::BadLength { .. })
+        ));
         let mut two = batch.to_vec();
         two.extend_from_slice(&batch[..10]);
-        assert!(matches!(validate_batches(&two), Err(BatchError::TruncatedHeader { .. })));
+        assert!(matches!(
+            validate_batches(&two),
+            Err(BatchError::TruncatedHeader { .. })
+        ));
         assert_eq!(validate_batches(&[]), Err(BatchError::Empty));
     }
 
@@ -398,7 +431,10 @@ mod tests {
             })
             .collect();
         let mut buf = bytes::BytesMut::new();
-        let opts = RecordEncodeOptions { version: 2, compression: C::None };
+        let opts = RecordEncodeOptions {
+            version: 2,
+            compression: C::None,
+        };
         RecordBatchEncoder::encode(&mut buf, &records, &opts).unwrap();
         let info = validate_batches(&buf).unwrap();
         assert_eq!((info.record_count, info.max_timestamp), (3, 1002));

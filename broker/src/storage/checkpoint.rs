@@ -20,12 +20,16 @@ pub enum CheckpointError {
 
 /// Replaces `path` with `body` atomically and durably.
 pub fn write(path: &Path, body: &str) -> Result<(), CheckpointError> {
-    let io_err = |source| CheckpointError::Io { path: path.display().to_string(), source };
+    let io_err = |source| CheckpointError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io_err)?;
     let crc = crc32fast::hash(body.as_bytes());
     f.write_all(body.as_bytes()).map_err(io_err)?;
-    f.write_all(format!("{TRAILER}{crc:08x}\n").as_bytes()).map_err(io_err)?;
+    f.write_all(format!("{TRAILER}{crc:08x}\n").as_bytes())
+        .map_err(io_err)?;
     f.sync_all().map_err(io_err)?;
     fs::rename(&tmp, path).map_err(io_err)?;
     if let Some(dir) = path.parent() {
@@ -39,10 +43,21 @@ pub fn read(path: &Path) -> Result<Option<String>, CheckpointError> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CheckpointError::Io { path: path.display().to_string(), source }),
+        Err(source) => {
+            return Err(CheckpointError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
     };
-    let corrupt = || CheckpointError::Corrupt { path: path.display().to_string() };
-    let body_end = text.trim_end_matches('\n').rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let corrupt = || CheckpointError::Corrupt {
+        path: path.display().to_string(),
+    };
+    let body_end = text
+        .trim_end_matches('\n')
+        .rfind('\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
     let (body, trailer) = text.split_at(body_end);
     let stored = trailer.trim().strip_prefix(TRAILER).ok_or_else(corrupt)?;
     let stored = u32::from_str_radix(stored, 16).map_err(|_| corrupt())?;

@@ -93,12 +93,18 @@ impl<E: Entry> Index<E> {
     /// divided by the entry width, or 0 for one about to be rebuilt).
     pub fn open(path: &Path, capacity_bytes: usize, entries: usize) -> io::Result<Self> {
         let file = MappedFile::open(path, capacity_bytes.max(E::BYTES * (entries + 1)))?;
-        Ok(Index { file, entries, _entry: std::marker::PhantomData })
+        Ok(Index {
+            file,
+            entries,
+            _entry: std::marker::PhantomData,
+        })
     }
 
     /// Opens an existing index trusting every whole entry in its file.
     pub fn open_existing(path: &Path, capacity_bytes: usize) -> io::Result<Self> {
-        let len = std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0);
+        let len = std::fs::metadata(path)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
         Self::open(path, capacity_bytes, len / E::BYTES)
     }
 
@@ -124,15 +130,20 @@ impl<E: Entry> Index<E> {
     }
 
     /// Appends an entry; the caller keeps keys and values increasing and checks `is_full` first.
-    pub fn append(&mut self, e: E) {
+    pub fn append(&mut self, e: E) -> io::Result<()> {
         assert!(!self.is_full(), "index full");
         if let Some(last) = self.last() {
-            assert!(e.key() > last.key() && e.value() >= last.value(), "index out of order: {last:?} then {e:?}");
+            assert!(
+                e.key() > last.key() && e.value() >= last.value(),
+                "index out of order: {last:?} then {e:?}"
+            );
         }
         let mut buf = [0u8; 16];
         e.encode(&mut buf[..E::BYTES]);
-        self.file.write_at(self.entries * E::BYTES, &buf[..E::BYTES]);
+        self.file
+            .write_at(self.entries * E::BYTES, &buf[..E::BYTES])?;
         self.entries += 1;
+        Ok(())
     }
 
     /// The last entry whose key is `<= key`.
@@ -193,10 +204,20 @@ mod tests {
         let mut idx = OffsetIndex::open(&dir.path().join("i"), 800, 0).unwrap();
         assert!(idx.floor(5).is_none());
         for i in 0..10u32 {
-            idx.append(OffsetEntry { relative_offset: i * 10, position: i * 100 });
+            idx.append(OffsetEntry {
+                relative_offset: i * 10,
+                position: i * 100,
+            })
+            .unwrap();
         }
         assert_eq!(idx.floor(0).unwrap().position, 0);
-        assert_eq!(idx.floor(25).unwrap(), OffsetEntry { relative_offset: 20, position: 200 });
+        assert_eq!(
+            idx.floor(25).unwrap(),
+            OffsetEntry {
+                relative_offset: 20,
+                position: 200
+            }
+        );
         assert_eq!(idx.floor(1000).unwrap().relative_offset, 90);
         idx.check(900).unwrap();
         assert!(idx.check(899).is_err());
@@ -207,14 +228,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t");
         let mut idx = TimeIndex::open(&path, 36, 0).unwrap();
-        idx.append(TimeEntry { timestamp_ms: 5, relative_offset: 0 });
-        idx.append(TimeEntry { timestamp_ms: 9, relative_offset: 3 });
+        idx.append(TimeEntry {
+            timestamp_ms: 5,
+            relative_offset: 0,
+        })
+        .unwrap();
+        idx.append(TimeEntry {
+            timestamp_ms: 9,
+            relative_offset: 3,
+        })
+        .unwrap();
         idx.trim().unwrap();
         drop(idx);
         let mut idx = TimeIndex::open_existing(&path, 36).unwrap();
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.floor(8).unwrap().relative_offset, 0);
-        idx.append(TimeEntry { timestamp_ms: 10, relative_offset: 4 });
+        idx.append(TimeEntry {
+            timestamp_ms: 10,
+            relative_offset: 4,
+        })
+        .unwrap();
         assert!(idx.is_full());
     }
 }

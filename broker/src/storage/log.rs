@@ -35,7 +35,8 @@ pub struct LogConfig {
 pub struct RecoveryReport {
     pub segments: usize,
     pub segments_scanned: usize,
-    pub truncated_bytes: usize,
+    /// Segments whose torn or corrupt tail was cut off.
+    pub tails_cut: usize,
     pub segments_dropped: usize,
 }
 
@@ -65,7 +66,10 @@ impl Log {
     ) -> io::Result<(Log, RecoveryReport)> {
         std::fs::create_dir_all(dir)?;
         let bases = segment_bases(dir)?;
-        let mut report = RecoveryReport { segments: bases.len(), ..Default::default() };
+        let mut report = RecoveryReport {
+            segments: bases.len(),
+            ..Default::default()
+        };
         let mut segments = VecDeque::with_capacity(bases.len());
         let scan_from = if clean_shutdown {
             None
@@ -86,11 +90,11 @@ impl Log {
             let expected = segments.back().map(Segment::next_offset);
             // The last segment becomes the active one: it is always validated and mapped whole.
             if scan_from.is_some_and(|from| i >= from) || i + 1 == bases.len() {
-                let (seg, truncated) = Segment::recover(dir, *base, config.limits)?;
+                let (seg, cut) = Segment::recover(dir, *base, config.limits)?;
                 report.segments_scanned += 1;
-                report.truncated_bytes += truncated;
-                if truncated > 0 {
-                    tracing::warn!(dir = %dir.display(), base = base.0, truncated, "cut a torn or corrupt tail");
+                if let Some(position) = cut {
+                    tracing::warn!(dir = %dir.display(), base = base.0, position, "cut a torn or corrupt tail");
+                    report.tails_cut += 1;
                     cut_at = Some(i);
                 }
                 segments.push_back(seg);
@@ -102,15 +106,24 @@ impl Log {
                 if base_here != Some(expected) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("{}: segment {base_here:?} does not follow offset {expected}", dir.display()),
+                        format!(
+                            "{}: segment {base_here:?} does not follow offset {expected}",
+                            dir.display()
+                        ),
                     ));
                 }
             }
         }
-        let mut log = Log { dir: dir.to_path_buf(), config, segments, recovery_point: Offset(0) };
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            recovery_point: Offset(0),
+        };
         let n = log.segments.len();
         if n == 0 {
-            log.segments.push_back(Segment::create(dir, Offset(0), config.limits)?);
+            log.segments
+                .push_back(Segment::create(dir, Offset(0), config.limits)?);
         }
         for seg in log.segments.iter_mut().take(n.saturating_sub(1)) {
             seg.seal()?;
@@ -137,7 +150,10 @@ impl Log {
     }
 
     pub fn log_start_offset(&self) -> Offset {
-        self.segments.front().map(Segment::base_offset).unwrap_or_default()
+        self.segments
+            .front()
+            .map(Segment::base_offset)
+            .unwrap_or_default()
     }
 
     /// One past the last record: the offset the next append gets.
@@ -158,20 +174,32 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.back().expect("a log always has an active segment")
+        self.segments
+            .back()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.back_mut().expect("a log always has an active segment")
+        self.segments
+            .back_mut()
+            .expect("a log always has an active segment")
     }
 
     /// Appends a validated record set, rolling first if the active segment is full or old.
     /// Returns the offset of its first record.
-    pub fn append(&mut self, records: &[u8], info: &RecordSetInfo, epoch: LeaderEpoch, now_ms: i64) -> io::Result<Offset> {
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        info: &RecordSetInfo,
+        epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> io::Result<Offset> {
         let last_offset = Offset(self.log_end_offset().0 + info.record_count - 1);
         let active = self.active();
         let too_old = self.config.segment_ms >= 0
-            && active.first_timestamp_ms().is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+            && active
+                .first_timestamp_ms()
+                .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
         if !active.is_empty() && (active.is_full_for(records.len(), last_offset) || too_old) {
             self.roll(records.len())?;
         } else if active.is_empty() && active.is_full_for(records.len(), last_offset) {
@@ -182,7 +210,7 @@ impl Log {
             }
             self.push_segment(base, records.len())?;
         }
-        Ok(self.active_mut().append(records, info, epoch))
+        self.active_mut().append(records, info, epoch)
     }
 
     /// Seals the active segment and starts a new one at the log end offset.
@@ -202,19 +230,36 @@ impl Log {
 
     /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch), none at or
     /// past `limit`. `Ok(None)` when there is nothing yet (offset at the end, or beyond `limit`).
-    pub fn read(&self, offset: Offset, max_bytes: usize, limit: Offset) -> Result<Option<SegmentRead>, OffsetOutOfRange> {
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        limit: Offset,
+    ) -> Result<Option<SegmentRead>, OffsetOutOfRange> {
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset < start || offset > end {
-            return Err(OffsetOutOfRange { log_start_offset: start, log_end_offset: end });
+            return Err(OffsetOutOfRange {
+                log_start_offset: start,
+                log_end_offset: end,
+            });
         }
-        let first = self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
-        Ok(self.segments.iter().skip(first).find_map(|s| s.read(offset, max_bytes, limit)))
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        Ok(self
+            .segments
+            .iter()
+            .skip(first)
+            .find_map(|s| s.read(offset, max_bytes, limit)))
     }
 
     /// The first record with a timestamp `>= target_ms` below `limit`: (offset, timestamp).
     pub fn offset_for_timestamp(&self, target_ms: i64, limit: Offset) -> Option<(Offset, i64)> {
         let from = self.log_start_offset();
-        self.segments.iter().find_map(|s| s.find_by_timestamp(target_ms, from, limit))
+        self.segments
+            .iter()
+            .find_map(|s| s.find_by_timestamp(target_ms, from, limit))
     }
 
     /// The record with the largest timestamp below `limit` (the earliest such on ties).
@@ -232,7 +277,10 @@ impl Log {
 
     /// Ranges to flush, taken under the partition lock and flushed outside it.
     pub fn unflushed(&self) -> Vec<FlushTarget> {
-        self.segments.iter().filter_map(Segment::unflushed).collect()
+        self.segments
+            .iter()
+            .filter_map(Segment::unflushed)
+            .collect()
     }
 
     /// Records that a flush covering everything below `end` (the active segment up to
@@ -255,7 +303,11 @@ impl Log {
     /// segment is rolled first so its records can go too. Returns how many segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<usize> {
         let retention_ms = self.config.retention_ms;
-        let expired = |s: &Segment| retention_ms >= 0 && s.max_timestamp_ms() >= 0 && now_ms - s.max_timestamp_ms() > retention_ms;
+        let expired = |s: &Segment| {
+            retention_ms >= 0
+                && s.max_timestamp_ms() >= 0
+                && now_ms - s.max_timestamp_ms() > retention_ms
+        };
         if !self.active().is_empty() && expired(self.active()) {
             self.roll(0)?;
         }
@@ -263,7 +315,8 @@ impl Log {
         let mut total = self.size_bytes() as i64;
         while self.segments.len() > 1 {
             let oldest = &self.segments[0];
-            let over_bytes = self.config.retention_bytes >= 0 && total - oldest.size_bytes() as i64 >= self.config.retention_bytes;
+            let over_bytes = self.config.retention_bytes >= 0
+                && total - oldest.size_bytes() as i64 >= self.config.retention_bytes;
             if !(expired(oldest) || over_bytes) {
                 break;
             }
@@ -307,7 +360,8 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<Offset>> {
 }
 
 fn remove_segment_files(dir: &Path, base: Offset) -> io::Result<()> {
-    let paths = ["log", "index", "timeindex"].map(|ext| dir.join(super::segment::file_name(base, ext)));
+    let paths =
+        ["log", "index", "timeindex"].map(|ext| dir.join(super::segment::file_name(base, ext)));
     remove_files(&paths)
 }
 

@@ -7,11 +7,15 @@
 //!   while the file is mapped, so a reader's slice never changes under it;
 //! - every access is inside `[0, capacity)`; the file is at least `capacity` bytes long while
 //!   anything beyond its trimmed length could be touched (see [`MappedFile::trim`]);
-//! - the mapping lives as long as the longest-held slice (`Bytes::from_owner` keeps an `Arc`).
+//! - the mapping lives as long as the longest-held slice (`Bytes::from_owner` keeps an `Arc`);
+//! - the file has its full capacity as a sparse length, and disk blocks are reserved (fallocate)
+//!   ahead of every write, so a full disk is an `io::Error` on append, never a SIGBUS in a page
+//!   fault; reserving in chunks keeps an idle partition from holding a whole segment of disk.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,7 +26,12 @@ pub struct MappedFile {
     file: File,
     map: MmapRaw,
     capacity_bytes: usize,
+    /// Bytes from the start with disk blocks reserved.
+    reserved_bytes: AtomicUsize,
 }
+
+/// How far ahead of a write disk blocks are reserved.
+const RESERVE_CHUNK_BYTES: usize = 16 << 20;
 
 // SAFETY: the raw mapping is shared memory; the invariants above (one writer at disjoint,
 // not-yet-published positions) make concurrent access sound.
@@ -30,17 +39,40 @@ unsafe impl Send for MappedFile {}
 unsafe impl Sync for MappedFile {}
 
 impl MappedFile {
-    /// Opens (creating if needed) `path`, makes it at least `capacity_bytes` long with blocks
-    /// reserved on disk (so a full disk fails here, not as a SIGBUS on a later write), and maps it.
+    /// Opens (creating if needed) `path`, makes it at least `capacity_bytes` long (sparse) and
+    /// maps it.
     pub fn open(path: &Path, capacity_bytes: usize) -> io::Result<MappedFile> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         let len = file.metadata()?.len() as usize;
         let capacity_bytes = capacity_bytes.max(len).max(1);
         if len < capacity_bytes {
-            reserve_blocks(&file, capacity_bytes)?;
+            file.set_len(capacity_bytes as u64)?;
         }
         let map = MmapRaw::map_raw(&file)?;
-        Ok(MappedFile { path: path.to_path_buf(), file, map, capacity_bytes })
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            file,
+            map,
+            capacity_bytes,
+            reserved_bytes: AtomicUsize::new(0),
+        })
+    }
+
+    /// Makes sure disk blocks back `[0, end)`, reserving a chunk more at a time.
+    fn reserve(&self, end: usize) -> io::Result<()> {
+        let reserved = self.reserved_bytes.load(Ordering::Relaxed);
+        if end <= reserved {
+            return Ok(());
+        }
+        let target = (end + RESERVE_CHUNK_BYTES).min(self.capacity_bytes);
+        reserve_blocks(&self.file, reserved, target)?;
+        self.reserved_bytes.store(target, Ordering::Relaxed);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -52,34 +84,56 @@ impl MappedFile {
     }
 
     /// Copies `bytes` to `position`. The caller is the single writer and `position` is beyond
-    /// every byte handed to a reader.
-    pub fn write_at(&self, position: usize, bytes: &[u8]) {
-        assert!(position + bytes.len() <= self.capacity_bytes, "write past the mapping");
+    /// every byte handed to a reader. Fails only if the disk has no room for the blocks.
+    pub fn write_at(&self, position: usize, bytes: &[u8]) -> io::Result<()> {
+        assert!(
+            position + bytes.len() <= self.capacity_bytes,
+            "write past the mapping"
+        );
+        self.reserve(position + bytes.len())?;
         // SAFETY: in bounds (asserted); the range is not aliased by any reader (module invariant).
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.map.as_mut_ptr().add(position), bytes.len());
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.map.as_mut_ptr().add(position),
+                bytes.len(),
+            );
         }
+        Ok(())
     }
 
     /// Mutable access to a range the writer owns, for patching a batch after copying it in.
     #[allow(clippy::mut_from_ref)]
     pub fn range_mut(&self, position: usize, len: usize) -> &mut [u8] {
-        assert!(position + len <= self.capacity_bytes, "range past the mapping");
+        assert!(
+            position + len <= self.capacity_bytes,
+            "range past the mapping"
+        );
         // SAFETY: as for `write_at`.
         unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(position), len) }
     }
 
     /// A read-only view of `[position, position + len)`.
     pub fn slice(&self, position: usize, len: usize) -> &[u8] {
-        assert!(position + len <= self.capacity_bytes, "read past the mapping");
+        assert!(
+            position + len <= self.capacity_bytes,
+            "read past the mapping"
+        );
         // SAFETY: in bounds; published bytes are never written again (module invariant).
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(position), len) }
     }
 
     /// A zero-copy slice that keeps the mapping alive while it is held.
     pub fn bytes(self: &Arc<Self>, position: usize, len: usize) -> Bytes {
-        assert!(position + len <= self.capacity_bytes, "read past the mapping");
-        Bytes::from_owner(MappedSlice { file: Arc::clone(self), position, len })
+        assert!(
+            position + len <= self.capacity_bytes,
+            "read past the mapping"
+        );
+        Bytes::from_owner(MappedSlice {
+            file: Arc::clone(self),
+            position,
+            len,
+        })
     }
 
     /// Writes `[position, position + len)` to disk and waits for it (msync).
@@ -110,14 +164,19 @@ impl AsRef<[u8]> for MappedSlice {
     }
 }
 
-fn reserve_blocks(file: &File, len: usize) -> io::Result<()> {
+fn reserve_blocks(file: &File, from: usize, to: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall on an open descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    let rc = unsafe {
+        libc::posix_fallocate(
+            file.as_raw_fd(),
+            from as libc::off_t,
+            (to - from) as libc::off_t,
+        )
+    };
     match rc {
-        0 => Ok(()),
-        // Filesystems without fallocate (tmpfs on old kernels, some overlays): a sparse file.
-        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len as u64),
+        // Filesystems without fallocate keep the sparse file; a full disk there is a SIGBUS risk.
+        0 | libc::EOPNOTSUPP => Ok(()),
         errno => Err(io::Error::from_raw_os_error(errno)),
     }
 }
@@ -130,7 +189,7 @@ mod tests {
     fn writes_are_visible_through_slices_that_outlive_the_handle() {
         let dir = tempfile::tempdir().unwrap();
         let f = Arc::new(MappedFile::open(&dir.path().join("a"), 4096).unwrap());
-        f.write_at(10, b"hello");
+        f.write_at(10, b"hello").unwrap();
         let b = f.bytes(10, 5);
         drop(f);
         assert_eq!(&b[..], b"hello");
@@ -141,7 +200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a");
         let f = MappedFile::open(&path, 4096).unwrap();
-        f.write_at(0, b"abc");
+        f.write_at(0, b"abc").unwrap();
         f.flush_range(0, 3).unwrap();
         f.trim(3).unwrap();
         drop(f);

@@ -63,9 +63,20 @@ pub struct Segment {
 impl Segment {
     /// Creates an empty segment at `base_offset`.
     pub fn create(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<Segment> {
-        let log = MappedFile::open(&dir.join(file_name(base_offset, "log")), limits.segment_bytes)?;
-        let offset_index = OffsetIndex::open(&dir.join(file_name(base_offset, "index")), limits.index_bytes, 0)?;
-        let time_index = TimeIndex::open(&dir.join(file_name(base_offset, "timeindex")), limits.index_bytes, 0)?;
+        let log = MappedFile::open(
+            &dir.join(file_name(base_offset, "log")),
+            limits.segment_bytes,
+        )?;
+        let offset_index = OffsetIndex::open(
+            &dir.join(file_name(base_offset, "index")),
+            limits.index_bytes,
+            0,
+        )?;
+        let time_index = TimeIndex::open(
+            &dir.join(file_name(base_offset, "timeindex")),
+            limits.index_bytes,
+            0,
+        )?;
         Ok(Segment {
             base_offset,
             log: Arc::new(log),
@@ -85,12 +96,22 @@ impl Segment {
 
     /// Opens a segment that was sealed (or cleanly closed): its files hold exactly their content.
     /// The indexes are checked and rebuilt from the log if they break an invariant.
-    pub fn open_sealed(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<Segment> {
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: Offset,
+        limits: SegmentLimits,
+    ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let size_bytes = std::fs::metadata(&log_path)?.len() as usize;
         let log = MappedFile::open(&log_path, size_bytes)?;
-        let offset_index = OffsetIndex::open_existing(&dir.join(file_name(base_offset, "index")), limits.index_bytes)?;
-        let time_index = TimeIndex::open_existing(&dir.join(file_name(base_offset, "timeindex")), limits.index_bytes)?;
+        let offset_index = OffsetIndex::open_existing(
+            &dir.join(file_name(base_offset, "index")),
+            limits.index_bytes,
+        )?;
+        let time_index = TimeIndex::open_existing(
+            &dir.join(file_name(base_offset, "timeindex")),
+            limits.index_bytes,
+        )?;
         let mut seg = Segment {
             base_offset,
             log: Arc::new(log),
@@ -106,7 +127,8 @@ impl Segment {
             sealed: true,
             limits,
         };
-        let indexes_ok = seg.offset_index.check(size_bytes as i64).is_ok() && seg.time_index.check(i64::from(u32::MAX)).is_ok();
+        let indexes_ok = seg.offset_index.check(size_bytes as i64).is_ok()
+            && seg.time_index.check(i64::from(u32::MAX)).is_ok();
         // The tail after the last index entry is scanned to find the end; cheap (headers only).
         match seg.scan_tail() {
             Ok(()) if indexes_ok => {}
@@ -121,8 +143,13 @@ impl Segment {
 
     /// Opens a segment that may hold a torn or corrupt tail (it was written after the last
     /// recovery checkpoint): validates every batch, truncates at the first bad one and rebuilds
-    /// both indexes. Returns the segment and how many bytes were cut off.
-    pub fn recover(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<(Segment, usize)> {
+    /// both indexes. Returns the segment and, if non-zero bytes followed the last valid batch (a
+    /// torn write or corruption, as opposed to the zeroes of preallocation), where it was cut.
+    pub fn recover(
+        dir: &Path,
+        base_offset: Offset,
+        limits: SegmentLimits,
+    ) -> io::Result<(Segment, Option<usize>)> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file_bytes = std::fs::metadata(&log_path)?.len() as usize;
         let mut seg = Segment::create(dir, base_offset, limits)?;
@@ -131,7 +158,12 @@ impl Segment {
         }
         seg.size_bytes = file_bytes;
         let valid = seg.rebuild(true)?;
-        Ok((seg, file_bytes - valid))
+        let after = seg.log.slice(
+            valid,
+            (file_bytes - valid).min(record_batch::BATCH_HEADER_BYTES),
+        );
+        let torn = after.iter().any(|b| *b != 0);
+        Ok((seg, torn.then_some(valid)))
     }
 
     /// Walks the batches from the start, rebuilding the indexes and the derived fields. With
@@ -150,14 +182,15 @@ impl Segment {
         let mut iter = BatchIter::new(data);
         let mut valid_end = 0;
         while let Some((position, batch)) = iter.next() {
-            if (validate && batch.validate().is_err()) || batch.base_offset() != self.next_offset.0 {
+            if (validate && batch.validate().is_err()) || batch.base_offset() != self.next_offset.0
+            {
                 break;
             }
             if self.would_overflow_index(&batch) {
                 break;
             }
             self.size_bytes = position;
-            self.index_batch(position, &batch);
+            self.index_batch(position, &batch)?;
             self.size_bytes = position + batch.total_bytes();
             valid_end = self.size_bytes;
         }
@@ -168,7 +201,11 @@ impl Segment {
 
     /// For a sealed segment with trusted indexes: scan from the last index entry to the end.
     fn scan_tail(&mut self) -> Result<(), String> {
-        let start = self.offset_index.last().map(|e| e.position as usize).unwrap_or(0);
+        let start = self
+            .offset_index
+            .last()
+            .map(|e| e.position as usize)
+            .unwrap_or(0);
         let data = self.log.slice(start, self.size_bytes - start);
         let mut end = start;
         for (position, batch) in BatchIter::new(data) {
@@ -180,7 +217,8 @@ impl Segment {
         }
         if let Some(last) = self.time_index.last() {
             self.max_timestamp_ms = last.timestamp_ms;
-            self.batch_of_max_timestamp = Offset(self.base_offset.0 + i64::from(last.relative_offset));
+            self.batch_of_max_timestamp =
+                Offset(self.base_offset.0 + i64::from(last.relative_offset));
         }
         if let Ok(first) = BatchHeader::parse(self.log.slice(0, self.size_bytes)) {
             self.first_timestamp_ms = Some(first.max_timestamp());
@@ -193,7 +231,7 @@ impl Segment {
     }
 
     /// Updates indexes and derived fields for a batch now at `position` (already in the file).
-    fn index_batch(&mut self, position: usize, batch: &BatchHeader<'_>) {
+    fn index_batch(&mut self, position: usize, batch: &BatchHeader<'_>) -> io::Result<()> {
         let relative = (batch.base_offset() - self.base_offset.0) as u32;
         if batch.max_timestamp() > self.max_timestamp_ms {
             self.max_timestamp_ms = batch.max_timestamp();
@@ -202,24 +240,45 @@ impl Segment {
         if self.first_timestamp_ms.is_none() {
             self.first_timestamp_ms = Some(batch.max_timestamp());
         }
-        if self.offset_index.is_empty() || self.bytes_since_index_entry >= self.limits.index_interval_bytes {
-            if !self.offset_index.is_full() && self.offset_index.last().is_none_or(|e| e.relative_offset < relative) {
-                self.offset_index.append(OffsetEntry { relative_offset: relative, position: position as u32 });
+        if self.offset_index.is_empty()
+            || self.bytes_since_index_entry >= self.limits.index_interval_bytes
+        {
+            if !self.offset_index.is_full()
+                && self
+                    .offset_index
+                    .last()
+                    .is_none_or(|e| e.relative_offset < relative)
+            {
+                self.offset_index.append(OffsetEntry {
+                    relative_offset: relative,
+                    position: position as u32,
+                })?;
             }
-            self.maybe_append_time_entry();
+            self.maybe_append_time_entry()?;
             self.bytes_since_index_entry = 0;
         }
         self.bytes_since_index_entry += batch.total_bytes();
         self.next_offset = Offset(batch.last_offset() + 1);
+        Ok(())
     }
 
-    fn maybe_append_time_entry(&mut self) {
-        let newer = self.time_index.last().is_none_or(|e| self.max_timestamp_ms > e.timestamp_ms);
+    fn maybe_append_time_entry(&mut self) -> io::Result<()> {
+        let newer = self
+            .time_index
+            .last()
+            .is_none_or(|e| self.max_timestamp_ms > e.timestamp_ms);
         let relative = (self.batch_of_max_timestamp.0 - self.base_offset.0) as u32;
-        let ordered = self.time_index.last().is_none_or(|e| relative > e.relative_offset);
+        let ordered = self
+            .time_index
+            .last()
+            .is_none_or(|e| relative > e.relative_offset);
         if self.max_timestamp_ms >= 0 && newer && ordered && !self.time_index.is_full() {
-            self.time_index.append(TimeEntry { timestamp_ms: self.max_timestamp_ms, relative_offset: relative });
+            self.time_index.append(TimeEntry {
+                timestamp_ms: self.max_timestamp_ms,
+                relative_offset: relative,
+            })?;
         }
+        Ok(())
     }
 
     pub fn base_offset(&self) -> Offset {
@@ -251,31 +310,43 @@ impl Segment {
 
     /// Copies a validated record set in at the end, assigning offsets from `next_offset` and
     /// stamping `epoch` into each batch. The caller checked `is_full_for`.
-    pub fn append(&mut self, records: &[u8], info: &RecordSetInfo, epoch: LeaderEpoch) -> Offset {
+    pub fn append(
+        &mut self,
+        records: &[u8],
+        info: &RecordSetInfo,
+        epoch: LeaderEpoch,
+    ) -> io::Result<Offset> {
         assert!(!self.sealed, "append to a sealed segment");
         let start = self.size_bytes;
         let first_offset = self.next_offset;
-        self.log.write_at(start, records);
+        self.log.write_at(start, records)?;
         let mut offset = first_offset.0;
         let log = Arc::clone(&self.log);
         for span in &info.batches {
             let position = start + span.position;
             record_batch::patch_batch(log.range_mut(position, span.size_bytes), offset, epoch.0);
-            let batch = BatchHeader::parse(log.slice(position, span.size_bytes)).expect("validated batch");
-            self.index_batch(position, &batch);
+            let batch =
+                BatchHeader::parse(log.slice(position, span.size_bytes)).expect("validated batch");
+            self.index_batch(position, &batch)?;
             offset += i64::from(span.record_count);
         }
         self.size_bytes = start + records.len();
-        debug_assert_eq!(self.next_offset.0, offset);
-        first_offset
+        assert_eq!(self.next_offset.0, offset, "offsets assigned densely");
+        Ok(first_offset)
     }
 
     /// Position of the first batch that holds `offset` or later, scanning from the index.
     fn position_of(&self, offset: Offset) -> Option<usize> {
         let relative = (offset.0 - self.base_offset.0).max(0);
-        let start = self.offset_index.floor(relative).map(|e| e.position as usize).unwrap_or(0);
+        let start = self
+            .offset_index
+            .floor(relative)
+            .map(|e| e.position as usize)
+            .unwrap_or(0);
         let data = self.log.slice(start, self.size_bytes - start);
-        BatchIter::new(data).find(|(_, b)| b.last_offset() >= offset.0).map(|(p, _)| start + p)
+        BatchIter::new(data)
+            .find(|(_, b)| b.last_offset() >= offset.0)
+            .map(|(p, _)| start + p)
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (the first batch is returned
@@ -286,24 +357,35 @@ impl Segment {
         let mut end = 0;
         let mut next_offset = offset;
         for (position, batch) in BatchIter::new(data) {
-            if batch.last_offset() >= limit.0 || (end > 0 && position + batch.total_bytes() > max_bytes) {
+            if batch.last_offset() >= limit.0
+                || (end > 0 && position + batch.total_bytes() > max_bytes)
+            {
                 break;
             }
             end = position + batch.total_bytes();
             next_offset = Offset(batch.last_offset() + 1);
         }
-        (end > 0).then(|| SegmentRead { records: self.log.bytes(start, end), next_offset })
+        (end > 0).then(|| SegmentRead {
+            records: self.log.bytes(start, end),
+            next_offset,
+        })
     }
 
     /// The first record at or after `from` whose timestamp is `>= target_ms`, as (offset, timestamp).
-    pub fn find_by_timestamp(&self, target_ms: i64, from: Offset, limit: Offset) -> Option<(Offset, i64)> {
+    pub fn find_by_timestamp(
+        &self,
+        target_ms: i64,
+        from: Offset,
+        limit: Offset,
+    ) -> Option<(Offset, i64)> {
         if self.max_timestamp_ms < target_ms {
             return None;
         }
         // Every record up to a time-index entry below the target is too old: start there.
         let mut start_offset = from;
         if let Some(e) = self.time_index.floor(target_ms - 1) {
-            start_offset = start_offset.max(Offset(self.base_offset.0 + i64::from(e.relative_offset)));
+            start_offset =
+                start_offset.max(Offset(self.base_offset.0 + i64::from(e.relative_offset)));
         }
         let start = self.position_of(start_offset)?;
         let data = self.log.slice(start, self.size_bytes - start);
@@ -327,7 +409,12 @@ impl Segment {
         let start = self.position_of(self.batch_of_max_timestamp)?;
         let batch = BatchHeader::parse(self.log.slice(start, self.size_bytes - start)).ok()?;
         let bytes = self.log.bytes(start, batch.total_bytes());
-        first_record_at_or_after(bytes, self.max_timestamp_ms, self.batch_of_max_timestamp, limit)
+        first_record_at_or_after(
+            bytes,
+            self.max_timestamp_ms,
+            self.batch_of_max_timestamp,
+            limit,
+        )
     }
 
     /// Byte ranges written but not yet flushed, for a flush outside the partition lock.
@@ -357,14 +444,19 @@ impl Segment {
     }
 
     fn trim_indexes(&mut self) -> io::Result<()> {
-        self.maybe_append_time_entry();
+        self.maybe_append_time_entry()?;
         self.offset_index.trim()?;
         self.time_index.trim()
     }
 
     /// The paths of this segment's three files.
     pub fn paths(&self) -> [PathBuf; 3] {
-        let dir = self.log.path().parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = self
+            .log
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         ["log", "index", "timeindex"].map(|ext| dir.join(file_name(self.base_offset, ext)))
     }
 }
@@ -378,13 +470,19 @@ pub struct FlushTarget {
 
 impl FlushTarget {
     pub fn flush(&self) -> io::Result<()> {
-        self.file.flush_range(self.from_bytes, self.to_bytes - self.from_bytes)
+        self.file
+            .flush_range(self.from_bytes, self.to_bytes - self.from_bytes)
     }
 }
 
 /// Decodes one batch (decompressing if needed) to find the first record at or after `from` with a
 /// timestamp `>= target_ms`. Decoding happens only here, on the rare by-timestamp lookups.
-fn first_record_at_or_after(mut batch: Bytes, target_ms: i64, from: Offset, limit: Offset) -> Option<(Offset, i64)> {
+fn first_record_at_or_after(
+    mut batch: Bytes,
+    target_ms: i64,
+    from: Offset,
+    limit: Offset,
+) -> Option<(Offset, i64)> {
     use kafka_protocol::records::RecordBatchDecoder;
     let decoded = RecordBatchDecoder::decode(&mut batch).ok()?;
     decoded

@@ -9,7 +9,11 @@ use crate::ids::{LeaderEpoch, Offset};
 
 fn config(segment_bytes: usize) -> LogConfig {
     LogConfig {
-        limits: SegmentLimits { segment_bytes, index_bytes: 4096, index_interval_bytes: 256 },
+        limits: SegmentLimits {
+            segment_bytes,
+            index_bytes: 4096,
+            index_interval_bytes: 256,
+        },
         segment_ms: -1,
         retention_ms: -1,
         retention_bytes: -1,
@@ -20,7 +24,11 @@ fn append_n(log: &mut Log, n: usize, ts: i64) -> Vec<Offset> {
     (0..n)
         .map(|i| {
             let value = format!("value-{i:05}-{}", "x".repeat(40));
-            let batch = build_batch(0, ts + i as i64, &[(Some(b"k"), value.as_bytes()), (None, b"second")]);
+            let batch = build_batch(
+                0,
+                ts + i as i64,
+                &[(Some(b"k"), value.as_bytes()), (None, b"second")],
+            );
             let info = validate_batches(&batch).unwrap();
             log.append(&batch, &info, LeaderEpoch(3), ts).unwrap()
         })
@@ -31,7 +39,9 @@ fn read_all(log: &Log) -> Vec<(i64, i32)> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     for _ in 0..10_000 {
-        let Some(read) = log.read(offset, 1000, log.log_end_offset()).unwrap() else { break };
+        let Some(read) = log.read(offset, 1000, log.log_end_offset()).unwrap() else {
+            break;
+        };
         for (_, b) in BatchIter::new(&read.records) {
             b.validate().unwrap();
             out.push((b.base_offset(), b.partition_leader_epoch()));
@@ -54,10 +64,16 @@ fn appends_get_dense_offsets_and_read_back_with_the_leader_epoch() {
     assert_eq!(log.log_end_offset(), Offset(100));
     let batches = read_all(&log);
     assert_eq!(batches.len(), 50);
-    assert!(batches.iter().enumerate().all(|(i, &(o, e))| o == i as i64 * 2 && e == 3));
+    assert!(batches
+        .iter()
+        .enumerate()
+        .all(|(i, &(o, e))| o == i as i64 * 2 && e == 3));
     // A read from the middle of a batch starts at that batch; the limit hides batches past it.
     let r = log.read(Offset(7), 1, Offset(100)).unwrap().unwrap();
-    assert_eq!(BatchIter::new(&r.records).next().unwrap().1.base_offset(), 6);
+    assert_eq!(
+        BatchIter::new(&r.records).next().unwrap().1.base_offset(),
+        6
+    );
     assert!(log.read(Offset(10), 1000, Offset(10)).unwrap().is_none());
     assert!(log.read(Offset(100), 1000, Offset(100)).unwrap().is_none());
     assert!(log.read(Offset(101), 1000, Offset(100)).is_err());
@@ -113,7 +129,7 @@ fn a_clean_reopen_keeps_everything_and_continues_offsets() {
     log.close().unwrap();
     drop(log);
     let (mut log, report) = open(dir.path(), config(3000), Some(Offset(80)), true);
-    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(report.tails_cut, 0);
     assert_eq!(log.log_end_offset(), Offset(80));
     assert_eq!(append_n(&mut log, 1, 5000)[0], Offset(80));
     assert_eq!(read_all(&log).len(), 41);
@@ -124,16 +140,20 @@ fn recovery_cuts_a_torn_tail_and_keeps_every_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), config(1 << 20), None, false);
     append_n(&mut log, 20, 1000);
+    drop(log);
+    // A crash with nothing torn: the preallocated zeroes after the data are a clean end.
+    let (log, report) = open(dir.path(), config(1 << 20), None, false);
+    assert_eq!((report.tails_cut, log.log_end_offset()), (0, Offset(40)));
     let size = log.active_size_bytes();
     drop(log); // no close: like kill -9, the file is still preallocated
-    // Tear the last batch: zero its final 10 bytes.
+               // Tear the last batch: zero its final 10 bytes.
     let path = dir.path().join(segment::file_name(Offset(0), "log"));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[size - 10..size].fill(0);
     std::fs::write(&path, &bytes).unwrap();
     let (log, report) = open(dir.path(), config(1 << 20), None, false);
     assert_eq!(log.log_end_offset(), Offset(38));
-    assert!(report.truncated_bytes > 0);
+    assert_eq!(report.tails_cut, 1);
     assert_eq!(read_all(&log).len(), 19);
 }
 
@@ -173,14 +193,23 @@ fn a_corrupted_index_of_a_sealed_segment_is_rebuilt() {
     drop(log);
     let index = dir.path().join(segment::file_name(Offset(0), "index"));
     let mut bytes = std::fs::read(&index).unwrap();
-    assert!(bytes.len() >= 16, "the first segment has several index entries");
+    assert!(
+        bytes.len() >= 16,
+        "the first segment has several index entries"
+    );
     bytes[8..16].copy_from_slice(&[0xff; 8]); // an entry pointing far past the log
     std::fs::write(&index, &bytes).unwrap();
     let (log, _) = open(dir.path(), config(4000), Some(Offset(120)), true);
     assert_eq!(read_all(&log), expected);
     for target in [0, 1, 17, 33, 59] {
-        let r = log.read(Offset(target * 2 + 1), 1, log.log_end_offset()).unwrap().unwrap();
-        assert_eq!(BatchIter::new(&r.records).next().unwrap().1.base_offset(), target * 2);
+        let r = log
+            .read(Offset(target * 2 + 1), 1, log.log_end_offset())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            BatchIter::new(&r.records).next().unwrap().1.base_offset(),
+            target * 2
+        );
     }
 }
 
@@ -191,8 +220,14 @@ fn offsets_are_found_by_timestamp_and_max_timestamp() {
     append_n(&mut log, 50, 10_000); // batch i has timestamp 10_000 + i, 2 records each
     let end = log.log_end_offset();
     assert_eq!(log.offset_for_timestamp(0, end), Some((Offset(0), 10_000)));
-    assert_eq!(log.offset_for_timestamp(10_025, end), Some((Offset(50), 10_025)));
-    assert_eq!(log.offset_for_timestamp(10_049, end), Some((Offset(98), 10_049)));
+    assert_eq!(
+        log.offset_for_timestamp(10_025, end),
+        Some((Offset(50), 10_025))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(10_049, end),
+        Some((Offset(98), 10_049))
+    );
     assert_eq!(log.offset_for_timestamp(10_050, end), None);
     assert_eq!(log.max_timestamp_record(end), Some((Offset(98), 10_049)));
 }

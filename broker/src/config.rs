@@ -1,0 +1,669 @@
+//! Broker and topic configuration, by Kafka's names.
+//!
+//! [`BROKER_KEYS`] and [`TOPIC_KEYS`] are the one table of every key the broker accepts: its
+//! type, default and meaning. A properties file (`--config`) and `--set key=value` are checked
+//! against it at start; an unknown key or a bad value stops the broker with a message naming the
+//! key. Topic keys default to the broker key named in `broker_synonym`, as in Kafka.
+//!
+//! Flush policy (what each setting guarantees):
+//! - `log.flush.acks.all.enable=true` (default): an `acks=-1` produce is answered only after its
+//!   records are on disk (msync). One flush covers every batch that arrived while the previous one
+//!   ran (group commit), so a crash of the process or the machine never loses an acknowledged
+//!   `acks=-1` write.
+//! - `flush.messages` / `log.flush.interval.messages`: flush once this many records are unflushed.
+//! - `flush.ms` / `log.flush.interval.ms`: flush at least this often.
+//! - Otherwise (`acks=0` / `acks=1` with the defaults) records reach the page cache at once and the
+//!   disk when the kernel writes them back: they survive a killed process, not a power loss.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The type of a configuration value, as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int,
+    Long,
+    String,
+}
+
+impl Kind {
+    /// Kafka's `ConfigType` numbering in DescribeConfigs v3+.
+    pub fn describe_code(self) -> i8 {
+        match self {
+            Kind::Bool => 1,
+            Kind::String => 2,
+            Kind::Int => 3,
+            Kind::Long => 5,
+        }
+    }
+}
+
+/// One configuration key.
+#[derive(Debug)]
+pub struct Key {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub default: &'static str,
+    /// Smallest allowed value for numbers.
+    pub min: i64,
+    /// For topic keys: the broker key that supplies the default.
+    pub broker_synonym: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+const fn key(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    min: i64,
+    doc: &'static str,
+) -> Key {
+    Key {
+        name,
+        kind,
+        default,
+        min,
+        broker_synonym: None,
+        doc,
+    }
+}
+
+const fn topic(
+    name: &'static str,
+    broker: &'static str,
+    kind: Kind,
+    min: i64,
+    doc: &'static str,
+) -> Key {
+    Key {
+        name,
+        kind,
+        default: "",
+        min,
+        broker_synonym: Some(broker),
+        doc,
+    }
+}
+
+const I64_MAX: &str = "9223372036854775807";
+
+/// Every broker key.
+pub static BROKER_KEYS: &[Key] = &[
+    key("node.id", Kind::Int, "1", 0, "This broker's id."),
+    key(
+        "listeners",
+        Kind::String,
+        "PLAINTEXT://127.0.0.1:9092",
+        0,
+        "Address to listen on (HOST:PORT, optionally with PLAINTEXT://).",
+    ),
+    key(
+        "advertised.listeners",
+        Kind::String,
+        "",
+        0,
+        "Address clients are told to connect to; defaults to the listener.",
+    ),
+    key(
+        "log.dirs",
+        Kind::String,
+        "./strata-data",
+        0,
+        "Directory holding all data.",
+    ),
+    key(
+        "broker.rack",
+        Kind::String,
+        "",
+        0,
+        "Rack of this broker, reported in metadata.",
+    ),
+    key(
+        "auto.create.topics.enable",
+        Kind::Bool,
+        "true",
+        0,
+        "Create a topic when a client asks for metadata of an unknown one.",
+    ),
+    key(
+        "num.partitions",
+        Kind::Int,
+        "1",
+        1,
+        "Partitions of an auto-created topic, or of CreateTopics with -1.",
+    ),
+    key(
+        "default.replication.factor",
+        Kind::Int,
+        "1",
+        1,
+        "Replication factor when a request says -1; must be 1 on one node.",
+    ),
+    key(
+        "socket.request.max.bytes",
+        Kind::Int,
+        "104857600",
+        1024,
+        "Largest request frame; a larger one closes the connection.",
+    ),
+    key(
+        "queued.max.requests",
+        Kind::Int,
+        "500",
+        1,
+        "Requests in flight per connection before reading pauses.",
+    ),
+    key(
+        "max.connections",
+        Kind::Int,
+        "10000",
+        1,
+        "Open client connections; more are refused.",
+    ),
+    key(
+        "message.max.bytes",
+        Kind::Int,
+        "1048588",
+        0,
+        "Largest record set per partition in a produce request.",
+    ),
+    key(
+        "log.segment.bytes",
+        Kind::Int,
+        "1073741824",
+        1024,
+        "Size a segment grows to before a new one starts.",
+    ),
+    key(
+        "log.roll.ms",
+        Kind::Long,
+        "604800000",
+        1,
+        "Start a new segment once the active one's first record is this old.",
+    ),
+    key(
+        "log.retention.ms",
+        Kind::Long,
+        "604800000",
+        -1,
+        "Delete segments whose records are all older than this (-1: never).",
+    ),
+    key(
+        "log.retention.bytes",
+        Kind::Long,
+        "-1",
+        -1,
+        "Delete old segments while a partition is larger than this (-1: no limit).",
+    ),
+    key(
+        "log.retention.check.interval.ms",
+        Kind::Long,
+        "300000",
+        1,
+        "How often retention runs.",
+    ),
+    key(
+        "log.index.interval.bytes",
+        Kind::Int,
+        "4096",
+        0,
+        "Bytes between two offset-index entries.",
+    ),
+    key(
+        "log.index.size.max.bytes",
+        Kind::Int,
+        "10485760",
+        64,
+        "Size of each index file; a full index rolls the segment.",
+    ),
+    key(
+        "log.flush.interval.messages",
+        Kind::Long,
+        I64_MAX,
+        1,
+        "Flush once this many records are unflushed.",
+    ),
+    key(
+        "log.flush.interval.ms",
+        Kind::Long,
+        I64_MAX,
+        0,
+        "Flush at least this often.",
+    ),
+    key(
+        "log.flush.acks.all.enable",
+        Kind::Bool,
+        "true",
+        0,
+        "Flush to disk before answering acks=-1 (group commit).",
+    ),
+    key(
+        "log.flush.offset.checkpoint.interval.ms",
+        Kind::Long,
+        "60000",
+        100,
+        "How often recovery points are checkpointed.",
+    ),
+    key(
+        "log.cleanup.policy",
+        Kind::String,
+        "delete",
+        0,
+        "Only 'delete' is supported.",
+    ),
+    key(
+        "min.insync.replicas",
+        Kind::Int,
+        "1",
+        1,
+        "Replicas that must have a write for acks=-1.",
+    ),
+    key(
+        "log.message.timestamp.type",
+        Kind::String,
+        "CreateTime",
+        0,
+        "CreateTime: keep the producer's timestamps.",
+    ),
+    key(
+        "compression.type",
+        Kind::String,
+        "producer",
+        0,
+        "Only 'producer': batches are stored as the producer compressed them.",
+    ),
+];
+
+/// Every topic key (CreateTopics configs, DescribeConfigs of a topic).
+pub static TOPIC_KEYS: &[Key] = &[
+    topic(
+        "cleanup.policy",
+        "log.cleanup.policy",
+        Kind::String,
+        0,
+        "Only 'delete' is supported.",
+    ),
+    topic(
+        "compression.type",
+        "compression.type",
+        Kind::String,
+        0,
+        "Only 'producer'.",
+    ),
+    topic(
+        "flush.messages",
+        "log.flush.interval.messages",
+        Kind::Long,
+        1,
+        "Flush once this many records are unflushed.",
+    ),
+    topic(
+        "flush.ms",
+        "log.flush.interval.ms",
+        Kind::Long,
+        0,
+        "Flush at least this often.",
+    ),
+    topic(
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        Kind::Int,
+        0,
+        "Bytes between two offset-index entries.",
+    ),
+    topic(
+        "max.message.bytes",
+        "message.max.bytes",
+        Kind::Int,
+        0,
+        "Largest record set per produce.",
+    ),
+    topic(
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        Kind::String,
+        0,
+        "Only CreateTime.",
+    ),
+    topic(
+        "min.insync.replicas",
+        "min.insync.replicas",
+        Kind::Int,
+        1,
+        "Replicas that must have a write for acks=-1.",
+    ),
+    topic(
+        "retention.bytes",
+        "log.retention.bytes",
+        Kind::Long,
+        -1,
+        "Partition size limit (-1: none).",
+    ),
+    topic(
+        "retention.ms",
+        "log.retention.ms",
+        Kind::Long,
+        -1,
+        "Age limit (-1: none).",
+    ),
+    topic(
+        "segment.bytes",
+        "log.segment.bytes",
+        Kind::Int,
+        1024,
+        "Segment size.",
+    ),
+    topic(
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        Kind::Int,
+        64,
+        "Index file size.",
+    ),
+    topic(
+        "segment.ms",
+        "log.roll.ms",
+        Kind::Long,
+        1,
+        "Segment age before a roll.",
+    ),
+];
+
+/// Allowed values of string keys, by name (broker and topic share them).
+fn choices(name: &str) -> &'static [&'static str] {
+    match name {
+        "log.cleanup.policy" | "cleanup.policy" => &["delete"],
+        "compression.type" => &["producer"],
+        "log.message.timestamp.type" | "message.timestamp.type" => &["CreateTime"],
+        _ => &[],
+    }
+}
+
+/// A configuration value refused, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config '{}': {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn find(table: &'static [Key], name: &str) -> Option<&'static Key> {
+    table.iter().find(|k| k.name == name)
+}
+
+/// Checks `value` against `key`'s type, minimum and choices; returns it normalised.
+fn check(key: &Key, value: &str) -> Result<String, ConfigError> {
+    let err = |reason: String| ConfigError {
+        key: key.name.to_string(),
+        reason,
+    };
+    let value = value.trim();
+    match key.kind {
+        Kind::Bool => match value.to_ascii_lowercase().as_str() {
+            v @ ("true" | "false") => Ok(v.to_string()),
+            _ => Err(err(format!("'{value}' is not true or false"))),
+        },
+        Kind::Int | Kind::Long => {
+            let n: i64 = value
+                .parse()
+                .map_err(|_| err(format!("'{value}' is not a whole number")))?;
+            if key.kind == Kind::Int && i32::try_from(n).is_err() {
+                return Err(err(format!("{n} does not fit a 32-bit integer")));
+            }
+            if n < key.min {
+                return Err(err(format!("{n} is below the minimum {}", key.min)));
+            }
+            Ok(n.to_string())
+        }
+        Kind::String => {
+            let allowed = choices(key.name);
+            if !allowed.is_empty() && !allowed.contains(&value) {
+                return Err(err(format!(
+                    "'{value}' is not supported (allowed: {})",
+                    allowed.join(", ")
+                )));
+            }
+            Ok(value.to_string())
+        }
+    }
+}
+
+/// The broker's configuration: every key of [`BROKER_KEYS`], default or set.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    values: BTreeMap<&'static str, String>,
+    set_explicitly: BTreeMap<&'static str, ()>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            values: BROKER_KEYS
+                .iter()
+                .map(|k| (k.name, k.default.to_string()))
+                .collect(),
+            set_explicitly: BTreeMap::new(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Sets one key, refusing unknown keys and bad values.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        let key = find(BROKER_KEYS, name).ok_or_else(|| ConfigError {
+            key: name.to_string(),
+            reason: "unknown key".to_string(),
+        })?;
+        let value = check(key, value)?;
+        self.values.insert(key.name, value);
+        self.set_explicitly.insert(key.name, ());
+        Ok(())
+    }
+
+    /// Applies a Kafka-style properties text: `key=value` lines, `#` and `!` comments.
+    pub fn apply_properties(&mut self, text: &str) -> Result<(), ConfigError> {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = line.split_once(['=', ':']).ok_or_else(|| ConfigError {
+                key: line.to_string(),
+                reason: format!("line {} is not key=value", n + 1),
+            })?;
+            self.set(k.trim(), v)?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> &str {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("unknown broker key {name}"))
+    }
+
+    pub fn is_set(&self, name: &str) -> bool {
+        self.set_explicitly.contains_key(name)
+    }
+
+    pub fn i64(&self, name: &str) -> i64 {
+        self.get(name)
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} was checked as a number"))
+    }
+
+    pub fn bool(&self, name: &str) -> bool {
+        self.get(name) == "true"
+    }
+
+    /// All keys with their values, for DescribeConfigs of the broker.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static Key, &str)> {
+        BROKER_KEYS.iter().map(|k| (k, self.get(k.name)))
+    }
+}
+
+/// A topic's own settings (only those set for it); the rest come from the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicOverrides(pub BTreeMap<String, String>);
+
+impl TopicOverrides {
+    /// Validates and collects `key=value` pairs for a topic.
+    pub fn parse<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<TopicOverrides, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, value) in pairs {
+            let key = find(TOPIC_KEYS, name).ok_or_else(|| ConfigError {
+                key: name.to_string(),
+                reason: "unknown topic config".to_string(),
+            })?;
+            out.insert(key.name.to_string(), check(key, value)?);
+        }
+        Ok(TopicOverrides(out))
+    }
+}
+
+/// Where an effective topic value came from (DescribeConfigs `config_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Topic,
+    StaticBroker,
+    Default,
+}
+
+impl Source {
+    pub fn describe_code(self) -> i8 {
+        match self {
+            Source::Topic => 1,
+            Source::StaticBroker => 4,
+            Source::Default => 5,
+        }
+    }
+}
+
+/// A topic's effective value of `key`: its override, else the broker's value.
+pub fn topic_value<'a>(
+    broker: &'a BrokerConfig,
+    overrides: &'a TopicOverrides,
+    key: &Key,
+) -> (&'a str, Source) {
+    if let Some(v) = overrides.0.get(key.name) {
+        return (v, Source::Topic);
+    }
+    let synonym = key
+        .broker_synonym
+        .expect("topic keys have a broker synonym");
+    let source = if broker.is_set(synonym) {
+        Source::StaticBroker
+    } else {
+        Source::Default
+    };
+    (broker.get(synonym), source)
+}
+
+/// The typed log settings of a topic.
+pub fn log_config(broker: &BrokerConfig, overrides: &TopicOverrides) -> crate::storage::LogConfig {
+    let num = |name: &str| -> i64 {
+        let key = find(TOPIC_KEYS, name).expect("known topic key");
+        topic_value(broker, overrides, key)
+            .0
+            .parse()
+            .unwrap_or(key.min)
+    };
+    crate::storage::LogConfig {
+        limits: crate::storage::SegmentLimits {
+            segment_bytes: num("segment.bytes") as usize,
+            index_bytes: num("segment.index.bytes") as usize,
+            index_interval_bytes: num("index.interval.bytes") as usize,
+        },
+        segment_ms: num("segment.ms"),
+        retention_ms: num("retention.ms"),
+        retention_bytes: num("retention.bytes"),
+    }
+}
+
+/// Flush settings of a topic.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushPolicy {
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub before_acks_all: bool,
+}
+
+pub fn flush_policy(broker: &BrokerConfig, overrides: &TopicOverrides) -> FlushPolicy {
+    let num = |name: &str| -> i64 {
+        let key = find(TOPIC_KEYS, name).expect("known topic key");
+        topic_value(broker, overrides, key)
+            .0
+            .parse()
+            .unwrap_or(i64::MAX)
+    };
+    FlushPolicy {
+        flush_messages: num("flush.messages"),
+        flush_ms: num("flush.ms"),
+        before_acks_all: broker.bool("log.flush.acks.all.enable"),
+    }
+}
+
+/// Largest record set a topic takes in one produce (`max.message.bytes`).
+pub fn max_message_bytes(broker: &BrokerConfig, overrides: &TopicOverrides) -> usize {
+    let key = find(TOPIC_KEYS, "max.message.bytes").expect("known topic key");
+    topic_value(broker, overrides, key)
+        .0
+        .parse()
+        .unwrap_or(1_048_588)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_properties_and_overrides() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.i64("num.partitions"), 1);
+        c.apply_properties("# comment\nnum.partitions = 3\n\nlog.retention.ms=1000\n")
+            .unwrap();
+        assert_eq!(c.i64("num.partitions"), 3);
+        assert!(c.is_set("log.retention.ms"));
+        let t = TopicOverrides::parse([("retention.ms", "50")]).unwrap();
+        let lc = log_config(&c, &t);
+        assert_eq!((lc.retention_ms, lc.segment_ms), (50, 604_800_000));
+        let key = find(TOPIC_KEYS, "retention.bytes").unwrap();
+        assert_eq!(topic_value(&c, &t, key), ("-1", Source::Default));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.set("no.such.key", "1").unwrap_err().key, "no.such.key");
+        assert!(c
+            .set("num.partitions", "zero")
+            .unwrap_err()
+            .to_string()
+            .contains("num.partitions"));
+        assert!(c.set("num.partitions", "0").is_err());
+        assert!(c.set("auto.create.topics.enable", "yes").is_err());
+        assert!(c.set("log.cleanup.policy", "compact").is_err());
+        assert!(c.apply_properties("just-a-line").is_err());
+        assert!(TopicOverrides::parse([("segment.bytes", "-5")]).is_err());
+        assert!(TopicOverrides::parse([("bogus", "1")]).is_err());
+    }
+
+    #[test]
+    fn every_topic_key_has_a_broker_synonym_in_the_table() {
+        for k in TOPIC_KEYS {
+            let syn = k.broker_synonym.unwrap();
+            assert!(find(BROKER_KEYS, syn).is_some(), "{syn}");
+        }
+    }
+}

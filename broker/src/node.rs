@@ -1,0 +1,236 @@
+//! This node: its identity and configuration, the cluster metadata and the partitions it hosts,
+//! and the topic lifecycle (create, auto-create, grow, delete) that changes both together.
+//!
+//! Invariant: a topic change is written to the metadata (durably) before its partitions are
+//! created or removed, so after a crash the data directory is reconciled to the metadata at
+//! start (`PartitionManager::open` removes orphans, and creates what is missing).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::{BrokerConfig, TopicOverrides};
+use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
+use crate::error::BrokerError;
+use crate::ids::BrokerId;
+use crate::partition::manager::{PartitionManager, StartupReport};
+
+/// Where clients reach this node.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// A topic to create, as CreateTopics (or auto-creation) asks.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: `num.partitions`.
+    pub partitions: i32,
+    /// -1: `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Explicit assignment: for each partition, its replicas.
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    pub configs: Vec<(String, String)>,
+}
+
+pub struct Node {
+    pub id: BrokerId,
+    pub endpoint: Endpoint,
+    pub rack: Option<String>,
+    pub config: Arc<BrokerConfig>,
+    pub data_dir: PathBuf,
+    metadata: Mutex<MetadataStore>,
+    pub partitions: PartitionManager,
+}
+
+impl Node {
+    /// Loads metadata and opens (recovering where needed) every partition under `data_dir`.
+    pub fn open(
+        config: Arc<BrokerConfig>,
+        endpoint: Endpoint,
+        data_dir: &Path,
+    ) -> Result<(Node, StartupReport), BrokerError> {
+        std::fs::create_dir_all(data_dir)?;
+        let metadata = MetadataStore::open(data_dir)?;
+        let (partitions, report) =
+            PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
+        let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
+        let node = Node {
+            id: BrokerId(config.i64("node.id") as i32),
+            endpoint,
+            rack,
+            data_dir: data_dir.to_path_buf(),
+            config,
+            metadata: Mutex::new(metadata),
+            partitions,
+        };
+        Ok((node, report))
+    }
+
+    /// The metadata, locked. Admin and Metadata requests only; never the produce/fetch path.
+    pub fn metadata(&self) -> MutexGuard<'_, MetadataStore> {
+        self.metadata.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates a new topic without creating it; returns its metadata as it would be.
+    pub fn check_new_topic(
+        &self,
+        metadata: &MetadataStore,
+        t: &NewTopic,
+    ) -> Result<TopicMeta, BrokerError> {
+        validate_topic_name(&t.name).map_err(BrokerError::InvalidTopic)?;
+        if metadata.topic(&t.name).is_some() {
+            return Err(BrokerError::TopicAlreadyExists(t.name.clone()));
+        }
+        let partitions = if t.assignments.is_empty() {
+            if t.partitions == -1 {
+                self.config.i64("num.partitions") as i32
+            } else if t.partitions < 1 {
+                return Err(BrokerError::InvalidPartitions(format!(
+                    "number of partitions must be at least 1, not {}",
+                    t.partitions
+                )));
+            } else {
+                t.partitions
+            }
+        } else {
+            if t.partitions != -1 || t.replication_factor != -1 {
+                return Err(BrokerError::InvalidRequest(
+                    "both a replica assignment and a partition count or replication factor were given".into(),
+                ));
+            }
+            self.check_assignments(0, &t.assignments)?;
+            t.assignments.len() as i32
+        };
+        let rf = if t.replication_factor == -1 {
+            self.config.i64("default.replication.factor") as i16
+        } else {
+            t.replication_factor
+        };
+        if t.assignments.is_empty() && rf != 1 {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "replication factor {rf} is larger than the 1 available broker"
+            )));
+        }
+        let overrides =
+            TopicOverrides::parse(t.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        Ok(TopicMeta {
+            name: t.name.clone(),
+            id: random_uuid(),
+            partitions,
+            overrides,
+        })
+    }
+
+    /// Every assigned partition must be listed once, in order from `first`, with this node as
+    /// its only replica.
+    fn check_assignments(
+        &self,
+        first: i32,
+        assignments: &[(i32, Vec<i32>)],
+    ) -> Result<(), BrokerError> {
+        for (i, (p, replicas)) in assignments.iter().enumerate() {
+            if *p != first + i as i32 {
+                return Err(BrokerError::InvalidReplicaAssignment(format!(
+                    "partitions must be assigned in order; got {p}"
+                )));
+            }
+            if replicas.as_slice() != [self.id.0] {
+                return Err(BrokerError::InvalidReplicaAssignment(format!(
+                    "partition {p}: replicas {replicas:?}, but the only broker is {}",
+                    self.id.0
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a topic: metadata first (durable), then its partitions.
+    pub fn create_topic(&self, t: &NewTopic) -> Result<TopicMeta, BrokerError> {
+        let mut metadata = self.metadata();
+        let meta = self.check_new_topic(&metadata, t)?;
+        metadata.create_topic(meta.clone())?;
+        self.partitions.add_partitions(&meta)?;
+        tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
+        Ok(meta)
+    }
+
+    /// Auto-creation for Metadata requests, when `auto.create.topics.enable` allows it.
+    pub fn auto_create_topic(&self, name: &str) -> Result<TopicMeta, BrokerError> {
+        let t = NewTopic {
+            name: name.to_string(),
+            partitions: -1,
+            replication_factor: -1,
+            assignments: vec![],
+            configs: vec![],
+        };
+        match self.create_topic(&t) {
+            // Created meanwhile by another request: fine.
+            Err(BrokerError::TopicAlreadyExists(_)) => self
+                .metadata()
+                .topic(name)
+                .cloned()
+                .ok_or(BrokerError::UnknownTopicOrPartition),
+            other => other,
+        }
+    }
+
+    /// Deletes a topic: metadata first (durable), then its data.
+    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, BrokerError> {
+        let mut metadata = self.metadata();
+        let meta = metadata
+            .delete_topic(name)?
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.partitions.remove_topic(name)?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(meta)
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<&[Vec<i32>]>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        let mut metadata = self.metadata();
+        let current = metadata
+            .topic(name)
+            .ok_or(BrokerError::UnknownTopicOrPartition)?
+            .partitions;
+        if count <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic currently has {current} partitions; {count} would not increase it"
+            )));
+        }
+        if let Some(a) = assignments {
+            if a.len() != (count - current) as usize {
+                return Err(BrokerError::InvalidReplicaAssignment(format!(
+                    "{} assignments for {} new partitions",
+                    a.len(),
+                    count - current
+                )));
+            }
+            let numbered: Vec<(i32, Vec<i32>)> = a
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (current + i as i32, r.clone()))
+                .collect();
+            self.check_assignments(current, &numbered)?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        metadata.set_partitions(name, count)?;
+        let meta = metadata
+            .topic(name)
+            .cloned()
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.partitions.add_partitions(&meta)?;
+        tracing::info!(topic = name, partitions = count, "added partitions");
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! The leader-epoch cache of a partition: for each leader epoch, the first offset written in it
+//! (Kafka's `leader-epoch-checkpoint`). Followers will use it to truncate to the leader's log
+//! (OffsetsForLeaderEpoch); on one node it records epoch 0 from offset 0.
+//!
+//! Invariants: epochs and start offsets are strictly increasing; the file is replaced atomically.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::ids::{LeaderEpoch, Offset};
+use crate::storage::checkpoint::{self, CheckpointError};
+
+const FILE_NAME: &str = "leader-epoch-checkpoint";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EpochCacheError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}: malformed entry '{1}'")]
+    Malformed(String, String),
+}
+
+pub struct EpochCache {
+    path: PathBuf,
+    entries: Vec<(LeaderEpoch, Offset)>,
+}
+
+impl EpochCache {
+    pub fn open(partition_dir: &Path) -> Result<EpochCache, EpochCacheError> {
+        let path = partition_dir.join(FILE_NAME);
+        let mut entries = Vec::new();
+        for line in checkpoint::read(&path)?.unwrap_or_default().lines() {
+            let parsed = line
+                .split_once(' ')
+                .and_then(|(e, o)| Some((LeaderEpoch(e.parse().ok()?), Offset(o.parse().ok()?))));
+            let entry = parsed.ok_or_else(|| {
+                EpochCacheError::Malformed(path.display().to_string(), line.to_string())
+            })?;
+            entries.push(entry);
+        }
+        Ok(EpochCache { path, entries })
+    }
+
+    /// The latest epoch, if any was recorded.
+    pub fn latest(&self) -> Option<LeaderEpoch> {
+        self.entries.last().map(|(e, _)| *e)
+    }
+
+    /// Records that `epoch` starts at `start`; a no-op if it is already the latest.
+    pub fn assign(&mut self, epoch: LeaderEpoch, start: Offset) -> Result<(), EpochCacheError> {
+        if self.latest() == Some(epoch) {
+            return Ok(());
+        }
+        if let Some(&(last_epoch, last_start)) = self.entries.last() {
+            assert!(
+                epoch > last_epoch && start >= last_start,
+                "epochs only move forward"
+            );
+        }
+        self.entries.push((epoch, start));
+        let mut text = String::new();
+        for (e, o) in &self.entries {
+            let _ = writeln!(text, "{} {}", e.0, o.0);
+        }
+        checkpoint::write(&self.path, &text)?;
+        Ok(())
+    }
+
+    /// OffsetsForLeaderEpoch: the end offset of `epoch` — where the next epoch starts, or the log
+    /// end if `epoch` is the latest — and the largest known epoch not above it.
+    pub fn end_offset_for(
+        &self,
+        epoch: LeaderEpoch,
+        log_end: Offset,
+    ) -> Option<(LeaderEpoch, Offset)> {
+        let i = self.entries.iter().rposition(|(e, _)| *e <= epoch)?;
+        let end = self
+            .entries
+            .get(i + 1)
+            .map(|(_, start)| *start)
+            .unwrap_or(log_end);
+        Some((self.entries[i].0, end))
+    }
+
+    /// Drops entries starting past the log end (after the log was truncated by recovery).
+    pub fn truncate_from(&mut self, log_end: Offset) {
+        self.entries.retain(|(_, start)| *start <= log_end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_persist_and_answer_end_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = EpochCache::open(dir.path()).unwrap();
+        cache.assign(LeaderEpoch(0), Offset(0)).unwrap();
+        cache.assign(LeaderEpoch(0), Offset(5)).unwrap(); // same epoch: no new entry
+        cache.assign(LeaderEpoch(2), Offset(10)).unwrap();
+        let cache = EpochCache::open(dir.path()).unwrap();
+        assert_eq!(cache.latest(), Some(LeaderEpoch(2)));
+        assert_eq!(
+            cache.end_offset_for(LeaderEpoch(0), Offset(20)),
+            Some((LeaderEpoch(0), Offset(10)))
+        );
+        assert_eq!(
+            cache.end_offset_for(LeaderEpoch(1), Offset(20)),
+            Some((LeaderEpoch(0), Offset(10)))
+        );
+        assert_eq!(
+            cache.end_offset_for(LeaderEpoch(2), Offset(20)),
+            Some((LeaderEpoch(2), Offset(20)))
+        );
+    }
+}

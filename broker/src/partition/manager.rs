@@ -1,0 +1,265 @@
+//! All partitions this broker hosts, their directories (`<data>/<topic>-<partition>`), the
+//! recovery-point checkpoint and the clean-shutdown marker.
+//!
+//! Invariants:
+//! - a partition directory exists only for a topic in the metadata; leftovers of an interrupted
+//!   deletion are removed at start;
+//! - the recovery checkpoint never names an offset above what is flushed;
+//! - the `clean-shutdown` marker exists only between a clean close and the next start; without it
+//!   every partition recovers from its checkpointed recovery point.
+//!
+//! The map from topic to partitions is read-locked for a lookup per request (not per record) and
+//! write-locked only when topics are created, grown or deleted.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use super::{Partition, PartitionSettings};
+use crate::config::{self, BrokerConfig, TopicOverrides};
+use crate::controller::{MetadataStore, TopicMeta};
+use crate::error::BrokerError;
+use crate::ids::{Offset, PartitionId};
+use crate::storage::checkpoint;
+
+const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+const DELETED_SUFFIX: &str = ".deleted";
+
+pub type TopicPartitions = Arc<Vec<Arc<Partition>>>;
+
+/// What start-up found.
+#[derive(Debug, Default)]
+pub struct StartupReport {
+    pub clean_shutdown: bool,
+    pub partitions: usize,
+    pub tails_cut: usize,
+    pub segments_scanned: usize,
+}
+
+pub struct PartitionManager {
+    data_dir: PathBuf,
+    config: Arc<BrokerConfig>,
+    topics: RwLock<HashMap<String, TopicPartitions>>,
+}
+
+/// The settings a partition of a topic with `overrides` runs with.
+pub fn settings_for(config: &BrokerConfig, overrides: &TopicOverrides) -> PartitionSettings {
+    PartitionSettings {
+        log: config::log_config(config, overrides),
+        flush: config::flush_policy(config, overrides),
+        max_message_bytes: config::max_message_bytes(config, overrides),
+    }
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, p: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{p}"))
+}
+
+impl PartitionManager {
+    /// Opens every partition of every topic in `metadata`, recovering where the last run did
+    /// not shut down cleanly.
+    pub fn open(
+        data_dir: &Path,
+        config: Arc<BrokerConfig>,
+        metadata: &MetadataStore,
+    ) -> Result<(PartitionManager, StartupReport), BrokerError> {
+        let marker = data_dir.join(CLEAN_SHUTDOWN);
+        let clean_shutdown = marker.exists();
+        let recovery_points = read_recovery_points(data_dir)?;
+        let mut report = StartupReport {
+            clean_shutdown,
+            ..Default::default()
+        };
+        let mut topics = HashMap::new();
+        for meta in metadata.topics() {
+            let mut partitions = Vec::with_capacity(meta.partitions as usize);
+            for p in 0..meta.partitions {
+                let rp = recovery_points.get(&(meta.name.clone(), p)).copied();
+                let (partition, r) = Partition::open(
+                    &partition_dir(data_dir, &meta.name, p),
+                    Arc::from(meta.name.as_str()),
+                    PartitionId(p),
+                    settings_for(&config, &meta.overrides),
+                    rp,
+                    clean_shutdown,
+                )?;
+                report.partitions += 1;
+                report.tails_cut += r.tails_cut;
+                report.segments_scanned += r.segments_scanned;
+                partitions.push(partition);
+            }
+            topics.insert(meta.name.clone(), Arc::new(partitions));
+        }
+        remove_orphans(data_dir, metadata)?;
+        // From here on a crash must be detected as unclean.
+        if clean_shutdown {
+            std::fs::remove_file(&marker)?;
+        }
+        let manager = PartitionManager {
+            data_dir: data_dir.to_path_buf(),
+            config,
+            topics: RwLock::new(topics),
+        };
+        manager.write_recovery_checkpoint()?;
+        Ok((manager, report))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, TopicPartitions>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, TopicPartitions>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicPartitions> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>> {
+        let partitions = self.topic(topic)?;
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| partitions.get(i).cloned())
+    }
+
+    /// Opens partitions `[existing, meta.partitions)` of a topic (a new topic starts at 0).
+    pub fn add_partitions(&self, meta: &TopicMeta) -> Result<(), BrokerError> {
+        let existing = self
+            .topic(&meta.name)
+            .map(|t| t.as_ref().clone())
+            .unwrap_or_default();
+        let mut partitions = existing;
+        for p in partitions.len() as i32..meta.partitions {
+            let dir = partition_dir(&self.data_dir, &meta.name, p);
+            let (partition, _) = Partition::open(
+                &dir,
+                Arc::from(meta.name.as_str()),
+                PartitionId(p),
+                settings_for(&self.config, &meta.overrides),
+                Some(Offset(0)),
+                false,
+            )?;
+            partitions.push(partition);
+        }
+        self.write().insert(meta.name.clone(), Arc::new(partitions));
+        Ok(())
+    }
+
+    /// Closes a topic's partitions and removes their data. In-flight reads keep their slices
+    /// (the mappings outlive the files).
+    pub fn remove_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let Some(partitions) = self.write().remove(name) else {
+            return Ok(());
+        };
+        for partition in partitions.iter() {
+            if let Err(e) = partition.close() {
+                tracing::warn!(topic = name, partition = %partition.id(), error = %e, "closing a deleted partition");
+            }
+            let dir = partition.dir();
+            let doomed = dir.with_file_name(format!(
+                "{}{DELETED_SUFFIX}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            ));
+            std::fs::rename(dir, &doomed)?;
+            std::fs::remove_dir_all(&doomed)?;
+        }
+        Ok(())
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.read()
+            .values()
+            .flat_map(|t| t.iter().cloned())
+            .collect()
+    }
+
+    /// Writes every partition's recovery point (what is flushed) atomically.
+    pub fn write_recovery_checkpoint(&self) -> Result<(), BrokerError> {
+        let mut text = String::new();
+        for p in self.all_partitions() {
+            let _ = writeln!(text, "{} {} {}", p.topic(), p.id().0, p.recovery_point().0);
+        }
+        checkpoint::write(&self.data_dir.join(RECOVERY_CHECKPOINT), &text)
+            .map_err(|e| BrokerError::Storage(std::io::Error::other(e)))
+    }
+
+    /// Applies retention to every partition; returns the number of segments deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> usize {
+        let mut deleted = 0;
+        for p in self.all_partitions() {
+            match p.apply_retention(now_ms) {
+                Ok(n) => deleted += n,
+                Err(e) => {
+                    tracing::error!(topic = p.topic(), partition = %p.id(), error = %e, "retention failed")
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Clean shutdown: close every partition (flushed, trimmed), checkpoint, leave the marker.
+    pub fn shutdown(&self) -> Result<(), BrokerError> {
+        for p in self.all_partitions() {
+            p.close()?;
+        }
+        self.write_recovery_checkpoint()?;
+        checkpoint::write(&self.data_dir.join(CLEAN_SHUTDOWN), "")
+            .map_err(|e| BrokerError::Storage(std::io::Error::other(e)))
+    }
+}
+
+fn read_recovery_points(data_dir: &Path) -> Result<HashMap<(String, i32), Offset>, BrokerError> {
+    let path = data_dir.join(RECOVERY_CHECKPOINT);
+    let text = match checkpoint::read(&path) {
+        Ok(t) => t.unwrap_or_default(),
+        Err(e) => {
+            // Losing the checkpoint only costs time: every segment gets scanned.
+            tracing::warn!(error = %e, "recovery checkpoint unreadable; recovering every segment");
+            String::new()
+        }
+    };
+    let mut points = HashMap::new();
+    for line in text.lines() {
+        let mut f = line.rsplitn(3, ' ');
+        let (Some(offset), Some(p), Some(topic)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let (Ok(offset), Ok(p)) = (offset.parse(), p.parse()) {
+            points.insert((topic.to_string(), p), Offset(offset));
+        }
+    }
+    Ok(points)
+}
+
+/// Removes partition directories of topics no longer in the metadata, and half-deleted ones.
+fn remove_orphans(data_dir: &Path, metadata: &MetadataStore) -> Result<(), BrokerError> {
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == "meta" {
+            continue;
+        }
+        let orphan = name.ends_with(DELETED_SUFFIX)
+            || match name.rsplit_once('-') {
+                Some((topic, p)) => match (metadata.topic(topic), p.parse::<i32>()) {
+                    (Some(t), Ok(p)) => p >= t.partitions,
+                    (None, Ok(_)) => true,
+                    _ => false,
+                },
+                None => false,
+            };
+        if orphan {
+            tracing::info!(dir = %entry.path().display(), "removing data of a deleted topic");
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! A partition replica: its log plus the state replication needs (high watermark, leader epoch,
+//! leader-epoch cache), the wake-ups of waiting fetches, and its flusher.
+//!
+//! Concurrency by ownership: all state changes happen under this partition's own lock, held only
+//! for the in-memory work of an append or a read (validation and flushing happen outside it).
+//! There is no lock shared between partitions on the produce or fetch path.
+//!
+//! Invariants:
+//! - `log_start_offset <= high_watermark <= log_end_offset` (one node: the ISR is this broker,
+//!   so the high watermark is the log end offset);
+//! - every appended batch carries the current leader epoch;
+//! - `durable` (the flushed offset) only grows and never passes the log end offset;
+//! - an `acks=-1` append is answered only once `durable` covers it, when the policy says so.
+
+pub mod epoch_cache;
+pub mod manager;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_protocol::record_batch::{validate_batches, BatchError, BatchIter};
+use tokio::sync::{watch, Notify};
+
+use crate::config::FlushPolicy;
+use crate::error::BrokerError;
+use crate::ids::{LeaderEpoch, Offset, PartitionId};
+use crate::storage::{Log, LogConfig, RecoveryReport};
+use epoch_cache::EpochCache;
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub log_start_offset: Offset,
+}
+
+/// What a fetch of this partition sees.
+#[derive(Debug, Clone)]
+pub struct FetchView {
+    pub records: Option<Bytes>,
+    pub high_watermark: Offset,
+    pub log_start_offset: Offset,
+}
+
+struct State {
+    log: Log,
+    leader_epoch: LeaderEpoch,
+    epoch_cache: EpochCache,
+    unflushed_records: i64,
+    policy: FlushPolicy,
+    max_message_bytes: usize,
+}
+
+pub struct Partition {
+    topic: Arc<str>,
+    id: PartitionId,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Woken on every append: fetches waiting for `min_bytes` re-read.
+    appended: Notify,
+    /// Woken when records want flushing (policy or an `acks=-1` waiter).
+    flush_wanted: Notify,
+    /// Offset below which everything is on disk.
+    durable: watch::Sender<Offset>,
+    closed: AtomicBool,
+}
+
+/// Per-partition settings derived from the topic's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionSettings {
+    pub log: LogConfig,
+    pub flush: FlushPolicy,
+    pub max_message_bytes: usize,
+}
+
+impl Partition {
+    /// Opens (or creates) the partition in `dir` and starts its flusher on the current runtime.
+    pub fn open(
+        dir: &Path,
+        topic: Arc<str>,
+        id: PartitionId,
+        settings: PartitionSettings,
+        recovery_point: Option<Offset>,
+        clean_shutdown: bool,
+    ) -> Result<(Arc<Partition>, RecoveryReport), BrokerError> {
+        let (log, report) = Log::open(dir, settings.log, recovery_point, clean_shutdown)?;
+        let mut epoch_cache = EpochCache::open(dir)?;
+        epoch_cache.truncate_from(log.log_end_offset());
+        // One node: leadership never moves, so the epoch stays where it is (0 on creation).
+        let leader_epoch = epoch_cache.latest().unwrap_or(LeaderEpoch(0));
+        epoch_cache.assign(leader_epoch, log.log_end_offset())?;
+        let durable = watch::Sender::new(log.recovery_point());
+        let partition = Arc::new(Partition {
+            topic,
+            id,
+            dir: dir.to_path_buf(),
+            state: Mutex::new(State {
+                log,
+                leader_epoch,
+                epoch_cache,
+                unflushed_records: 0,
+                policy: settings.flush,
+                max_message_bytes: settings.max_message_bytes,
+            }),
+            appended: Notify::new(),
+            flush_wanted: Notify::new(),
+            durable,
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(run_flusher(Arc::clone(&partition)));
+        Ok((partition, report))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a broker bug; the state is still the last consistent
+        // one (appends commit their fields after the copy), so carry on with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.lock().leader_epoch
+    }
+
+    /// OffsetsForLeaderEpoch for this partition (followers truncate with it).
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let st = self.lock();
+        st.epoch_cache
+            .end_offset_for(epoch, st.log.log_end_offset())
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.lock().log.log_end_offset()
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.lock().log.log_start_offset()
+    }
+
+    pub fn recovery_point(&self) -> Offset {
+        self.lock().log.recovery_point()
+    }
+
+    pub fn update_settings(&self, settings: PartitionSettings) {
+        let mut st = self.lock();
+        st.log.set_config(settings.log);
+        st.policy = settings.flush;
+        st.max_message_bytes = settings.max_message_bytes;
+    }
+
+    /// Validates and appends a producer's record set. Validation (the CRC over every byte)
+    /// runs before the lock is taken.
+    pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<Appended, BrokerError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        let info = validate_batches(records).map_err(|e| match e {
+            e if e.is_corruption() => BrokerError::CorruptMessage(e.to_string()),
+            BatchError::Empty => BrokerError::InvalidRecord("empty record set".into()),
+            e => BrokerError::InvalidRecord(e.to_string()),
+        })?;
+        // Producer ids need the sequence checks of the idempotent producer, which this broker
+        // does not have yet: refuse rather than pretend to deduplicate.
+        for (_, batch) in BatchIter::new(records) {
+            if batch.producer_id() >= 0 || batch.is_transactional() || batch.is_control() {
+                return Err(BrokerError::UnsupportedForMessageFormat(
+                    "idempotent and transactional batches are not supported yet".into(),
+                ));
+            }
+        }
+        let appended = {
+            let mut st = self.lock();
+            if records.len() > st.max_message_bytes {
+                return Err(BrokerError::MessageTooLarge {
+                    size_bytes: records.len(),
+                    limit_bytes: st.max_message_bytes,
+                });
+            }
+            let epoch = st.leader_epoch;
+            let base_offset = st.log.append(records, &info, epoch, now_ms)?;
+            st.unflushed_records += info.record_count;
+            if st.unflushed_records >= st.policy.flush_messages {
+                self.flush_wanted.notify_one();
+            }
+            Appended {
+                base_offset,
+                last_offset: Offset(base_offset.0 + info.record_count - 1),
+                log_start_offset: st.log.log_start_offset(),
+            }
+        };
+        self.appended.notify_waiters();
+        Ok(appended)
+    }
+
+    /// Whether `acks=-1` waits for a flush under the current policy.
+    pub fn flushes_before_acks_all(&self) -> bool {
+        self.lock().policy.before_acks_all
+    }
+
+    /// Asks the flusher to run now (an `acks=-1` produce is about to wait for it).
+    pub fn request_flush(&self) {
+        self.flush_wanted.notify_one();
+    }
+
+    /// Checks a client's idea of the leader epoch against ours (`-1`: the client does not know).
+    pub fn check_leader_epoch(&self, requested: i32) -> Result<(), BrokerError> {
+        let current = self.leader_epoch().0;
+        match requested {
+            -1 => Ok(()),
+            r if r < current => Err(BrokerError::FencedLeaderEpoch {
+                requested: r,
+                current,
+            }),
+            r if r > current => Err(BrokerError::UnknownLeaderEpoch {
+                requested: r,
+                current,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves once every offset below `end` is on disk; asks the flusher to run.
+    pub async fn wait_durable(&self, end: Offset) {
+        let mut rx = self.durable.subscribe();
+        if *rx.borrow() >= end {
+            return;
+        }
+        self.flush_wanted.notify_one();
+        // The sender lives as long as `self`; an error cannot happen while we borrow it.
+        let _ = rx.wait_for(|d| *d >= end).await;
+    }
+
+    /// A future that completes on the next append; create it before reading to not miss one.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// Reads from `offset` up to the high watermark, at most `max_bytes` (at least one batch).
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<FetchView, BrokerError> {
+        let st = self.lock();
+        let hw = st.log.log_end_offset();
+        let read =
+            st.log
+                .read(offset, max_bytes, hw)
+                .map_err(|r| BrokerError::OffsetOutOfRange {
+                    log_start_offset: r.log_start_offset,
+                    log_end_offset: r.log_end_offset,
+                })?;
+        Ok(FetchView {
+            records: read.map(|r| r.records),
+            high_watermark: hw,
+            log_start_offset: st.log.log_start_offset(),
+        })
+    }
+
+    /// ListOffsets: (offset, timestamp) for a target timestamp or the special values
+    /// -2 (earliest), -1 (latest), -3 (max timestamp).
+    pub fn list_offset(&self, timestamp: i64) -> Option<(Offset, i64)> {
+        let st = self.lock();
+        let hw = st.log.log_end_offset();
+        match timestamp {
+            -2 => Some((st.log.log_start_offset(), -1)),
+            -1 => Some((hw, -1)),
+            -3 => st.log.max_timestamp_record(hw),
+            t if t >= 0 => st.log.offset_for_timestamp(t, hw),
+            _ => None,
+        }
+    }
+
+    pub fn apply_retention(&self, now_ms: i64) -> std::io::Result<usize> {
+        self.lock().log.apply_retention(now_ms)
+    }
+
+    /// Stops the flusher and closes the log cleanly (flushed, files trimmed).
+    pub fn close(&self) -> std::io::Result<()> {
+        self.closed.store(true, Ordering::Release);
+        self.flush_wanted.notify_one();
+        let mut st = self.lock();
+        st.log.close()?;
+        let end = st.log.log_end_offset();
+        self.durable.send_if_modified(|d| {
+            let moved = *d < end;
+            *d = (*d).max(end);
+            moved
+        });
+        Ok(())
+    }
+
+    /// Flushes everything appended so far; the group commit of all waiting `acks=-1` produces.
+    async fn flush_once(&self) {
+        let (targets, end, active_bytes) = {
+            let st = self.lock();
+            (
+                st.log.unflushed(),
+                st.log.log_end_offset(),
+                st.log.active_size_bytes(),
+            )
+        };
+        if !targets.is_empty() {
+            let flushed =
+                tokio::task::spawn_blocking(move || targets.iter().try_for_each(|t| t.flush()))
+                    .await;
+            if let Err(e) = flushed.map_err(std::io::Error::other).and_then(|r| r) {
+                // After a failed fsync the page cache may no longer match the disk; retrying could
+                // acknowledge lost data. Kafka halts here too.
+                tracing::error!(topic = %self.topic, partition = %self.id, error = %e, "flush failed; halting");
+                std::process::exit(70);
+            }
+        }
+        let mut st = self.lock();
+        st.log.mark_flushed(end, active_bytes);
+        st.unflushed_records = if st.log.log_end_offset() == end {
+            0
+        } else {
+            st.unflushed_records
+        };
+        drop(st);
+        self.durable.send_if_modified(|d| {
+            let moved = *d < end;
+            *d = (*d).max(end);
+            moved
+        });
+    }
+}
+
+/// The partition's flusher: runs a flush when asked (policy, `acks=-1` waiters) or every
+/// `flush.ms`. A flush in progress collects every request that arrives meanwhile into the next.
+async fn run_flusher(partition: Arc<Partition>) {
+    loop {
+        let flush_ms = partition.lock().policy.flush_ms;
+        let period = Duration::from_millis(flush_ms.clamp(1, 86_400_000) as u64);
+        tokio::select! {
+            _ = partition.flush_wanted.notified() => {}
+            _ = tokio::time::sleep(period) => {}
+        }
+        if partition.closed.load(Ordering::Acquire) {
+            return;
+        }
+        partition.flush_once().await;
+    }
+}

@@ -1,0 +1,49 @@
+//! CreatePartitions (key 37): grows topics; counts never shrink.
+
+use std::collections::HashMap;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::str_bytes;
+use crate::error::BrokerError;
+use crate::node::Node;
+
+pub fn handle(node: &Node, request: &CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for t in &request.topics {
+        *seen.entry(&t.name).or_default() += 1;
+    }
+    let results = request
+        .topics
+        .iter()
+        .map(|t| {
+            let assignments: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            let outcome = if seen.get(&**t.name).copied().unwrap_or(0) > 1 {
+                Err(BrokerError::InvalidRequest(format!(
+                    "topic '{}' appears more than once in the request",
+                    &**t.name
+                )))
+            } else {
+                node.create_partitions(
+                    &t.name,
+                    t.count,
+                    assignments.as_deref(),
+                    request.validate_only,
+                )
+            };
+            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            match outcome {
+                Ok(()) => result,
+                Err(e) => result
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(e.message()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

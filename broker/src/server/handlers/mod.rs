@@ -1,0 +1,67 @@
+//! One handler per Kafka API. Each turns a decoded request into a [`Pending`] response: the
+//! synchronous work happens in `dispatch` (in request order), the waiting in the future.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+use strata_protocol::api::{encode_response, DecodedRequest, Request};
+
+use crate::node::Node;
+
+/// A response still to come: `Ok(None)` sends nothing (acks=0), `Err` closes the connection.
+pub type Pending = Pin<Box<dyn Future<Output = Result<Option<Bytes>, String>> + Send>>;
+
+/// Encodes a response that is ready now.
+pub fn ready<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, body: &R) -> Pending {
+    let encoded = encode(correlation_id, version, body).map(Some);
+    Box::pin(std::future::ready(encoded))
+}
+
+pub fn encode<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+) -> Result<Bytes, String> {
+    encode_response(correlation_id, version, body).map_err(|e| {
+        tracing::error!(error = %e, "response encoding failed");
+        e.to_string()
+    })
+}
+
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Routes a request to its handler.
+pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
+    let (cid, v) = (request.correlation_id(), request.version());
+    match request.body {
+        Request::ApiVersions(r) => ready(cid, v, &api_versions::handle(&r, v)),
+        Request::Metadata(r) => ready(cid, v, &metadata::handle(node, &r, v)),
+        Request::Produce(r) => produce::handle(node, r, cid, v),
+        Request::Fetch(r) => fetch::handle(node, r, cid, v),
+        Request::ListOffsets(r) => ready(cid, v, &list_offsets::handle(node, &r, v)),
+        Request::CreateTopics(r) => ready(cid, v, &create_topics::handle(node, &r, v)),
+        Request::DeleteTopics(r) => ready(cid, v, &delete_topics::handle(node, &r, v)),
+        Request::CreatePartitions(r) => ready(cid, v, &create_partitions::handle(node, &r)),
+        Request::DescribeConfigs(r) => ready(cid, v, &describe_configs::handle(node, &r, v)),
+        Request::DescribeCluster(r) => ready(cid, v, &describe_cluster::handle(node, &r)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

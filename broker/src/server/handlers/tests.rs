@@ -1,0 +1,247 @@
+//! Every handler's answer encodes at every version `ApiVersions` advertises, for requests that
+//! succeed and requests that fail; and the data path works through the handlers end to end.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use strata_protocol::api::{supported_range, DecodedRequest, Request};
+use strata_protocol::record_batch::build_batch;
+
+use super::dispatch;
+use crate::config::BrokerConfig;
+use crate::node::{Endpoint, Node};
+
+fn node(dir: &std::path::Path) -> Arc<Node> {
+    let mut config = BrokerConfig::default();
+    config.set("log.segment.bytes", "1048576").unwrap();
+    let (node, _) = Node::open(
+        Arc::new(config),
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        },
+        dir,
+    )
+    .unwrap();
+    Arc::new(node)
+}
+
+fn request(key: ApiKey, version: i16, body: Request) -> DecodedRequest {
+    let mut header = RequestHeader::default();
+    header.request_api_key = key as i16;
+    header.request_api_version = version;
+    header.correlation_id = 9;
+    DecodedRequest {
+        header,
+        api_key: key,
+        body,
+    }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+async fn answer(node: &Arc<Node>, key: ApiKey, version: i16, body: Request) -> Bytes {
+    let reply = dispatch(node, request(key, version, body)).await;
+    let bytes = reply
+        .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+        .expect("a response");
+    assert_eq!(
+        &bytes[4..8],
+        &9i32.to_be_bytes(),
+        "{key:?} v{version}: correlation id"
+    );
+    bytes
+}
+
+fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let r = supported_range(key).unwrap();
+    r.min_version..=r.max_version
+}
+
+#[tokio::test]
+async fn every_handler_answers_at_every_advertised_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    for v in versions(ApiKey::ApiVersions) {
+        let r = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("test"))
+            .with_client_software_version(StrBytes::from_static_str("1.0"));
+        answer(&node, ApiKey::ApiVersions, v, Request::ApiVersions(r)).await;
+    }
+    for v in versions(ApiKey::CreateTopics) {
+        let t = format!("created-{v}");
+        let topic = create_topics_request::CreatableTopic::default()
+            .with_name(name(&t))
+            .with_num_partitions(2)
+            .with_replication_factor(1);
+        let bad = create_topics_request::CreatableTopic::default()
+            .with_name(name("bad name"))
+            .with_num_partitions(1)
+            .with_replication_factor(3);
+        let r = CreateTopicsRequest::default().with_topics(vec![topic, bad]);
+        answer(&node, ApiKey::CreateTopics, v, Request::CreateTopics(r)).await;
+    }
+    for v in versions(ApiKey::Metadata) {
+        let mut r = MetadataRequest::default().with_allow_auto_topic_creation(true);
+        r.topics = Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto"))),
+            metadata_request::MetadataRequestTopic::default().with_name(Some(name("bad/name"))),
+        ]);
+        answer(&node, ApiKey::Metadata, v, Request::Metadata(r)).await;
+        answer(
+            &node,
+            ApiKey::Metadata,
+            v,
+            Request::Metadata(MetadataRequest::default()),
+        )
+        .await;
+    }
+    let batch = build_batch(0, 1_000, &[(Some(b"k"), b"v")]);
+    for v in versions(ApiKey::Produce) {
+        let data = vec![
+            produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.clone())),
+            produce_request::PartitionProduceData::default()
+                .with_index(7)
+                .with_records(Some(batch.clone())),
+        ];
+        let r = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(name("auto"))
+                .with_partition_data(data)]);
+        answer(&node, ApiKey::Produce, v, Request::Produce(r)).await;
+    }
+    for v in versions(ApiKey::Fetch) {
+        let parts = vec![
+            fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20),
+            fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(99)
+                .with_partition_max_bytes(1 << 20),
+        ];
+        let r = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(name("auto"))
+                .with_partitions(parts)]);
+        answer(&node, ApiKey::Fetch, v, Request::Fetch(r)).await;
+    }
+    for v in versions(ApiKey::ListOffsets) {
+        let parts = [-2i64, -1, 0, 5_000]
+            .iter()
+            .map(|ts| {
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(*ts)
+            })
+            .collect();
+        let r = ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name("auto"))
+                .with_partitions(parts),
+        ]);
+        answer(&node, ApiKey::ListOffsets, v, Request::ListOffsets(r)).await;
+    }
+    for v in versions(ApiKey::DescribeConfigs) {
+        let resources = vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("auto")),
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("1")),
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("missing")),
+        ];
+        let r = DescribeConfigsRequest::default()
+            .with_resources(resources)
+            .with_include_synonyms(v >= 1)
+            .with_include_documentation(v >= 3);
+        answer(
+            &node,
+            ApiKey::DescribeConfigs,
+            v,
+            Request::DescribeConfigs(r),
+        )
+        .await;
+    }
+    for v in versions(ApiKey::CreatePartitions) {
+        let topics = vec![create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(name("auto"))
+            .with_count(2 + i32::from(v))];
+        let r = CreatePartitionsRequest::default().with_topics(topics);
+        answer(
+            &node,
+            ApiKey::CreatePartitions,
+            v,
+            Request::CreatePartitions(r),
+        )
+        .await;
+    }
+    for v in versions(ApiKey::DescribeCluster) {
+        answer(
+            &node,
+            ApiKey::DescribeCluster,
+            v,
+            Request::DescribeCluster(DescribeClusterRequest::default()),
+        )
+        .await;
+    }
+    for v in versions(ApiKey::DeleteTopics) {
+        let t = format!("created-{}", v + 1);
+        let r = if v >= 6 {
+            DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default().with_name(Some(name(&t))),
+            ])
+        } else {
+            DeleteTopicsRequest::default().with_topic_names(vec![name(&t), name("never-existed")])
+        };
+        answer(&node, ApiKey::DeleteTopics, v, Request::DeleteTopics(r)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_batch_is_refused_and_nothing_is_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    node.auto_create_topic("t").unwrap();
+    let mut bad = build_batch(0, 1_000, &[(None, b"value")]).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x40;
+    let data = vec![produce_request::PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(Bytes::from(bad)))];
+    let r = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(name("t"))
+            .with_partition_data(data),
+    ]);
+    let bytes = answer(&node, ApiKey::Produce, 9, Request::Produce(r)).await;
+    let mut body = bytes.slice(9..); // size, correlation id, empty tagged fields
+    let resp =
+        <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 9).unwrap();
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 2,
+        "CORRUPT_MESSAGE"
+    );
+    assert_eq!(
+        node.partitions
+            .partition("t", 0)
+            .unwrap()
+            .high_watermark()
+            .0,
+        0
+    );
+}

@@ -1,0 +1,49 @@
+//! The Kafka listener: accepts connections (at most `max.connections`) and serves each one in
+//! its own task (see [`connection`]); one handler per API in [`handlers`].
+
+pub mod connection;
+pub mod handlers;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::node::Node;
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let connections_max = node.config.i64("max.connections") as usize;
+    let slots = Arc::new(Semaphore::new(connections_max));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors and the like: keep serving the connections we have.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = connections_max, "refusing connection: max.connections reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            connection::serve_connection(stream, peer, node).await;
+            drop(slot);
+        });
+    }
+}
