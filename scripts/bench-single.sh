@@ -22,7 +22,9 @@
 #   CONSUME_PROPS   extra librdkafka key=value args for every consume run
 #   BROKER_SET      extra broker settings, "k=v k=v", each passed as --set k=v
 #   RDPERF_TIMEOUT=600 STARTUP_TIMEOUT=30 SETTLE=1   seconds
+#   CREATE_TOPICS=1 create the topic with the admin API first (0: rely on auto-creation only)
 #   KEEP=1          keep the work dir (broker logs, rdperf output) instead of deleting it
+# shellcheck disable=SC2015 # "check && check || die" is meant: die if either check fails
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -54,6 +56,7 @@ BROKER_SET=${BROKER_SET:-}
 RDPERF_TIMEOUT=${RDPERF_TIMEOUT:-600}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
 SETTLE=${SETTLE:-1}
+CREATE_TOPICS=${CREATE_TOPICS:-1}
 ACKS=-1
 TOPIC=bench
 
@@ -62,7 +65,7 @@ for v in REPEAT LAT_RATE LAT_MSGS LAT_SIZE LAT_PARTITIONS RDPERF_TIMEOUT STARTUP
   is_uint "${!v}" && [ "${!v}" -gt 0 ] || die "$v must be a positive integer, got '${!v}'"
 done
 for s in $SIZES $LAT_SIZE; do is_uint "$s" && [ "$s" -ge 16 ] ||
-  die "SIZES: '$s' is not an integer >= 16 (rdperf stores an 8-byte send timestamp in each record and raises smaller sizes to 16)"; done
+  die "record size '$s' (SIZES/LAT_SIZE) is not an integer >= 16 (rdperf stores an 8-byte send timestamp in each record and raises smaller sizes to 16)"; done
 for p in $PARTITIONS; do is_uint "$p" && [ "$p" -gt 0 ] || die "PARTITIONS: '$p' is not a positive integer"; done
 
 need() { command -v "$1" >/dev/null || die "'$1' not found: $2"; }
@@ -79,13 +82,15 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench.XXXXXX")
 results=$work/results.tsv   # one row per run; medians are computed from it at the end
 : >"$results"
 
-BROKER_PID=""
+BROKER_PID="" RDPERF_PID=""
 cleanup() {
+  # timeout(1) passes the TERM on to rdperf
+  if [ -n "$RDPERF_PID" ]; then kill -TERM "$RDPERF_PID" 2>/dev/null || true; wait "$RDPERF_PID" 2>/dev/null || true; fi
   stop_broker
   if [ "${KEEP:-0}" = 1 ]; then note "work dir kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM   # turn signals into a normal exit so the EXIT trap stops the broker
+trap 'note "interrupted"; exit 130' INT TERM   # a normal exit, so the EXIT trap stops rdperf and the broker
 
 # ---------------------------------------------------------------------------------------------- build
 
@@ -195,10 +200,12 @@ now() { date +%s.%N; }
 # ------------------------------------------------------------------------------------- topic helpers
 
 # Create TOPIC with PARTITIONS partitions up front through the Kafka admin API. If the broker does not
-# support CreateTopics yet, the producer's auto-creation with num.partitions takes over.
+# support CreateTopics (yet), say so once and from then on rely on the producer's auto-creation with
+# num.partitions; check_partitions catches a broker that honours neither.
 create_topic() {
-  [ -n "$PY" ] || return 0
-  "$PY" - "127.0.0.1:$BROKER_PORT" "$TOPIC" "$1" <<'EOF' || note "CreateTopics failed; relying on auto-creation with num.partitions=$1"
+  [ -n "$PY" ] && [ "$CREATE_TOPICS" = 1 ] || return 0
+  local why
+  why=$("$PY" - "127.0.0.1:$BROKER_PORT" "$TOPIC" "$1" 2>&1 <<'EOF'
 import sys
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka import KafkaError
@@ -209,9 +216,12 @@ try:
 except Exception as e:
     err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
     if err is None or err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-        print(f"bench-single: create_topics({topic}, {parts}): {e}", file=sys.stderr)
+        print(err.str() if err is not None else e)
         sys.exit(1)
 EOF
+  ) && return 0
+  note "CreateTopics failed ($why); using auto-creation with --set num.partitions=N from now on"
+  CREATE_TOPICS=0
 }
 
 # Partition count of TOPIC as the broker reports it, to make sure "p8" really measured 8 partitions.
@@ -232,20 +242,33 @@ EOF
 
 # ------------------------------------------------------------------------------------------ measuring
 
-# run_rdperf NAME ARGS...: run rdperf with a time bound, echo its one result line; on failure show
-# rdperf's stderr and the broker log, and stop.
+# run_rdperf NAME ARGS...: run rdperf with a time bound and set RDPERF_LINE to its one result line; on
+# failure show rdperf's stderr and the broker log, and stop. rdperf runs in the background and is waited
+# for, because bash defers traps until a foreground child ends: this way Ctrl-C / TERM stop the bench
+# (and cleanup stops rdperf and the broker) at once instead of after the run.
 run_rdperf() {
   local name=$1; shift
   local out=$work/$name.rdperf.out err=$work/$name.rdperf.err rc=0
   echo "+ rdperf $*" >"$work/$name.rdperf.cmd"
-  timeout "$RDPERF_TIMEOUT" "$RDPERF" "$@" >"$out" 2>"$err" || rc=$?
+  timeout "$RDPERF_TIMEOUT" "$RDPERF" "$@" >"$out" 2>"$err" &
+  RDPERF_PID=$!
+  # Watch the broker meanwhile: if it crashes, rdperf would only give up after message.timeout.ms (5 min).
+  while kill -0 "$RDPERF_PID" 2>/dev/null; do
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      kill -TERM "$RDPERF_PID" 2>/dev/null || true; wait "$RDPERF_PID" 2>/dev/null || true; RDPERF_PID=""
+      broker_log_tail; die "the broker exited during $name (rdperf $*)"
+    fi
+    sleep 0.2
+  done
+  wait "$RDPERF_PID" || rc=$?
+  RDPERF_PID=""
   if [ $rc -ne 0 ] || ! grep -qE '^(produce|consume) msgs=' "$out"; then
     echo "--- rdperf $* (exit $rc$([ $rc = 124 ] && echo ", timed out after ${RDPERF_TIMEOUT}s"))" >&2
     cat "$out" >&2; tail -n 20 "$err" >&2
     broker_log_tail
     die "rdperf failed in $name"
   fi
-  grep -E '^(produce|consume) msgs=' "$out" | tail -n 1
+  RDPERF_LINE=$(grep -E '^(produce|consume) msgs=' "$out" | tail -n 1)
 }
 
 # kv KEY LINE: value of KEY=... in an rdperf result line.
@@ -257,7 +280,8 @@ measure() {
   local scen=$1 name=$2 size=$3; shift 3
   local c0 c1 t0 t1 line
   c0=$(broker_cpu_ticks); t0=$(now)
-  line=$(run_rdperf "$name" "$@")
+  run_rdperf "$name" "$@"
+  line=$RDPERF_LINE
   t1=$(now)
   # Let work the broker does right after the last ack (flushes, index writes) be charged to this run
   # rather than to the next scenario on the same broker; cpu% still divides by the run's own time.
@@ -325,11 +349,12 @@ print_table() {
       if (v[1] == "-") return "-"
       return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
     }
+    function ms(x) { return x == "-" ? x : sprintf("%.2f", x) }
     { if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
       for (c = 2; c <= NF; c++) vals[$1, c] = vals[$1, c] (vals[$1, c] == "" ? "" : " ") $c }
     END { for (i = 1; i <= k; i++) { s = order[i]
       printf "%-30s %9s %10.0f %8.1f %9.2f %5.0f %8s %8s %8s %8s\n", s, median(s, 2), median(s, 3), median(s, 4),
-        median(s, 5), median(s, 6), median(s, 7), median(s, 8), median(s, 9), median(s, 10) } }
+        median(s, 5), median(s, 6), ms(median(s, 7)), ms(median(s, 8)), ms(median(s, 9)), ms(median(s, 10)) } }
   ' "$results"
   cat <<EOF
 

@@ -93,6 +93,7 @@ impl<E: Entry> Index<E> {
     /// divided by the entry width, or 0 for one about to be rebuilt).
     pub fn open(path: &Path, capacity_bytes: usize, entries: usize) -> io::Result<Self> {
         let file = MappedFile::open(path, capacity_bytes.max(E::BYTES * (entries + 1)))?;
+        file.advise_random()?;
         Ok(Index {
             file,
             entries,

@@ -1,6 +1,12 @@
 //! A file mapped into memory with a fixed capacity, written at an append position and read as
 //! zero-copy [`Bytes`] slices.
 //!
+//! Segment data is written with `pwritev` (one copy, from the request buffer into the page
+//! cache) and read through the mapping, which sees the same page cache. Writing through the
+//! mapping instead costs a page fault per page, and on a sparse file each fault zero-fills a whole
+//! readahead window: measured at two thirds of the broker's CPU under load. The small index files
+//! are written through their mapping, with readahead turned off (`advise_random`).
+//!
 //! Invariants:
 //! - writes happen only at positions the single writer (the partition, under its lock) owns, at or
 //!   beyond every position a reader was handed; bytes handed to a reader are never written again
@@ -13,7 +19,7 @@
 //!   fault; reserving in chunks keeps an idle partition from holding a whole segment of disk.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +35,9 @@ pub struct MappedFile {
     /// Bytes from the start with disk blocks reserved.
     reserved_bytes: AtomicUsize,
 }
+
+/// Most iovecs one `pwritev` takes (Linux `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
 
 /// How far ahead of a write disk blocks are reserved.
 const RESERVE_CHUNK_BYTES: usize = 16 << 20;
@@ -102,15 +111,75 @@ impl MappedFile {
         Ok(())
     }
 
-    /// Mutable access to a range the writer owns, for patching a batch after copying it in.
-    #[allow(clippy::mut_from_ref)]
-    pub fn range_mut(&self, position: usize, len: usize) -> &mut [u8] {
+    /// Writes `bufs` back to back at `position` through the file (not the mapping); the mapping
+    /// sees the bytes at once. Same ownership rules as [`MappedFile::write_at`].
+    pub fn write_vectored_at(&self, position: usize, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
         assert!(
-            position + len <= self.capacity_bytes,
-            "range past the mapping"
+            position + total <= self.capacity_bytes,
+            "write past the mapping"
         );
-        // SAFETY: as for `write_at`.
-        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(position), len) }
+        self.reserve(position + total)?;
+        let mut written = 0usize;
+        let mut first = 0usize; // index of the first buffer not fully written
+        let mut skip = 0usize; // bytes of bufs[first] already written
+        while written < total {
+            let iov: Vec<libc::iovec> = bufs[first..]
+                .iter()
+                .take(IOV_MAX)
+                .enumerate()
+                .map(|(i, b)| {
+                    let from = if i == 0 { skip } else { 0 };
+                    libc::iovec {
+                        iov_base: b[from..].as_ptr() as *mut libc::c_void,
+                        iov_len: b.len() - from,
+                    }
+                })
+                .collect();
+            // SAFETY: the iovecs point into live borrowed buffers; the fd is open.
+            let n = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.len() as libc::c_int,
+                    (position + written) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
+            }
+            written += n as usize;
+            let mut n = n as usize;
+            while n > 0 {
+                let left = bufs[first].len() - skip;
+                if n >= left {
+                    n -= left;
+                    first += 1;
+                    skip = 0;
+                } else {
+                    skip += n;
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns off readahead for this mapping: for files written through the mapping in small
+    /// pieces (indexes), so a fault maps one page instead of zero-filling a window.
+    pub fn advise_random(&self) -> io::Result<()> {
+        self.map.advise(memmap2::Advice::Random)
     }
 
     /// A read-only view of `[position, position + len)`.
@@ -193,6 +262,17 @@ mod tests {
         let b = f.bytes(10, 5);
         drop(f);
         assert_eq!(&b[..], b"hello");
+    }
+
+    #[test]
+    fn vectored_writes_land_in_order_and_show_through_the_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = MappedFile::open(&dir.path().join("v"), 1 << 20).unwrap();
+        let parts: Vec<Vec<u8>> = (0..3000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        f.write_vectored_at(100, &slices).unwrap();
+        let expected: Vec<u8> = parts.concat();
+        assert_eq!(f.slice(100, expected.len()), &expected[..]);
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! - index entries point at batch starts below `size_bytes` (see `index.rs`);
 //! - a sealed segment's files are trimmed to their content and flushed.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_protocol::record_batch::{self, BatchHeader, BatchIter, RecordSetInfo};
+use strata_protocol::record_batch::{
+    self, BatchHeader, BatchIter, RecordSetInfo, BATCH_HEADER_BYTES,
+};
 
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::mapped_file::MappedFile;
@@ -179,9 +181,9 @@ impl Segment {
         self.size_bytes = 0;
         let log = Arc::clone(&self.log);
         let data = log.slice(0, end);
-        let mut iter = BatchIter::new(data);
+        let iter = BatchIter::new(data);
         let mut valid_end = 0;
-        while let Some((position, batch)) = iter.next() {
+        for (position, batch) in iter {
             if (validate && batch.validate().is_err()) || batch.base_offset() != self.next_offset.0
             {
                 break;
@@ -190,7 +192,7 @@ impl Segment {
                 break;
             }
             self.size_bytes = position;
-            self.index_batch(position, &batch)?;
+            self.index_batch(position, BatchIndexInfo::of(&batch))?;
             self.size_bytes = position + batch.total_bytes();
             valid_end = self.size_bytes;
         }
@@ -231,14 +233,14 @@ impl Segment {
     }
 
     /// Updates indexes and derived fields for a batch now at `position` (already in the file).
-    fn index_batch(&mut self, position: usize, batch: &BatchHeader<'_>) -> io::Result<()> {
-        let relative = (batch.base_offset() - self.base_offset.0) as u32;
-        if batch.max_timestamp() > self.max_timestamp_ms {
-            self.max_timestamp_ms = batch.max_timestamp();
-            self.batch_of_max_timestamp = Offset(batch.base_offset());
+    fn index_batch(&mut self, position: usize, batch: BatchIndexInfo) -> io::Result<()> {
+        let relative = (batch.base_offset - self.base_offset.0) as u32;
+        if batch.max_timestamp > self.max_timestamp_ms {
+            self.max_timestamp_ms = batch.max_timestamp;
+            self.batch_of_max_timestamp = Offset(batch.base_offset);
         }
         if self.first_timestamp_ms.is_none() {
-            self.first_timestamp_ms = Some(batch.max_timestamp());
+            self.first_timestamp_ms = Some(batch.max_timestamp);
         }
         if self.offset_index.is_empty()
             || self.bytes_since_index_entry >= self.limits.index_interval_bytes
@@ -257,8 +259,8 @@ impl Segment {
             self.maybe_append_time_entry()?;
             self.bytes_since_index_entry = 0;
         }
-        self.bytes_since_index_entry += batch.total_bytes();
-        self.next_offset = Offset(batch.last_offset() + 1);
+        self.bytes_since_index_entry += batch.total_bytes;
+        self.next_offset = Offset(batch.last_offset + 1);
         Ok(())
     }
 
@@ -308,8 +310,9 @@ impl Segment {
             || last_offset.0 - self.base_offset.0 > i64::from(u32::MAX)
     }
 
-    /// Copies a validated record set in at the end, assigning offsets from `next_offset` and
-    /// stamping `epoch` into each batch. The caller checked `is_full_for`.
+    /// Writes a validated record set at the end, assigning offsets from `next_offset` and
+    /// stamping `epoch` into each batch. Each batch's 61-byte header is copied and patched; the
+    /// records go from the request buffer to the file untouched. The caller checked `is_full_for`.
     pub fn append(
         &mut self,
         records: &[u8],
@@ -319,16 +322,34 @@ impl Segment {
         assert!(!self.sealed, "append to a sealed segment");
         let start = self.size_bytes;
         let first_offset = self.next_offset;
-        self.log.write_at(start, records)?;
+        let mut headers = Vec::with_capacity(info.batches.len());
         let mut offset = first_offset.0;
-        let log = Arc::clone(&self.log);
         for span in &info.batches {
-            let position = start + span.position;
-            record_batch::patch_batch(log.range_mut(position, span.size_bytes), offset, epoch.0);
-            let batch =
-                BatchHeader::parse(log.slice(position, span.size_bytes)).expect("validated batch");
-            self.index_batch(position, &batch)?;
+            let mut header = [0u8; BATCH_HEADER_BYTES];
+            header.copy_from_slice(&records[span.position..span.position + BATCH_HEADER_BYTES]);
+            record_batch::patch_batch(&mut header, offset, epoch.0);
+            headers.push(header);
             offset += i64::from(span.record_count);
+        }
+        let mut iov = Vec::with_capacity(2 * headers.len());
+        for (span, header) in info.batches.iter().zip(&headers) {
+            iov.push(IoSlice::new(header));
+            iov.push(IoSlice::new(
+                &records[span.position + BATCH_HEADER_BYTES..span.position + span.size_bytes],
+            ));
+        }
+        self.log.write_vectored_at(start, &iov)?;
+        let mut base = first_offset.0;
+        for span in &info.batches {
+            let last_offset = base + i64::from(span.record_count) - 1;
+            let batch = BatchIndexInfo {
+                base_offset: base,
+                last_offset,
+                max_timestamp: span.max_timestamp,
+                total_bytes: span.size_bytes,
+            };
+            self.index_batch(start + span.position, batch)?;
+            base = last_offset + 1;
         }
         self.size_bytes = start + records.len();
         assert_eq!(self.next_offset.0, offset, "offsets assigned densely");
@@ -458,6 +479,26 @@ impl Segment {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         ["log", "index", "timeindex"].map(|ext| dir.join(file_name(self.base_offset, ext)))
+    }
+}
+
+/// What the indexes need to know of a batch.
+#[derive(Debug, Clone, Copy)]
+struct BatchIndexInfo {
+    base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    total_bytes: usize,
+}
+
+impl BatchIndexInfo {
+    fn of(b: &BatchHeader<'_>) -> Self {
+        BatchIndexInfo {
+            base_offset: b.base_offset(),
+            last_offset: b.last_offset(),
+            max_timestamp: b.max_timestamp(),
+            total_bytes: b.total_bytes(),
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -68,13 +69,25 @@ pub fn broker_binary() -> PathBuf {
     target_dirs.push(workspace_root().join("target"));
     let mut looked = Vec::new();
     for dir in &target_dirs {
-        for profile in ["release", "debug"] {
-            let p = dir.join(profile).join("strata");
-            if p.is_file() {
-                return p;
+        let release = dir.join("release").join("strata");
+        let debug = dir.join("debug").join("strata");
+        if release.is_file() {
+            let mtime = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+            if debug.is_file() && mtime(&debug) > mtime(&release) {
+                eprintln!(
+                    "[strata-tests] WARNING: using {} although {} is newer; \
+                     rebuild release or set STRATA_BIN",
+                    release.display(),
+                    debug.display()
+                );
             }
-            looked.push(p.display().to_string());
+            return release;
         }
+        if debug.is_file() {
+            return debug;
+        }
+        looked.push(release.display().to_string());
+        looked.push(debug.display().to_string());
     }
     panic!(
         "strata broker binary not found (looked at: {}). Build it with \
@@ -178,6 +191,8 @@ pub struct Broker {
     dir: TempDir,
     child: Option<Child>,
     starts: u32,
+    /// Set once `logs()` was called, so Drop does not print the tail twice.
+    logs_shown: Cell<bool>,
 }
 
 impl Broker {
@@ -198,6 +213,7 @@ impl Broker {
             dir,
             child: None,
             starts: 0,
+            logs_shown: Cell::new(false),
         };
         b.spawn();
         b
@@ -238,8 +254,11 @@ impl Broker {
         }
     }
 
-    /// The tail of the broker log, framed for use in assertion messages.
+    /// The tail of the broker log, framed for use in assertion messages
+    /// (call it lazily, only on failure: a failing test whose message did not
+    /// include it gets the tail printed when the fixture is dropped).
     pub fn logs(&self) -> String {
+        self.logs_shown.set(true);
         format!(
             "\n---- strata broker log tail ({}) ----\n{}\n---- end of broker log ----",
             self.log_path().display(),
@@ -274,7 +293,9 @@ impl Broker {
             self.starts, cmd
         );
         let log_out = log.try_clone().expect("clone log handle");
-        cmd.stdin(Stdio::null())
+        // Plain text log (tracing-subscriber honours NO_COLOR).
+        cmd.env("NO_COLOR", "1")
+            .stdin(Stdio::null())
             .stdout(Stdio::from(log_out))
             .stderr(Stdio::from(log));
         let child = cmd
@@ -419,13 +440,14 @@ impl Drop for Broker {
             kill9_child(&mut c);
         }
         if thread::panicking() {
-            eprintln!("{}", self.logs());
+            if self.logs_shown.get() {
+                eprintln!("[strata-tests] broker log: {}", self.log_path().display());
+            } else {
+                eprintln!("{}", self.logs());
+            }
             if std::env::var_os("STRATA_TEST_KEEP").is_some() {
                 self.dir.disable_cleanup(true);
-                eprintln!(
-                    "[strata-tests] kept temp dir {}",
-                    self.dir.path().display()
-                );
+                eprintln!("[strata-tests] kept temp dir {}", self.dir.path().display());
             }
         }
     }
@@ -508,14 +530,13 @@ impl Output {
         )
     }
 
-    /// Panics with the command's output (and `context`, e.g. the broker logs) unless it succeeded.
+    /// Panics with the command's output and `context()` (e.g. `|| broker.logs()`,
+    /// evaluated only on failure) unless the command succeeded.
     #[track_caller]
-    pub fn assert_success(&self, context: &str) -> &Self {
-        assert!(
-            self.success(),
-            "command failed: {}{context}",
-            self.describe()
-        );
+    pub fn assert_success(&self, context: impl FnOnce() -> String) -> &Self {
+        if !self.success() {
+            panic!("command failed: {}{}", self.describe(), context());
+        }
         self
     }
 }
