@@ -180,7 +180,7 @@ pub static BROKER_KEYS: &[Key] = &[
         Kind::Long,
         "604800000",
         1,
-        "Start a new segment once the active one's first record is this old.",
+        "Start a new segment once the active one's first append (since start) is this old.",
     ),
     key(
         "log.retention.ms",
@@ -366,7 +366,7 @@ pub static TOPIC_KEYS: &[Key] = &[
         "log.roll.ms",
         Kind::Long,
         1,
-        "Segment age before a roll.",
+        "Age of the active segment's first append before a roll.",
     ),
 ];
 

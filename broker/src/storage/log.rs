@@ -22,7 +22,7 @@ use crate::ids::{LeaderEpoch, Offset};
 #[derive(Debug, Clone, Copy)]
 pub struct LogConfig {
     pub limits: SegmentLimits,
-    /// `segment.ms`: roll the active segment once its first record is this old (-1: never).
+    /// `segment.ms`: roll the active segment this long after its first append (-1: never).
     pub segment_ms: i64,
     /// `retention.ms`: delete segments whose newest record is older (-1: keep forever).
     pub retention_ms: i64,
@@ -198,7 +198,7 @@ impl Log {
         let active = self.active();
         let too_old = self.config.segment_ms >= 0
             && active
-                .first_timestamp_ms()
+                .first_append_ms()
                 .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
         if !active.is_empty() && (active.is_full_for(records.len(), last_offset) || too_old) {
             self.roll(records.len())?;
@@ -210,7 +210,7 @@ impl Log {
             }
             self.push_segment(base, records.len())?;
         }
-        self.active_mut().append(records, info, epoch)
+        self.active_mut().append(records, info, epoch, now_ms)
     }
 
     /// Seals the active segment and starts a new one at the log end offset.

@@ -56,8 +56,10 @@ pub struct Segment {
     max_timestamp_ms: i64,
     /// Base offset of the batch that holds `max_timestamp_ms`.
     batch_of_max_timestamp: Offset,
-    /// Timestamp of the first batch: `segment.ms` counts from it, as in Kafka.
-    first_timestamp_ms: Option<i64>,
+    /// Wall-clock time of the first append since this segment was opened: `segment.ms` counts
+    /// from it. (Kafka counts from the first record's timestamp, which rolls a segment per append
+    /// when producers send old timestamps.)
+    first_append_ms: Option<i64>,
     sealed: bool,
     limits: SegmentLimits,
 }
@@ -90,7 +92,7 @@ impl Segment {
             bytes_since_index_entry: 0,
             max_timestamp_ms: -1,
             batch_of_max_timestamp: base_offset,
-            first_timestamp_ms: None,
+            first_append_ms: None,
             sealed: false,
             limits,
         })
@@ -125,7 +127,7 @@ impl Segment {
             bytes_since_index_entry: 0,
             max_timestamp_ms: -1,
             batch_of_max_timestamp: base_offset,
-            first_timestamp_ms: None,
+            first_append_ms: None,
             sealed: true,
             limits,
         };
@@ -175,7 +177,6 @@ impl Segment {
         self.time_index.truncate_entries(0);
         self.bytes_since_index_entry = 0;
         self.max_timestamp_ms = -1;
-        self.first_timestamp_ms = None;
         self.next_offset = self.base_offset;
         let end = self.size_bytes;
         self.size_bytes = 0;
@@ -222,9 +223,6 @@ impl Segment {
             self.batch_of_max_timestamp =
                 Offset(self.base_offset.0 + i64::from(last.relative_offset));
         }
-        if let Ok(first) = BatchHeader::parse(self.log.slice(0, self.size_bytes)) {
-            self.first_timestamp_ms = Some(first.max_timestamp());
-        }
         Ok(())
     }
 
@@ -238,9 +236,6 @@ impl Segment {
         if batch.max_timestamp > self.max_timestamp_ms {
             self.max_timestamp_ms = batch.max_timestamp;
             self.batch_of_max_timestamp = Offset(batch.base_offset);
-        }
-        if self.first_timestamp_ms.is_none() {
-            self.first_timestamp_ms = Some(batch.max_timestamp);
         }
         if self.offset_index.is_empty()
             || self.bytes_since_index_entry >= self.limits.index_interval_bytes
@@ -295,8 +290,8 @@ impl Segment {
     pub fn max_timestamp_ms(&self) -> i64 {
         self.max_timestamp_ms
     }
-    pub fn first_timestamp_ms(&self) -> Option<i64> {
-        self.first_timestamp_ms
+    pub fn first_append_ms(&self) -> Option<i64> {
+        self.first_append_ms
     }
     pub fn is_empty(&self) -> bool {
         self.size_bytes == 0
@@ -318,8 +313,10 @@ impl Segment {
         records: &[u8],
         info: &RecordSetInfo,
         epoch: LeaderEpoch,
+        now_ms: i64,
     ) -> io::Result<Offset> {
         assert!(!self.sealed, "append to a sealed segment");
+        self.first_append_ms.get_or_insert(now_ms);
         let start = self.size_bytes;
         let first_offset = self.next_offset;
         let mut headers = Vec::with_capacity(info.batches.len());

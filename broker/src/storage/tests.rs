@@ -231,3 +231,19 @@ fn offsets_are_found_by_timestamp_and_max_timestamp() {
     assert_eq!(log.offset_for_timestamp(10_050, end), None);
     assert_eq!(log.max_timestamp_record(end), Some((Offset(98), 10_049)));
 }
+
+#[test]
+fn rolls_by_time_counted_from_the_first_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.segment_ms = 1_000;
+    let (mut log, _) = open(dir.path(), cfg, None, false);
+    let batch = build_batch(0, 5, &[(None, b"old timestamp")]); // producer timestamps do not matter
+    let info = validate_batches(&batch).unwrap();
+    log.append(&batch, &info, LeaderEpoch(0), 10_000).unwrap();
+    log.append(&batch, &info, LeaderEpoch(0), 10_900).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch, &info, LeaderEpoch(0), 11_001).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(read_all(&log).len(), 3);
+}

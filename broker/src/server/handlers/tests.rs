@@ -245,3 +245,83 @@ async fn a_corrupt_batch_is_refused_and_nothing_is_appended() {
         0
     );
 }
+
+fn fetch_request(topic: &str, offset: i64, min_bytes: i32, max_wait_ms: i32) -> Request {
+    let parts = vec![fetch_request::FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(1 << 20)];
+    Request::Fetch(
+        FetchRequest::default()
+            .with_min_bytes(min_bytes)
+            .with_max_wait_ms(max_wait_ms)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(parts)]),
+    )
+}
+
+fn fetched_bytes(mut response: Bytes) -> usize {
+    let mut body = response.split_off(9); // size, correlation id, tagged fields (v12 is flexible)
+    let resp =
+        <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 12).unwrap();
+    resp.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .map_or(0, Bytes::len)
+}
+
+#[tokio::test]
+async fn a_long_polling_fetch_is_woken_by_an_append_not_by_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    node.auto_create_topic("poll").unwrap();
+    let started = std::time::Instant::now();
+    let waiting = tokio::spawn({
+        let node = Arc::clone(&node);
+        async move {
+            answer(
+                &node,
+                ApiKey::Fetch,
+                12,
+                fetch_request("poll", 0, 1, 20_000),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the fetch must wait for min_bytes");
+    let partition = node.partitions.partition("poll", 0).unwrap();
+    partition
+        .append(&build_batch(0, 1_000, &[(None, b"wake up")]), 1_000)
+        .unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fetched_bytes(response) > 0);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "woken by the append, not the 20 s max_wait"
+    );
+}
+
+#[tokio::test]
+async fn a_fetch_with_nothing_to_read_returns_empty_after_max_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    node.auto_create_topic("idle").unwrap();
+    let started = std::time::Instant::now();
+    let response = answer(&node, ApiKey::Fetch, 12, fetch_request("idle", 0, 1, 300)).await;
+    let waited = started.elapsed();
+    assert_eq!(fetched_bytes(response), 0);
+    assert!(
+        waited >= std::time::Duration::from_millis(290),
+        "returned after {waited:?}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "returned after {waited:?}"
+    );
+}

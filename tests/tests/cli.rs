@@ -1,0 +1,147 @@
+//! The `strata` command line: help that explains each flag, and a bad flag, an unknown key or a
+//! bad value refused at start with a non-zero exit and a message naming it.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{broker_binary, run, Broker};
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn strata(args: &[&str]) -> common::Output {
+    let mut cmd = Command::new(broker_binary());
+    cmd.args(args);
+    run(cmd, None, CLI_TIMEOUT)
+}
+
+#[test]
+fn help_explains_the_subcommand_and_every_flag() {
+    let top = strata(&["--help"]);
+    assert!(top.success(), "{}", top.describe());
+    assert!(top.stdout.contains("serve"), "{}", top.stdout);
+    let serve = strata(&["serve", "--help"]);
+    assert!(serve.success(), "{}", serve.describe());
+    for flag in [
+        "--node-id",
+        "--listen",
+        "--advertise",
+        "--data-dir",
+        "--config",
+        "--set",
+    ] {
+        assert!(
+            serve.stdout.contains(flag),
+            "serve --help lacks {flag}:\n{}",
+            serve.stdout
+        );
+    }
+}
+
+#[test]
+fn bad_flags_keys_and_values_exit_non_zero_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--no-such-flag"], "--no-such-flag"),
+        (
+            &["serve", "--data-dir", data, "--set", "no.such.key=1"],
+            "no.such.key",
+        ),
+        (
+            &["serve", "--data-dir", data, "--set", "num.partitions=lots"],
+            "num.partitions",
+        ),
+        (
+            &[
+                "serve",
+                "--data-dir",
+                data,
+                "--set",
+                "auto.create.topics.enable=maybe",
+            ],
+            "auto.create.topics.enable",
+        ),
+        (
+            &[
+                "serve",
+                "--data-dir",
+                data,
+                "--set",
+                "log.cleanup.policy=compact",
+            ],
+            "log.cleanup.policy",
+        ),
+        (
+            &["serve", "--data-dir", data, "--set", "novalue"],
+            "novalue",
+        ),
+        (
+            &["serve", "--data-dir", data, "--listen", "not-an-address"],
+            "listeners",
+        ),
+        (&["serve", "--data-dir", data, "--node-id=-3"], "node-id"),
+        (
+            &[
+                "serve",
+                "--data-dir",
+                data,
+                "--config",
+                "/nonexistent/strata.properties",
+            ],
+            "/nonexistent/strata.properties",
+        ),
+    ];
+    for (args, named) in cases {
+        let out = strata(args);
+        assert!(!out.success(), "{args:?} should fail:\n{}", out.describe());
+        assert!(
+            out.stderr.contains(named),
+            "{args:?}: the message should name {named}:\n{}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
+fn a_properties_file_with_a_bad_line_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broker.properties");
+    std::fs::write(
+        &file,
+        "# a comment\nnum.partitions=3\nlog.retention.hours=12\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = strata(&[
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("log.retention.hours"),
+        "{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let broker = Broker::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", broker.port());
+    let out = strata(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("cannot listen"), "{}", out.describe());
+}
