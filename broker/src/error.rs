@@ -18,6 +18,13 @@ pub enum BrokerError {
         size_bytes: usize,
         limit_bytes: usize,
     },
+    #[error(
+        "record set of {size_bytes} bytes exceeds the segment size segment.bytes {limit_bytes}"
+    )]
+    RecordListTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("offset out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {
         log_start_offset: Offset,
@@ -73,6 +80,7 @@ impl BrokerError {
             BrokerError::CorruptMessage(_) => K::CorruptMessage,
             BrokerError::InvalidRecord(_) => K::InvalidRecord,
             BrokerError::MessageTooLarge { .. } => K::MessageTooLarge,
+            BrokerError::RecordListTooLarge { .. } => K::RecordListTooLarge,
             BrokerError::OffsetOutOfRange { .. } => K::OffsetOutOfRange,
             BrokerError::UnknownTopicOrPartition => K::UnknownTopicOrPartition,
             BrokerError::UnknownTopicId => K::UnknownTopicId,

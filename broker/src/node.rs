@@ -108,7 +108,12 @@ impl Node {
         } else {
             t.replication_factor
         };
-        if t.assignments.is_empty() && rf != 1 {
+        if t.assignments.is_empty() && rf < 1 {
+            return Err(BrokerError::InvalidReplicationFactor(
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
+        }
+        if t.assignments.is_empty() && rf > 1 {
             return Err(BrokerError::InvalidReplicationFactor(format!(
                 "replication factor {rf} is larger than the 1 available broker"
             )));

@@ -191,6 +191,14 @@ impl Partition {
                     limit_bytes: st.max_message_bytes,
                 });
             }
+            let segment_bytes = st.log.config().limits.segment_bytes;
+            if records.len() > segment_bytes {
+                // Kafka's rule too: a record set must fit in one segment.
+                return Err(BrokerError::RecordListTooLarge {
+                    size_bytes: records.len(),
+                    limit_bytes: segment_bytes,
+                });
+            }
             let epoch = st.leader_epoch;
             let base_offset = st.log.append(records, &info, epoch, now_ms)?;
             st.unflushed_records += info.record_count;

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use strata_protocol::api::decode_request;
 use strata_protocol::frame::FrameCodec;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -35,8 +35,19 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: Arc<Nod
 
     let writer = tokio::spawn(async move {
         let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
-        while let Some(pending) = pending_rx.recv().await {
-            match pending.await {
+        while let Some(mut pending) = pending_rx.recv().await {
+            // Send what is buffered before waiting on a response that is not ready (an acks=-1
+            // flush, a long poll): otherwise finished responses would sit behind it.
+            let outcome = match (&mut pending).now_or_never() {
+                Some(outcome) => outcome,
+                None => {
+                    if out.flush().await.is_err() {
+                        return;
+                    }
+                    pending.await
+                }
+            };
+            match outcome {
                 Ok(Some(bytes)) => {
                     if out.write_all(&bytes).await.is_err() {
                         return;

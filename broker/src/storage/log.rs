@@ -186,7 +186,8 @@ impl Log {
     }
 
     /// Appends a validated record set, rolling first if the active segment is full or old.
-    /// Returns the offset of its first record.
+    /// Returns the offset of its first record. The caller keeps record sets within
+    /// `segment.bytes` (Kafka refuses larger ones with RECORD_LIST_TOO_LARGE).
     pub fn append(
         &mut self,
         records: &[u8],
@@ -194,6 +195,10 @@ impl Log {
         epoch: LeaderEpoch,
         now_ms: i64,
     ) -> io::Result<Offset> {
+        assert!(
+            records.len() <= self.config.limits.segment_bytes,
+            "record set larger than a segment"
+        );
         let last_offset = Offset(self.log_end_offset().0 + info.record_count - 1);
         let active = self.active();
         let too_old = self.config.segment_ms >= 0
@@ -203,7 +208,7 @@ impl Log {
         if !active.is_empty() && (active.is_full_for(records.len(), last_offset) || too_old) {
             self.roll(records.len())?;
         } else if active.is_empty() && active.is_full_for(records.len(), last_offset) {
-            // A record set larger than `segment.bytes`: give it a segment of its own size.
+            // An empty segment sized by an older, smaller `segment.bytes`: start it again.
             let base = active.base_offset();
             if let Some(seg) = self.segments.pop_back() {
                 remove_files(&seg.paths())?;

@@ -325,3 +325,26 @@ async fn a_fetch_with_nothing_to_read_returns_empty_after_max_wait() {
         "returned after {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn a_record_set_larger_than_a_segment_is_refused_as_kafka_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let topic = crate::node::NewTopic {
+        name: "small-segments".into(),
+        partitions: 1,
+        replication_factor: 1,
+        assignments: vec![],
+        configs: vec![("segment.bytes".into(), "2048".into())],
+    };
+    node.create_topic(&topic).unwrap();
+    let big = vec![b'x'; 3000];
+    let batch = build_batch(0, 1_000, &[(None, &big)]);
+    let partition = node.partitions.partition("small-segments", 0).unwrap();
+    let err = partition.append(&batch, 1_000).unwrap_err();
+    assert_eq!(err.code(), 18, "RECORD_LIST_TOO_LARGE: {err}");
+    assert_eq!(partition.high_watermark().0, 0);
+    partition
+        .append(&build_batch(0, 1_000, &[(None, b"small")]), 1_000)
+        .unwrap();
+}
