@@ -239,6 +239,13 @@ pub static BROKER_KEYS: &[Key] = &[
         "Flush to disk before answering acks=-1 (group commit).",
     ),
     key(
+        "log.flush.threads",
+        Kind::Int,
+        "2",
+        1,
+        "Threads that flush partitions to disk (msync); one partition always uses the same one.",
+    ),
+    key(
         "log.flush.offset.checkpoint.interval.ms",
         Kind::Long,
         "60000",

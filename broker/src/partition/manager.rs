@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use super::flusher::Flushers;
 use super::{Partition, PartitionSettings};
 use crate::config::{self, BrokerConfig, TopicOverrides};
 use crate::controller::{MetadataStore, TopicMeta};
@@ -41,6 +42,7 @@ pub struct StartupReport {
 pub struct PartitionManager {
     data_dir: PathBuf,
     config: Arc<BrokerConfig>,
+    flushers: Arc<Flushers>,
     topics: RwLock<HashMap<String, TopicPartitions>>,
 }
 
@@ -72,6 +74,7 @@ impl PartitionManager {
             clean_shutdown,
             ..Default::default()
         };
+        let flushers = Flushers::start(config.i64("log.flush.threads") as usize)?;
         let mut topics = HashMap::new();
         for meta in metadata.topics() {
             let mut partitions = Vec::with_capacity(meta.partitions as usize);
@@ -84,6 +87,7 @@ impl PartitionManager {
                     settings_for(&config, &meta.overrides),
                     rp,
                     clean_shutdown,
+                    &flushers,
                 )?;
                 report.partitions += 1;
                 report.tails_cut += r.tails_cut;
@@ -100,6 +104,7 @@ impl PartitionManager {
         let manager = PartitionManager {
             data_dir: data_dir.to_path_buf(),
             config,
+            flushers,
             topics: RwLock::new(topics),
         };
         manager.write_recovery_checkpoint()?;
@@ -141,6 +146,7 @@ impl PartitionManager {
                 settings_for(&self.config, &meta.overrides),
                 Some(Offset(0)),
                 false,
+                &self.flushers,
             )?;
             partitions.push(partition);
         }

@@ -13,16 +13,19 @@
 //! - an `acks=-1` append is answered only once `durable` covers it, when the policy says so.
 
 pub mod epoch_cache;
+pub mod flusher;
 pub mod manager;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use strata_protocol::record_batch::{validate_batches, BatchError, BatchIter};
 use tokio::sync::{watch, Notify};
+
+use flusher::Flushers;
 
 use crate::config::FlushPolicy;
 use crate::error::BrokerError;
@@ -62,8 +65,11 @@ pub struct Partition {
     state: Mutex<State>,
     /// Woken on every append: fetches waiting for `min_bytes` re-read.
     appended: Notify,
-    /// Woken when records want flushing (policy or an `acks=-1` waiter).
-    flush_wanted: Notify,
+    /// Set while this partition waits in its flush thread's queue.
+    flush_queued: AtomicBool,
+    flushers: Arc<Flushers>,
+    flush_slot: usize,
+    me: Weak<Partition>,
     /// Offset below which everything is on disk.
     durable: watch::Sender<Offset>,
     closed: AtomicBool,
@@ -78,7 +84,8 @@ pub struct PartitionSettings {
 }
 
 impl Partition {
-    /// Opens (or creates) the partition in `dir` and starts its flusher on the current runtime.
+    /// Opens (or creates) the partition in `dir`; its flushes run on `flushers`. With a finite
+    /// `flush.ms`, a timer on the current runtime asks for a flush that often.
     pub fn open(
         dir: &Path,
         topic: Arc<str>,
@@ -86,6 +93,7 @@ impl Partition {
         settings: PartitionSettings,
         recovery_point: Option<Offset>,
         clean_shutdown: bool,
+        flushers: &Arc<Flushers>,
     ) -> Result<(Arc<Partition>, RecoveryReport), BrokerError> {
         let (log, report) = Log::open(dir, settings.log, recovery_point, clean_shutdown)?;
         let mut epoch_cache = EpochCache::open(dir)?;
@@ -94,7 +102,7 @@ impl Partition {
         let leader_epoch = epoch_cache.latest().unwrap_or(LeaderEpoch(0));
         epoch_cache.assign(leader_epoch, log.log_end_offset())?;
         let durable = watch::Sender::new(log.recovery_point());
-        let partition = Arc::new(Partition {
+        let partition = Arc::new_cyclic(|me| Partition {
             topic,
             id,
             dir: dir.to_path_buf(),
@@ -107,11 +115,19 @@ impl Partition {
                 max_message_bytes: settings.max_message_bytes,
             }),
             appended: Notify::new(),
-            flush_wanted: Notify::new(),
+            flush_queued: AtomicBool::new(false),
+            flushers: Arc::clone(flushers),
+            flush_slot: flushers.assign_slot(),
+            me: me.clone(),
             durable,
             closed: AtomicBool::new(false),
         });
-        tokio::spawn(run_flusher(Arc::clone(&partition)));
+        if settings.flush.flush_ms < i64::MAX {
+            tokio::spawn(flush_periodically(
+                Arc::downgrade(&partition),
+                settings.flush.flush_ms,
+            ));
+        }
         Ok((partition, report))
     }
 
@@ -203,7 +219,7 @@ impl Partition {
             let base_offset = st.log.append(records, &info, epoch, now_ms)?;
             st.unflushed_records += info.record_count;
             if st.unflushed_records >= st.policy.flush_messages {
-                self.flush_wanted.notify_one();
+                self.request_flush();
             }
             Appended {
                 base_offset,
@@ -220,9 +236,13 @@ impl Partition {
         self.lock().policy.before_acks_all
     }
 
-    /// Asks the flusher to run now (an `acks=-1` produce is about to wait for it).
+    /// Queues this partition for a flush unless it is queued already.
     pub fn request_flush(&self) {
-        self.flush_wanted.notify_one();
+        if !self.flush_queued.swap(true, Ordering::AcqRel) {
+            if let Some(me) = self.me.upgrade() {
+                self.flushers.submit(self.flush_slot, me);
+            }
+        }
     }
 
     /// Checks a client's idea of the leader epoch against ours (`-1`: the client does not know).
@@ -248,7 +268,7 @@ impl Partition {
         if *rx.borrow() >= end {
             return;
         }
-        self.flush_wanted.notify_one();
+        self.request_flush();
         // The sender lives as long as `self`; an error cannot happen while we borrow it.
         let _ = rx.wait_for(|d| *d >= end).await;
     }
@@ -297,7 +317,6 @@ impl Partition {
     /// Stops the flusher and closes the log cleanly (flushed, files trimmed).
     pub fn close(&self) -> std::io::Result<()> {
         self.closed.store(true, Ordering::Release);
-        self.flush_wanted.notify_one();
         let mut st = self.lock();
         st.log.close()?;
         let end = st.log.log_end_offset();
@@ -309,8 +328,14 @@ impl Partition {
         Ok(())
     }
 
-    /// Flushes everything appended so far; the group commit of all waiting `acks=-1` produces.
-    async fn flush_once(&self) {
+    /// Flushes everything appended so far: the group commit of all waiting `acks=-1` produces.
+    /// Runs on a flush thread; the partition lock is held only to snapshot and to record.
+    fn flush_now(&self) {
+        // Cleared first: an append from here on queues another flush.
+        self.flush_queued.store(false, Ordering::Release);
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
         let (targets, end, active_bytes) = {
             let st = self.lock();
             (
@@ -319,24 +344,17 @@ impl Partition {
                 st.log.active_size_bytes(),
             )
         };
-        if !targets.is_empty() {
-            let flushed =
-                tokio::task::spawn_blocking(move || targets.iter().try_for_each(|t| t.flush()))
-                    .await;
-            if let Err(e) = flushed.map_err(std::io::Error::other).and_then(|r| r) {
-                // After a failed fsync the page cache may no longer match the disk; retrying could
-                // acknowledge lost data. Kafka halts here too.
-                tracing::error!(topic = %self.topic, partition = %self.id, error = %e, "flush failed; halting");
-                std::process::exit(70);
-            }
+        if let Err(e) = targets.iter().try_for_each(|t| t.flush()) {
+            // After a failed fsync the page cache may no longer match the disk; retrying could
+            // acknowledge lost data. Kafka halts here too.
+            tracing::error!(topic = %self.topic, partition = %self.id, error = %e, "flush failed; halting");
+            std::process::exit(70);
         }
         let mut st = self.lock();
         st.log.mark_flushed(end, active_bytes);
-        st.unflushed_records = if st.log.log_end_offset() == end {
-            0
-        } else {
-            st.unflushed_records
-        };
+        if st.log.log_end_offset() == end {
+            st.unflushed_records = 0;
+        }
         drop(st);
         self.durable.send_if_modified(|d| {
             let moved = *d < end;
@@ -346,19 +364,14 @@ impl Partition {
     }
 }
 
-/// The partition's flusher: runs a flush when asked (policy, `acks=-1` waiters) or every
-/// `flush.ms`. A flush in progress collects every request that arrives meanwhile into the next.
-async fn run_flusher(partition: Arc<Partition>) {
+/// `flush.ms`: asks for a flush this often, until the partition is closed or dropped.
+async fn flush_periodically(partition: Weak<Partition>, flush_ms: i64) {
+    let period = Duration::from_millis(flush_ms.clamp(1, 86_400_000) as u64);
     loop {
-        let flush_ms = partition.lock().policy.flush_ms;
-        let period = Duration::from_millis(flush_ms.clamp(1, 86_400_000) as u64);
-        tokio::select! {
-            _ = partition.flush_wanted.notified() => {}
-            _ = tokio::time::sleep(period) => {}
+        tokio::time::sleep(period).await;
+        match partition.upgrade() {
+            Some(p) if !p.closed.load(Ordering::Acquire) => p.request_flush(),
+            _ => return,
         }
-        if partition.closed.load(Ordering::Acquire) {
-            return;
-        }
-        partition.flush_once().await;
     }
 }
