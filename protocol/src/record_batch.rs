@@ -172,9 +172,11 @@ impl<'a> BatchHeader<'a> {
     pub fn last_offset_delta(&self) -> i32 {
         read_i32(self.bytes, OFFSET_LAST_OFFSET_DELTA)
     }
-    /// Offset of the last record: `base_offset + last_offset_delta`.
+    /// Offset of the last record: `base_offset + last_offset_delta`. Saturates: neither field
+    /// is covered by the CRC, so corrupt bytes can hold anything.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset() + i64::from(self.last_offset_delta())
+        self.base_offset()
+            .saturating_add(i64::from(self.last_offset_delta()))
     }
     pub fn base_timestamp(&self) -> i64 {
         read_i64(self.bytes, OFFSET_BASE_TIMESTAMP)
@@ -380,6 +382,13 @@ mod tests {
             (h.base_offset(), h.partition_leader_epoch(), h.last_offset()),
             (42, 7, 43)
         );
+    }
+
+    #[test]
+    fn last_offset_saturates_on_corrupt_offsets() {
+        let mut batch = build_batch(0, 0, &[(None, b"a"), (None, b"b")]).to_vec();
+        batch[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        assert_eq!(BatchHeader::parse(&batch).unwrap().last_offset(), i64::MAX);
     }
 
     #[test]

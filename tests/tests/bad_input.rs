@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::{require_tool, run, unique_topic, Broker};
+use common::{kcat_read_all, require_tool, run, unique_topic, Broker};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
 
@@ -97,23 +97,8 @@ fn kcat_roundtrip(broker: &Broker) {
         Duration::from_secs(30),
     )
     .assert_success(|| broker.logs());
-    let mut consume = Command::new("kcat");
-    consume.args([
-        "-C",
-        "-b",
-        &broker.bootstrap(),
-        "-t",
-        &topic,
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%k=%s\n",
-    ]);
-    let out = run(consume, None, Duration::from_secs(30));
-    out.assert_success(|| broker.logs());
-    assert_eq!(out.stdout, "k1=still\nk2=works\n");
+    let out = kcat_read_all(broker, &topic, None, "%k=%s\n", Duration::from_secs(30));
+    assert_eq!(out, "k1=still\nk2=works\n");
 }
 
 #[test]
@@ -307,23 +292,14 @@ fn invalid_topic_names_and_corrupt_batches_get_kafka_error_codes() {
 
     assert_still_serving(&mut broker, "invalid names and corrupt batches");
     // The good batch is the only record in the topic.
-    let mut consume = Command::new("kcat");
-    consume.args([
-        "-C",
-        "-b",
-        &broker.bootstrap(),
-        "-t",
+    let out = kcat_read_all(
+        &broker,
         "fine-topic",
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
+        None,
         "%k=%s@%o\n",
-    ]);
-    let out = run(consume, None, Duration::from_secs(30));
-    out.assert_success(|| broker.logs());
-    assert_eq!(out.stdout, "k=value@0\n");
+        Duration::from_secs(30),
+    );
+    assert_eq!(out, "k=value@0\n");
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{now_ms, require_tool, run, unique_topic, Broker, Output};
+use common::{kcat_read_all, now_ms, require_tool, run, unique_topic, Broker, Output};
 
 const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -81,32 +81,11 @@ struct KcatRecord {
 
 /// `kcat -C -o beginning -e` over the whole topic (all partitions).
 fn kcat_consume_all(broker: &Broker, topic: &str) -> Vec<KcatRecord> {
-    let mut cmd = Command::new("kcat");
-    cmd.args([
-        "-C",
-        "-b",
-        &broker.bootstrap(),
-        "-t",
-        topic,
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%p|%o|%T|%k|%h|%s\n",
-    ]);
-    let out = run(cmd, None, KCAT_TIMEOUT);
-    out.assert_success(|| broker.logs());
-    out.stdout
+    kcat_read_all(broker, topic, None, "%p|%o|%T|%k|%h|%s\n", KCAT_TIMEOUT)
         .lines()
         .map(|line| {
             let f: Vec<&str> = line.splitn(6, '|').collect();
-            assert_eq!(
-                f.len(),
-                6,
-                "unparsable kcat line {line:?}{}",
-                out.describe()
-            );
+            assert_eq!(f.len(), 6, "unparsable kcat line {line:?}");
             let num = |s: &str| -> i64 {
                 s.parse()
                     .unwrap_or_else(|_| panic!("bad number {s:?} in kcat line {line:?}"))

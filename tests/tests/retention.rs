@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{now_ms, require_tool, run, unique_topic, Broker};
+use common::{kcat_read_all, now_ms, require_tool, run, unique_topic, Broker};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, HeaderVersion, Request, StrBytes,
@@ -320,25 +320,7 @@ fn kcat_produce_lines(broker: &Broker, topic: &str, lines: &[String]) {
 
 /// Everything kcat reads from the beginning of partition 0: (offset, value) per record.
 fn kcat_consume_from_beginning(broker: &Broker, topic: &str) -> Vec<(i64, String)> {
-    let mut cmd = Command::new("kcat");
-    cmd.args([
-        "-C",
-        "-b",
-        &broker.bootstrap(),
-        "-t",
-        topic,
-        "-p",
-        "0",
-        "-o",
-        "beginning",
-        "-e",
-        "-q",
-        "-f",
-        "%o|%s\n",
-    ]);
-    let out = run(cmd, None, KCAT_TIMEOUT);
-    out.assert_success(|| broker.logs());
-    out.stdout
+    kcat_read_all(broker, topic, Some(0), "%o|%s\n", KCAT_TIMEOUT)
         .lines()
         .map(|l| {
             let (o, v) = l

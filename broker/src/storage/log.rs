@@ -99,7 +99,13 @@ impl Log {
                 }
                 segments.push_back(seg);
             } else {
-                segments.push_back(Segment::open_sealed(dir, *base, config.limits)?);
+                let (seg, cut) = Segment::open_sealed(dir, *base, config.limits)?;
+                if let Some(position) = cut {
+                    tracing::warn!(dir = %dir.display(), base = base.0, position, "cut a sealed segment at a corrupt batch");
+                    report.tails_cut += 1;
+                    cut_at = Some(i);
+                }
+                segments.push_back(seg);
             }
             if let Some(expected) = expected {
                 let base_here = segments.back().map(Segment::base_offset);

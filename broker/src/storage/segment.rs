@@ -99,12 +99,13 @@ impl Segment {
     }
 
     /// Opens a segment that was sealed (or cleanly closed): its files hold exactly their content.
-    /// The indexes are checked and rebuilt from the log if they break an invariant.
+    /// The indexes are checked and rebuilt from the log if they break an invariant; if the log
+    /// itself breaks one (offsets that do not chain), it is cut there and the position returned.
     pub fn open_sealed(
         dir: &Path,
         base_offset: Offset,
         limits: SegmentLimits,
-    ) -> io::Result<Segment> {
+    ) -> io::Result<(Segment, Option<usize>)> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let size_bytes = std::fs::metadata(&log_path)?.len() as usize;
         let log = MappedFile::open(&log_path, size_bytes)?;
@@ -138,11 +139,15 @@ impl Segment {
             Ok(()) if indexes_ok => {}
             _ => {
                 tracing::warn!(segment = %log_path.display(), "index damaged; rebuilding it from the log");
-                seg.rebuild(false)?;
+                let valid = seg.rebuild(false)?;
                 seg.trim_indexes()?;
+                if valid < size_bytes {
+                    seg.log.trim(valid)?;
+                    return Ok((seg, Some(valid)));
+                }
             }
         }
-        Ok(seg)
+        Ok((seg, None))
     }
 
     /// Opens a segment that may hold a torn or corrupt tail (it was written after the last
@@ -211,13 +216,28 @@ impl Segment {
             .unwrap_or(0);
         let data = self.log.slice(start, self.size_bytes - start);
         let mut end = start;
+        // Offsets are not covered by the CRC: check they chain from the last index entry.
+        let mut expected = self.offset_index.last().map_or(self.base_offset.0, |e| {
+            self.base_offset.0 + i64::from(e.relative_offset)
+        });
         for (position, batch) in BatchIter::new(data) {
-            self.next_offset = Offset(batch.last_offset() + 1);
+            let sane = batch.base_offset() == expected
+                && batch.last_offset_delta() >= 0
+                && batch.last_offset() - self.base_offset.0 <= i64::from(u32::MAX);
+            if !sane {
+                return Err(format!(
+                    "batch at {} has base offset {}, expected {expected}",
+                    start + position,
+                    batch.base_offset()
+                ));
+            }
+            expected = batch.last_offset() + 1;
             end = start + position + batch.total_bytes();
         }
         if end != self.size_bytes {
             return Err(format!("log ends in a partial batch at {end}"));
         }
+        self.next_offset = Offset(expected);
         if let Some(last) = self.time_index.last() {
             self.max_timestamp_ms = last.timestamp_ms;
             self.batch_of_max_timestamp =

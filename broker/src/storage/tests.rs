@@ -247,3 +247,25 @@ fn rolls_by_time_counted_from_the_first_append() {
     assert_eq!(log.segment_count(), 2);
     assert_eq!(read_all(&log).len(), 3);
 }
+
+#[test]
+fn a_sealed_segment_with_a_corrupt_base_offset_is_cut_there_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(2000), None, false);
+    append_n(&mut log, 60, 1000);
+    assert!(log.segment_count() > 3);
+    log.close().unwrap();
+    drop(log);
+    // The last batch of the first (sealed) segment gets base offset i64::MAX; the CRC does not
+    // cover it, so only the offset chain shows it.
+    let path = dir.path().join(segment::file_name(Offset(0), "log"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (last, batch) = BatchIter::new(&bytes).last().unwrap();
+    let cut_at = batch.base_offset();
+    bytes[last..last + 8].copy_from_slice(&i64::MAX.to_be_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let (log, report) = open(dir.path(), config(2000), Some(Offset(120)), true);
+    assert_eq!(report.tails_cut, 1);
+    assert_eq!(log.log_end_offset(), Offset(cut_at));
+    assert_eq!(read_all(&log).len() as i64, cut_at / 2);
+}

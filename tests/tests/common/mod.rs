@@ -674,3 +674,25 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Everything kcat reads from the beginning of `topic` (all partitions, or just `partition`),
+/// one line per record in kcat's `-f` `format`; fails the test (with the broker's log) if kcat
+/// fails or takes longer than `timeout`.
+#[allow(dead_code)] // each test file compiles this module on its own
+pub fn kcat_read_all(
+    broker: &Broker,
+    topic: &str,
+    partition: Option<i32>,
+    format: &str,
+    timeout: Duration,
+) -> String {
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-C", "-b", &broker.bootstrap(), "-t", topic]);
+    if let Some(p) = partition {
+        cmd.args(["-p", &p.to_string()]);
+    }
+    cmd.args(["-o", "beginning", "-e", "-q", "-f", format]);
+    let out = run(cmd, None, timeout);
+    out.assert_success(|| broker.logs());
+    out.stdout
+}

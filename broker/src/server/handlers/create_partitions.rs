@@ -1,19 +1,14 @@
 //! CreatePartitions (key 37): grows topics; counts never shrink.
 
-use std::collections::HashMap;
-
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::str_bytes;
+use super::{repeated_names, str_bytes};
 use crate::error::BrokerError;
 use crate::node::Node;
 
 pub fn handle(node: &Node, request: &CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for t in &request.topics {
-        *seen.entry(&t.name).or_default() += 1;
-    }
+    let repeated = repeated_names(request.topics.iter().map(|t| &**t.name));
     let results = request
         .topics
         .iter()
@@ -23,7 +18,7 @@ pub fn handle(node: &Node, request: &CreatePartitionsRequest) -> CreatePartition
                     .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
                     .collect()
             });
-            let outcome = if seen.get(&**t.name).copied().unwrap_or(0) > 1 {
+            let outcome = if repeated.contains(&**t.name) {
                 Err(BrokerError::InvalidRequest(format!(
                     "topic '{}' appears more than once in the request",
                     &**t.name

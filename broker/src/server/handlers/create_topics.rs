@@ -1,23 +1,18 @@
 //! CreateTopics (key 19): validated one topic at a time; each gets its own error code. v5+
 //! answers carry the effective configuration, partition count and replication factor.
 
-use std::collections::HashMap;
-
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::str_bytes;
+use super::{repeated_names, str_bytes};
 use crate::config::{topic_value, TopicOverrides, TOPIC_KEYS};
 use crate::error::BrokerError;
 use crate::node::{NewTopic, Node};
 
 pub fn handle(node: &Node, request: &CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for t in &request.topics {
-        *seen.entry(&t.name).or_default() += 1;
-    }
+    let repeated = repeated_names(request.topics.iter().map(|t| &**t.name));
     let results = request
         .topics
         .iter()
@@ -48,7 +43,7 @@ pub fn handle(node: &Node, request: &CreateTopicsRequest, version: i16) -> Creat
                     })
                     .collect(),
             };
-            let outcome = if seen.get(&**t.name).copied().unwrap_or(0) > 1 {
+            let outcome = if repeated.contains(&**t.name) {
                 Err(BrokerError::InvalidRequest(format!(
                     "topic '{}' appears more than once in the request",
                     &**t.name

@@ -42,6 +42,14 @@ pub fn encode<R: Encodable + HeaderVersion>(
     })
 }
 
+/// Names that appear more than once in one request (Kafka answers each with INVALID_REQUEST).
+pub fn repeated_names<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> std::collections::HashSet<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names.filter(|n| !seen.insert(*n)).collect()
+}
+
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
