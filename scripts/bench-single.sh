@@ -328,20 +328,22 @@ flood_run() {
 }
 
 # Fixed-rate run: latency at a load the broker can sustain, instead of the flood's queueing delay.
+# $2: the client's linger.ms. rdperf's own default (5) puts up to 5 ms of client-side batching in
+# every delivery, so a second row with linger.ms=1 shows what the broker adds.
 latency_run() {
-  local rep=$1 tag="lat-r$1"
+  local rep=$1 linger=$2 tag="lat-l$2-r$1"
   start_broker "$LAT_PARTITIONS" "$tag"
   create_topic "$LAT_PARTITIONS"
   # shellcheck disable=SC2086
-  measure "latency ${LAT_SIZE}B p${LAT_PARTITIONS} @${LAT_RATE}/s" "$tag" "$LAT_SIZE" \
-    P "127.0.0.1:$BROKER_PORT" "$TOPIC" "$LAT_MSGS" "$LAT_SIZE" "$ACKS" "rate=$LAT_RATE" $RDPERF_PROPS
+  measure "latency ${LAT_SIZE}B p${LAT_PARTITIONS} @${LAT_RATE}/s linger${linger}" "$tag" "$LAT_SIZE" \
+    P "127.0.0.1:$BROKER_PORT" "$TOPIC" "$LAT_MSGS" "$LAT_SIZE" "$ACKS" "rate=$LAT_RATE" $RDPERF_PROPS "linger.ms=$linger"
   stop_broker
 }
 
 # Per-scenario median of each column (independently), scenarios in the order they ran.
 print_table() {
   echo
-  printf '%-30s %9s %10s %8s %9s %5s %8s %8s %8s %8s\n' scenario msgs msg/s MB/s CPU-s/GB cpu% p50_ms p99_ms p999_ms max_ms
+  printf '%-36s %9s %10s %8s %9s %5s %8s %8s %8s %8s\n' scenario msgs msg/s MB/s CPU-s/GB cpu% p50_ms p99_ms p999_ms max_ms
   awk -F'\t' '
     function median(key, col,   n, i, j, t, v) {
       n = split(vals[key, col], v, " ")
@@ -353,15 +355,16 @@ print_table() {
     { if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
       for (c = 2; c <= NF; c++) vals[$1, c] = vals[$1, c] (vals[$1, c] == "" ? "" : " ") $c }
     END { for (i = 1; i <= k; i++) { s = order[i]
-      printf "%-30s %9s %10.0f %8.1f %9.2f %5.0f %8s %8s %8s %8s\n", s, median(s, 2), median(s, 3), median(s, 4),
+      printf "%-36s %9s %10.0f %8.1f %9.2f %5.0f %8s %8s %8s %8s\n", s, median(s, 2), median(s, 3), median(s, 4),
         median(s, 5), median(s, 6), ms(median(s, 7)), ms(median(s, 8)), ms(median(s, 9)), ms(median(s, 10)) } }
   ' "$results"
   cat <<EOF
 
 msg/s, MB/s (1e6 B of payload) and latency are rdperf's own figures; CPU-s/GB is broker utime+stime per
 1e9 B of record payload; cpu% is broker CPU over the measured window (100 = one core). Produce latency is
-from rdperf's produce() call to its delivery report (includes linger.ms=5): in flood runs it is mostly
-client-side queueing, so quote latency from the fixed-rate row. Median of $REPEAT run(s) per column.
+from rdperf's produce() call to its delivery report (floods use rdperf's linger.ms=5): in flood runs it is
+mostly client-side queueing, so quote latency from the fixed-rate rows (linger5: rdperf's default;
+linger1: the client batches for at most 1 ms). Median of $REPEAT run(s) per column.
 EOF
 }
 
@@ -377,7 +380,10 @@ main() {
     done
   done
   if [ "$LATENCY" = 1 ]; then
-    for ((rep = 1; rep <= REPEAT; rep++)); do latency_run "$rep"; done
+    local linger
+    for linger in 5 1; do
+      for ((rep = 1; rep <= REPEAT; rep++)); do latency_run "$rep" "$linger"; done
+    done
   fi
   print_table
 }
