@@ -1,0 +1,421 @@
+//! One connection to one broker: requests are pipelined (many in flight), responses are matched
+//! to requests by order and correlation id, and the API version of each request is the highest
+//! that both this client and the broker support (learned with ApiVersions on connect).
+//!
+//! Invariants:
+//! - responses arrive in request order (a Kafka guarantee); a response whose correlation id is
+//!   not the oldest pending one means the stream is corrupt, and the connection is closed;
+//! - when the connection fails, every pending request fails with `ConnectionLost`, never hangs;
+//! - no response bytes are trusted: decoding errors are `Malformed`, never panics.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::protocol::{
+    encode_request_header_into_buffer, Decodable, HeaderVersion, Request, StrBytes,
+};
+use strata_protocol::frame::FrameCodec;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::error::{ClientError, Result};
+
+/// Largest response frame accepted (a fetch answer is bounded by `fetch.max.bytes`).
+pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
+/// Requests queued for the writer before `send` waits.
+const OUTGOING_QUEUE_MAX: usize = 1024;
+
+/// The highest version of each API this client implements. The broker's range caps it further.
+pub fn client_max_version(key: ApiKey) -> Option<i16> {
+    Some(match key {
+        ApiKey::Produce => 9,
+        ApiKey::Fetch => 12,
+        ApiKey::ListOffsets => 7,
+        ApiKey::Metadata => 12,
+        ApiKey::ApiVersions => 3,
+        ApiKey::CreateTopics => 7,
+        ApiKey::DeleteTopics => 6,
+        ApiKey::CreatePartitions => 3,
+        ApiKey::DescribeConfigs => 4,
+        ApiKey::DescribeCluster => 1,
+        _ => return None,
+    })
+}
+
+type Reply = oneshot::Sender<Result<Bytes>>;
+
+struct Outgoing {
+    frame: Bytes,
+    reply: Option<(i32, Reply)>,
+}
+
+/// Settings of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    pub client_id: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            client_id: "strata-client".to_string(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Connection {
+    addr: String,
+    config: ConnectionConfig,
+    outgoing: mpsc::Sender<Outgoing>,
+    next_correlation_id: AtomicI32,
+    /// The broker's (min, max) version per API key.
+    broker_versions: HashMap<i16, (i16, i16)>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Connects to `addr` (HOST:PORT) and learns the broker's API versions.
+    pub async fn connect(addr: &str, config: ConnectionConfig) -> Result<Connection> {
+        let connect_err = |reason: String| ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                connect_err(format!(
+                    "no answer within {} ms",
+                    config.connect_timeout.as_millis()
+                ))
+            })?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE_MAX);
+        let pending: Arc<Mutex<VecDeque<(i32, Reply)>>> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_loop(
+            write_half,
+            rx,
+            Arc::clone(&pending),
+            Arc::clone(&closed),
+            addr.to_string(),
+        ));
+        tokio::spawn(read_loop(
+            read_half,
+            pending,
+            Arc::clone(&closed),
+            addr.to_string(),
+        ));
+        let mut conn = Connection {
+            addr: addr.to_string(),
+            config,
+            outgoing: tx,
+            next_correlation_id: AtomicI32::new(1),
+            broker_versions: HashMap::new(),
+            closed,
+        };
+        conn.broker_versions = conn.negotiate_versions().await?;
+        Ok(conn)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// ApiVersions v3, falling back to v0 if the broker answers UNSUPPORTED_VERSION (KIP-511).
+    async fn negotiate_versions(&self) -> Result<HashMap<i16, (i16, i16)>> {
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("strata-client"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut response: ApiVersionsResponse = self.send_at(&request, 3).await?;
+        if response.error_code == kafka_protocol::ResponseError::UnsupportedVersion.code() {
+            response = self.send_at(&request, 0).await?;
+        }
+        if let Some(e) = ClientError::from_code(
+            response.error_code,
+            format!("ApiVersions from {}", self.addr),
+        ) {
+            return Err(e);
+        }
+        Ok(response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect())
+    }
+
+    /// The version this connection uses for `key`, if both sides speak one.
+    pub fn version_for(
+        &self,
+        key: ApiKey,
+        known: kafka_protocol::protocol::VersionRange,
+    ) -> Option<i16> {
+        let (broker_min, broker_max) = *self.broker_versions.get(&(key as i16))?;
+        let max = client_max_version(key)?.min(broker_max).min(known.max);
+        (max >= broker_min.max(known.min)).then_some(max)
+    }
+
+    /// Sends a request at the best common version and waits for its response.
+    pub async fn send<R>(&self, request: &R) -> Result<(R::Response, i16)>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        let key = api_key::<R>()?;
+        let version = self
+            .version_for(key, R::VERSIONS)
+            .ok_or(ClientError::Unsupported { api: api_name(key) })?;
+        Ok((self.send_at(request, version).await?, version))
+    }
+
+    /// Sends a request expecting no response (Produce with acks=0).
+    pub async fn send_no_response<R: Request>(&self, request: &R) -> Result<i16> {
+        let key = api_key::<R>()?;
+        let version = self
+            .version_for(key, R::VERSIONS)
+            .ok_or(ClientError::Unsupported { api: api_name(key) })?;
+        let (frame, _) = self.encode(request, version)?;
+        self.outgoing
+            .send(Outgoing { frame, reply: None })
+            .await
+            .map_err(|_| self.lost("connection closed"))?;
+        Ok(version)
+    }
+
+    /// Sends at an explicit version.
+    pub async fn send_at<R>(&self, request: &R, version: i16) -> Result<R::Response>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        let key = api_key::<R>()?;
+        let (frame, correlation_id) = self.encode(request, version)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.outgoing
+            .send(Outgoing {
+                frame,
+                reply: Some((correlation_id, reply_tx)),
+            })
+            .await
+            .map_err(|_| self.lost("connection closed"))?;
+        let timeout = self.config.request_timeout;
+        let mut body = tokio::time::timeout(timeout, reply_rx)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                api: api_name(key),
+                timeout_ms: timeout.as_millis() as u64,
+            })?
+            .map_err(|_| self.lost("connection closed"))??;
+        let malformed = |e: anyhow_text::Text| ClientError::Malformed {
+            api: api_name(key),
+            reason: e.0,
+        };
+        // The reader took the correlation id; a v1 response header adds tagged fields.
+        if R::Response::header_version(version) >= 1 {
+            skip_tagged_fields(&mut body).map_err(|e| ClientError::Malformed {
+                api: api_name(key),
+                reason: e,
+            })?;
+        }
+        R::Response::decode(&mut body, version).map_err(|e| malformed(e.into()))
+    }
+
+    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(Bytes, i32)> {
+        let key = api_key::<R>()?;
+        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = correlation_id;
+        header.client_id = Some(StrBytes::from_string(self.config.client_id.clone()));
+        let mut buf = BytesMut::with_capacity(64 + request.compute_size(version).unwrap_or(0));
+        buf.put_i32(0);
+        let invalid = |e: anyhow_text::Text| {
+            ClientError::Invalid(format!(
+                "cannot encode {} v{version}: {}",
+                api_name(key),
+                e.0
+            ))
+        };
+        encode_request_header_into_buffer(&mut buf, &header).map_err(|e| invalid(e.into()))?;
+        request
+            .encode(&mut buf, version)
+            .map_err(|e| invalid(e.into()))?;
+        let size = (buf.len() - 4) as i32;
+        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        Ok((buf.freeze(), correlation_id))
+    }
+
+    fn lost(&self, reason: &str) -> ClientError {
+        ClientError::ConnectionLost {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// kafka-protocol reports errors as `anyhow::Error`; only their text is kept.
+mod anyhow_text {
+    pub struct Text(pub String);
+    impl<E: std::fmt::Display> From<E> for Text {
+        fn from(e: E) -> Text {
+            Text(format!("{e:#}"))
+        }
+    }
+}
+
+fn read_uvarint(buf: &mut Bytes) -> std::result::Result<u64, String> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !buf.has_remaining() {
+            return Err("truncated varint".into());
+        }
+        let b = buf.get_u8();
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("varint longer than 64 bits".into())
+}
+
+/// Skips a tagged-field section: a count, then (tag, size, bytes) per field.
+fn skip_tagged_fields(buf: &mut Bytes) -> std::result::Result<(), String> {
+    let count = read_uvarint(buf)?;
+    for _ in 0..count {
+        read_uvarint(buf)?;
+        let size = read_uvarint(buf)? as usize;
+        if buf.remaining() < size {
+            return Err("truncated tagged field".into());
+        }
+        buf.advance(size);
+    }
+    Ok(())
+}
+
+fn api_key<R: Request>() -> Result<ApiKey> {
+    ApiKey::try_from(R::KEY)
+        .map_err(|_| ClientError::Invalid(format!("unknown API key {}", R::KEY)))
+}
+
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "request",
+    }
+}
+
+async fn write_loop(
+    write_half: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    pending: Arc<Mutex<VecDeque<(i32, Reply)>>>,
+    closed: Arc<AtomicBool>,
+    addr: String,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, write_half);
+    while let Some(o) = rx.recv().await {
+        if closed.load(Ordering::Acquire) {
+            if let Some((_, reply)) = o.reply {
+                let _ = reply.send(Err(ClientError::ConnectionLost {
+                    addr: addr.clone(),
+                    reason: "closed".into(),
+                }));
+            }
+            continue;
+        }
+        // Registered before the bytes go out, so the reader always finds it.
+        if let Some(r) = o.reply {
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(r);
+        }
+        let ok =
+            out.write_all(&o.frame).await.is_ok() && (!rx.is_empty() || out.flush().await.is_ok());
+        if !ok {
+            closed.store(true, Ordering::Release);
+            fail_all(&pending, &addr, "write failed");
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+async fn read_loop(
+    read_half: tokio::net::tcp::OwnedReadHalf,
+    pending: Arc<Mutex<VecDeque<(i32, Reply)>>>,
+    closed: Arc<AtomicBool>,
+    addr: String,
+) {
+    let mut frames = FramedRead::new(read_half, FrameCodec::new(RESPONSE_BYTES_MAX));
+    let reason = loop {
+        let mut frame = match frames.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => break e.to_string(),
+            None => break "closed by the broker".to_string(),
+        };
+        if frame.len() < 4 {
+            break "response shorter than a correlation id".to_string();
+        }
+        let correlation_id = frame.get_i32();
+        let next = pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        match next {
+            Some((expected, reply)) if expected == correlation_id => {
+                let _ = reply.send(Ok(frame));
+            }
+            Some((expected, reply)) => {
+                let _ = reply.send(Err(ClientError::ConnectionLost {
+                    addr: addr.clone(),
+                    reason: format!(
+                        "response for correlation id {correlation_id}, expected {expected}"
+                    ),
+                }));
+                break "responses out of order".to_string();
+            }
+            None => break format!("unexpected response with correlation id {correlation_id}"),
+        }
+    };
+    closed.store(true, Ordering::Release);
+    fail_all(&pending, &addr, &reason);
+}
+
+fn fail_all(pending: &Mutex<VecDeque<(i32, Reply)>>, addr: &str, reason: &str) {
+    let drained: Vec<_> = pending
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+        .collect();
+    for (_, reply) in drained {
+        let _ = reply.send(Err(ClientError::ConnectionLost {
+            addr: addr.to_string(),
+            reason: reason.to_string(),
+        }));
+    }
+}
