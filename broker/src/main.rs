@@ -1,6 +1,8 @@
 //! The `strata` binary. `strata serve` with no flags is a working single-node broker on
 //! 127.0.0.1:9092 with its data in ./strata-data.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,6 +28,13 @@ struct Cli {
 enum Command {
     /// Run a broker. With no flags: node 1 on 127.0.0.1:9092, data in ./strata-data.
     Serve(ServeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(cli::topic::TopicCommand),
+    /// Produce records read from stdin, one per line.
+    Produce(cli::produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(cli::consume::ConsumeArgs),
 }
 
 #[derive(Args)]
@@ -61,6 +70,9 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Topic(command) => cli::run_client(cli::topic::run(command)),
+        Command::Produce(args) => cli::run_client(cli::produce::run(args)),
+        Command::Consume(args) => cli::run_client(cli::consume::run(args)),
     }
 }
 

@@ -4,9 +4,12 @@
 //! - [`connection`]: one pipelined connection per broker, API versions negotiated.
 //! - [`error`]: `ClientError`, with Kafka error codes mapped in one place.
 
+pub mod admin;
 pub mod cluster;
 pub mod connection;
+pub mod consumer;
 pub mod error;
+pub mod producer;
 
 pub use cluster::{ClientConfig, Cluster, Metadata, PartitionInfo, TopicInfo};
 pub use connection::{Connection, ConnectionConfig};

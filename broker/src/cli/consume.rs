@@ -1,0 +1,299 @@
+//! `strata consume`: prints the records of a topic, like `kafka-console-consumer` (no consumer
+//! group: partitions are assigned directly and nothing is committed).
+//!
+//! Starts at the end of each partition unless `--from-beginning` or `--offset N`; reads every
+//! partition unless `--partition P`; stops after `--count N` records, or once nothing arrived for
+//! `--idle-timeout-ms`, else runs until killed. Never auto-creates the topic.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+use strata_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+use strata_client::Cluster;
+use tokio::time::Instant;
+
+/// Longest single poll, so `--idle-timeout-ms` and `--count` are checked often.
+const POLL_MAX: Duration = Duration::from_millis(1_000);
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub connection: super::ConnectionArgs,
+    /// Topic to read.
+    pub topic: String,
+    /// Start at the beginning of each partition (default: the end, only new records).
+    #[arg(long, conflicts_with = "offset")]
+    pub from_beginning: bool,
+    /// Start at this offset (in every partition read; an offset outside the log is an error).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
+    pub offset: Option<i64>,
+    /// Read only this partition (default: all).
+    #[arg(long, short = 'p', value_name = "P")]
+    pub partition: Option<i32>,
+    /// Exit after printing this many records.
+    #[arg(long, short = 'n', value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit (status 0) when no record arrived for this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Output template per record: %t topic, %p partition, %o offset, %T timestamp (ms),
+    /// %k key, %v value, %h headers (k=v,k=v), %% a percent sign; \n, \t, \\ escapes.
+    /// A null key, value or header value prints as nothing.
+    #[arg(long, short = 'f', default_value = "%v\\n", value_name = "FORMAT")]
+    pub format: String,
+    /// fetch.max.wait.ms: how long the broker holds a fetch waiting for new records.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub fetch_max_wait_ms: i32,
+}
+
+pub async fn run(args: ConsumeArgs) -> Result<(), String> {
+    let format = Format::parse(&args.format)?;
+    let mut config = args.connection.client_config();
+    config.allow_auto_create_topics = false;
+    let cluster = Cluster::connect(config).await.map_err(|e| e.to_string())?;
+
+    let metadata = cluster
+        .refresh(std::slice::from_ref(&args.topic))
+        .await
+        .map_err(|e| e.to_string())?;
+    let topic = args.topic.as_str();
+    let info = match metadata.topics.get(topic) {
+        None => return Err(format!("topic '{topic}' does not exist")),
+        // UNKNOWN_TOPIC_OR_PARTITION
+        Some(t) if t.error_code == 3 => return Err(format!("topic '{topic}' does not exist")),
+        Some(t) => {
+            match strata_client::ClientError::from_code(t.error_code, format!("topic '{topic}'")) {
+                Some(e) => return Err(e.to_string()),
+                None => t.clone(),
+            }
+        }
+    };
+    let partitions: Vec<i32> = match args.partition {
+        Some(p) if info.partitions.iter().any(|i| i.partition == p) => vec![p],
+        Some(p) => {
+            return Err(format!(
+                "topic '{topic}' has no partition {p} (it has {})",
+                info.partitions.len()
+            ))
+        }
+        None => info.partitions.iter().map(|p| p.partition).collect(),
+    };
+    if partitions.is_empty() {
+        return Err(format!("topic '{topic}' has no partitions"));
+    }
+
+    let auto_offset_reset = if args.from_beginning {
+        AutoOffsetReset::Earliest
+    } else if args.offset.is_some() {
+        AutoOffsetReset::None
+    } else {
+        AutoOffsetReset::Latest
+    };
+    let mut consumer = Consumer::new(
+        cluster,
+        ConsumerConfig {
+            fetch_max_wait_ms: args.fetch_max_wait_ms.max(0),
+            auto_offset_reset,
+            ..ConsumerConfig::default()
+        },
+    );
+    let assignment: Vec<(String, i32)> =
+        partitions.iter().map(|p| (topic.to_string(), *p)).collect();
+    consumer.assign(&assignment);
+    // Resolve every starting position now, so records produced after start-up are seen.
+    let start = match args.offset {
+        Some(n) => SeekTo::Offset(n),
+        None if args.from_beginning => SeekTo::Beginning,
+        None => SeekTo::End,
+    };
+    for p in &partitions {
+        consumer
+            .seek(topic, *p, start)
+            .await
+            .map_err(|e| format!("cannot position {topic}/{p}: {e}"))?;
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut printed: u64 = 0;
+    let idle = args.idle_timeout_ms.map(Duration::from_millis);
+    let mut last_activity = Instant::now();
+    let mut line = Vec::new();
+    loop {
+        if args.count.is_some_and(|c| printed >= c) {
+            break;
+        }
+        let mut wait = POLL_MAX;
+        if let Some(idle) = idle {
+            let left = idle.saturating_sub(last_activity.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            wait = wait.min(left);
+        }
+        let records = consumer.poll(wait).await.map_err(|e| e.to_string())?;
+        if records.is_empty() {
+            continue;
+        }
+        last_activity = Instant::now();
+        for r in &records {
+            if args.count.is_some_and(|c| printed >= c) {
+                break;
+            }
+            line.clear();
+            format.render(r, &mut line);
+            if let Err(e) = out.write_all(&line) {
+                return output_error(e);
+            }
+            printed += 1;
+        }
+        if let Err(e) = out.flush() {
+            return output_error(e);
+        }
+    }
+    out.flush().or_else(output_error)
+}
+
+/// A closed stdout (`| head`) ends the command quietly; other write errors are reported.
+fn output_error(e: std::io::Error) -> Result<(), String> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(format!("cannot write to stdout: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(Vec<u8>),
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Key,
+    Value,
+    Headers,
+}
+
+/// A parsed `--format` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Format(Vec<Piece>);
+
+impl Format {
+    fn parse(template: &str) -> Result<Format, String> {
+        let mut pieces = Vec::new();
+        let mut text = Vec::new();
+        let mut chars = template.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '%' => {
+                    let piece = match chars.next() {
+                        Some('t') => Piece::Topic,
+                        Some('p') => Piece::Partition,
+                        Some('o') => Piece::Offset,
+                        Some('T') => Piece::Timestamp,
+                        Some('k') => Piece::Key,
+                        Some('v') => Piece::Value,
+                        Some('h') => Piece::Headers,
+                        Some('%') => {
+                            text.push(b'%');
+                            continue;
+                        }
+                        Some(other) => {
+                            return Err(format!(
+                            "unknown --format directive '%{other}' (use %t %p %o %T %k %v %h %%)"
+                        ))
+                        }
+                        None => return Err("--format ends with a lone '%'".to_string()),
+                    };
+                    if !text.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut text)));
+                    }
+                    pieces.push(piece);
+                }
+                '\\' => match chars.next() {
+                    Some('n') => text.push(b'\n'),
+                    Some('t') => text.push(b'\t'),
+                    Some('r') => text.push(b'\r'),
+                    Some('\\') => text.push(b'\\'),
+                    Some(other) => {
+                        text.push(b'\\');
+                        let mut buf = [0u8; 4];
+                        text.extend_from_slice(other.encode_utf8(&mut buf).as_bytes());
+                    }
+                    None => text.push(b'\\'),
+                },
+                c => {
+                    let mut buf = [0u8; 4];
+                    text.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text));
+        }
+        Ok(Format(pieces))
+    }
+
+    fn render(&self, r: &ConsumerRecord, out: &mut Vec<u8>) {
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.extend_from_slice(t),
+                Piece::Topic => out.extend_from_slice(r.topic.as_bytes()),
+                Piece::Partition => out.extend_from_slice(r.partition.to_string().as_bytes()),
+                Piece::Offset => out.extend_from_slice(r.offset.to_string().as_bytes()),
+                Piece::Timestamp => out.extend_from_slice(r.timestamp.to_string().as_bytes()),
+                Piece::Key => out.extend_from_slice(r.key.as_deref().unwrap_or_default()),
+                Piece::Value => out.extend_from_slice(r.value.as_deref().unwrap_or_default()),
+                Piece::Headers => {
+                    for (i, (k, v)) in r.headers.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(k.as_bytes());
+                        out.push(b'=');
+                        out.extend_from_slice(v.as_deref().unwrap_or_default());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn record() -> ConsumerRecord {
+        ConsumerRecord {
+            topic: "t".into(),
+            partition: 2,
+            offset: 41,
+            timestamp: 1700,
+            key: Some(Bytes::from("k")),
+            value: None,
+            headers: vec![("a".into(), Some(Bytes::from("1"))), ("b".into(), None)],
+        }
+    }
+
+    fn render(template: &str) -> String {
+        let mut out = Vec::new();
+        Format::parse(template).unwrap().render(&record(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn renders_every_directive_and_escape() {
+        assert_eq!(render("%t|%p|%o|%T|%k|%v|%h\\n"), "t|2|41|1700|k||a=1,b=\n");
+        assert_eq!(render("%%%k\\t\\\\x"), "%k\t\\x");
+        assert_eq!(render("ünï %k"), "ünï k");
+    }
+
+    #[test]
+    fn refuses_unknown_directives() {
+        assert!(Format::parse("%x").unwrap_err().contains("%x"));
+        assert!(Format::parse("abc%").is_err());
+    }
+}

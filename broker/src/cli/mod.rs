@@ -1,0 +1,60 @@
+//! The client subcommands of `strata` (everything but `serve`), built on `strata-client`. Each
+//! returns `Err(one-line message)` on failure; `main` prints it and exits non-zero.
+
+pub mod consume;
+pub mod produce;
+pub mod topic;
+
+use std::time::Duration;
+
+use clap::Args;
+use strata_client::ClientConfig;
+
+/// How to reach the cluster; shared by every client subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// Bootstrap broker(s), HOST:PORT[,HOST:PORT...].
+    #[arg(
+        short = 'b',
+        long = "bootstrap",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
+    pub bootstrap: String,
+    /// Give up when no broker answers within this many milliseconds.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub timeout_ms: u64,
+}
+
+impl ConnectionArgs {
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new(&self.bootstrap);
+        c.connection.client_id = "strata-cli".to_string();
+        c.connection.connect_timeout = Duration::from_millis(self.timeout_ms);
+        c.connection.request_timeout = Duration::from_millis(self.timeout_ms.max(1_000) * 3);
+        c
+    }
+}
+
+/// Runs a client subcommand on a fresh runtime; returns the process exit code.
+pub fn run_client<F: std::future::Future<Output = Result<(), String>>>(
+    future: F,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

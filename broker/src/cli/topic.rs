@@ -1,0 +1,335 @@
+//! `strata topic`: create, list, describe and delete topics through the admin client.
+//!
+//! Output goes to stdout; every failure is one line returned as `Err` (main prints it as
+//! `error: <line>` and exits 1). These commands never auto-create a topic: the client is
+//! configured with `allow.auto.create.topics=false` and the admin client never asks for it.
+
+use clap::Subcommand;
+use kafka_protocol::ResponseError;
+use strata_client::admin::{Admin, ConfigResource, NewTopic, TopicDescription};
+use strata_client::{ClientError, Cluster};
+
+use super::ConnectionArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions (default: the broker's `num.partitions`).
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        partitions: Option<i32>,
+        /// Replication factor (default: the broker's `default.replication.factor`).
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        replication_factor: Option<i16>,
+        /// A topic configuration override, KEY=VALUE (e.g. retention.ms=86400000); repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// List topics, one name per line, sorted.
+    List {
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Show a topic: id, overridden configs, and per partition its leader, replicas, ISR and
+    /// earliest and latest offsets.
+    Describe {
+        /// Topic name.
+        name: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        /// Topic name.
+        name: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+}
+
+pub async fn run(command: TopicCommand) -> Result<(), String> {
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            connection,
+        } => {
+            let mut topic = NewTopic::new(name.clone())
+                .with_partitions(partitions.unwrap_or(-1))
+                .with_replication_factor(replication_factor.unwrap_or(-1));
+            for kv in &configs {
+                let (k, v) = parse_config(kv)?;
+                topic = topic.with_config(k, v);
+            }
+            let admin = connect(&connection).await?;
+            admin
+                .create_topic(topic)
+                .await
+                .map_err(|e| explain(e, &name, &connection))?;
+            println!("created topic '{name}'");
+            Ok(())
+        }
+        TopicCommand::List { connection } => {
+            let admin = connect(&connection).await?;
+            let names = admin
+                .list_topics()
+                .await
+                .map_err(|e| explain(e, "", &connection))?;
+            for n in names {
+                println!("{n}");
+            }
+            Ok(())
+        }
+        TopicCommand::Describe { name, connection } => {
+            let admin = connect(&connection).await?;
+            let description = admin
+                .describe_topic(&name)
+                .await
+                .map_err(|e| explain(e, &name, &connection))?;
+            let configs = admin
+                .describe_configs(ConfigResource::Topic(name.clone()))
+                .await
+                .map_err(|e| explain(e, &name, &connection))?;
+            let overrides: Vec<(String, String)> = configs
+                .into_iter()
+                .filter(|c| c.source.is_topic_override())
+                .map(|c| (c.name, c.value.unwrap_or_else(|| "(hidden)".to_string())))
+                .collect();
+            print!("{}", render_description(&description, &overrides));
+            Ok(())
+        }
+        TopicCommand::Delete { name, connection } => {
+            let admin = connect(&connection).await?;
+            admin
+                .delete_topic(&name)
+                .await
+                .map_err(|e| explain(e, &name, &connection))?;
+            println!("deleted topic '{name}'");
+            Ok(())
+        }
+    }
+}
+
+/// `KEY=VALUE`, both sides trimmed, the key non-empty.
+fn parse_config(kv: &str) -> Result<(String, String), String> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("invalid config '{kv}': expected KEY=VALUE")),
+    }
+}
+
+async fn connect(args: &ConnectionArgs) -> Result<Admin, String> {
+    let mut config = args.client_config();
+    config.allow_auto_create_topics = false;
+    let cluster = Cluster::connect(config)
+        .await
+        .map_err(|e| explain(e, "", args))?;
+    Ok(Admin::new(cluster))
+}
+
+/// One line for a client error, naming the topic where the error is about it.
+fn explain(e: ClientError, topic: &str, args: &ConnectionArgs) -> String {
+    let line = match e {
+        ClientError::NoBrokerReachable { timeout_ms, .. } => format!(
+            "no broker reachable at {} within {timeout_ms} ms",
+            args.bootstrap
+        ),
+        ClientError::Kafka {
+            error: ResponseError::UnknownTopicOrPartition,
+            ..
+        } if !topic.is_empty() => format!("topic '{topic}' does not exist"),
+        ClientError::Kafka {
+            error: ResponseError::TopicAlreadyExists,
+            ..
+        } if !topic.is_empty() => format!("topic '{topic}' already exists"),
+        ClientError::Kafka {
+            error: ResponseError::InvalidConfig,
+            context,
+            ..
+        } => {
+            // The context is "create topic 'NAME': <the broker's message>".
+            let detail = context
+                .split_once(": ")
+                .map(|(_, m)| m.to_string())
+                .unwrap_or(context);
+            format!("invalid config for topic '{topic}': {detail}")
+        }
+        ClientError::Kafka { error, context, .. } => format!("{context} ({error:?})"),
+        other => other.to_string(),
+    };
+    // One line, whatever the broker sent.
+    line.lines().collect::<Vec<_>>().join(" ")
+}
+
+fn render_description(d: &TopicDescription, overrides: &[(String, String)]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("Topic: {}\n", d.name));
+    out.push_str(&format!("Topic id: {}\n", d.id.as_deref().unwrap_or("-")));
+    out.push_str(&format!("Partitions: {}\n", d.partitions.len()));
+    if overrides.is_empty() {
+        out.push_str("Configs: (no overrides)\n");
+    } else {
+        let kvs: Vec<String> = overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("Configs: {}\n", kvs.join(", ")));
+    }
+    out.push('\n');
+    let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let offset = |o: Option<i64>| o.map_or_else(|| "-".to_string(), |o| o.to_string());
+    let mut rows = vec![[
+        "PARTITION".to_string(),
+        "LEADER".to_string(),
+        "REPLICAS".to_string(),
+        "ISR".to_string(),
+        "EARLIEST".to_string(),
+        "LATEST".to_string(),
+    ]];
+    for p in &d.partitions {
+        rows.push([
+            p.partition.to_string(),
+            if p.leader < 0 {
+                "none".to_string()
+            } else {
+                p.leader.to_string()
+            },
+            ids(&p.replicas),
+            ids(&p.isr),
+            offset(p.earliest_offset),
+            offset(p.latest_offset),
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for p in &d.partitions {
+        if let Some(e) = &p.offsets_error {
+            out.push_str(&format!(
+                "partition {}: offsets unavailable: {e}\n",
+                p.partition
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_client::admin::PartitionDescription;
+
+    fn args() -> ConnectionArgs {
+        ConnectionArgs {
+            bootstrap: "127.0.0.1:1".to_string(),
+            timeout_ms: 2000,
+        }
+    }
+
+    #[test]
+    fn configs_must_be_key_equals_value() {
+        assert_eq!(
+            parse_config("retention.ms=1000").unwrap(),
+            ("retention.ms".to_string(), "1000".to_string())
+        );
+        assert_eq!(parse_config("k=a=b").unwrap().1, "a=b");
+        for bad in ["foo", "=1", ""] {
+            let e = parse_config(bad).unwrap_err();
+            assert!(e.starts_with(&format!("invalid config '{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_topic() {
+        let unreachable = ClientError::NoBrokerReachable {
+            tried: "127.0.0.1:1".into(),
+            timeout_ms: 2000,
+        };
+        assert_eq!(
+            explain(unreachable, "", &args()),
+            "no broker reachable at 127.0.0.1:1 within 2000 ms"
+        );
+        let kafka =
+            |code: i16, context: &str| ClientError::from_code(code, context.to_string()).unwrap();
+        assert_eq!(
+            explain(kafka(3, "topic 'x'"), "x", &args()),
+            "topic 'x' does not exist"
+        );
+        assert_eq!(
+            explain(
+                kafka(36, "create topic 'x': topic 'x' already exists"),
+                "x",
+                &args()
+            ),
+            "topic 'x' already exists"
+        );
+        assert_eq!(
+            explain(
+                kafka(40, "create topic 'x': config 'foo': unknown topic config"),
+                "x",
+                &args()
+            ),
+            "invalid config for topic 'x': config 'foo': unknown topic config"
+        );
+        let multi = explain(kafka(37, "grow topic 'x'\nsecond line"), "x", &args());
+        assert!(!multi.contains('\n'), "{multi}");
+    }
+
+    #[test]
+    fn the_description_is_a_table() {
+        let d = TopicDescription {
+            name: "t".into(),
+            id: Some("abc".into()),
+            partitions: vec![
+                PartitionDescription {
+                    partition: 0,
+                    leader: 1,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    earliest_offset: Some(0),
+                    latest_offset: Some(12345),
+                    offsets_error: None,
+                },
+                PartitionDescription {
+                    partition: 1,
+                    leader: -1,
+                    replicas: vec![1, 2],
+                    isr: vec![],
+                    earliest_offset: None,
+                    latest_offset: None,
+                    offsets_error: Some("no leader".into()),
+                },
+            ],
+        };
+        let text = render_description(&d, &[("retention.ms".into(), "1000".into())]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Topic: t");
+        assert_eq!(lines[1], "Topic id: abc");
+        assert_eq!(lines[3], "Configs: retention.ms=1000");
+        assert_eq!(
+            lines[5],
+            "PARTITION  LEADER  REPLICAS  ISR  EARLIEST  LATEST"
+        );
+        assert_eq!(
+            lines[6],
+            "0          1       1         1    0         12345"
+        );
+        assert_eq!(lines[7], "1          none    1,2            -         -");
+        assert_eq!(lines[8], "partition 1: offsets unavailable: no leader");
+    }
+}

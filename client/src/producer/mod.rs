@@ -1,0 +1,626 @@
+//! The producer: records are placed on a partition ([`partitioner`]), gathered per partition into
+//! batches ([`accumulator`]: linger, batch size), and sent by one sender task per partition, with
+//! retries. [`Producer::send`] returns a [`DeliveryFuture`] that resolves to the record's offset or
+//! to a typed [`ClientError`].
+//!
+//! Invariants:
+//! - **ordering**: a partition has at most one produce request in flight. A batch that fails with
+//!   a retriable error is re-sent (after refreshing metadata when the error says it is stale, and
+//!   after `retry_backoff_ms`) before any later batch of that partition is sent, so records of one
+//!   partition are written in the order `send` was called. (Without idempotence a retry after a
+//!   lost answer may write a batch twice; it never reorders.)
+//! - **bounded memory**: every queued record holds permits of a semaphore of `buffer_memory`
+//!   bytes (its estimated size) until it is answered; `send` waits while the buffer is full.
+//!   A record larger than `buffer_memory` is refused at once.
+//! - **every record is answered** exactly once: with its metadata, or with the error that ended
+//!   its batch (not retriable, retries exhausted, or `delivery_timeout` passed since its batch
+//!   was opened). Broker responses are never trusted: a missing partition in a response is a
+//!   `Malformed` error, never a panic.
+//! - `flush` returns once every record sent before it was called has been answered; while it
+//!   waits, batches are sent without lingering. With `acks=0` a record is answered (offset -1)
+//!   once queued on its connection; `flush` then also waits for a response to a request queued
+//!   behind it, so the broker has handled it (or the connection was lost: acks=0 may lose it).
+//! - Dropping the producer sends what is queued (as a flush would), then the sender tasks end.
+//!
+//! Not supported yet: idempotence and transactions (batches carry producer id -1, sequence -1);
+//! duplicate header keys within one record (the encoder keeps the last value).
+
+pub mod accumulator;
+pub mod partitioner;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+
+pub use kafka_protocol::records::Compression;
+
+use self::accumulator::{Accumulator, Batch, Readiness, TopicPartition};
+use self::partitioner::partition_for_key;
+use crate::cluster::Cluster;
+use crate::error::{ClientError, Result};
+
+/// How many acknowledgements the leader waits for before answering (`acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// `acks=0`: no answer; records resolve with offset -1 once written to the socket.
+    None,
+    /// `acks=1`: the leader has appended the records.
+    Leader,
+    /// `acks=all` (-1): the records are durable (on Strata: flushed).
+    All,
+}
+
+impl Acks {
+    pub fn code(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// Producer settings (Kafka names in the field docs).
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `acks`.
+    pub acks: Acks,
+    /// `linger.ms`: how long a batch waits for more records before it is sent.
+    pub linger_ms: u64,
+    /// `batch.size`: a batch is sent once its records reach this many (estimated) bytes.
+    pub batch_size: usize,
+    /// `buffer.memory`: bytes of records queued or in flight before `send` waits.
+    pub buffer_memory: usize,
+    /// `compression.type`.
+    pub compression: Compression,
+    /// `request.timeout.ms`: the broker-side produce timeout and the wait for one answer.
+    pub request_timeout: Duration,
+    /// `retries`: re-sends of a batch after retriable errors.
+    pub retries: u32,
+    /// `delivery.timeout.ms`: no retry starts later than this after a batch was opened.
+    pub delivery_timeout: Duration,
+    /// `retry.backoff.ms`.
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            linger_ms: 5,
+            batch_size: 16 * 1024,
+            buffer_memory: 32 << 20,
+            compression: Compression::None,
+            request_timeout: Duration::from_secs(30),
+            retries: u32::MAX,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff_ms: 100,
+        }
+    }
+}
+
+/// One record to produce.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// An explicit partition; otherwise chosen from the key (murmur2) or sticky when keyless.
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+    /// Creation time in ms since the epoch; `None`: now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..ProducerRecord::default()
+        }
+    }
+
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// The bytes this record is accounted for in `batch_size` and `buffer_memory`: its key,
+    /// value and headers plus a fixed allowance for the record's varints.
+    pub fn estimated_size(&self) -> usize {
+        const RECORD_OVERHEAD: usize = 21;
+        const HEADER_OVERHEAD: usize = 10;
+        RECORD_OVERHEAD
+            + self.key.as_ref().map_or(0, |k| k.len())
+            + self.value.as_ref().map_or(0, |v| v.len())
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| HEADER_OVERHEAD + k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
+/// Where a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: i32,
+    /// -1 with `acks=0`.
+    pub offset: i64,
+    /// The broker's append time for `LogAppendTime` topics, else the record's timestamp.
+    pub timestamp: i64,
+}
+
+/// Resolves once the record is acknowledged or has failed for good.
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(ClientError::Invalid(
+                    "the producer ended without answering the record".into(),
+                ))
+            })
+        })
+    }
+}
+
+/// A record waiting in a batch.
+struct Pending {
+    seq: u64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Vec<(String, Bytes)>,
+    timestamp: i64,
+    reply: oneshot::Sender<Result<RecordMetadata>>,
+    /// Released (back to `buffer_memory`) when the record is answered.
+    _memory: OwnedSemaphorePermit,
+}
+
+struct State {
+    acc: Accumulator<Pending>,
+    /// The wake-up of each partition's sender task (present while the task runs).
+    senders: HashMap<TopicPartition, Arc<Notify>>,
+    /// Sequence numbers of records not answered yet.
+    unanswered: BTreeSet<u64>,
+    next_seq: u64,
+    /// Brokers that got `acks=0` batches since the last flush (see [`Producer::flush`]).
+    unconfirmed_brokers: HashSet<String>,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    memory: Arc<Semaphore>,
+    /// Semaphore permits in total (`buffer_memory`, capped).
+    memory_permits: usize,
+    /// > 0 while a flush waits or the producer is closing: batches do not linger.
+    forcing: AtomicUsize,
+    closing: AtomicBool,
+    /// Woken whenever records are answered.
+    answered: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_all_senders(&self) {
+        for n in self.lock().senders.values() {
+            n.notify_one();
+        }
+    }
+}
+
+/// An asynchronous producer; see the module documentation for its guarantees.
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+impl Producer {
+    pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
+        let memory_permits = config
+            .buffer_memory
+            .clamp(1, (u32::MAX as usize).min(Semaphore::MAX_PERMITS));
+        Producer {
+            shared: Arc::new(Shared {
+                cluster,
+                state: Mutex::new(State {
+                    acc: Accumulator::new(
+                        config.batch_size,
+                        Duration::from_millis(config.linger_ms),
+                    ),
+                    senders: HashMap::new(),
+                    unanswered: BTreeSet::new(),
+                    next_seq: 0,
+                    unconfirmed_brokers: HashSet::new(),
+                }),
+                config,
+                memory: Arc::new(Semaphore::new(memory_permits)),
+                memory_permits,
+                forcing: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
+                answered: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared.config
+    }
+
+    /// Queues a record. Waits while `buffer_memory` is exhausted; fails at once if the topic is
+    /// unknown (and cannot be auto-created), the partition does not exist, or the record is
+    /// larger than `buffer_memory`. The returned future gives the record's fate.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let shared = &self.shared;
+        let size = record.estimated_size();
+        if size > shared.memory_permits {
+            return Err(ClientError::Invalid(format!(
+                "record of about {size} bytes exceeds buffer_memory ({} bytes)",
+                shared.memory_permits
+            )));
+        }
+        let num_partitions = self.partition_count(&record.topic).await?;
+        if let Some(p) = record.partition {
+            if p < 0 || p as usize >= num_partitions {
+                return Err(ClientError::Invalid(format!(
+                    "partition {p} does not exist: topic '{}' has {num_partitions} partition(s)",
+                    record.topic
+                )));
+            }
+        }
+        let memory = Arc::clone(&shared.memory)
+            .acquire_many_owned(size as u32)
+            .await
+            .map_err(|_| ClientError::Invalid("the producer is closed".into()))?;
+        let (reply, rx) = oneshot::channel();
+        let ProducerRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+            timestamp,
+        } = record;
+        let timestamp = timestamp.unwrap_or_else(now_ms);
+        let notify = {
+            let mut st = shared.lock();
+            let partition = match (partition, &key) {
+                (Some(p), _) => p,
+                (None, Some(k)) => partition_for_key(k, num_partitions),
+                (None, None) => st.acc.sticky_partition(&topic, num_partitions, size),
+            };
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.unanswered.insert(seq);
+            let tp: TopicPartition = (topic, partition);
+            let pending = Pending {
+                seq,
+                key,
+                value,
+                headers,
+                timestamp,
+                reply,
+                _memory: memory,
+            };
+            st.acc.append(tp.clone(), pending, size, Instant::now());
+            match st.senders.get(&tp) {
+                Some(n) => Arc::clone(n),
+                None => {
+                    let n = Arc::new(Notify::new());
+                    st.senders.insert(tp.clone(), Arc::clone(&n));
+                    tokio::spawn(partition_sender(Arc::clone(shared), tp, Arc::clone(&n)));
+                    n
+                }
+            }
+        };
+        notify.notify_one();
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Sends every queued batch without lingering and waits until every record sent before this
+    /// call has been answered (acknowledged or failed).
+    pub async fn flush(&self) {
+        let shared = &self.shared;
+        let target = shared.lock().next_seq;
+        shared.forcing.fetch_add(1, Ordering::AcqRel);
+        shared.wake_all_senders();
+        loop {
+            let notified = shared.answered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let done = shared
+                .lock()
+                .unanswered
+                .first()
+                .is_none_or(|&oldest| oldest >= target);
+            if done {
+                break;
+            }
+            notified.await;
+        }
+        shared.forcing.fetch_sub(1, Ordering::AcqRel);
+        // acks=0 batches are answered once queued on a connection; a request with a response
+        // behind them on the same connection proves they were written and handled (responses
+        // come in request order, and a connection's requests are handled in order).
+        let brokers: Vec<String> = shared.lock().unconfirmed_brokers.drain().collect();
+        for addr in brokers {
+            if let Ok(conn) = shared.cluster.connection(&addr).await {
+                let barrier = MetadataRequest::default().with_topics(Some(Vec::new()));
+                let _ = conn.send(&barrier).await;
+            }
+        }
+    }
+
+    /// Partitions of `topic`, from the metadata cache or a refresh; retriable metadata errors
+    /// (a topic being created) are retried until `request_timeout`.
+    async fn partition_count(&self, topic: &str) -> Result<usize> {
+        let shared = &self.shared;
+        if let Some(t) = shared
+            .cluster
+            .metadata()
+            .topics
+            .get(topic)
+            .filter(|t| t.error_code == 0 && !t.partitions.is_empty())
+        {
+            return Ok(t.partitions.len());
+        }
+        let backoff = Duration::from_millis(shared.config.retry_backoff_ms.max(1));
+        let deadline = Instant::now() + shared.config.request_timeout;
+        loop {
+            let error = match shared.cluster.topic(topic).await {
+                Ok(t) if !t.partitions.is_empty() => return Ok(t.partitions.len()),
+                Ok(_) => ClientError::from_code(5, format!("topic '{topic}' has no partitions"))
+                    .unwrap_or_else(|| ClientError::Invalid("no partitions".into())),
+                Err(e) => e,
+            };
+            if !error.is_retriable() || Instant::now() + backoff >= deadline {
+                return Err(error);
+            }
+            // A cached error would be returned again without a refresh.
+            tokio::time::sleep(backoff).await;
+            let _ = shared.cluster.refresh(&[topic.to_string()]).await;
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.forcing.fetch_add(1, Ordering::AcqRel);
+        self.shared.wake_all_senders();
+    }
+}
+
+/// The sender task of one partition: takes the oldest ready batch, sends it (with retries), and
+/// only then looks at the next, so at most one request per partition is in flight.
+async fn partition_sender(shared: Arc<Shared>, tp: TopicPartition, notify: Arc<Notify>) {
+    loop {
+        let readiness = {
+            let mut st = shared.lock();
+            let force = shared.forcing.load(Ordering::Acquire) > 0;
+            match st.acc.readiness(&tp, Instant::now(), force) {
+                Readiness::Ready => match st.acc.take_ready(&tp, Instant::now(), force) {
+                    Some(batch) => Ok(batch),
+                    None => Err(Readiness::Ready),
+                },
+                Readiness::Empty if shared.closing.load(Ordering::Acquire) => {
+                    st.senders.remove(&tp);
+                    return;
+                }
+                other => Err(other),
+            }
+        };
+        match readiness {
+            Ok(batch) => send_batch(&shared, &tp, batch).await,
+            Err(Readiness::WaitUntil(due)) => {
+                tokio::select! {
+                    _ = notify.notified() => {}
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                }
+            }
+            Err(Readiness::Empty) => notify.notified().await,
+            Err(Readiness::Ready) => tokio::task::yield_now().await,
+        }
+    }
+}
+
+/// Encodes `batch` once, sends it until it succeeds or fails for good, and answers its records.
+async fn send_batch(shared: &Shared, tp: &TopicPartition, batch: Batch<Pending>) {
+    let config = &shared.config;
+    let records: Vec<Record> = batch
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: NO_SEQUENCE,
+            timestamp: p.timestamp,
+            key: p.key.clone(),
+            value: p.value.clone(),
+            headers: p
+                .headers
+                .iter()
+                .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
+                .collect::<IndexMap<_, _>>(),
+        })
+        .collect();
+    let mut buf = BytesMut::with_capacity(batch.bytes + 128);
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: config.compression,
+    };
+    let result = match RecordBatchEncoder::encode(&mut buf, &records, &options) {
+        Err(e) => Err(ClientError::Invalid(format!(
+            "cannot encode a batch for {}/{}: {e:#}",
+            tp.0, tp.1
+        ))),
+        Ok(()) => {
+            drop(records);
+            let request = ProduceRequest::default()
+                .with_acks(config.acks.code())
+                .with_timeout_ms(config.request_timeout.as_millis().min(i32::MAX as u128) as i32)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(tp.0.clone())))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(tp.1)
+                        .with_records(Some(buf.freeze()))])]);
+            send_with_retries(shared, tp, &request, batch.created).await
+        }
+    };
+    answer(shared, tp, batch, result);
+}
+
+async fn send_with_retries(
+    shared: &Shared,
+    tp: &TopicPartition,
+    request: &ProduceRequest,
+    created: Instant,
+) -> Result<(i64, i64)> {
+    let config = &shared.config;
+    let backoff = Duration::from_millis(config.retry_backoff_ms);
+    let deadline = created + config.delivery_timeout;
+    let mut attempt: u32 = 0;
+    loop {
+        let error = match produce_once(shared, tp, request).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        let retry =
+            error.is_retriable() && attempt < config.retries && Instant::now() + backoff < deadline;
+        tracing::debug!(topic = %tp.0, partition = tp.1, attempt, %error, retry, "produce failed");
+        if !retry {
+            return Err(error);
+        }
+        attempt += 1;
+        if error.needs_metadata_refresh() {
+            let _ = shared.cluster.refresh(std::slice::from_ref(&tp.0)).await;
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// One attempt: (base offset, log append time) of the batch, or the error.
+async fn produce_once(
+    shared: &Shared,
+    tp: &TopicPartition,
+    request: &ProduceRequest,
+) -> Result<(i64, i64)> {
+    let (topic, partition) = (tp.0.as_str(), tp.1);
+    let timeout = shared.config.request_timeout;
+    let attempt = async {
+        let conn = shared.cluster.leader(topic, partition).await?;
+        if shared.config.acks == Acks::None {
+            conn.send_no_response(request).await?;
+            shared
+                .lock()
+                .unconfirmed_brokers
+                .insert(conn.addr().to_string());
+            return Ok((-1, -1));
+        }
+        let (response, _version) = conn.send(request).await?;
+        let answer = response
+            .responses
+            .iter()
+            .filter(|t| &*t.name.0 == topic)
+            .flat_map(|t| t.partition_responses.iter())
+            .find(|p| p.index == partition)
+            .ok_or_else(|| ClientError::Malformed {
+                api: "Produce",
+                reason: format!("no answer for {topic}/{partition}"),
+            })?;
+        let context = match &answer.error_message {
+            Some(m) => format!("produce to {topic}/{partition}: {}", &**m),
+            None => format!("produce to {topic}/{partition}"),
+        };
+        if let Some(e) = ClientError::from_code(answer.error_code, context) {
+            return Err(e);
+        }
+        Ok((answer.base_offset, answer.log_append_time_ms))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err(ClientError::Timeout {
+            api: "Produce",
+            timeout_ms: timeout.as_millis() as u64,
+        }))
+}
+
+/// Answers every record of `batch`, then releases their memory and wakes `flush`.
+fn answer(shared: &Shared, tp: &TopicPartition, batch: Batch<Pending>, result: Result<(i64, i64)>) {
+    let mut seqs = Vec::with_capacity(batch.items.len());
+    for (i, p) in batch.items.into_iter().enumerate() {
+        seqs.push(p.seq);
+        let outcome = match &result {
+            Ok((base, log_append_time)) => Ok(RecordMetadata {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                offset: if *base < 0 { -1 } else { base + i as i64 },
+                timestamp: if *log_append_time >= 0 {
+                    *log_append_time
+                } else {
+                    p.timestamp
+                },
+            }),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = p.reply.send(outcome);
+    }
+    {
+        let mut st = shared.lock();
+        for s in seqs {
+            st.unanswered.remove(&s);
+        }
+    }
+    shared.answered.notify_waiters();
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
