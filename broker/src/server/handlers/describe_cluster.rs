@@ -27,5 +27,10 @@ pub fn handle(node: &Node, request: &DescribeClusterRequest) -> DescribeClusterR
         .with_host(str_bytes(node.endpoint.host.clone()))
         .with_port(i32::from(node.endpoint.port))
         .with_rack(node.rack.clone().map(str_bytes));
-    response.with_brokers(vec![broker])
+    let response = response.with_brokers(vec![broker]);
+    if request.include_cluster_authorized_operations {
+        response.with_cluster_authorized_operations(super::metadata::CLUSTER_OPERATIONS)
+    } else {
+        response
+    }
 }

@@ -14,6 +14,23 @@ use crate::controller::{validate_topic_name, TopicMeta};
 use crate::error::BrokerError;
 use crate::node::Node;
 
+/// Without an authorizer every operation is allowed; Kafka reports the operations a resource
+/// supports, as bit positions of `AclOperation` codes.
+const fn acl_bits(ops: &[u8]) -> i32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < ops.len() {
+        bits |= 1 << ops[i];
+        i += 1;
+    }
+    bits
+}
+/// READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
+pub const TOPIC_OPERATIONS: i32 = acl_bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
+/// CREATE, ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE,
+/// CREATE_TOKENS, DESCRIBE_TOKENS.
+pub const CLUSTER_OPERATIONS: i32 = acl_bits(&[5, 7, 8, 9, 10, 11, 12, 13, 14]);
+
 pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataResponse {
     let auto_create = node.config.bool("auto.create.topics.enable")
         && (version < 4 || request.allow_auto_topic_creation);
@@ -26,7 +43,7 @@ pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataR
         ),
         _ => None,
     };
-    let topics = match wanted {
+    let topics: Vec<MetadataResponseTopic> = match wanted {
         None => {
             let metadata = node.metadata();
             metadata.topics().map(|t| topic_entry(node, t)).collect()
@@ -36,12 +53,33 @@ pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataR
             .map(|(name, id)| lookup(node, name, id, auto_create))
             .collect(),
     };
+    let topics = if request.include_topic_authorized_operations && version >= 8 {
+        topics
+            .into_iter()
+            .map(|t| {
+                if t.error_code == 0 {
+                    t.with_topic_authorized_operations(TOPIC_OPERATIONS)
+                } else {
+                    t
+                }
+            })
+            .collect()
+    } else {
+        topics
+    };
     let broker = MetadataResponseBroker::default()
         .with_node_id(BrokerId(node.id.0))
         .with_host(str_bytes(node.endpoint.host.clone()))
         .with_port(i32::from(node.endpoint.port))
         .with_rack(node.rack.clone().map(str_bytes));
-    MetadataResponse::default()
+    let response = MetadataResponse::default();
+    // The cluster field exists in v8-v10 only (later versions moved it to DescribeCluster).
+    let response = if request.include_cluster_authorized_operations && (8..=10).contains(&version) {
+        response.with_cluster_authorized_operations(CLUSTER_OPERATIONS)
+    } else {
+        response
+    };
+    response
         .with_brokers(vec![broker])
         .with_cluster_id(Some(str_bytes(node.metadata().cluster_id())))
         .with_controller_id(BrokerId(node.id.0))

@@ -86,7 +86,10 @@ async fn every_handler_answers_at_every_advertised_version() {
         answer(&node, ApiKey::CreateTopics, v, Request::CreateTopics(r)).await;
     }
     for v in versions(ApiKey::Metadata) {
-        let mut r = MetadataRequest::default().with_allow_auto_topic_creation(true);
+        let mut r = MetadataRequest::default()
+            .with_allow_auto_topic_creation(true)
+            .with_include_topic_authorized_operations(v >= 8)
+            .with_include_cluster_authorized_operations((8..=10).contains(&v));
         r.topics = Some(vec![
             metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto"))),
             metadata_request::MetadataRequestTopic::default().with_name(Some(name("bad/name"))),
@@ -347,4 +350,27 @@ async fn a_record_set_larger_than_a_segment_is_refused_as_kafka_does() {
     partition
         .append(&build_batch(0, 1_000, &[(None, b"small")]), 1_000)
         .unwrap();
+}
+
+#[tokio::test]
+async fn authorized_operations_are_reported_as_kafka_does_without_an_authorizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    node.auto_create_topic("ops").unwrap();
+    let mut r = MetadataRequest::default()
+        .with_include_topic_authorized_operations(true)
+        .with_include_cluster_authorized_operations(true);
+    r.topics = Some(vec![
+        metadata_request::MetadataRequestTopic::default().with_name(Some(name("ops")))
+    ]);
+    let resp = super::metadata::handle(&node, &r, 9);
+    assert_eq!(resp.topics[0].topic_authorized_operations, 0b1101_1111_1000);
+    assert_ne!(resp.cluster_authorized_operations, i32::MIN);
+    let r = MetadataRequest::default();
+    let resp = super::metadata::handle(&node, &r, 9);
+    assert_eq!(
+        resp.cluster_authorized_operations,
+        i32::MIN,
+        "not asked: not included"
+    );
 }
