@@ -35,6 +35,9 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print records of a topic.
     Consume(cli::consume::ConsumeArgs),
+    /// Measure produce or consume throughput and latency (like kafka-*-perf-test).
+    #[command(subcommand)]
+    Perf(cli::perf::PerfCommand),
 }
 
 #[derive(Args)]
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Topic(command) => cli::run_client(cli::topic::run(command)),
         Command::Produce(args) => cli::run_client(cli::produce::run(args)),
         Command::Consume(args) => cli::run_client(cli::consume::run(args)),
+        Command::Perf(command) => cli::run_client(cli::perf::run(command)),
     }
 }
 

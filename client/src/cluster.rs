@@ -174,9 +174,12 @@ impl Cluster {
         let mut last_error = None;
         for round in 0..u32::MAX {
             for addr in &candidates {
-                match self.connection(addr).await {
-                    Ok(c) => return Ok(c),
-                    Err(e) => last_error = Some(e),
+                // Bounded by the deadline: a broker that accepts but never answers ApiVersions
+                // must not hold us past `connect_timeout`.
+                match tokio::time::timeout_at(deadline, self.connection(addr)).await {
+                    Ok(Ok(c)) => return Ok(c),
+                    Ok(Err(e)) => last_error = Some(e),
+                    Err(_) => break,
                 }
                 if tokio::time::Instant::now() >= deadline {
                     break;
@@ -185,8 +188,9 @@ impl Cluster {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            // Back off between rounds, doubling up to one second.
-            tokio::time::sleep(Duration::from_millis(50u64 << round.min(4))).await;
+            // Back off between rounds, doubling up to 800 ms, never past the deadline.
+            let backoff = Duration::from_millis(50u64 << round.min(4));
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff)).await;
         }
         tracing::debug!(error = ?last_error, "no broker reachable");
         Err(ClientError::NoBrokerReachable {

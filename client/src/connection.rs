@@ -6,6 +6,8 @@
 //! - responses arrive in request order (a Kafka guarantee); a response whose correlation id is
 //!   not the oldest pending one means the stream is corrupt, and the connection is closed;
 //! - when the connection fails, every pending request fails with `ConnectionLost`, never hangs;
+//! - a request that times out closes the connection (as Kafka clients do): the broker may never
+//!   answer on it again, so it is replaced on next use rather than reused;
 //! - no response bytes are trusted: decoding errors are `Malformed`, never panics.
 
 use std::collections::{HashMap, VecDeque};
@@ -82,6 +84,10 @@ pub struct Connection {
     /// The broker's (min, max) version per API key.
     broker_versions: HashMap<i16, (i16, i16)>,
     closed: Arc<AtomicBool>,
+    /// Requests awaiting a response, shared with the reader (failed when a request times out).
+    pending: Arc<Mutex<VecDeque<(i32, Reply)>>>,
+    /// The reader task, stopped when a request times out.
+    reader: tokio::task::AbortHandle,
 }
 
 impl Connection {
@@ -112,12 +118,13 @@ impl Connection {
             Arc::clone(&closed),
             addr.to_string(),
         ));
-        tokio::spawn(read_loop(
+        let reader = tokio::spawn(read_loop(
             read_half,
-            pending,
+            Arc::clone(&pending),
             Arc::clone(&closed),
             addr.to_string(),
-        ));
+        ))
+        .abort_handle();
         let mut conn = Connection {
             addr: addr.to_string(),
             config,
@@ -125,6 +132,8 @@ impl Connection {
             next_correlation_id: AtomicI32::new(1),
             broker_versions: HashMap::new(),
             closed,
+            pending,
+            reader,
         };
         conn.broker_versions = conn.negotiate_versions().await?;
         Ok(conn)
@@ -217,9 +226,14 @@ impl Connection {
         let timeout = self.config.request_timeout;
         let mut body = tokio::time::timeout(timeout, reply_rx)
             .await
-            .map_err(|_| ClientError::Timeout {
-                api: api_name(key),
-                timeout_ms: timeout.as_millis() as u64,
+            .map_err(|_| {
+                // The broker may never answer on this connection again, and later responses
+                // would queue behind this one: close it so the next request reconnects.
+                self.close("request timed out");
+                ClientError::Timeout {
+                    api: api_name(key),
+                    timeout_ms: timeout.as_millis() as u64,
+                }
             })?
             .map_err(|_| self.lost("connection closed"))??;
         let malformed = |e: anyhow_text::Text| ClientError::Malformed {
@@ -262,11 +276,27 @@ impl Connection {
         Ok((buf.freeze(), correlation_id))
     }
 
+    /// Marks the connection closed, stops its reader and fails every pending request
+    /// (`ConnectionLost` with `reason`). A closed connection is replaced on next use.
+    pub fn close(&self, reason: &str) {
+        self.closed.store(true, Ordering::Release);
+        self.reader.abort();
+        fail_all(&self.pending, &self.addr, reason);
+    }
+
     fn lost(&self, reason: &str) -> ClientError {
         ClientError::ConnectionLost {
             addr: self.addr.clone(),
             reason: reason.to_string(),
         }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Nobody can send on it any more (the writer ends with the last sender): stop reading,
+        // so a connection abandoned mid-handshake or after a timeout releases its socket.
+        self.reader.abort();
     }
 }
 

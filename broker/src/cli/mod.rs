@@ -2,12 +2,14 @@
 //! returns `Err(one-line message)` on failure; `main` prints it and exits non-zero.
 
 pub mod consume;
+pub mod perf;
 pub mod produce;
 pub mod topic;
 
 use std::time::Duration;
 
 use clap::Args;
+use strata_client::producer::{Acks, Compression};
 use strata_client::ClientConfig;
 
 /// How to reach the cluster; shared by every client subcommand.
@@ -56,5 +58,31 @@ pub fn run_client<F: std::future::Future<Output = Result<(), String>>>(
             eprintln!("error: {message}");
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+/// `--acks`: 0, 1, all or -1.
+pub fn parse_acks(s: &str) -> Result<Acks, String> {
+    match s {
+        "0" => Ok(Acks::None),
+        "1" => Ok(Acks::Leader),
+        "all" | "-1" => Ok(Acks::All),
+        other => Err(format!(
+            "invalid --acks value '{other}': expected 0, 1, all or -1"
+        )),
+    }
+}
+
+/// `--compression`: none, gzip, snappy, lz4 or zstd.
+pub fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "none" => Ok(Compression::None),
+        "gzip" => Ok(Compression::Gzip),
+        "snappy" => Ok(Compression::Snappy),
+        "lz4" => Ok(Compression::Lz4),
+        "zstd" => Ok(Compression::Zstd),
+        other => Err(format!(
+            "invalid --compression value '{other}': expected none, gzip, snappy, lz4 or zstd"
+        )),
     }
 }

@@ -3,11 +3,12 @@
 //! `--header`s on every record. Flushes at end of input; succeeds only if every record was
 //! acknowledged, otherwise fails with one line naming how many failed and the first error.
 
+use super::{parse_acks, parse_compression};
 use std::io::BufRead;
 
 use bytes::Bytes;
 use clap::Args;
-use strata_client::producer::{Acks, Compression, Producer, ProducerConfig, ProducerRecord};
+use strata_client::producer::{Producer, ProducerConfig, ProducerRecord};
 use strata_client::Cluster;
 use tokio::sync::mpsc;
 
@@ -44,30 +45,6 @@ pub struct ProduceArgs {
     /// Batch size in bytes (`batch.size`).
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub batch_size: usize,
-}
-
-fn parse_acks(s: &str) -> Result<Acks, String> {
-    match s {
-        "0" => Ok(Acks::None),
-        "1" => Ok(Acks::Leader),
-        "all" | "-1" => Ok(Acks::All),
-        other => Err(format!(
-            "invalid --acks value '{other}': expected 0, 1, all or -1"
-        )),
-    }
-}
-
-fn parse_compression(s: &str) -> Result<Compression, String> {
-    match s {
-        "none" => Ok(Compression::None),
-        "gzip" => Ok(Compression::Gzip),
-        "snappy" => Ok(Compression::Snappy),
-        "lz4" => Ok(Compression::Lz4),
-        "zstd" => Ok(Compression::Zstd),
-        other => Err(format!(
-            "invalid --compression value '{other}': expected none, gzip, snappy, lz4 or zstd"
-        )),
-    }
 }
 
 fn parse_headers(headers: &[String]) -> Result<Vec<(String, Bytes)>, String> {
@@ -223,6 +200,7 @@ pub async fn run(args: ProduceArgs) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_client::producer::Acks;
 
     #[test]
     fn lines_split_at_the_first_separator() {

@@ -477,7 +477,10 @@ async fn send_batch(shared: &Shared, tp: &TopicPartition, batch: Batch<Pending>)
             producer_epoch: NO_PRODUCER_EPOCH,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: NO_SEQUENCE,
+            // kafka-protocol keeps records in one v2 batch only while `offset - sequence` is
+            // constant, and writes the first record's sequence as the base sequence: -1, 0, 1..
+            // gives one batch with base sequence -1 (NO_SEQUENCE), not one batch per record.
+            sequence: NO_SEQUENCE.wrapping_add(i as i32),
             timestamp: p.timestamp,
             key: p.key.clone(),
             value: p.value.clone(),
@@ -551,8 +554,11 @@ async fn produce_once(
 ) -> Result<(i64, i64)> {
     let (topic, partition) = (tp.0.as_str(), tp.1);
     let timeout = shared.config.request_timeout;
+    // The connection in use, closed if the attempt times out (so the retry reconnects).
+    let used: Mutex<Option<Arc<crate::connection::Connection>>> = Mutex::new(None);
     let attempt = async {
         let conn = shared.cluster.leader(topic, partition).await?;
+        *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&conn));
         if shared.config.acks == Acks::None {
             conn.send_no_response(request).await?;
             shared
@@ -581,12 +587,18 @@ async fn produce_once(
         }
         Ok((answer.base_offset, answer.log_append_time_ms))
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or(Err(ClientError::Timeout {
-            api: "Produce",
-            timeout_ms: timeout.as_millis() as u64,
-        }))
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => {
+            if let Some(conn) = used.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                conn.close("produce request timed out");
+            }
+            Err(ClientError::Timeout {
+                api: "Produce",
+                timeout_ms: timeout.as_millis() as u64,
+            })
+        }
+    }
 }
 
 /// Answers every record of `batch`, then releases their memory and wakes `flush`.
