@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{broker_binary, free_port, require_python_modules, require_tool, run, unique_topic};
-use common::{Background, Broker, Output};
+use common::{kcat_produce_keyed, Background, Broker, Output};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,28 +39,7 @@ fn consume(broker: &Broker, topic: &str, extra: &[&str]) -> Output {
 
 fn kcat_produce(broker: &Broker, topic: &str, codec: &str, extra: &[&str], lines: &[String]) {
     let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let mut cmd = Command::new("kcat");
-    cmd.args(["-P", "-b", &broker.bootstrap(), "-t", topic, "-K:"]);
-    for h in HEADERS {
-        cmd.args(["-H", h]);
-    }
-    cmd.args([
-        "-z",
-        codec,
-        "-X",
-        "acks=all",
-        "-X",
-        "enable.idempotence=false",
-    ]);
-    cmd.args(extra);
-    let out = run(cmd, Some(input.as_bytes()), KCAT_TIMEOUT);
-    out.assert_success(|| broker.logs());
-    assert!(
-        !out.stderr.contains("ERROR") && !out.stderr.contains("failed"),
-        "kcat reported errors:{}{}",
-        out.describe(),
-        broker.logs()
-    );
+    kcat_produce_keyed(broker, topic, codec, &HEADERS, extra, &input);
 }
 
 /// `key:value` lines; values hold neither `|` nor newlines.

@@ -7,10 +7,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{kcat_read_all, now_ms, require_tool, run, unique_topic, Broker, Output};
+use common::{
+    kcat_produce_keyed, kcat_read_all, now_ms, require_tool, unique_topic, Broker, Output,
+};
 
 const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -42,30 +43,7 @@ fn keyed_lines(tag: &str, n: usize) -> Vec<(String, String)> {
 /// `kcat -P` the records (stdin `key:value` lines) with the given codec.
 fn kcat_produce(broker: &Broker, topic: &str, codec: &str, records: &[(String, String)]) -> Output {
     let input: String = records.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let mut cmd = Command::new("kcat");
-    cmd.args(["-P", "-b", &broker.bootstrap(), "-t", topic, "-K:"]);
-    for h in HEADERS {
-        cmd.args(["-H", h]);
-    }
-    cmd.args([
-        "-z",
-        codec,
-        "-X",
-        "acks=all",
-        "-X",
-        "enable.idempotence=false",
-        "-X",
-        "message.timeout.ms=30000",
-    ]);
-    let out = run(cmd, Some(input.as_bytes()), KCAT_TIMEOUT);
-    out.assert_success(|| broker.logs());
-    assert!(
-        !out.stderr.contains("Delivery failed") && !out.stderr.contains("ERROR"),
-        "kcat reported errors while producing:{}{}",
-        out.describe(),
-        broker.logs()
-    );
-    out
+    kcat_produce_keyed(broker, topic, codec, &HEADERS, &[], &input)
 }
 
 /// A consumed record as printed by kcat's `-f '%p|%o|%T|%k|%h|%s\n'`.

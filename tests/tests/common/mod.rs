@@ -696,3 +696,43 @@ pub fn kcat_read_all(
     out.assert_success(|| broker.logs());
     out.stdout
 }
+
+/// `kcat -P -K:` of `input` (one `key:value` line per record) compressed with `codec`, each
+/// record with the `headers` (`k=v`), `acks=all` and idempotence off, plus `extra` flags. Fails
+/// the test if kcat fails or reports a delivery error.
+#[allow(dead_code)] // each test file compiles this module on its own
+pub fn kcat_produce_keyed(
+    broker: &Broker,
+    topic: &str,
+    codec: &str,
+    headers: &[&str],
+    extra: &[&str],
+    input: &str,
+) -> Output {
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-P", "-b", &broker.bootstrap(), "-t", topic, "-K:"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.args([
+        "-z",
+        codec,
+        "-X",
+        "acks=all",
+        "-X",
+        "enable.idempotence=false",
+        "-X",
+        "message.timeout.ms=30000",
+    ]);
+    cmd.args(extra);
+    let out = run(cmd, Some(input.as_bytes()), Duration::from_secs(60));
+    out.assert_success(|| broker.logs());
+    let errors = ["Delivery failed", "ERROR", "failed"];
+    assert!(
+        !errors.iter().any(|e| out.stderr.contains(e)),
+        "kcat reported errors while producing:{}{}",
+        out.describe(),
+        broker.logs()
+    );
+    out
+}
