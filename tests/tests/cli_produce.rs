@@ -329,6 +329,10 @@ fn producer_retries_across_a_broker_restart_in_order_with_bounded_memory() {
         .build()
         .unwrap();
     let sent = Arc::new(AtomicUsize::new(0));
+    // The producer pauses after KILL_AT records until the broker is down, so the kill lands
+    // mid-stream however fast the producer is.
+    const KILL_AT: usize = 500;
+    let (killed_tx, killed_rx) = tokio::sync::oneshot::channel::<()>();
     let mut client_config = ClientConfig::new(&broker.bootstrap());
     client_config.connection.connect_timeout = Duration::from_secs(5);
     client_config.connection.request_timeout = Duration::from_secs(10);
@@ -350,7 +354,13 @@ fn producer_retries_across_a_broker_restart_in_order_with_bounded_memory() {
                 },
             );
             let mut deliveries = Vec::with_capacity(N);
+            let mut killed_rx = Some(killed_rx);
             for i in 0..N {
+                if i == KILL_AT {
+                    if let Some(rx) = killed_rx.take() {
+                        let _ = rx.await;
+                    }
+                }
                 let record = ProducerRecord::new(topic.clone(), format!("value-{i:05}"))
                     .with_partition((i % 2) as i32)
                     .with_header("i", i.to_string());
@@ -367,11 +377,12 @@ fn producer_retries_across_a_broker_restart_in_order_with_bounded_memory() {
     };
     assert!(
         common::wait_for(Duration::from_secs(60), || sent.load(Ordering::Relaxed)
-            >= 500),
+            >= KILL_AT),
         "the producer did not get going{}",
         broker.logs()
     );
     broker.kill9();
+    let _ = killed_tx.send(());
     let at_kill = sent.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
     let while_down = sent.load(Ordering::Relaxed);

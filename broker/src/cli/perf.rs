@@ -12,6 +12,7 @@
 //! `--timeout-ms`.
 
 use super::{parse_acks, parse_compression};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use futures::stream::{FuturesUnordered, StreamExt};
 use strata_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, SeekTo};
 use strata_client::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use strata_client::Cluster;
@@ -201,9 +201,22 @@ impl Future for Timed {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let sent = self.sent;
-        Pin::new(&mut self.delivery)
-            .poll(cx)
-            .map(|r| (sent, r.map(|_| ())))
+        // The offset only: no `RecordMetadata` (and its topic string) per record.
+        self.delivery.poll_offset(cx).map(|r| (sent, r.map(|_| ())))
+    }
+}
+
+/// Deliveries handed to the collector at once.
+const CHUNK: usize = 256;
+
+/// Sends the deliveries of `chunk` to the collector (if any).
+fn hand_over(tx: &mpsc::UnboundedSender<Vec<Timed>>, chunk: &mut Vec<Timed>, gone: &mut bool) {
+    if chunk.is_empty() {
+        return;
+    }
+    let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
+    if tx.send(full).is_err() {
+        *gone = true;
     }
 }
 
@@ -216,17 +229,46 @@ struct Outcome {
     end: Instant,
 }
 
-/// Awaits deliveries in completion order, prints a progress line per second, and returns the
+/// Takes the answered deliveries at the head of each partition's queue (a partition's records
+/// are answered in the order they were sent), so only the oldest delivery of each partition
+/// waits for a wake-up: one per batch, not one per record. Ready once one was taken.
+fn take_answered(
+    queues: &mut [VecDeque<Timed>],
+    cx: &mut Context<'_>,
+    answered: &mut Vec<(Instant, strata_client::Result<()>)>,
+) -> Poll<()> {
+    for queue in queues.iter_mut() {
+        while let Some(front) = queue.front_mut() {
+            match Pin::new(front).poll(cx) {
+                Poll::Ready(r) => {
+                    answered.push(r);
+                    queue.pop_front();
+                }
+                Poll::Pending => break,
+            }
+        }
+    }
+    if answered.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(())
+    }
+}
+
+/// Awaits deliveries as they are answered, prints a progress line per second, and returns the
 /// totals once the sender has hung up and every delivery is answered.
 async fn collect(
-    mut deliveries: mpsc::UnboundedReceiver<Timed>,
+    mut deliveries: mpsc::UnboundedReceiver<Vec<Timed>>,
     record_size: u64,
     expected: u64,
     start: Instant,
     samples: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
 ) -> Outcome {
     let sample_every = (expected / expected.clamp(1, MAX_LATENCY_SAMPLES)).max(1);
-    let mut pending: FuturesUnordered<Timed> = FuturesUnordered::new();
+    // Deliveries not answered yet, per partition, oldest first.
+    let mut queues: Vec<VecDeque<Timed>> = Vec::new();
+    let mut in_flight: usize = 0;
+    let mut answered = Vec::new();
     let mut window = Window::default();
     let mut window_start = start;
     let mut total = Window::default();
@@ -239,26 +281,41 @@ async fn collect(
     loop {
         tokio::select! {
             biased;
-            Some((sent, result)) = pending.next(), if !pending.is_empty() => {
+            _ = std::future::poll_fn(|cx| take_answered(&mut queues, cx, &mut answered)),
+                if in_flight > 0 =>
+            {
+                // One clock read for every delivery answered since the last look.
                 let now = Instant::now();
                 end = now;
-                match result {
-                    Ok(()) => {
-                        let latency = now.saturating_duration_since(sent);
-                        if total.count % sample_every == 0 {
-                            local_samples.push(latency);
+                in_flight -= answered.len();
+                for (sent, result) in answered.drain(..) {
+                    match result {
+                        Ok(()) => {
+                            let latency = now.saturating_duration_since(sent);
+                            if total.count % sample_every == 0 {
+                                local_samples.push(latency);
+                            }
+                            window.add(record_size, latency);
+                            total.add(record_size, latency);
                         }
-                        window.add(record_size, latency);
-                        total.add(record_size, latency);
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
+                        Err(e) => {
+                            failed += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                        }
                     }
                 }
             }
             next = deliveries.recv(), if open => match next {
-                Some(d) => pending.push(d),
+                Some(chunk) => {
+                    in_flight += chunk.len();
+                    for d in chunk {
+                        let p = d.delivery.partition().max(0) as usize;
+                        if p >= queues.len() {
+                            queues.resize_with(p + 1, VecDeque::new);
+                        }
+                        queues[p].push_back(d);
+                    }
+                }
                 None => open = false,
             },
             now = ticker.tick() => {
@@ -267,7 +324,7 @@ async fn collect(
                 window_start = now;
             }
         }
-        if !open && pending.is_empty() {
+        if !open && in_flight == 0 {
             break;
         }
     }
@@ -321,8 +378,13 @@ async fn produce(args: PerfProduceArgs) -> Result<(), String> {
         .collect();
 
     let start = Instant::now();
+    // Records get their CreateTime from the one clock read per record (`sent`, monotonic)
+    // added to the wall clock at the start, rather than from a second read of the clock.
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::unbounded_channel::<Timed>();
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<Timed>>();
     let collector = tokio::spawn(collect(
         rx,
         args.record_size as u64,
@@ -333,12 +395,20 @@ async fn produce(args: PerfProduceArgs) -> Result<(), String> {
 
     let pace = (args.throughput > 0.0).then(|| Duration::from_secs_f64(1.0 / args.throughput));
     let mut send_error = None;
+    // Deliveries go to the collector in chunks (a channel send per record costs more than the
+    // producer's own work); a chunk is handed over when full and before anything that may wait,
+    // so the collector sees every delivery long before it can be answered.
+    let mut chunk: Vec<Timed> = Vec::with_capacity(CHUNK);
+    let mut collector_gone = false;
     for i in 0..args.records {
+        let mut sent = Instant::now();
         if let Some(pace) = pace {
             // Sleep (never spin) until this record's slot; late records go out at once.
             let due = start + pace.mul_f64(i as f64);
-            if due > Instant::now() {
+            if due > sent {
+                hand_over(&tx, &mut chunk, &mut collector_gone);
                 tokio::time::sleep_until(due).await;
+                sent = Instant::now();
             }
         }
         let record = ProducerRecord {
@@ -347,12 +417,24 @@ async fn produce(args: PerfProduceArgs) -> Result<(), String> {
             key: (!keys.is_empty()).then(|| keys[(i % keys.len() as u64) as usize].clone()),
             value: Some(payload.clone()),
             headers: Vec::new(),
-            timestamp: None,
+            timestamp: Some(start_ms + sent.saturating_duration_since(start).as_millis() as i64),
         };
-        let sent = Instant::now();
-        match producer.send(record).await {
+        let mut sending = std::pin::pin!(producer.send(record));
+        let result = match futures::poll!(sending.as_mut()) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                // The buffer is full (or metadata is on its way): hand over first.
+                hand_over(&tx, &mut chunk, &mut collector_gone);
+                sending.await
+            }
+        };
+        match result {
             Ok(delivery) => {
-                if tx.send(Timed { sent, delivery }).is_err() {
+                chunk.push(Timed { sent, delivery });
+                if chunk.len() >= CHUNK {
+                    hand_over(&tx, &mut chunk, &mut collector_gone);
+                }
+                if collector_gone {
                     break;
                 }
             }
@@ -362,6 +444,7 @@ async fn produce(args: PerfProduceArgs) -> Result<(), String> {
             }
         }
     }
+    hand_over(&tx, &mut chunk, &mut collector_gone);
     producer.flush().await;
     drop(tx);
     let outcome = collector

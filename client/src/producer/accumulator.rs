@@ -16,14 +16,16 @@ use super::partitioner::Random;
 /// (topic, partition).
 pub type TopicPartition = (String, i32);
 
-/// Records that travel in one produce request for one partition.
+/// Records that travel in one produce request for one partition, with per-batch data `M`.
 #[derive(Debug)]
-pub struct Batch<T> {
+pub struct Batch<T, M = ()> {
     pub items: Vec<T>,
     /// Sum of the records' estimated sizes.
     pub bytes: usize,
     /// When the first record was appended.
     pub created: Instant,
+    /// Per-batch data chosen when the batch was opened.
+    pub meta: M,
 }
 
 /// Whether a partition has a batch to send.
@@ -37,21 +39,170 @@ pub enum Readiness {
     Empty,
 }
 
+/// The batching policy: `batch.size` and `linger.ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub batch_size: usize,
+    pub linger: Duration,
+}
+
+impl Policy {
+    pub fn new(batch_size: usize, linger: Duration) -> Policy {
+        Policy {
+            batch_size: batch_size.max(1),
+            linger,
+        }
+    }
+}
+
+/// What [`PartitionQueue::append_with`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The record opened a new batch.
+    pub opened: bool,
+    /// The record's batch reached `batch_size`.
+    pub full: bool,
+}
+
+/// The batches of one partition, oldest first (the accumulator's invariants hold per queue).
+#[derive(Debug)]
+pub struct PartitionQueue<T, M = ()> {
+    batches: VecDeque<Batch<T, M>>,
+}
+
+impl<T, M> Default for PartitionQueue<T, M> {
+    fn default() -> Self {
+        PartitionQueue {
+            batches: VecDeque::new(),
+        }
+    }
+}
+
+impl<T, M> PartitionQueue<T, M> {
+    /// Whether a record of `size` bytes would join the open batch (rather than open one).
+    pub fn has_room(&self, policy: &Policy, size: usize) -> bool {
+        self.batches
+            .back()
+            .is_some_and(|b| b.bytes + size <= policy.batch_size)
+    }
+
+    /// Appends a record to the open batch, or opens a batch (reading `now` and `meta` only
+    /// then); returns what happened and the record's batch.
+    pub fn append_with(
+        &mut self,
+        policy: &Policy,
+        item: T,
+        size: usize,
+        now: impl FnOnce() -> Instant,
+        meta: impl FnOnce() -> M,
+    ) -> (Appended, &mut Batch<T, M>) {
+        let opened = !self.has_room(policy, size);
+        let batch = if opened {
+            self.batches.push_back(Batch {
+                items: vec![item],
+                bytes: size,
+                created: now(),
+                meta: meta(),
+            });
+            self.batches.back_mut().expect("a batch was just pushed")
+        } else {
+            let batch = self
+                .batches
+                .back_mut()
+                .expect("has_room implies an open batch");
+            batch.items.push(item);
+            batch.bytes += size;
+            batch
+        };
+        let full = batch.bytes >= policy.batch_size;
+        (Appended { opened, full }, batch)
+    }
+
+    /// Whether the oldest batch may be sent. `force` (flush or close) makes any non-empty
+    /// batch ready.
+    pub fn readiness(&self, policy: &Policy, now: Instant, force: bool) -> Readiness {
+        let Some(front) = self.batches.front() else {
+            return Readiness::Empty;
+        };
+        let due = front.created + policy.linger;
+        if force || self.batches.len() > 1 || front.bytes >= policy.batch_size || now >= due {
+            Readiness::Ready
+        } else {
+            Readiness::WaitUntil(due)
+        }
+    }
+
+    /// Takes the oldest batch if it is ready.
+    pub fn take_ready(
+        &mut self,
+        policy: &Policy,
+        now: Instant,
+        force: bool,
+    ) -> Option<Batch<T, M>> {
+        if self.readiness(policy, now, force) != Readiness::Ready {
+            return None;
+        }
+        self.batches.pop_front()
+    }
+
+    /// Every queued batch, oldest first.
+    pub fn take_all(&mut self) -> Vec<Batch<T, M>> {
+        self.batches.drain(..).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Records queued (not yet taken).
+    pub fn queued_records(&self) -> usize {
+        self.batches.iter().map(|b| b.items.len()).sum()
+    }
+}
+
+/// The sticky choice of one topic (KIP-480).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sticky {
+    /// (sticky partition, whether a record went there since it was chosen).
+    current: Option<(i32, bool)>,
+}
+
+impl Sticky {
+    /// The partition for a keyless record among `num_partitions`: the current one while
+    /// `has_room(partition)` (its open batch takes the record) or no record went there yet,
+    /// else a new random one (different from the last when possible).
+    pub fn choose(
+        &mut self,
+        num_partitions: usize,
+        random: &Random,
+        has_room: impl FnOnce(i32) -> bool,
+    ) -> i32 {
+        let n = num_partitions.max(1);
+        let keep = match self.current {
+            Some((p, used)) if (p as usize) < n => !used || has_room(p),
+            _ => false,
+        };
+        let p = match self.current {
+            Some((p, _)) if keep => p,
+            other => random.next_sticky(other.map(|(p, _)| p), n),
+        };
+        self.current = Some((p, true));
+        p
+    }
+}
+
 #[derive(Debug)]
 pub struct Accumulator<T> {
-    batch_size: usize,
-    linger: Duration,
-    queues: HashMap<TopicPartition, VecDeque<Batch<T>>>,
-    /// Topic → (sticky partition, whether a record went there since it was chosen).
-    sticky: HashMap<String, (i32, bool)>,
+    policy: Policy,
+    queues: HashMap<TopicPartition, PartitionQueue<T>>,
+    sticky: HashMap<String, Sticky>,
     random: Random,
 }
 
 impl<T> Accumulator<T> {
     pub fn new(batch_size: usize, linger: Duration) -> Self {
         Accumulator {
-            batch_size: batch_size.max(1),
-            linger,
+            policy: Policy::new(batch_size, linger),
             queues: HashMap::new(),
             sticky: HashMap::new(),
             random: Random::default(),
@@ -62,65 +213,37 @@ impl<T> Accumulator<T> {
     pub fn has_room(&self, tp: &TopicPartition, size: usize) -> bool {
         self.queues
             .get(tp)
-            .and_then(|q| q.back())
-            .is_some_and(|b| b.bytes + size <= self.batch_size)
+            .is_some_and(|q| q.has_room(&self.policy, size))
     }
 
     /// Appends a record; returns true if it opened a new batch.
     pub fn append(&mut self, tp: TopicPartition, item: T, size: usize, now: Instant) -> bool {
-        let open = self.has_room(&tp, size);
+        let policy = self.policy;
         let queue = self.queues.entry(tp).or_default();
-        match queue.back_mut() {
-            Some(b) if open => {
-                b.items.push(item);
-                b.bytes += size;
-                false
-            }
-            _ => {
-                queue.push_back(Batch {
-                    items: vec![item],
-                    bytes: size,
-                    created: now,
-                });
-                true
-            }
-        }
+        queue
+            .append_with(&policy, item, size, || now, || ())
+            .0
+            .opened
     }
 
     /// The partition for a keyless record of `size` bytes to `topic` with `num_partitions`
     /// partitions (KIP-480): the topic's sticky partition while its open batch has room, else a
     /// new random one (different from the last when possible).
     pub fn sticky_partition(&mut self, topic: &str, num_partitions: usize, size: usize) -> i32 {
-        let n = num_partitions.max(1);
-        let current = self.sticky.get(topic).copied();
-        let keep = match current {
-            Some((p, used)) if (p as usize) < n => {
-                !used || self.has_room(&(topic.to_string(), p), size)
-            }
-            _ => false,
-        };
-        let p = match current {
-            Some((p, _)) if keep => p,
-            other => self.random.next_sticky(other.map(|(p, _)| p), n),
-        };
-        self.sticky.insert(topic.to_string(), (p, true));
+        let mut sticky = self.sticky.get(topic).copied().unwrap_or_default();
+        let p = sticky.choose(num_partitions, &self.random, |p| {
+            self.has_room(&(topic.to_string(), p), size)
+        });
+        self.sticky.insert(topic.to_string(), sticky);
         p
     }
 
     /// Whether the oldest batch of `tp` may be sent. `force` (flush or close) makes any
     /// non-empty batch ready.
     pub fn readiness(&self, tp: &TopicPartition, now: Instant, force: bool) -> Readiness {
-        let Some(queue) = self.queues.get(tp) else {
-            return Readiness::Empty;
-        };
-        let Some(front) = queue.front() else {
-            return Readiness::Empty;
-        };
-        let due = front.created + self.linger;
-        if force || queue.len() > 1 || front.bytes >= self.batch_size || now >= due {
-            Readiness::Ready
-        } else {
-            Readiness::WaitUntil(due)
+        match self.queues.get(tp) {
+            Some(q) => q.readiness(&self.policy, now, force),
+            None => Readiness::Empty,
         }
     }
 
@@ -131,11 +254,8 @@ impl<T> Accumulator<T> {
         now: Instant,
         force: bool,
     ) -> Option<Batch<T>> {
-        if self.readiness(tp, now, force) != Readiness::Ready {
-            return None;
-        }
         let queue = self.queues.get_mut(tp)?;
-        let batch = queue.pop_front();
+        let batch = queue.take_ready(&self.policy, now, force);
         if queue.is_empty() {
             self.queues.remove(tp);
         }
@@ -146,17 +266,13 @@ impl<T> Accumulator<T> {
     pub fn take_all(&mut self, tp: &TopicPartition) -> Vec<Batch<T>> {
         self.queues
             .remove(tp)
-            .map(|q| q.into_iter().collect())
+            .map(|mut q| q.take_all())
             .unwrap_or_default()
     }
 
     /// Records queued (not yet taken) across all partitions.
     pub fn queued_records(&self) -> usize {
-        self.queues
-            .values()
-            .flat_map(|q| q.iter())
-            .map(|b| b.items.len())
-            .sum()
+        self.queues.values().map(|q| q.queued_records()).sum()
     }
 }
 

@@ -10,8 +10,9 @@
 //!   partition are written in the order `send` was called. (Without idempotence a retry after a
 //!   lost answer may write a batch twice; it never reorders.)
 //! - **bounded memory**: every queued record holds permits of a semaphore of `buffer_memory`
-//!   bytes (its estimated size) until it is answered; `send` waits while the buffer is full.
-//!   A record larger than `buffer_memory` is refused at once.
+//!   bytes (its estimated size) until it is answered (a batch gives its records' permits back
+//!   at once, when it is answered); `send` waits while the buffer is full. A record larger than
+//!   `buffer_memory` is refused at once.
 //! - **every record is answered** exactly once: with its metadata, or with the error that ended
 //!   its batch (not retriable, retries exhausted, or `delivery_timeout` passed since its batch
 //!   was opened). Broker responses are never trusted: a missing partition in a response is a
@@ -21,6 +22,14 @@
 //!   once queued on its connection; `flush` then also waits for a response to a request queued
 //!   behind it, so the broker has handled it (or the connection was lost: acks=0 may lose it).
 //! - Dropping the producer sends what is queued (as a flush would), then the sender tasks end.
+//!
+//! Cost per record (the hot path of `send`): topics are interned and their state (partition
+//! count for the current metadata, sticky partition, batches per partition) is found by a
+//! comparison with the previous record's topic; one lock, one clock read (the CreateTime, when
+//! the record has none), no allocation but the batch's (amortized). The records of a batch
+//! share one completion (their [`DeliveryFuture`]s read it with their index), flush tracks
+//! batches rather than records, and a partition's sender task is woken only when a batch opens
+//! or fills.
 //!
 //! Not supported yet: idempotence and transactions (batches carry producer id -1, sequence -1);
 //! duplicate header keys within one record (the encoder keeps the last value).
@@ -32,8 +41,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -45,13 +54,14 @@ use kafka_protocol::records::{
     Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH,
     NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 pub use kafka_protocol::records::Compression;
 
-use self::accumulator::{Accumulator, Batch, Readiness, TopicPartition};
-use self::partitioner::partition_for_key;
+use self::accumulator::{Batch, PartitionQueue, Policy, Readiness, Sticky, TopicPartition};
+use self::partitioner::{partition_for_key, Random};
 use crate::cluster::Cluster;
+use crate::cluster::Metadata;
 use crate::error::{ClientError, Result};
 
 /// How many acknowledgements the leader waits for before answering (`acks`).
@@ -178,52 +188,231 @@ pub struct RecordMetadata {
     pub timestamp: i64,
 }
 
+/// The outcome of one batch, shared by the [`DeliveryFuture`]s of its records: a batch of N
+/// records costs one allocation for completion, not N channels.
+#[derive(Debug)]
+struct Completion {
+    topic: Arc<str>,
+    partition: i32,
+    /// (base offset, log append time), or the error that ended the batch.
+    result: OnceLock<Result<(i64, i64)>>,
+    /// Futures waiting for `result`.
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Completion {
+    fn new(topic: Arc<str>, partition: i32) -> Completion {
+        Completion {
+            topic,
+            partition,
+            result: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets the outcome (the first one wins) and wakes every waiting future.
+    fn complete(&self, result: Result<(i64, i64)>) {
+        let _ = self.result.set(result);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// The completion of an open or in-flight batch; a batch dropped without an answer (the
+/// runtime shut down) answers its records with an error, so none waits forever.
+#[derive(Debug)]
+struct BatchCompletion(Arc<Completion>);
+
+impl Drop for BatchCompletion {
+    fn drop(&mut self) {
+        if self.0.result.get().is_none() {
+            self.0.complete(Err(ClientError::Invalid(
+                "the producer ended without answering the record".into(),
+            )));
+        }
+    }
+}
+
 /// Resolves once the record is acknowledged or has failed for good.
 #[derive(Debug)]
 pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Result<RecordMetadata>>,
+    completion: Arc<Completion>,
+    /// The record's index in its batch.
+    index: u32,
+    timestamp: i64,
+    /// The slot of this future's waker in `completion.wakers`, once registered.
+    slot: Option<usize>,
+}
+
+impl DeliveryFuture {
+    /// The partition the record was placed on. The records of one partition are answered in
+    /// the order they were sent (and those of one batch at once), so a caller may await the
+    /// oldest delivery of each partition only.
+    pub fn partition(&self) -> i32 {
+        self.completion.partition
+    }
+
+    /// Polls like the future does, but yields only the record's offset (-1 with `acks=0`),
+    /// without building a [`RecordMetadata`] (no allocation per record).
+    pub fn poll_offset(&mut self, cx: &mut Context<'_>) -> Poll<Result<i64>> {
+        let index = i64::from(self.index);
+        self.poll_result(cx).map(|r| match r {
+            Ok((base, _)) if *base < 0 => Ok(-1),
+            Ok((base, _)) => Ok(base + index),
+            Err(e) => Err(e.clone()),
+        })
+    }
+
+    /// The batch's outcome once it is known; registers the task's waker until then.
+    fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<&Result<(i64, i64)>> {
+        if self.completion.result.get().is_none() {
+            let mut wakers = self
+                .completion
+                .wakers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Checked again under the lock: `complete` sets the result before taking the wakers.
+            if self.completion.result.get().is_none() {
+                match self.slot {
+                    Some(i) if i < wakers.len() => {
+                        if !wakers[i].will_wake(cx.waker()) {
+                            wakers[i] = cx.waker().clone();
+                        }
+                    }
+                    _ => {
+                        self.slot = Some(wakers.len());
+                        wakers.push(cx.waker().clone());
+                    }
+                }
+                return Poll::Pending;
+            }
+        }
+        match self.completion.result.get() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+
+    fn outcome(&self, result: &Result<(i64, i64)>) -> Result<RecordMetadata> {
+        match result {
+            Ok((base, log_append_time)) => Ok(RecordMetadata {
+                topic: self.completion.topic.to_string(),
+                partition: self.completion.partition,
+                offset: if *base < 0 {
+                    -1
+                } else {
+                    base + i64::from(self.index)
+                },
+                timestamp: if *log_append_time >= 0 {
+                    *log_append_time
+                } else {
+                    self.timestamp
+                },
+            }),
+            Err(e) => Err(e.clone()),
+        }
+    }
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(ClientError::Invalid(
-                    "the producer ended without answering the record".into(),
-                ))
-            })
-        })
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.poll_result(cx) {
+            Poll::Ready(r) => {
+                let r = r.clone();
+                Poll::Ready(this.outcome(&r))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
 /// A record waiting in a batch.
 struct Pending {
-    seq: u64,
     key: Option<Bytes>,
     value: Option<Bytes>,
     headers: Vec<(String, Bytes)>,
     timestamp: i64,
-    reply: oneshot::Sender<Result<RecordMetadata>>,
-    /// Released (back to `buffer_memory`) when the record is answered.
-    _memory: OwnedSemaphorePermit,
+}
+
+/// Per batch: its completion and the sequence number of its first record. The batch's
+/// `bytes` are the `buffer_memory` permits its records hold until they are answered.
+struct BatchMeta {
+    completion: BatchCompletion,
+    first_seq: u64,
+}
+
+type ProducerBatch = Batch<Pending, BatchMeta>;
+
+/// One partition of a topic: its batches and the wake-up of its sender task.
+#[derive(Default)]
+struct PartitionState {
+    queue: PartitionQueue<Pending, BatchMeta>,
+    /// Present while the partition's sender task runs.
+    sender: Option<Arc<Notify>>,
+}
+
+/// A topic the producer has seen (interned: looked up once per record by a cheap comparison
+/// with the previous record's topic).
+struct TopicState {
+    name: Arc<str>,
+    /// The metadata `num_partitions` was read from (a refresh replaces it).
+    metadata: Option<Arc<Metadata>>,
+    num_partitions: usize,
+    sticky: Sticky,
+    /// Indexed by partition.
+    partitions: Vec<PartitionState>,
 }
 
 struct State {
-    acc: Accumulator<Pending>,
-    /// The wake-up of each partition's sender task (present while the task runs).
-    senders: HashMap<TopicPartition, Arc<Notify>>,
-    /// Sequence numbers of records not answered yet.
+    topics: Vec<TopicState>,
+    topic_index: HashMap<Arc<str>, usize>,
+    /// The topic of the last record (most records go to the topic of the one before).
+    last_topic: usize,
+    /// First sequence numbers of the batches not answered yet.
     unanswered: BTreeSet<u64>,
     next_seq: u64,
     /// Brokers that got `acks=0` batches since the last flush (see [`Producer::flush`]).
     unconfirmed_brokers: HashSet<String>,
 }
 
+impl State {
+    /// The index of `topic`, interning it on first use.
+    fn topic(&mut self, topic: &str) -> usize {
+        if let Some(t) = self.topics.get(self.last_topic) {
+            if &*t.name == topic {
+                return self.last_topic;
+            }
+        }
+        let i = match self.topic_index.get(topic) {
+            Some(&i) => i,
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                self.topics.push(TopicState {
+                    name: Arc::clone(&name),
+                    metadata: None,
+                    num_partitions: 0,
+                    sticky: Sticky::default(),
+                    partitions: Vec::new(),
+                });
+                self.topic_index.insert(name, self.topics.len() - 1);
+                self.topics.len() - 1
+            }
+        };
+        self.last_topic = i;
+        i
+    }
+}
+
 struct Shared {
     cluster: Arc<Cluster>,
     config: ProducerConfig,
+    policy: Policy,
+    random: Random,
     state: Mutex<State>,
     memory: Arc<Semaphore>,
     /// Semaphore permits in total (`buffer_memory`, capped).
@@ -241,7 +430,13 @@ impl Shared {
     }
 
     fn wake_all_senders(&self) {
-        for n in self.lock().senders.values() {
+        let st = self.lock();
+        for n in st
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.sender.as_ref())
+        {
             n.notify_one();
         }
     }
@@ -260,12 +455,12 @@ impl Producer {
         Producer {
             shared: Arc::new(Shared {
                 cluster,
+                policy: Policy::new(config.batch_size, Duration::from_millis(config.linger_ms)),
+                random: Random::default(),
                 state: Mutex::new(State {
-                    acc: Accumulator::new(
-                        config.batch_size,
-                        Duration::from_millis(config.linger_ms),
-                    ),
-                    senders: HashMap::new(),
+                    topics: Vec::new(),
+                    topic_index: HashMap::new(),
+                    last_topic: 0,
                     unanswered: BTreeSet::new(),
                     next_seq: 0,
                     unconfirmed_brokers: HashSet::new(),
@@ -296,62 +491,169 @@ impl Producer {
                 shared.memory_permits
             )));
         }
-        let num_partitions = self.partition_count(&record.topic).await?;
+        // The record's CreateTime: the one clock read of `send` (a batch reads `Instant` only
+        // when it opens).
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        // Fast path, one lock: the partition count is cached for the current metadata and
+        // `buffer_memory` has room. The permits are given back per batch, when it is answered.
+        let held = match shared.memory.try_acquire_many(size as u32) {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        };
+        let metadata = shared.cluster.metadata();
+        let topic_index = {
+            let mut st = shared.lock();
+            let i = st.topic(&record.topic);
+            let t = &st.topics[i];
+            if held
+                && t.metadata
+                    .as_ref()
+                    .is_some_and(|m| Arc::ptr_eq(m, &metadata))
+            {
+                let n = t.num_partitions;
+                if record.partition.is_none_or(|p| p >= 0 && (p as usize) < n) {
+                    return Ok(self.enqueue(&mut st, i, n, record, size, timestamp));
+                }
+            }
+            i
+        };
+        let release = |r: Result<DeliveryFuture>| {
+            if r.is_err() && held {
+                shared.memory.add_permits(size);
+            }
+            r
+        };
+        let (num_partitions, fresh) = match metadata
+            .topics
+            .get(record.topic.as_str())
+            .filter(|t| t.error_code == 0 && !t.partitions.is_empty())
+        {
+            Some(t) => (t.partitions.len(), Some(metadata)),
+            // Boxed: the slow path must not make every `send` future larger.
+            None => match Box::pin(self.partition_count(&record.topic)).await {
+                Ok(n) => (n, None),
+                Err(e) => return release(Err(e)),
+            },
+        };
         if let Some(p) = record.partition {
             if p < 0 || p as usize >= num_partitions {
-                return Err(ClientError::Invalid(format!(
+                return release(Err(ClientError::Invalid(format!(
                     "partition {p} does not exist: topic '{}' has {num_partitions} partition(s)",
                     record.topic
-                )));
+                ))));
             }
         }
-        let memory = Arc::clone(&shared.memory)
-            .acquire_many_owned(size as u32)
-            .await
-            .map_err(|_| ClientError::Invalid("the producer is closed".into()))?;
-        let (reply, rx) = oneshot::channel();
+        if !held {
+            shared
+                .memory
+                .acquire_many(size as u32)
+                .await
+                .map_err(|_| ClientError::Invalid("the producer is closed".into()))?
+                .forget();
+        }
+        let mut st = shared.lock();
+        if let Some(m) = fresh {
+            let t = &mut st.topics[topic_index];
+            t.metadata = Some(m);
+            t.num_partitions = num_partitions;
+        }
+        Ok(self.enqueue(
+            &mut st,
+            topic_index,
+            num_partitions,
+            record,
+            size,
+            timestamp,
+        ))
+    }
+
+    /// Appends a validated record whose memory permits are held; starts the partition's sender
+    /// task or wakes it when the record opened or filled a batch.
+    fn enqueue(
+        &self,
+        st: &mut State,
+        topic_index: usize,
+        num_partitions: usize,
+        record: ProducerRecord,
+        size: usize,
+        timestamp: i64,
+    ) -> DeliveryFuture {
+        let shared = &self.shared;
         let ProducerRecord {
-            topic,
+            topic: _,
             partition,
             key,
             value,
             headers,
-            timestamp,
+            timestamp: _,
         } = record;
-        let timestamp = timestamp.unwrap_or_else(now_ms);
-        let notify = {
-            let mut st = shared.lock();
-            let partition = match (partition, &key) {
-                (Some(p), _) => p,
-                (None, Some(k)) => partition_for_key(k, num_partitions),
-                (None, None) => st.acc.sticky_partition(&topic, num_partitions, size),
-            };
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.unanswered.insert(seq);
-            let tp: TopicPartition = (topic, partition);
-            let pending = Pending {
-                seq,
-                key,
-                value,
-                headers,
-                timestamp,
-                reply,
-                _memory: memory,
-            };
-            st.acc.append(tp.clone(), pending, size, Instant::now());
-            match st.senders.get(&tp) {
-                Some(n) => Arc::clone(n),
-                None => {
-                    let n = Arc::new(Notify::new());
-                    st.senders.insert(tp.clone(), Arc::clone(&n));
-                    tokio::spawn(partition_sender(Arc::clone(shared), tp, Arc::clone(&n)));
-                    n
-                }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let policy = &shared.policy;
+        let topic = &mut st.topics[topic_index];
+        let partition = match (partition, &key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k, num_partitions),
+            (None, None) => {
+                let partitions = &topic.partitions;
+                topic.sticky.choose(num_partitions, &shared.random, |p| {
+                    partitions
+                        .get(p as usize)
+                        .is_some_and(|ps| ps.queue.has_room(policy, size))
+                })
             }
         };
-        notify.notify_one();
-        Ok(DeliveryFuture { rx })
+        let name = &topic.name;
+        let i = partition as usize;
+        if i >= topic.partitions.len() {
+            topic.partitions.resize_with(i + 1, PartitionState::default);
+        }
+        let ps = &mut topic.partitions[i];
+        let pending = Pending {
+            key,
+            value,
+            headers,
+            timestamp,
+        };
+        let (appended, batch) = ps
+            .queue
+            .append_with(policy, pending, size, Instant::now, || BatchMeta {
+                completion: BatchCompletion(Arc::new(Completion::new(Arc::clone(name), partition))),
+                first_seq: seq,
+            });
+        let delivery = DeliveryFuture {
+            completion: Arc::clone(&batch.meta.completion.0),
+            index: u32::try_from(batch.items.len() - 1).unwrap_or(u32::MAX),
+            timestamp,
+            slot: None,
+        };
+        // The sender task needs a wake-up only when a batch opens (to start its linger) or
+        // becomes full, not for every record.
+        match &ps.sender {
+            Some(n) => {
+                if appended.opened || appended.full {
+                    n.notify_one();
+                }
+            }
+            None => {
+                let n = Arc::new(Notify::new());
+                ps.sender = Some(Arc::clone(&n));
+                tokio::spawn(partition_sender(
+                    Arc::clone(shared),
+                    topic_index,
+                    Arc::clone(name),
+                    partition,
+                    n,
+                ));
+            }
+        }
+        if appended.opened {
+            st.unanswered.insert(seq);
+        }
+        delivery
     }
 
     /// Sends every queued batch without lingering and waits until every record sent before this
@@ -430,18 +732,28 @@ impl Drop for Producer {
 
 /// The sender task of one partition: takes the oldest ready batch, sends it (with retries), and
 /// only then looks at the next, so at most one request per partition is in flight.
-async fn partition_sender(shared: Arc<Shared>, tp: TopicPartition, notify: Arc<Notify>) {
+async fn partition_sender(
+    shared: Arc<Shared>,
+    topic_index: usize,
+    topic: Arc<str>,
+    partition: i32,
+    notify: Arc<Notify>,
+) {
+    let tp: TopicPartition = (topic.to_string(), partition);
+    let policy = shared.policy;
     loop {
         let readiness = {
             let mut st = shared.lock();
             let force = shared.forcing.load(Ordering::Acquire) > 0;
-            match st.acc.readiness(&tp, Instant::now(), force) {
-                Readiness::Ready => match st.acc.take_ready(&tp, Instant::now(), force) {
+            let ps = &mut st.topics[topic_index].partitions[partition as usize];
+            let now = Instant::now();
+            match ps.queue.readiness(&policy, now, force) {
+                Readiness::Ready => match ps.queue.take_ready(&policy, now, force) {
                     Some(batch) => Ok(batch),
                     None => Err(Readiness::Ready),
                 },
                 Readiness::Empty if shared.closing.load(Ordering::Acquire) => {
-                    st.senders.remove(&tp);
+                    ps.sender = None;
                     return;
                 }
                 other => Err(other),
@@ -462,11 +774,11 @@ async fn partition_sender(shared: Arc<Shared>, tp: TopicPartition, notify: Arc<N
 }
 
 /// Encodes `batch` once, sends it until it succeeds or fails for good, and answers its records.
-async fn send_batch(shared: &Shared, tp: &TopicPartition, batch: Batch<Pending>) {
+async fn send_batch(shared: &Shared, tp: &TopicPartition, mut batch: ProducerBatch) {
     let config = &shared.config;
-    let records: Vec<Record> = batch
-        .items
-        .iter()
+    // The records move into the encoder's input (their memory stays accounted in `batch.bytes`).
+    let records: Vec<Record> = std::mem::take(&mut batch.items)
+        .into_iter()
         .enumerate()
         .map(|(i, p)| Record {
             transactional: false,
@@ -482,12 +794,12 @@ async fn send_batch(shared: &Shared, tp: &TopicPartition, batch: Batch<Pending>)
             // gives one batch with base sequence -1 (NO_SEQUENCE), not one batch per record.
             sequence: NO_SEQUENCE.wrapping_add(i as i32),
             timestamp: p.timestamp,
-            key: p.key.clone(),
-            value: p.value.clone(),
+            key: p.key,
+            value: p.value,
             headers: p
                 .headers
-                .iter()
-                .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
+                .into_iter()
+                .map(|(k, v)| (StrBytes::from_string(k), Some(v)))
                 .collect::<IndexMap<_, _>>(),
         })
         .collect();
@@ -514,7 +826,7 @@ async fn send_batch(shared: &Shared, tp: &TopicPartition, batch: Batch<Pending>)
             send_with_retries(shared, tp, &request, batch.created).await
         }
     };
-    answer(shared, tp, batch, result);
+    answer(shared, batch, result);
 }
 
 async fn send_with_retries(
@@ -601,32 +913,16 @@ async fn produce_once(
     }
 }
 
-/// Answers every record of `batch`, then releases their memory and wakes `flush`.
-fn answer(shared: &Shared, tp: &TopicPartition, batch: Batch<Pending>, result: Result<(i64, i64)>) {
-    let mut seqs = Vec::with_capacity(batch.items.len());
-    for (i, p) in batch.items.into_iter().enumerate() {
-        seqs.push(p.seq);
-        let outcome = match &result {
-            Ok((base, log_append_time)) => Ok(RecordMetadata {
-                topic: tp.0.clone(),
-                partition: tp.1,
-                offset: if *base < 0 { -1 } else { base + i as i64 },
-                timestamp: if *log_append_time >= 0 {
-                    *log_append_time
-                } else {
-                    p.timestamp
-                },
-            }),
-            Err(e) => Err(e.clone()),
-        };
-        let _ = p.reply.send(outcome);
-    }
-    {
-        let mut st = shared.lock();
-        for s in seqs {
-            st.unanswered.remove(&s);
-        }
-    }
+/// Answers every record of `batch` (one shared completion), then releases their memory and
+/// wakes `flush`.
+fn answer(shared: &Shared, batch: ProducerBatch, result: Result<(i64, i64)>) {
+    let Batch {
+        items, bytes, meta, ..
+    } = batch;
+    drop(items);
+    meta.completion.0.complete(result);
+    shared.memory.add_permits(bytes);
+    shared.lock().unanswered.remove(&meta.first_seq);
     shared.answered.notify_waiters();
 }
 
