@@ -53,22 +53,8 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
     config.allow_auto_create_topics = false;
     let cluster = Cluster::connect(config).await.map_err(|e| e.to_string())?;
 
-    let metadata = cluster
-        .refresh(std::slice::from_ref(&args.topic))
-        .await
-        .map_err(|e| e.to_string())?;
     let topic = args.topic.as_str();
-    let info = match metadata.topics.get(topic) {
-        None => return Err(format!("topic '{topic}' does not exist")),
-        // UNKNOWN_TOPIC_OR_PARTITION
-        Some(t) if t.error_code == 3 => return Err(format!("topic '{topic}' does not exist")),
-        Some(t) => {
-            match strata_client::ClientError::from_code(t.error_code, format!("topic '{topic}'")) {
-                Some(e) => return Err(e.to_string()),
-                None => t.clone(),
-            }
-        }
-    };
+    let info = super::existing_topic(&cluster, topic).await?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) if info.partitions.iter().any(|i| i.partition == p) => vec![p],
         Some(p) => {

@@ -86,3 +86,45 @@ pub fn parse_compression(s: &str) -> Result<Compression, String> {
         )),
     }
 }
+
+/// The metadata of `topic`, which must already exist (callers turn auto-creation off): a
+/// missing topic is the one-line error "topic 'x' does not exist".
+pub async fn existing_topic(
+    cluster: &strata_client::Cluster,
+    topic: &str,
+) -> Result<strata_client::TopicInfo, String> {
+    let metadata = cluster
+        .refresh(&[topic.to_string()])
+        .await
+        .map_err(|e| e.to_string())?;
+    match metadata.topics.get(topic) {
+        // UNKNOWN_TOPIC_OR_PARTITION
+        None => Err(format!("topic '{topic}' does not exist")),
+        Some(t) if t.error_code == 3 => Err(format!("topic '{topic}' does not exist")),
+        Some(t) => {
+            match strata_client::ClientError::from_code(t.error_code, format!("topic '{topic}'")) {
+                Some(e) => Err(e.to_string()),
+                None => Ok(t.clone()),
+            }
+        }
+    }
+}
+
+/// Connects and starts a producer with the CLI's timeouts: requests time out after the
+/// connection's request timeout, and a record is given up after three of those.
+pub async fn connect_producer(
+    connection: &ConnectionArgs,
+    config: strata_client::producer::ProducerConfig,
+) -> Result<strata_client::producer::Producer, String> {
+    let client_config = connection.client_config();
+    let request_timeout = client_config.connection.request_timeout;
+    let cluster = strata_client::Cluster::connect(client_config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let config = strata_client::producer::ProducerConfig {
+        request_timeout,
+        delivery_timeout: request_timeout * 3,
+        ..config
+    };
+    Ok(strata_client::producer::Producer::new(cluster, config))
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use strata_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, SeekTo};
-use strata_client::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use strata_client::producer::{DeliveryFuture, ProducerConfig, ProducerRecord};
 use strata_client::Cluster;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -349,24 +349,18 @@ async fn produce(args: PerfProduceArgs) -> Result<(), String> {
     if args.batch_size == 0 {
         return Err("invalid --batch-size 0: must be > 0".to_string());
     }
-    let client_config = args.connection.client_config();
-    let request_timeout = client_config.connection.request_timeout;
-    let cluster = Cluster::connect(client_config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let producer = Producer::new(
-        cluster,
+    let producer = super::connect_producer(
+        &args.connection,
         ProducerConfig {
             acks,
             linger_ms: args.linger_ms,
             batch_size: args.batch_size,
             buffer_memory: args.buffer_memory.max(1),
             compression,
-            request_timeout,
-            delivery_timeout: request_timeout * 3,
             ..ProducerConfig::default()
         },
-    );
+    )
+    .await?;
 
     // Kafka's tool sends random upper-case letters; one payload shared by every record.
     let payload: Bytes = (0..args.record_size)
@@ -477,20 +471,7 @@ async fn consume(args: PerfConsumeArgs) -> Result<(), String> {
     config.allow_auto_create_topics = false;
     let cluster = Cluster::connect(config).await.map_err(|e| e.to_string())?;
     let topic = args.topic.as_str();
-    let metadata = cluster
-        .refresh(std::slice::from_ref(&args.topic))
-        .await
-        .map_err(|e| e.to_string())?;
-    let info = match metadata.topics.get(topic) {
-        None => return Err(format!("topic '{topic}' does not exist")),
-        Some(t) if t.error_code == 3 => return Err(format!("topic '{topic}' does not exist")),
-        Some(t) => {
-            match strata_client::ClientError::from_code(t.error_code, format!("topic '{topic}'")) {
-                Some(e) => return Err(e.to_string()),
-                None => t.clone(),
-            }
-        }
-    };
+    let info = super::existing_topic(&cluster, topic).await?;
     let partitions: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
     if partitions.is_empty() {
         return Err(format!("topic '{topic}' has no partitions"));

@@ -8,8 +8,7 @@ use std::io::BufRead;
 
 use bytes::Bytes;
 use clap::Args;
-use strata_client::producer::{Producer, ProducerConfig, ProducerRecord};
-use strata_client::Cluster;
+use strata_client::producer::{ProducerConfig, ProducerRecord};
 use tokio::sync::mpsc;
 
 #[derive(Args, Debug)]
@@ -106,23 +105,17 @@ pub async fn run(args: ProduceArgs) -> Result<(), String> {
             return Err(format!("invalid --partition {p}: must be >= 0"));
         }
     }
-    let client_config = args.connection.client_config();
-    let request_timeout = client_config.connection.request_timeout;
-    let cluster = Cluster::connect(client_config)
-        .await
-        .map_err(|e| e.to_string())?;
-    let producer = Producer::new(
-        cluster,
+    let producer = super::connect_producer(
+        &args.connection,
         ProducerConfig {
             acks,
             linger_ms: args.linger_ms,
             batch_size: args.batch_size.max(1),
             compression,
-            request_timeout,
-            delivery_timeout: request_timeout * 3,
             ..ProducerConfig::default()
         },
-    );
+    )
+    .await?;
 
     // Answers are awaited in order by a separate task, so reading never waits for them.
     let (futures_tx, mut futures_rx) = mpsc::channel(64 * 1024);
