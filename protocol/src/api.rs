@@ -10,9 +10,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader,
+    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -45,6 +48,21 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
+    // Group coordinator, classic protocol. FindCoordinator v4 batches keys; OffsetFetch v8
+    // batches groups; JoinGroup v4 is the member-id round trip, v5 static membership.
+    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::OffsetCommit, 2, 8),
+    api(ApiKey::OffsetFetch, 1, 8),
+    api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::ListGroups, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::DeleteGroups, 0, 2),
+    // Idempotent producer (no transactions): v3 re-initializes a known id, v4 PRODUCER_FENCED.
+    api(ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The supported range of `key`, if the broker implements it at all.
@@ -65,6 +83,18 @@ pub enum Request {
     DescribeConfigs(DescribeConfigsRequest),
     CreatePartitions(CreatePartitionsRequest),
     DescribeCluster(DescribeClusterRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    OffsetDelete(OffsetDeleteRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
+    InitProducerId(InitProducerIdRequest),
 }
 
 /// A request frame: its header (API key, version, correlation id, client id) and its body.
@@ -145,31 +175,34 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     };
     let header_version = api_key.request_header_version(version);
     let header: RequestHeader = decode_body(&mut frame, header_version).map_err(malformed)?;
+    macro_rules! body {
+        ($variant:ident) => {
+            Request::$variant(decode_body(&mut frame, version).map_err(malformed)?)
+        };
+    }
     let body = match api_key {
-        ApiKey::Produce => Request::Produce(decode_body(&mut frame, version).map_err(malformed)?),
-        ApiKey::Fetch => Request::Fetch(decode_body(&mut frame, version).map_err(malformed)?),
-        ApiKey::ListOffsets => {
-            Request::ListOffsets(decode_body(&mut frame, version).map_err(malformed)?)
-        }
-        ApiKey::Metadata => Request::Metadata(decode_body(&mut frame, version).map_err(malformed)?),
-        ApiKey::ApiVersions => {
-            Request::ApiVersions(decode_body(&mut frame, version).map_err(malformed)?)
-        }
-        ApiKey::CreateTopics => {
-            Request::CreateTopics(decode_body(&mut frame, version).map_err(malformed)?)
-        }
-        ApiKey::DeleteTopics => {
-            Request::DeleteTopics(decode_body(&mut frame, version).map_err(malformed)?)
-        }
-        ApiKey::DescribeConfigs => {
-            Request::DescribeConfigs(decode_body(&mut frame, version).map_err(malformed)?)
-        }
-        ApiKey::CreatePartitions => {
-            Request::CreatePartitions(decode_body(&mut frame, version).map_err(malformed)?)
-        }
-        ApiKey::DescribeCluster => {
-            Request::DescribeCluster(decode_body(&mut frame, version).map_err(malformed)?)
-        }
+        ApiKey::Produce => body!(Produce),
+        ApiKey::Fetch => body!(Fetch),
+        ApiKey::ListOffsets => body!(ListOffsets),
+        ApiKey::Metadata => body!(Metadata),
+        ApiKey::ApiVersions => body!(ApiVersions),
+        ApiKey::CreateTopics => body!(CreateTopics),
+        ApiKey::DeleteTopics => body!(DeleteTopics),
+        ApiKey::DescribeConfigs => body!(DescribeConfigs),
+        ApiKey::CreatePartitions => body!(CreatePartitions),
+        ApiKey::DescribeCluster => body!(DescribeCluster),
+        ApiKey::FindCoordinator => body!(FindCoordinator),
+        ApiKey::JoinGroup => body!(JoinGroup),
+        ApiKey::SyncGroup => body!(SyncGroup),
+        ApiKey::Heartbeat => body!(Heartbeat),
+        ApiKey::LeaveGroup => body!(LeaveGroup),
+        ApiKey::OffsetCommit => body!(OffsetCommit),
+        ApiKey::OffsetFetch => body!(OffsetFetch),
+        ApiKey::OffsetDelete => body!(OffsetDelete),
+        ApiKey::ListGroups => body!(ListGroups),
+        ApiKey::DescribeGroups => body!(DescribeGroups),
+        ApiKey::DeleteGroups => body!(DeleteGroups),
+        ApiKey::InitProducerId => body!(InitProducerId),
         _ => return Err(DecodeError::UnknownApiKey(raw_key)),
     };
     Ok(DecodedRequest {

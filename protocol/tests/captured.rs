@@ -83,6 +83,18 @@ fn body_key(body: &Request) -> ApiKey {
         Request::DescribeConfigs(_) => ApiKey::DescribeConfigs,
         Request::CreatePartitions(_) => ApiKey::CreatePartitions,
         Request::DescribeCluster(_) => ApiKey::DescribeCluster,
+        Request::FindCoordinator(_) => ApiKey::FindCoordinator,
+        Request::JoinGroup(_) => ApiKey::JoinGroup,
+        Request::SyncGroup(_) => ApiKey::SyncGroup,
+        Request::Heartbeat(_) => ApiKey::Heartbeat,
+        Request::LeaveGroup(_) => ApiKey::LeaveGroup,
+        Request::OffsetCommit(_) => ApiKey::OffsetCommit,
+        Request::OffsetFetch(_) => ApiKey::OffsetFetch,
+        Request::OffsetDelete(_) => ApiKey::OffsetDelete,
+        Request::ListGroups(_) => ApiKey::ListGroups,
+        Request::DescribeGroups(_) => ApiKey::DescribeGroups,
+        Request::DeleteGroups(_) => ApiKey::DeleteGroups,
+        Request::InitProducerId(_) => ApiKey::InitProducerId,
     }
 }
 
