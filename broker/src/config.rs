@@ -204,6 +204,21 @@ pub static BROKER_KEYS: &[Key] = &[
         "How often retention runs.",
     ),
     key(
+        "producer.id.expiration.ms",
+        Kind::Long,
+        "86400000",
+        1,
+        "Forget an idempotent producer's sequence state in a partition once it has not written \
+         there for this long; a retry arriving later is no longer recognised as a duplicate.",
+    ),
+    key(
+        "producer.id.expiration.check.interval.ms",
+        Kind::Long,
+        "600000",
+        1,
+        "How often idle producers are looked for (see producer.id.expiration.ms).",
+    ),
+    key(
         "log.index.interval.bytes",
         Kind::Int,
         "4096",

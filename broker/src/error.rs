@@ -64,6 +64,15 @@ pub enum BrokerError {
     UnknownLeaderEpoch { requested: i32, current: i32 },
     #[error("fetch session {0} does not exist; this broker serves sessionless fetches")]
     FetchSessionIdNotFound(i32),
+    /// An idempotent batch whose sequence does not follow the producer's last one.
+    #[error("{0}")]
+    OutOfOrderSequenceNumber(String),
+    /// An idempotent batch from an epoch older than the producer's current one (a zombie).
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
+    /// InitProducerId could not reserve producer ids durably.
+    #[error("producer id allocation: {0}")]
+    ProducerIds(String),
     #[error("metadata store: {0}")]
     Metadata(#[from] crate::controller::MetadataError),
     #[error("leader epoch cache: {0}")]
@@ -99,6 +108,9 @@ impl BrokerError {
             BrokerError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
             BrokerError::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
             BrokerError::FetchSessionIdNotFound(_) => K::FetchSessionIdNotFound,
+            BrokerError::OutOfOrderSequenceNumber(_) => K::OutOfOrderSequenceNumber,
+            BrokerError::InvalidProducerEpoch(_) => K::InvalidProducerEpoch,
+            BrokerError::ProducerIds(_) => K::KafkaStorageError,
         };
         k.code()
     }
@@ -121,5 +133,10 @@ mod tests {
         assert_eq!(BrokerError::TopicAlreadyExists(String::new()).code(), 36);
         assert_eq!(BrokerError::InvalidRecord(String::new()).code(), 87);
         assert_eq!(BrokerError::Storage(std::io::Error::other("x")).code(), 56);
+        assert_eq!(
+            BrokerError::OutOfOrderSequenceNumber(String::new()).code(),
+            45
+        );
+        assert_eq!(BrokerError::InvalidProducerEpoch(String::new()).code(), 47);
     }
 }

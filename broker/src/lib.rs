@@ -7,5 +7,6 @@ pub mod error;
 pub mod ids;
 pub mod node;
 pub mod partition;
+pub mod producer_ids;
 pub mod server;
 pub mod storage;

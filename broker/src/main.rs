@@ -223,11 +223,15 @@ async fn run(
         Duration::from_millis(config.i64("log.flush.offset.checkpoint.interval.ms") as u64);
     let retention_every =
         Duration::from_millis(config.i64("log.retention.check.interval.ms") as u64);
+    let producer_expiry_every =
+        Duration::from_millis(config.i64("producer.id.expiration.check.interval.ms") as u64);
+    let producer_expiration_ms = config.i64("producer.id.expiration.ms");
     let background = {
         let node = Arc::clone(&node);
         tokio::spawn(async move {
             let mut checkpoint = tokio::time::interval(checkpoint_every);
             let mut retention = tokio::time::interval(retention_every);
+            let mut producer_expiry = tokio::time::interval(producer_expiry_every);
             loop {
                 tokio::select! {
                     _ = checkpoint.tick() => {
@@ -239,6 +243,13 @@ async fn run(
                         let deleted = node.partitions.apply_retention(strata_broker::server::handlers::produce::now_ms());
                         if deleted > 0 {
                             tracing::info!(segments = deleted, "retention deleted segments");
+                        }
+                    }
+                    _ = producer_expiry.tick() => {
+                        let now = strata_broker::server::handlers::produce::now_ms();
+                        let removed = node.partitions.remove_expired_producers(now, producer_expiration_ms);
+                        if removed > 0 {
+                            tracing::info!(producers = removed, "expired idle producer ids");
                         }
                     }
                 }

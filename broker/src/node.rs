@@ -13,6 +13,7 @@ use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMe
 use crate::error::BrokerError;
 use crate::ids::BrokerId;
 use crate::partition::manager::{PartitionManager, StartupReport};
+use crate::producer_ids::ProducerIds;
 
 /// Where clients reach this node.
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     metadata: Mutex<MetadataStore>,
     pub partitions: PartitionManager,
+    /// Durable, never-reused producer ids for InitProducerId.
+    pub producer_ids: ProducerIds,
 }
 
 impl Node {
@@ -55,6 +58,7 @@ impl Node {
         let metadata = MetadataStore::open(data_dir)?;
         let (partitions, report) =
             PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
+        let producer_ids = ProducerIds::open(data_dir)?;
         let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
         let node = Node {
             id: BrokerId(config.i64("node.id") as i32),
@@ -64,6 +68,7 @@ impl Node {
             config,
             metadata: Mutex::new(metadata),
             partitions,
+            producer_ids,
         };
         Ok((node, report))
     }

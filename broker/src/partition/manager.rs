@@ -208,6 +208,14 @@ impl PartitionManager {
         deleted
     }
 
+    /// Forgets producers idle for `expiration_ms` in every partition; returns how many.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.all_partitions()
+            .iter()
+            .map(|p| p.remove_expired_producers(now_ms, expiration_ms))
+            .sum()
+    }
+
     /// Clean shutdown: close every partition (flushed, trimmed), checkpoint, leave the marker.
     pub fn shutdown(&self) -> Result<(), BrokerError> {
         for p in self.all_partitions() {

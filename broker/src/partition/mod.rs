@@ -10,11 +10,16 @@
 //!   so the high watermark is the log end offset);
 //! - every appended batch carries the current leader epoch;
 //! - `durable` (the flushed offset) only grows and never passes the log end offset;
-//! - an `acks=-1` append is answered only once `durable` covers it, when the policy says so.
+//! - an `acks=-1` append is answered only once `durable` covers it, when the policy says so;
+//! - idempotent batches are checked against the producer state (`producer_state`) under the same
+//!   lock as their append, all batches of a record set before any is written; the state always
+//!   describes exactly the batches in the log (rebuilt on open from the newest usable snapshot
+//!   plus the batches after it; snapshotted at each segment roll and on clean close).
 
 pub mod epoch_cache;
 pub mod flusher;
 pub mod manager;
+pub mod producer_state;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_protocol::record_batch::{validate_batches, BatchError, BatchIter};
+use strata_protocol::record_batch::{validate_batches, BatchError, BatchHeader, BatchIter};
 use tokio::sync::{watch, Notify};
 
 use flusher::Flushers;
@@ -32,6 +37,19 @@ use crate::error::BrokerError;
 use crate::ids::{LeaderEpoch, Offset, PartitionId};
 use crate::storage::{Log, LogConfig, RecoveryReport};
 use epoch_cache::EpochCache;
+use producer_state::{Check, ProducerBatch, ProducerStates, Staged};
+
+/// How producer state was rebuilt when the partition opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerRecovery {
+    /// The snapshot it started from, if one was usable.
+    pub snapshot: Option<Offset>,
+    /// Batches read from the log after it.
+    pub batches_scanned: usize,
+}
+
+/// Bytes read per step when rebuilding producer state from the log.
+const PRODUCER_SCAN_CHUNK_BYTES: usize = 4 << 20;
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +74,7 @@ struct State {
     unflushed_records: i64,
     policy: FlushPolicy,
     max_message_bytes: usize,
+    producers: ProducerStates,
 }
 
 pub struct Partition {
@@ -73,6 +92,7 @@ pub struct Partition {
     /// Offset below which everything is on disk.
     durable: watch::Sender<Offset>,
     closed: AtomicBool,
+    producer_recovery: ProducerRecovery,
 }
 
 /// Per-partition settings derived from the topic's configuration.
@@ -101,6 +121,7 @@ impl Partition {
         // One node: leadership never moves, so the epoch stays where it is (0 on creation).
         let leader_epoch = epoch_cache.latest().unwrap_or(LeaderEpoch(0));
         epoch_cache.assign(leader_epoch, log.log_end_offset())?;
+        let (producers, producer_recovery) = recover_producers(dir, &log)?;
         let durable = watch::Sender::new(log.recovery_point());
         let partition = Arc::new_cyclic(|me| Partition {
             topic,
@@ -113,6 +134,7 @@ impl Partition {
                 unflushed_records: 0,
                 policy: settings.flush,
                 max_message_bytes: settings.max_message_bytes,
+                producers,
             }),
             appended: Notify::new(),
             flush_queued: AtomicBool::new(false),
@@ -121,6 +143,7 @@ impl Partition {
             me: me.clone(),
             durable,
             closed: AtomicBool::new(false),
+            producer_recovery,
         });
         if settings.flush.flush_ms < i64::MAX {
             tokio::spawn(flush_periodically(
@@ -190,16 +213,23 @@ impl Partition {
             BatchError::Empty => BrokerError::InvalidRecord("empty record set".into()),
             e => BrokerError::InvalidRecord(e.to_string()),
         })?;
-        // Producer ids need the sequence checks of the idempotent producer, which this broker
-        // does not have yet: refuse rather than pretend to deduplicate.
         for (_, batch) in BatchIter::new(records) {
-            if batch.producer_id() >= 0 || batch.is_transactional() || batch.is_control() {
+            if batch.is_transactional() || batch.is_control() {
                 return Err(BrokerError::UnsupportedForMessageFormat(
-                    "idempotent and transactional batches are not supported yet".into(),
+                    "transactional batches are not supported yet".into(),
                 ));
             }
+            if batch.producer_id() >= 0 && (batch.base_sequence() < 0 || batch.producer_epoch() < 0)
+            {
+                return Err(BrokerError::InvalidRecord(format!(
+                    "producer {} sent epoch {} sequence {}",
+                    batch.producer_id(),
+                    batch.producer_epoch(),
+                    batch.base_sequence()
+                )));
+            }
         }
-        let appended = {
+        let (appended, snapshot) = {
             let mut st = self.lock();
             if records.len() > st.max_message_bytes {
                 return Err(BrokerError::MessageTooLarge {
@@ -215,18 +245,42 @@ impl Partition {
                     limit_bytes: segment_bytes,
                 });
             }
+            let (staged, duplicate) = check_producers(&st, records, &info, now_ms)?;
+            if let Some((base_offset, last_offset)) = duplicate {
+                // A retry of batches already in the log: their original offsets, nothing written.
+                return Ok(Appended {
+                    base_offset,
+                    last_offset,
+                    log_start_offset: st.log.log_start_offset(),
+                });
+            }
             let epoch = st.leader_epoch;
             let base_offset = st.log.append(records, &info, epoch, now_ms)?;
+            // A roll happened before these records: the state so far describes the log below it.
+            let snapshot = st
+                .log
+                .take_rolled()
+                .map(|at| (at, st.producers.to_snapshot(), st.log.log_start_offset()));
+            if !staged.is_empty() {
+                st.producers.commit(staged);
+            }
             st.unflushed_records += info.record_count;
             if st.unflushed_records >= st.policy.flush_messages {
                 self.request_flush();
             }
-            Appended {
+            let appended = Appended {
                 base_offset,
                 last_offset: Offset(base_offset.0 + info.record_count - 1),
                 log_start_offset: st.log.log_start_offset(),
-            }
+            };
+            (appended, snapshot)
         };
+        if let Some((at, text, log_start)) = snapshot {
+            // Written outside the lock: the text was taken under it, and rolls are rare.
+            if let Err(e) = producer_state::write_snapshot(&self.dir, at, &text, log_start) {
+                tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "producer-state snapshot failed");
+            }
+        }
         self.appended.notify_waiters();
         Ok(appended)
     }
@@ -311,7 +365,31 @@ impl Partition {
     }
 
     pub fn apply_retention(&self, now_ms: i64) -> std::io::Result<usize> {
-        self.lock().log.apply_retention(now_ms)
+        let mut st = self.lock();
+        let deleted = st.log.apply_retention(now_ms)?;
+        if let Some(at) = st.log.take_rolled() {
+            let text = st.producers.to_snapshot();
+            producer_state::write_snapshot(&self.dir, at, &text, st.log.log_start_offset())
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        } else if deleted > 0 {
+            producer_state::prune_snapshots(&self.dir, st.log.log_start_offset())?;
+        }
+        Ok(deleted)
+    }
+
+    /// Forgets producers that have not written for `expiration_ms` (`producer.id.expiration.ms`).
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.lock().producers.remove_expired(now_ms, expiration_ms)
+    }
+
+    /// How many producers this partition tracks.
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
+    }
+
+    /// How producer state was rebuilt at open.
+    pub fn producer_recovery(&self) -> ProducerRecovery {
+        self.producer_recovery
     }
 
     /// Stops the flusher and closes the log cleanly (flushed, files trimmed).
@@ -320,6 +398,10 @@ impl Partition {
         let mut st = self.lock();
         st.log.close()?;
         let end = st.log.log_end_offset();
+        // The next open starts from here and scans nothing.
+        let text = st.producers.to_snapshot();
+        producer_state::write_snapshot(&self.dir, end, &text, st.log.log_start_offset())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.durable.send_if_modified(|d| {
             let moved = *d < end;
             *d = (*d).max(end);
@@ -364,6 +446,114 @@ impl Partition {
     }
 }
 
+/// Checks every idempotent batch of a validated record set against the producer state, in order,
+/// with the offsets they would get. Returns the staged state changes, or, when every idempotent
+/// batch is a retry, the offsets they were first written at.
+fn check_producers(
+    st: &State,
+    records: &Bytes,
+    info: &strata_protocol::record_batch::RecordSetInfo,
+    now_ms: i64,
+) -> Result<(Staged, Option<(Offset, Offset)>), BrokerError> {
+    let mut staged = Staged::default();
+    let mut duplicate: Option<(Offset, Offset)> = None;
+    let mut fresh = 0usize;
+    let mut next = st.log.log_end_offset().0;
+    for span in &info.batches {
+        let first_offset = Offset(next);
+        next += i64::from(span.record_count);
+        let batch = BatchHeader::parse(&records[span.position..])
+            .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
+        if batch.producer_id() < 0 {
+            fresh += 1;
+            continue;
+        }
+        let b = ProducerBatch {
+            producer_id: batch.producer_id(),
+            epoch: batch.producer_epoch(),
+            first_seq: batch.base_sequence(),
+            last_seq: ProducerBatch::last_seq_of(batch.base_sequence(), batch.last_offset_delta()),
+            first_offset,
+            last_offset: Offset(next - 1),
+        };
+        match st.producers.stage(&mut staged, &b, now_ms)? {
+            Check::Append => fresh += 1,
+            Check::Duplicate(m) => {
+                duplicate = Some(match duplicate {
+                    None => (m.first_offset, m.last_offset),
+                    Some((first, _)) => (first, m.last_offset),
+                })
+            }
+        }
+    }
+    match duplicate {
+        Some(_) if fresh > 0 => Err(BrokerError::OutOfOrderSequenceNumber(
+            "a record set mixes retried and new batches".into(),
+        )),
+        d => Ok((staged, d)),
+    }
+}
+
+/// Rebuilds producer state: the newest usable snapshot at or below the log end (snapshots above
+/// it describe records a crash cut off, and are deleted), then every batch after it.
+fn recover_producers(
+    dir: &Path,
+    log: &Log,
+) -> Result<(ProducerStates, ProducerRecovery), BrokerError> {
+    let end = log.log_end_offset();
+    producer_state::remove_snapshots_above(dir, end)?;
+    let (mut states, snapshot) = match producer_state::load_snapshot(dir, end)? {
+        Some((at, states)) => (states, Some(at)),
+        None => (ProducerStates::default(), None),
+    };
+    let mut offset = snapshot.unwrap_or(Offset(0)).max(log.log_start_offset());
+    let mut batches_scanned = 0;
+    while offset < end {
+        let Some(read) = log
+            .read(offset, PRODUCER_SCAN_CHUNK_BYTES, end)
+            .ok()
+            .flatten()
+        else {
+            break;
+        };
+        for (_, batch) in BatchIter::new(&read.records) {
+            if batch.last_offset() < offset.0 {
+                continue; // the read starts at the batch holding `offset`
+            }
+            batches_scanned += 1;
+            if batch.producer_id() >= 0 && !batch.is_control() {
+                states.replay(
+                    &ProducerBatch {
+                        producer_id: batch.producer_id(),
+                        epoch: batch.producer_epoch(),
+                        first_seq: batch.base_sequence(),
+                        last_seq: ProducerBatch::last_seq_of(
+                            batch.base_sequence(),
+                            batch.last_offset_delta(),
+                        ),
+                        first_offset: Offset(batch.base_offset()),
+                        last_offset: Offset(batch.last_offset()),
+                    },
+                    batch.max_timestamp(),
+                );
+            }
+        }
+        if read.next_offset <= offset {
+            break;
+        }
+        offset = read.next_offset;
+    }
+    let recovery = ProducerRecovery {
+        snapshot,
+        batches_scanned,
+    };
+    if batches_scanned > 0 {
+        // The next unclean open need not scan these again.
+        producer_state::write_snapshot(dir, end, &states.to_snapshot(), log.log_start_offset())?;
+    }
+    Ok((states, recovery))
+}
+
 /// `flush.ms`: asks for a flush this often, until the partition is closed or dropped.
 async fn flush_periodically(partition: Weak<Partition>, flush_ms: i64) {
     let period = Duration::from_millis(flush_ms.clamp(1, 86_400_000) as u64);
@@ -375,3 +565,6 @@ async fn flush_periodically(partition: Weak<Partition>, flush_ms: i64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

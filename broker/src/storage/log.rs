@@ -52,6 +52,9 @@ pub struct Log {
     config: LogConfig,
     segments: VecDeque<Segment>,
     recovery_point: Offset,
+    /// The base offset of the segment the last roll started, until taken: the partition
+    /// snapshots its producer state there (`take_rolled`).
+    rolled: Option<Offset>,
 }
 
 impl Log {
@@ -125,6 +128,7 @@ impl Log {
             config,
             segments,
             recovery_point: Offset(0),
+            rolled: None,
         };
         let n = log.segments.len();
         if n == 0 {
@@ -228,7 +232,15 @@ impl Log {
     pub fn roll(&mut self, next_append_bytes: usize) -> io::Result<()> {
         self.active_mut().seal()?;
         let base = self.log_end_offset();
-        self.push_segment(base, next_append_bytes)
+        self.push_segment(base, next_append_bytes)?;
+        self.rolled = Some(base);
+        Ok(())
+    }
+
+    /// The offset where a segment was rolled since the last call, if any (the roll hook: the
+    /// partition writes its producer-state snapshot there).
+    pub fn take_rolled(&mut self) -> Option<Offset> {
+        self.rolled.take()
     }
 
     fn push_segment(&mut self, base: Offset, min_bytes: usize) -> io::Result<()> {

@@ -8,6 +8,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -68,6 +69,7 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
         Request::CreatePartitions(r) => ready(cid, v, &create_partitions::handle(node, &r)),
         Request::DescribeConfigs(r) => ready(cid, v, &describe_configs::handle(node, &r, v)),
         Request::DescribeCluster(r) => ready(cid, v, &describe_cluster::handle(node, &r)),
+        Request::InitProducerId(r) => ready(cid, v, &init_producer_id::handle(node, &r)),
         // TEMPORARY (issue 10 in progress): the group and producer-id handlers replace this.
         other => Box::pin(std::future::ready(Err(format!(
             "{:?} is not implemented yet",

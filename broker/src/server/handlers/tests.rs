@@ -374,3 +374,75 @@ async fn authorized_operations_are_reported_as_kafka_does_without_an_authorizer(
         "not asked: not included"
     );
 }
+
+/// An idempotent (not transactional) producer's request: no transactional id.
+fn idempotent() -> InitProducerIdRequest {
+    InitProducerIdRequest::default().with_transactional_id(None)
+}
+
+/// Sends InitProducerId at `version` and decodes the answer.
+async fn init_producer_id(
+    node: &Arc<Node>,
+    version: i16,
+    r: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut bytes = answer(
+        node,
+        ApiKey::InitProducerId,
+        version,
+        Request::InitProducerId(r),
+    )
+    .await;
+    // Size and correlation id, plus the tagged fields of the flexible header from v2.
+    let mut body = bytes.split_off(if version >= 2 { 9 } else { 8 });
+    <InitProducerIdResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, version)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn init_producer_id_hands_out_new_ids_bumps_epochs_and_refuses_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let mut seen = std::collections::HashSet::new();
+    for v in versions(ApiKey::InitProducerId) {
+        let r = init_producer_id(&node, v, idempotent()).await;
+        assert_eq!(r.error_code, 0, "v{v}");
+        assert_eq!(r.producer_epoch, 0, "v{v}");
+        assert!(seen.insert(r.producer_id.0), "v{v}: a fresh id every time");
+
+        let txn = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+            .with_transaction_timeout_ms(60_000);
+        let r = init_producer_id(&node, v, txn).await;
+        assert_eq!(r.error_code, 42, "v{v}: transactions get INVALID_REQUEST");
+    }
+    for v in 3..=4 {
+        let first = init_producer_id(&node, v, idempotent()).await;
+        let bump = idempotent()
+            .with_producer_id(first.producer_id)
+            .with_producer_epoch(first.producer_epoch);
+        let r = init_producer_id(&node, v, bump).await;
+        assert_eq!(
+            (r.producer_id, r.producer_epoch),
+            (first.producer_id, 1),
+            "v{v}: bumped"
+        );
+        let overflow = idempotent()
+            .with_producer_id(first.producer_id)
+            .with_producer_epoch(i16::MAX - 1);
+        let r = init_producer_id(&node, v, overflow).await;
+        assert_ne!(
+            r.producer_id, first.producer_id,
+            "v{v}: epoch overflow gives a new id"
+        );
+        assert_eq!(r.producer_epoch, 0);
+        let half = idempotent().with_producer_id(first.producer_id);
+        let r = init_producer_id(&node, v, half).await;
+        assert_eq!(r.error_code, 42, "v{v}: an id without an epoch");
+    }
+    // Ids are never reused after a restart.
+    drop(node);
+    let node = super::tests::node(dir.path());
+    let r = init_producer_id(&node, 4, idempotent()).await;
+    assert!(seen.iter().all(|id| *id < r.producer_id.0));
+}
