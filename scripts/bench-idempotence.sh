@@ -32,9 +32,11 @@ trap 'rm -f "$rows"' EXIT
 # one_run MODE: one bench-single.sh produce flood; appends "MODE msg/s cpu-s/GB" to $rows.
 one_run() {
   local mode=$1 out line
-  out=$(REPEAT=1 SIZES=$SIZE PARTITIONS=$PARTS CONSUME=0 LATENCY=0 \
-    ${MSGS:+MSGS_$SIZE=$MSGS} RDPERF_PROPS="enable.idempotence=$mode ${RDPERF_PROPS:-}" \
-    bash "$repo/scripts/bench-single.sh") || die "bench-single.sh failed (enable.idempotence=$mode)"
+  local -a vars=(REPEAT=1 "SIZES=$SIZE" "PARTITIONS=$PARTS" CONSUME=0 LATENCY=0
+    "RDPERF_PROPS=enable.idempotence=$mode ${RDPERF_PROPS:-}")
+  if [ -n "${MSGS:-}" ]; then vars+=("MSGS_$SIZE=$MSGS"); fi
+  out=$(env "${vars[@]}" bash "$repo/scripts/bench-single.sh") ||
+    die "bench-single.sh failed (enable.idempotence=$mode)"
   # Row: "produce SIZEB pN  msgs msg/s MB/s CPU-s/GB cpu% ..." (the scenario name is 3 words).
   line=$(grep -E '^produce [0-9]+B p[0-9]+ ' <<<"$out" | tail -n 1)
   [ -n "$line" ] || die "no result row from bench-single.sh: $out"
