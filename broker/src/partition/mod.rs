@@ -203,7 +203,9 @@ impl Partition {
     }
 
     /// Validates and appends a producer's record set. Validation (the CRC over every byte)
-    /// runs before the lock is taken.
+    /// runs before the lock is taken. Idempotent batches are checked against the producer state
+    /// under the lock; a retry of batches already written is answered `Ok` with their original
+    /// offsets and writes nothing.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<Appended, BrokerError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BrokerError::NotLeaderOrFollower);
