@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::{BrokerConfig, TopicOverrides};
 use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
 use crate::error::BrokerError;
+use crate::group::offsets::OffsetStore;
+use crate::group::GroupCoordinator;
 use crate::ids::BrokerId;
 use crate::partition::manager::{PartitionManager, StartupReport};
 
@@ -42,6 +44,10 @@ pub struct Node {
     pub data_dir: PathBuf,
     metadata: Mutex<MetadataStore>,
     pub partitions: PartitionManager,
+    /// The group coordinator: membership of every consumer group.
+    pub groups: GroupCoordinator,
+    // MERGE: H2b's field replaces this stub (and its construction in `open`).
+    pub offsets: OffsetStore,
 }
 
 impl Node {
@@ -56,6 +62,9 @@ impl Node {
         let (partitions, report) =
             PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
         let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
+        let offsets = OffsetStore::default();
+        let groups = GroupCoordinator::new(&config);
+        groups.load(offsets.take_loaded_groups());
         let node = Node {
             id: BrokerId(config.i64("node.id") as i32),
             endpoint,
@@ -64,6 +73,8 @@ impl Node {
             config,
             metadata: Mutex::new(metadata),
             partitions,
+            groups,
+            offsets,
         };
         Ok((node, report))
     }
