@@ -54,3 +54,58 @@ impl OffsetStore {
         Vec::new()
     }
 }
+
+/// OffsetFetch answering "no committed offset" (-1) for every partition asked, so librdkafka
+/// consumers in this branch's integration tests start from `auto.offset.reset`. H2b's real
+/// handler replaces this and its dispatch arm at merge.
+pub fn offset_fetch_stub(
+    request: &kafka_protocol::messages::OffsetFetchRequest,
+    version: i16,
+) -> kafka_protocol::messages::OffsetFetchResponse {
+    use kafka_protocol::messages::offset_fetch_response::*;
+    use kafka_protocol::messages::OffsetFetchResponse;
+    let none = || Some(kafka_protocol::protocol::StrBytes::from_static_str(""));
+    if version >= 8 {
+        let groups = request
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.iter().flatten().map(|t| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(-1)
+                                        .with_metadata(none())
+                                })
+                                .collect(),
+                        )
+                });
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(topics.collect())
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = request.topics.iter().flatten().map(|t| {
+        OffsetFetchResponseTopic::default()
+            .with_name(t.name.clone())
+            .with_partitions(
+                t.partition_indexes
+                    .iter()
+                    .map(|p| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(-1)
+                            .with_metadata(none())
+                    })
+                    .collect(),
+            )
+    });
+    OffsetFetchResponse::default().with_topics(topics.collect())
+}

@@ -92,6 +92,10 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
         Request::ListGroups(r) => ready(cid, v, &list_groups::handle(node, &r, v)),
         Request::DescribeGroups(r) => ready(cid, v, &describe_groups::handle(node, &r, v)),
         Request::DeleteGroups(r) => delete_groups::handle(node, r, cid, v),
+        // MERGE STUB: H2b's offset_fetch handler replaces this arm.
+        Request::OffsetFetch(r) => {
+            ready(cid, v, &crate::group::merge_stubs::offset_fetch_stub(&r, v))
+        }
         // TEMPORARY (issue 10 in progress): the group and producer-id handlers replace this.
         other => Box::pin(std::future::ready(Err(format!(
             "{:?} is not implemented yet",
