@@ -47,6 +47,8 @@ struct Entry {
     group: Group<Waiter>,
     /// Sequence number of the last metadata snapshot taken (under the group lock).
     snapshot_seq: u64,
+    /// Taken out of the map: requests that still hold the slot must look the group up again.
+    removed: bool,
 }
 
 struct Slot {
@@ -107,6 +109,7 @@ impl GroupCoordinator {
                 entry: Mutex::new(Entry {
                     group,
                     snapshot_seq: 0,
+                    removed: false,
                 }),
                 persisted_seq: tokio::sync::Mutex::new(0),
             });
@@ -132,53 +135,81 @@ impl GroupCoordinator {
                 entry: Mutex::new(Entry {
                     group: Group::new(group_id, self.limits.clone(), now_ms()),
                     snapshot_seq: 0,
+                    removed: false,
                 }),
                 persisted_seq: tokio::sync::Mutex::new(0),
             })
         }))
     }
 
-    /// Runs one event on a group under its lock; returns what to carry out afterwards.
+    /// Runs one event on a group under its lock; returns what to carry out afterwards. With
+    /// `create`, a missing group is created; without, a missing group is None.
     fn apply<R>(
         &self,
         group_id: &str,
-        slot: &Arc<Slot>,
+        create: bool,
         event: impl FnOnce(&mut Group<Waiter>) -> (R, Output<Waiter>),
-    ) -> (R, Effects) {
+    ) -> Option<(R, Effects)> {
+        // A slot found in the map may be removed before we lock it; then look again (each
+        // retry means another request removed it, so a few suffice).
+        let mut found = None;
+        for _ in 0..8 {
+            let slot = if create {
+                self.find_or_create(group_id)
+            } else {
+                self.find(group_id)?
+            };
+            let removed = lock(&slot.entry).removed;
+            if !removed {
+                found = Some(slot);
+                break;
+            }
+        }
+        let slot = found?;
         let mut entry = lock(&slot.entry);
+        if entry.removed {
+            return None;
+        }
         let (result, out) = event(&mut entry.group);
         let persist = out.persist.map(|m| {
             entry.snapshot_seq += 1;
             (entry.snapshot_seq, m)
         });
         let dead = entry.group.state() == GroupState::Dead;
-        let deadline = entry.group.next_deadline_ms();
-        let empty_and_new = entry.group.state() == GroupState::Empty
-            && entry.group.generation() == 0
-            && entry.group.member_count() == 0;
+        // Scheduled under the group lock, so deadlines are set in the order of the changes.
+        self.schedule(
+            group_id,
+            if dead {
+                None
+            } else {
+                entry.group.next_deadline_ms()
+            },
+        );
+        let forget = dead || entry.group.is_unused();
         drop(entry);
-        if dead || empty_and_new {
-            // A deleted group leaves the map; so does one that never got a member (e.g. only
-            // failed joins), so failed requests cannot fill the map.
+        if forget {
+            // A deleted group leaves the map; so does one nobody ever joined (failed joins,
+            // lapsed member ids), so such requests cannot fill the map. Lock order: shard, then
+            // group; `removed` tells requests that already hold the slot to look again.
             let mut shard = lock(self.shard(group_id));
-            if shard.get(group_id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-                let idle = lock(&slot.entry).group.next_deadline_ms().is_none();
-                if dead || idle {
+            if shard.get(group_id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                let mut entry = lock(&slot.entry);
+                if entry.group.state() == GroupState::Dead || entry.group.is_unused() {
+                    entry.removed = true;
                     shard.remove(group_id);
                 }
             }
         }
-        self.schedule(group_id, if dead { None } else { deadline });
-        (
+        Some((
             result,
             Effects {
-                slot: Arc::clone(slot),
+                slot,
                 group_id: group_id.to_string(),
                 replies: out.replies,
                 persist,
                 tombstone: out.tombstone,
             },
-        )
+        ))
     }
 
     /// Starts the timer task once (it holds the node weakly, and ends when the node is gone).
@@ -207,12 +238,10 @@ impl GroupCoordinator {
     }
 
     async fn on_timer(&self, node: &Node, group_id: &str) {
-        let Some(slot) = self.find(group_id) else {
-            return;
-        };
         let now = now_ms();
-        let ((), effects) = self.apply(group_id, &slot, |g| ((), g.on_timer(now)));
-        effects.carry_out(node).await;
+        if let Some(((), effects)) = self.apply(group_id, false, |g| ((), g.on_timer(now))) {
+            effects.carry_out(node).await;
+        }
     }
 
     /// JoinGroup: answers when the rebalance completes (or at once, for errors and repeats).
@@ -220,10 +249,16 @@ impl GroupCoordinator {
         self.start_timers(node);
         let member_id = req.member_id.clone();
         let (tx, rx) = oneshot::channel();
-        let slot = self.find_or_create(group_id);
         let now = now_ms();
-        let ((), effects) = self.apply(group_id, &slot, |g| ((), g.join(req, tx, now)));
-        effects.carry_out(node).await;
+        // Only a member without an id can create a group.
+        let create = req.member_id.is_empty();
+        match self.apply(group_id, create, |g| ((), g.join(req, tx, now))) {
+            Some(((), effects)) => effects.carry_out(node).await,
+            None => {
+                let e = BrokerError::UnknownMemberId(member_id.clone());
+                return JoinReply::failed(e, &member_id);
+            }
+        }
         match rx.await {
             Ok(Reply::Join(r)) => r,
             _ => JoinReply::failed(BrokerError::RebalanceInProgress, &member_id),
@@ -233,13 +268,13 @@ impl GroupCoordinator {
     /// SyncGroup: followers wait for the leader's assignments.
     pub async fn sync(&self, node: &Arc<Node>, group_id: &str, req: SyncRequest) -> SyncReply {
         self.start_timers(node);
-        let Some(slot) = self.find(group_id) else {
-            return SyncReply::failed(BrokerError::UnknownMemberId(req.member_id));
-        };
         let (tx, rx) = oneshot::channel();
         let now = now_ms();
-        let ((), effects) = self.apply(group_id, &slot, |g| ((), g.sync(req, tx, now)));
-        effects.carry_out(node).await;
+        let member_id = req.member_id.clone();
+        match self.apply(group_id, false, |g| ((), g.sync(req, tx, now))) {
+            Some(((), effects)) => effects.carry_out(node).await,
+            None => return SyncReply::failed(BrokerError::UnknownMemberId(member_id)),
+        }
         match rx.await {
             Ok(Reply::Sync(r)) => r,
             _ => SyncReply::failed(BrokerError::RebalanceInProgress),
@@ -262,9 +297,8 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut entry = lock(&slot.entry);
         let result = entry.group.heartbeat(member_id, instance, generation, now);
-        let deadline = entry.group.next_deadline_ms();
-        drop(entry);
-        self.schedule(group_id, deadline);
+        // Under the group lock, so deadlines are set in the order of the changes.
+        self.schedule(group_id, entry.group.next_deadline_ms());
         result
     }
 
@@ -275,26 +309,27 @@ impl GroupCoordinator {
         group_id: &str,
         members: Vec<(String, Option<String>)>,
     ) -> Vec<Result<(), BrokerError>> {
-        let Some(slot) = self.find(group_id) else {
-            return members
+        let now = now_ms();
+        match self.apply(group_id, false, |g| g.leave(&members, now)) {
+            Some((results, effects)) => {
+                effects.carry_out(node).await;
+                results
+            }
+            None => members
                 .into_iter()
                 .map(|(m, _)| Err(BrokerError::UnknownMemberId(m)))
-                .collect();
-        };
-        let now = now_ms();
-        let (results, effects) = self.apply(group_id, &slot, |g| g.leave(&members, now));
-        effects.carry_out(node).await;
-        results
+                .collect(),
+        }
     }
 
     /// DeleteGroups for one group: Empty groups and groups that only have offsets.
     pub async fn delete(&self, node: &Arc<Node>, group_id: &str) -> Result<(), BrokerError> {
-        match self.find(group_id) {
-            Some(slot) => {
-                let (result, effects) = self.apply(group_id, &slot, |g| match g.delete() {
-                    Ok(out) => (Ok(()), out),
-                    Err(e) => (Err(e), Output::default()),
-                });
+        let deleted = self.apply(group_id, false, |g| match g.delete() {
+            Ok(out) => (Ok(()), out),
+            Err(e) => (Err(e), Output::default()),
+        });
+        match deleted {
+            Some((result, effects)) => {
                 result?;
                 effects.carry_out(node).await;
                 Ok(())
@@ -371,9 +406,8 @@ impl GroupCoordinator {
         let result = entry
             .group
             .check_commit(member_id, group_instance_id, generation_id, now);
-        let deadline = entry.group.next_deadline_ms();
-        drop(entry);
-        self.schedule(group_id, deadline);
+        // Under the group lock, so deadlines are set in the order of the changes.
+        self.schedule(group_id, entry.group.next_deadline_ms());
         result
     }
 
@@ -424,6 +458,8 @@ impl Effects {
             }
         }
         if self.tombstone {
+            // The last write for this group: no older snapshot may follow the tombstone.
+            *self.slot.persisted_seq.lock().await = u64::MAX;
             if let Err(e) = node.offsets.delete_group(&self.group_id).await {
                 tracing::error!(group = %self.group_id, error = %e, "writing the group tombstone failed");
             }

@@ -333,6 +333,15 @@ impl<W> Group<W> {
         self.protocol_type.as_deref()
     }
 
+    /// Nobody ever joined (or holds a member id) and there is nothing to remember: a group
+    /// created by requests that failed.
+    pub fn is_unused(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.generation == 0
+            && self.members.is_empty()
+            && self.pending.is_empty()
+    }
+
     pub fn member_count(&self) -> usize {
         self.members.len()
     }
@@ -1123,7 +1132,7 @@ impl<W> Group<W> {
         }
     }
 
-    /// OffsetCommit's membership check (Kafka's handleCommitOffsets / doCommitOffsets). A valid
+    /// OffsetCommit's membership check (Kafka's classic-group offset-commit validation). A valid
     /// commit from a member also counts as its heartbeat.
     pub fn check_commit(
         &mut self,
@@ -1138,31 +1147,35 @@ impl<W> Group<W> {
                 self.id
             )));
         }
-        if let Some(instance) = instance {
-            if self
-                .static_members
-                .get(instance)
-                .is_some_and(|c| c != member_id)
-            {
-                return Err(BrokerError::FencedInstanceId(instance.to_string()));
-            }
-        }
+        // Generation -1: an admin client or a consumer using assign(); fine while nobody is in
+        // the group.
         if generation < 0 && self.state == GroupState::Empty {
             return Ok(());
         }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            if let Some(instance) = instance {
+                if !self.static_members.contains_key(instance) {
+                    return Err(BrokerError::UnknownMemberId(member_id.to_string()));
+                }
+            }
+            self.validate_member(member_id, instance)?;
+            if generation != self.generation {
+                return Err(BrokerError::IllegalGeneration {
+                    requested: generation,
+                    current: self.generation,
+                });
+            }
+        } else if self.state != GroupState::Empty {
+            // Without member id and generation, only an Empty group takes commits.
+            return Err(BrokerError::UnknownMemberId(member_id.to_string()));
+        }
         if self.state == GroupState::CompletingRebalance {
+            // The member knows the new generation but has no assignment yet.
             return Err(BrokerError::RebalanceInProgress);
         }
-        let Some(m) = self.members.get_mut(member_id) else {
-            return Err(BrokerError::UnknownMemberId(member_id.to_string()));
-        };
-        if generation != self.generation {
-            return Err(BrokerError::IllegalGeneration {
-                requested: generation,
-                current: self.generation,
-            });
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.session_deadline_ms = now + i64::from(m.session_timeout_ms);
         }
-        m.session_deadline_ms = now + i64::from(m.session_timeout_ms);
         Ok(())
     }
 
@@ -1173,9 +1186,10 @@ impl<W> Group<W> {
             return None;
         }
         Some(self.members.values().any(|m| {
+            // Undecodable: counted as subscribed (Kafka cannot tell either, so it protects the
+            // offsets).
             subscription_topics(&m.metadata_for(self.protocol.as_deref()))
-                .iter()
-                .any(|t| t == topic)
+                .is_none_or(|topics| topics.iter().any(|t| t == topic))
         }))
     }
 
@@ -1239,21 +1253,19 @@ impl<W> Group<W> {
 }
 
 /// The topics of a ConsumerProtocolSubscription (any version: the topic array comes first);
-/// empty when the bytes do not decode.
-pub fn subscription_topics(metadata: &Bytes) -> Vec<String> {
+/// None when the bytes do not decode.
+pub fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
     use kafka_protocol::messages::ConsumerProtocolSubscription;
     use kafka_protocol::protocol::Decodable;
     let mut buf = metadata.clone();
     if buf.len() < 2 {
-        return Vec::new();
+        return None;
     }
-    let version = i16::from_be_bytes([buf[0], buf[1]]);
-    let _ = bytes::Buf::get_i16(&mut buf);
-    // Newer versions than we know keep the same leading fields: read them as the newest known.
-    let version = version.clamp(0, 3);
-    ConsumerProtocolSubscription::decode(&mut buf, version)
+    // Skip the version: every version starts with version 0's fields (Kafka reads those too).
+    bytes::Buf::advance(&mut buf, 2);
+    ConsumerProtocolSubscription::decode(&mut buf, 0)
+        .ok()
         .map(|s| s.topics.iter().map(|t| t.to_string()).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -464,6 +464,11 @@ fn commits_follow_kafkas_membership_rules() {
         25,
         "not Empty any more"
     );
+    assert_eq!(
+        g.check_commit(&a, Some("nobody"), 1, 0).unwrap_err().code(),
+        25,
+        "an instance id the group does not know"
+    );
 }
 
 #[test]
@@ -495,7 +500,7 @@ fn subscriptions_are_read_from_the_consumer_protocol() {
     sub.encode(&mut buf, 1).unwrap();
     assert_eq!(
         subscription_topics(&buf.freeze()),
-        vec!["orders".to_string()]
+        Some(vec!["orders".to_string()])
     );
-    assert!(subscription_topics(&Bytes::from_static(b"\x00")).is_empty());
+    assert_eq!(subscription_topics(&Bytes::from_static(b"\x00")), None);
 }
