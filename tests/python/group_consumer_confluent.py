@@ -2,13 +2,17 @@
 """A confluent-kafka (librdkafka) consumer in a consumer group, through Strata's coordinator.
 
 usage: group_consumer_confluent.py TOPIC GROUP --seconds S [--until-records N] [--ready-file F]
+                                   [--instance ID]
 
 Subscribes to TOPIC as a member of GROUP (auto commit off: offsets are not the point here),
 from the earliest offset, and polls until N records were read (when given) or S seconds passed.
 With --ready-file, creates F once the first assignment arrived (so a test can add a member).
+With --instance, the member is static (group.instance.id=ID, KIP-345): it does not leave the
+group on close, and a restart within its session timeout gets its assignment back.
 Prints one JSON line on stdout:
   {"first_record_s": seconds from subscribe() to the first record (null if none),
-   "assigned": the partitions assigned at the end, "records": {partition: count}}
+   "assigned": the partitions assigned at the end, "records": {partition: count},
+   "assignments": every assignment received, in order}
 and exits 0; non-zero with "FAIL: ..." on a client error.
 """
 
@@ -28,12 +32,15 @@ def main():
     ap.add_argument("--seconds", type=float, required=True)
     ap.add_argument("--until-records", type=int, default=None)
     ap.add_argument("--ready-file", default=None)
+    ap.add_argument("--instance", default=None)
     a = ap.parse_args()
     sc.start_watchdog(a.seconds + 30)
     assigned = []
+    history = []
 
     def on_assign(consumer, partitions):
         assigned[:] = sorted(p.partition for p in partitions)
+        history.append(list(assigned))
         sc.log(f"assigned {assigned}")
         if a.ready_file:
             open(a.ready_file, "w").close()
@@ -42,12 +49,16 @@ def main():
         sc.log(f"revoked {[p.partition for p in partitions]}")
         assigned[:] = []
 
-    c = Consumer({
+    config = {
         "bootstrap.servers": sc.bootstrap(),
         "group.id": a.group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-    })
+    }
+    if a.instance:
+        config["group.instance.id"] = a.instance
+        config["session.timeout.ms"] = 30000
+    c = Consumer(config)
     started = time.monotonic()
     c.subscribe([a.topic], on_assign=on_assign, on_revoke=on_revoke)
     first = None
@@ -70,7 +81,8 @@ def main():
             first = time.monotonic() - started
         records[m.partition()] = records.get(m.partition(), 0) + 1
         total += 1
-    print(json.dumps({"first_record_s": first, "assigned": assigned, "records": records}), flush=True)
+    print(json.dumps({"first_record_s": first, "assigned": assigned, "records": records,
+                      "assignments": history}), flush=True)
     c.close()
 
 

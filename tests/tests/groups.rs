@@ -3,6 +3,9 @@
 //! `-G` member joining it splits the partitions with it (a rebalance driven by Heartbeat's
 //! REBALANCE_IN_PROGRESS, completed as soon as both members rejoined).
 //!
+//! A static member (group.instance.id) that restarts within its session timeout gets its
+//! partitions back at once, and the other member sees no rebalance.
+//!
 //! Offsets are not committed here (auto commit off); OffsetCommit/OffsetFetch are tested with
 //! the offset store.
 
@@ -173,4 +176,107 @@ fn a_kcat_member_joining_a_confluent_member_splits_the_partitions() {
         (0..PARTITIONS).collect(),
         "every partition has an owner"
     );
+}
+
+/// Every assignment the Python member received, in order (its JSON's "assignments").
+fn python_assignments(stdout: &str) -> Vec<Vec<i32>> {
+    let line = stdout.lines().last().unwrap_or_default();
+    let start = line
+        .find("\"assignments\": [")
+        .unwrap_or_else(|| panic!("no assignments in {line:?}"))
+        + "\"assignments\": [".len();
+    let rest = &line[start..];
+    let mut out = Vec::new();
+    for part in rest.split('[').skip(1) {
+        let inner = &part[..part.find(']').unwrap()];
+        out.push(
+            inner
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse().unwrap())
+                .collect(),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_static_member_that_restarts_gets_its_partitions_back_without_a_rebalance() {
+    requirements();
+    let topic = unique_topic("group-static");
+    let broker = broker_with_topic(&topic);
+    let ready = broker.temp_dir().join("member-a-assigned");
+    let a = broker.spawn_python(
+        "group_consumer_confluent.py",
+        &[
+            topic.as_str(),
+            "static-group",
+            "--seconds",
+            "20",
+            "--instance",
+            "a",
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || ready.exists()),
+        "member a was never assigned:\n{}",
+        broker.logs()
+    );
+
+    // b joins (a rebalance: a gives up half), reads for a while, and stops without leaving.
+    let b1 = broker.python(
+        "group_consumer_confluent.py",
+        &[
+            topic.as_str(),
+            "static-group",
+            "--seconds",
+            "8",
+            "--instance",
+            "b",
+        ],
+    );
+    b1.assert_success(|| broker.logs());
+    let (_, b1_partitions, _) = python_result(&b1.stdout);
+    assert_eq!(
+        b1_partitions.len(),
+        2,
+        "b got half the partitions: {}",
+        b1.stdout
+    );
+
+    // b restarts (new process, same instance id) within its session timeout.
+    let b2 = broker.python(
+        "group_consumer_confluent.py",
+        &[
+            topic.as_str(),
+            "static-group",
+            "--seconds",
+            "3",
+            "--instance",
+            "b",
+        ],
+    );
+    b2.assert_success(|| broker.logs());
+    let (first, b2_partitions, _) = python_result(&b2.stdout);
+    assert_eq!(
+        b2_partitions, b1_partitions,
+        "the restarted member gets its old partitions"
+    );
+    let first = first.expect("the restarted member read records");
+    eprintln!(
+        "restarted static member read its first record after {:.0} ms",
+        first * 1000.0
+    );
+
+    let a = a.wait(Duration::from_secs(60));
+    a.assert_success(|| broker.logs());
+    let history = python_assignments(&a.stdout);
+    assert_eq!(
+        history.len(),
+        2,
+        "a saw b join, and nothing when b came back: {history:?}"
+    );
+    assert_eq!(history[0], (0..PARTITIONS).collect::<Vec<_>>());
 }
