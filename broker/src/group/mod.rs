@@ -4,9 +4,11 @@
 //! runs the timers.
 //!
 //! Invariants:
-//! - Groups sit in a sharded map; each group has its own mutex. A request locks its shard only to
-//!   find or create its group, then only its group: JoinGroup/Heartbeat of one group never wait
-//!   on another. No lock is held across an `.await`.
+//! - Groups sit in a sharded map (read-locked to find a group, write-locked only to add or remove
+//!   one); each group has its own mutex. A request locks only its group: Heartbeat of one group
+//!   never waits on another. Events that can bring a deadline earlier (join, sync, leave, timer)
+//!   also take the timer queue's lock briefly; heartbeats and commits, which only push deadlines
+//!   later, do not. No lock is held across an `.await`.
 //! - A waiting JoinGroup/SyncGroup is a oneshot sender held by the state machine; it is answered
 //!   when the state machine says so (rebalance complete, leader synced, member fenced...).
 //! - Persisting (`OffsetStore::store_group`) happens after the state change, outside the group
@@ -25,7 +27,7 @@ pub mod state;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use tokio::sync::{oneshot, Notify};
 
@@ -67,7 +69,9 @@ struct Timers {
 }
 
 pub struct GroupCoordinator {
-    shards: Vec<Mutex<HashMap<String, Arc<Slot>>>>,
+    /// Read-locked to find a group (so lookups never wait on each other), write-locked to add
+    /// or remove one.
+    shards: Vec<RwLock<HashMap<String, Arc<Slot>>>>,
     limits: Limits,
     timers: Arc<Timers>,
     timer_started: AtomicBool,
@@ -75,6 +79,14 @@ pub struct GroupCoordinator {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now_ms() -> i64 {
@@ -92,7 +104,7 @@ impl GroupCoordinator {
             assignment_bytes_max: config.i64("group.member.assignment.bytes.max") as usize,
         };
         GroupCoordinator {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             limits,
             timers: Arc::default(),
             timer_started: AtomicBool::new(false),
@@ -113,23 +125,26 @@ impl GroupCoordinator {
                 }),
                 persisted_seq: tokio::sync::Mutex::new(0),
             });
-            lock(self.shard(&id)).insert(id.clone(), slot);
+            write(self.shard(&id)).insert(id.clone(), slot);
             self.schedule(&id, deadline);
         }
     }
 
-    fn shard(&self, group_id: &str) -> &Mutex<HashMap<String, Arc<Slot>>> {
+    fn shard(&self, group_id: &str) -> &RwLock<HashMap<String, Arc<Slot>>> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         group_id.hash(&mut h);
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
     fn find(&self, group_id: &str) -> Option<Arc<Slot>> {
-        lock(self.shard(group_id)).get(group_id).cloned()
+        read(self.shard(group_id)).get(group_id).cloned()
     }
 
     fn find_or_create(&self, group_id: &str) -> Arc<Slot> {
-        let mut shard = lock(self.shard(group_id));
+        if let Some(slot) = self.find(group_id) {
+            return slot;
+        }
+        let mut shard = write(self.shard(group_id));
         Arc::clone(shard.entry(group_id.to_string()).or_insert_with(|| {
             Arc::new(Slot {
                 entry: Mutex::new(Entry {
@@ -191,7 +206,7 @@ impl GroupCoordinator {
             // A deleted group leaves the map; so does one nobody ever joined (failed joins,
             // lapsed member ids), so such requests cannot fill the map. Lock order: shard, then
             // group; `removed` tells requests that already hold the slot to look again.
-            let mut shard = lock(self.shard(group_id));
+            let mut shard = write(self.shard(group_id));
             if shard.get(group_id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
                 let mut entry = lock(&slot.entry);
                 if entry.group.state() == GroupState::Dead || entry.group.is_unused() {
@@ -214,7 +229,9 @@ impl GroupCoordinator {
 
     /// Starts the timer task once (it holds the node weakly, and ends when the node is gone).
     pub fn start_timers(&self, node: &Arc<Node>) {
-        if self.timer_started.swap(true, Ordering::AcqRel) {
+        if self.timer_started.load(Ordering::Acquire)
+            || self.timer_started.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let timers = Arc::clone(&self.timers);
@@ -297,8 +314,10 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut entry = lock(&slot.entry);
         let result = entry.group.heartbeat(member_id, instance, generation, now);
-        // Under the group lock, so deadlines are set in the order of the changes.
-        self.schedule(group_id, entry.group.next_deadline_ms());
+        // No rescheduling: this only moves a session deadline later, so the deadline queued
+        // for the group is at worst early (the timer then finds nothing due and requeues the
+        // real one). Heartbeats thus take no lock but their group's (and a shard read lock).
+        drop(entry);
         result
     }
 
@@ -352,7 +371,7 @@ impl GroupCoordinator {
             .shards
             .iter()
             .flat_map(|s| {
-                lock(s)
+                read(s)
                     .iter()
                     .map(|(k, v)| (k.clone(), Arc::clone(v)))
                     .collect::<Vec<_>>()
@@ -406,8 +425,10 @@ impl GroupCoordinator {
         let result = entry
             .group
             .check_commit(member_id, group_instance_id, generation_id, now);
-        // Under the group lock, so deadlines are set in the order of the changes.
-        self.schedule(group_id, entry.group.next_deadline_ms());
+        // No rescheduling: this only moves a session deadline later, so the deadline queued
+        // for the group is at worst early (the timer then finds nothing due and requeues the
+        // real one). Heartbeats thus take no lock but their group's (and a shard read lock).
+        drop(entry);
         result
     }
 
