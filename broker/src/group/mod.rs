@@ -254,10 +254,10 @@ impl GroupCoordinator {
         }
     }
 
-    async fn on_timer(&self, node: &Node, group_id: &str) {
+    async fn on_timer(&self, node: &Arc<Node>, group_id: &str) {
         let now = now_ms();
         if let Some(((), effects)) = self.apply(group_id, false, |g| ((), g.on_timer(now))) {
-            effects.carry_out(node).await;
+            effects.run(node).await;
         }
     }
 
@@ -270,7 +270,7 @@ impl GroupCoordinator {
         // Only a member without an id can create a group.
         let create = req.member_id.is_empty();
         match self.apply(group_id, create, |g| ((), g.join(req, tx, now))) {
-            Some(((), effects)) => effects.carry_out(node).await,
+            Some(((), effects)) => effects.run(node).await,
             None => {
                 let e = BrokerError::UnknownMemberId(member_id.clone());
                 return JoinReply::failed(e, &member_id);
@@ -289,7 +289,7 @@ impl GroupCoordinator {
         let now = now_ms();
         let member_id = req.member_id.clone();
         match self.apply(group_id, false, |g| ((), g.sync(req, tx, now))) {
-            Some(((), effects)) => effects.carry_out(node).await,
+            Some(((), effects)) => effects.run(node).await,
             None => return SyncReply::failed(BrokerError::UnknownMemberId(member_id)),
         }
         match rx.await {
@@ -331,7 +331,7 @@ impl GroupCoordinator {
         let now = now_ms();
         match self.apply(group_id, false, |g| g.leave(&members, now)) {
             Some((results, effects)) => {
-                effects.carry_out(node).await;
+                effects.run(node).await;
                 results
             }
             None => members
@@ -350,7 +350,7 @@ impl GroupCoordinator {
         match deleted {
             Some((result, effects)) => {
                 result?;
-                effects.carry_out(node).await;
+                effects.run(node).await;
                 Ok(())
             }
             None if node
@@ -464,6 +464,15 @@ struct Effects {
 }
 
 impl Effects {
+    /// Carries the effects out in their own task, so a requester that goes away (its connection
+    /// closed) cannot cancel the persisting or the answers owed to the other members.
+    async fn run(self, node: &Arc<Node>) {
+        let node = Arc::clone(node);
+        if let Err(e) = tokio::spawn(async move { self.carry_out(&node).await }).await {
+            tracing::error!(error = %e, "group effects task failed");
+        }
+    }
+
     async fn carry_out(mut self, node: &Node) {
         let mut failure = None;
         if let Some((seq, meta)) = self.persist.take() {
