@@ -268,6 +268,50 @@ pub static BROKER_KEYS: &[Key] = &[
         "How often recovery points are checkpointed.",
     ),
     key(
+        "group.initial.rebalance.delay.ms",
+        Kind::Int,
+        "100",
+        0,
+        "How long a new (Empty) group's first rebalance waits for more members before it completes. \
+         Short, so a lone consumer is fetching well within a second; long enough that members \
+         started together land in one generation.",
+    ),
+    key(
+        "group.min.session.timeout.ms",
+        Kind::Int,
+        "6000",
+        1,
+        "Smallest session timeout a group member may ask for (else INVALID_SESSION_TIMEOUT).",
+    ),
+    key(
+        "group.max.session.timeout.ms",
+        Kind::Int,
+        "1800000",
+        1,
+        "Largest session timeout a group member may ask for (else INVALID_SESSION_TIMEOUT).",
+    ),
+    key(
+        "group.max.size",
+        Kind::Int,
+        "1000",
+        1,
+        "Members (joined or holding a member id) one group may have (else GROUP_MAX_SIZE_REACHED).",
+    ),
+    key(
+        "group.member.metadata.bytes.max",
+        Kind::Int,
+        "1048576",
+        0,
+        "Largest protocol metadata (subscription) one member may send in JoinGroup.",
+    ),
+    key(
+        "group.member.assignment.bytes.max",
+        Kind::Int,
+        "1048576",
+        0,
+        "Largest assignment the leader may give one member in SyncGroup.",
+    ),
+    key(
         "log.cleanup.policy",
         Kind::String,
         "delete",

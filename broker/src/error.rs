@@ -77,6 +77,37 @@ pub enum BrokerError {
     Metadata(#[from] crate::controller::MetadataError),
     #[error("leader epoch cache: {0}")]
     EpochCache(#[from] crate::partition::epoch_cache::EpochCacheError),
+    // Group coordinator (membership).
+    #[error("{0}")]
+    CoordinatorNotAvailable(String),
+    #[error("the group id must not be empty")]
+    InvalidGroupId,
+    #[error("the coordinator does not know member '{0}'")]
+    UnknownMemberId(String),
+    #[error("generation {requested} is not the group's current generation {current}")]
+    IllegalGeneration { requested: i32, current: i32 },
+    #[error("the group is rebalancing: rejoin")]
+    RebalanceInProgress,
+    #[error("another member took group.instance.id '{0}'")]
+    FencedInstanceId(String),
+    #[error("rejoin with the member id this answer carries")]
+    MemberIdRequired,
+    #[error("{0}")]
+    InconsistentGroupProtocol(String),
+    #[error("session timeout {requested_ms} ms is outside [{min_ms}, {max_ms}]")]
+    InvalidSessionTimeout {
+        requested_ms: i32,
+        min_ms: i64,
+        max_ms: i64,
+    },
+    #[error("the group has reached group.max.size {0}")]
+    GroupMaxSizeReached(usize),
+    #[error("group '{0}' does not exist")]
+    GroupIdNotFound(String),
+    #[error("group '{0}' still has members")]
+    NonEmptyGroup(String),
+    #[error("the group is subscribed to topic '{0}'")]
+    GroupSubscribedToTopic(String),
 }
 
 impl BrokerError {
@@ -111,6 +142,19 @@ impl BrokerError {
             BrokerError::OutOfOrderSequenceNumber(_) => K::OutOfOrderSequenceNumber,
             BrokerError::InvalidProducerEpoch(_) => K::InvalidProducerEpoch,
             BrokerError::ProducerIds(_) => K::KafkaStorageError,
+            BrokerError::CoordinatorNotAvailable(_) => K::CoordinatorNotAvailable,
+            BrokerError::InvalidGroupId => K::InvalidGroupId,
+            BrokerError::UnknownMemberId(_) => K::UnknownMemberId,
+            BrokerError::IllegalGeneration { .. } => K::IllegalGeneration,
+            BrokerError::RebalanceInProgress => K::RebalanceInProgress,
+            BrokerError::FencedInstanceId(_) => K::FencedInstanceId,
+            BrokerError::MemberIdRequired => K::MemberIdRequired,
+            BrokerError::InconsistentGroupProtocol(_) => K::InconsistentGroupProtocol,
+            BrokerError::InvalidSessionTimeout { .. } => K::InvalidSessionTimeout,
+            BrokerError::GroupMaxSizeReached(_) => K::GroupMaxSizeReached,
+            BrokerError::GroupIdNotFound(_) => K::GroupIdNotFound,
+            BrokerError::NonEmptyGroup(_) => K::NonEmptyGroup,
+            BrokerError::GroupSubscribedToTopic(_) => K::GroupSubscribedToTopic,
         };
         k.code()
     }
@@ -138,5 +182,9 @@ mod tests {
             45
         );
         assert_eq!(BrokerError::InvalidProducerEpoch(String::new()).code(), 47);
+        assert_eq!(BrokerError::RebalanceInProgress.code(), 27);
+        assert_eq!(BrokerError::MemberIdRequired.code(), 79);
+        assert_eq!(BrokerError::FencedInstanceId(String::new()).code(), 82);
+        assert_eq!(BrokerError::NonEmptyGroup(String::new()).code(), 68);
     }
 }

@@ -209,6 +209,8 @@ async fn run(
     let (node, report) = Node::open(Arc::clone(&config), endpoint.clone(), &data_dir)
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     let node = Arc::new(node);
+    // Group sessions (including groups loaded from disk) expire even before the first request.
+    node.groups.start_timers(&node);
     tracing::info!(
         clean_shutdown = report.clean_shutdown,
         partitions = report.partitions,

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::{BrokerConfig, TopicOverrides};
 use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
 use crate::error::BrokerError;
+use crate::group::offsets::OffsetStore;
+use crate::group::GroupCoordinator;
 use crate::ids::BrokerId;
 use crate::partition::manager::{PartitionManager, StartupReport};
 use crate::producer_ids::ProducerIds;
@@ -45,6 +47,10 @@ pub struct Node {
     pub partitions: PartitionManager,
     /// Durable, never-reused producer ids for InitProducerId.
     pub producer_ids: ProducerIds,
+    /// The group coordinator: membership of every consumer group.
+    pub groups: GroupCoordinator,
+    // MERGE: H2b's field replaces this stub (and its construction in `open`).
+    pub offsets: OffsetStore,
 }
 
 impl Node {
@@ -60,6 +66,9 @@ impl Node {
             PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
         let producer_ids = ProducerIds::open(data_dir)?;
         let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
+        let offsets = OffsetStore::default();
+        let groups = GroupCoordinator::new(&config);
+        groups.load(offsets.take_loaded_groups());
         let node = Node {
             id: BrokerId(config.i64("node.id") as i32),
             endpoint,
@@ -69,6 +78,8 @@ impl Node {
             metadata: Mutex::new(metadata),
             partitions,
             producer_ids,
+            groups,
+            offsets,
         };
         Ok((node, report))
     }

@@ -446,3 +446,246 @@ async fn init_producer_id_hands_out_new_ids_bumps_epochs_and_refuses_transaction
     let r = init_producer_id(&node, 4, idempotent()).await;
     assert!(seen.iter().all(|id| *id < r.producer_id.0));
 }
+
+/// Decodes a response body (after size, correlation id and, for flexible versions, the header's
+/// empty tagged fields).
+fn decode<R>(bytes: &Bytes, version: i16) -> R
+where
+    R: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+{
+    let skip = 8 + usize::from(R::header_version(version) >= 1);
+    let mut body = bytes.slice(skip..);
+    R::decode(&mut body, version).unwrap_or_else(|e| panic!("v{version}: {e}"))
+}
+
+fn group(s: &str) -> GroupId {
+    GroupId(StrBytes::from_string(s.to_string()))
+}
+
+fn range_protocol() -> Vec<join_group_request::JoinGroupRequestProtocol> {
+    vec![join_group_request::JoinGroupRequestProtocol::default()
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(Bytes::from_static(b"\x00\x01\x00\x00\x00\x00"))]
+}
+
+/// Joins `group_id` at JoinGroup `version` (doing the member-id round trip where the version
+/// has it); returns (member id, generation).
+async fn join_at(
+    node: &Arc<Node>,
+    group_id: &str,
+    version: i16,
+    instance: Option<&str>,
+) -> (String, i32) {
+    let mut member_id = String::new();
+    for _ in 0..2 {
+        let r = JoinGroupRequest::default()
+            .with_group_id(group(group_id))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+            .with_member_id(StrBytes::from_string(member_id.clone()))
+            .with_group_instance_id(instance.map(|i| StrBytes::from_string(i.into())))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(range_protocol());
+        let bytes = answer(node, ApiKey::JoinGroup, version, Request::JoinGroup(r)).await;
+        let resp: JoinGroupResponse = decode(&bytes, version);
+        member_id = resp.member_id.to_string();
+        match resp.error_code {
+            79 => continue,
+            0 => return (member_id, resp.generation_id),
+            other => panic!("JoinGroup v{version}: error {other}"),
+        }
+    }
+    panic!("JoinGroup v{version}: still MEMBER_ID_REQUIRED after the round trip")
+}
+
+#[tokio::test]
+async fn every_group_handler_answers_at_every_advertised_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    for v in versions(ApiKey::FindCoordinator) {
+        for key_type in [0i8, 1] {
+            let r = if v >= 4 {
+                FindCoordinatorRequest::default()
+                    .with_key_type(key_type)
+                    .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+            } else {
+                FindCoordinatorRequest::default()
+                    .with_key(StrBytes::from_static_str("g"))
+                    .with_key_type(if v >= 1 { key_type } else { 0 })
+            };
+            let bytes = answer(
+                &node,
+                ApiKey::FindCoordinator,
+                v,
+                Request::FindCoordinator(r),
+            )
+            .await;
+            let resp: FindCoordinatorResponse = decode(&bytes, v);
+            let (code, id) = if v >= 4 {
+                (
+                    resp.coordinators[0].error_code,
+                    resp.coordinators[0].node_id.0,
+                )
+            } else {
+                (resp.error_code, resp.node_id.0)
+            };
+            if key_type == 0 || v == 0 {
+                assert_eq!((code, id), (0, 1), "v{v}: this node coordinates groups");
+            } else {
+                assert_eq!(code, 15, "v{v}: no transaction coordinator");
+            }
+        }
+    }
+    for v in versions(ApiKey::JoinGroup) {
+        let g = format!("join-{v}");
+        // Static membership from v5; the round trip from v4 (dynamic members).
+        let instance = (v >= 5).then_some("instance-a");
+        let (member, generation) = join_at(&node, &g, v, instance).await;
+        assert_eq!(generation, 1, "v{v}");
+        let sv = v.min(5);
+        let r = SyncGroupRequest::default()
+            .with_group_id(group(&g))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.clone()))
+            .with_group_instance_id(if sv >= 3 {
+                instance.map(|i| StrBytes::from_string(i.into()))
+            } else {
+                None
+            })
+            .with_protocol_type((sv >= 5).then(|| StrBytes::from_static_str("consumer")))
+            .with_protocol_name((sv >= 5).then(|| StrBytes::from_static_str("range")))
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(StrBytes::from_string(member.clone()))
+                    .with_assignment(Bytes::from_static(b"assigned")),
+            ]);
+        let bytes = answer(&node, ApiKey::SyncGroup, sv, Request::SyncGroup(r)).await;
+        let resp: SyncGroupResponse = decode(&bytes, sv);
+        assert_eq!(
+            (resp.error_code, &resp.assignment[..]),
+            (0, &b"assigned"[..]),
+            "SyncGroup v{sv}"
+        );
+        let hv = v.min(4);
+        let r = HeartbeatRequest::default()
+            .with_group_id(group(&g))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(member.clone()));
+        let bytes = answer(&node, ApiKey::Heartbeat, hv, Request::Heartbeat(r)).await;
+        assert_eq!(
+            decode::<HeartbeatResponse>(&bytes, hv).error_code,
+            0,
+            "Heartbeat v{hv}"
+        );
+        let bad = HeartbeatRequest::default()
+            .with_group_id(group(&g))
+            .with_generation_id(generation + 7)
+            .with_member_id(StrBytes::from_string(member.clone()));
+        let bytes = answer(&node, ApiKey::Heartbeat, hv, Request::Heartbeat(bad)).await;
+        assert_eq!(
+            decode::<HeartbeatResponse>(&bytes, hv).error_code,
+            22,
+            "Heartbeat v{hv}"
+        );
+    }
+    // An empty group id is refused by every membership API.
+    for v in versions(ApiKey::JoinGroup) {
+        let r = JoinGroupRequest::default()
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(range_protocol());
+        let bytes = answer(&node, ApiKey::JoinGroup, v, Request::JoinGroup(r)).await;
+        assert_eq!(
+            decode::<JoinGroupResponse>(&bytes, v).error_code,
+            24,
+            "INVALID_GROUP_ID v{v}"
+        );
+    }
+    for v in versions(ApiKey::DescribeGroups) {
+        let r = DescribeGroupsRequest::default()
+            .with_groups(vec![group("join-9"), group("never-existed"), group("")])
+            .with_include_authorized_operations(v >= 3);
+        let bytes = answer(&node, ApiKey::DescribeGroups, v, Request::DescribeGroups(r)).await;
+        let resp: DescribeGroupsResponse = decode(&bytes, v);
+        assert_eq!(resp.groups[0].group_state.as_str(), "Stable", "v{v}");
+        assert_eq!(resp.groups[0].members.len(), 1, "v{v}");
+        assert_eq!(
+            &resp.groups[0].members[0].member_assignment[..],
+            b"assigned"
+        );
+        assert_eq!(resp.groups[1].group_state.as_str(), "Dead", "v{v}");
+        assert_eq!(resp.groups[2].error_code, 24, "v{v}");
+    }
+    for v in versions(ApiKey::ListGroups) {
+        let r = ListGroupsRequest::default()
+            .with_states_filter(if v >= 4 {
+                vec![StrBytes::from_static_str("stable")]
+            } else {
+                vec![]
+            })
+            .with_types_filter(if v >= 5 {
+                vec![StrBytes::from_static_str("classic")]
+            } else {
+                vec![]
+            });
+        let bytes = answer(&node, ApiKey::ListGroups, v, Request::ListGroups(r)).await;
+        let resp: ListGroupsResponse = decode(&bytes, v);
+        assert_eq!(resp.groups.len(), 10, "v{v}: every join-N group is Stable");
+    }
+    // Leave every group (v3+ by instance id for the static members), then delete them.
+    for v in versions(ApiKey::LeaveGroup) {
+        let g = format!("join-{v}");
+        let r = if v >= 3 {
+            let who = leave_group_request::MemberIdentity::default()
+                .with_group_instance_id((v >= 5).then(|| StrBytes::from_static_str("instance-a")));
+            let who = if v >= 5 {
+                who
+            } else {
+                let member = node.groups.describe(&g).unwrap().members[0]
+                    .member_id
+                    .clone();
+                who.with_member_id(StrBytes::from_string(member))
+            };
+            LeaveGroupRequest::default()
+                .with_group_id(group(&g))
+                .with_members(vec![
+                    who,
+                    leave_group_request::MemberIdentity::default()
+                        .with_member_id(StrBytes::from_static_str("nobody")),
+                ])
+        } else {
+            let member = node.groups.describe(&g).unwrap().members[0]
+                .member_id
+                .clone();
+            LeaveGroupRequest::default()
+                .with_group_id(group(&g))
+                .with_member_id(StrBytes::from_string(member))
+        };
+        let bytes = answer(&node, ApiKey::LeaveGroup, v, Request::LeaveGroup(r)).await;
+        let resp: LeaveGroupResponse = decode(&bytes, v);
+        if v >= 3 {
+            let codes: Vec<i16> = resp.members.iter().map(|m| m.error_code).collect();
+            assert_eq!(codes, vec![0, 25], "LeaveGroup v{v}");
+        } else {
+            assert_eq!(resp.error_code, 0, "LeaveGroup v{v}");
+        }
+        assert_eq!(
+            node.groups.describe(&g).unwrap().state.name(),
+            "Empty",
+            "v{v}"
+        );
+    }
+    for v in versions(ApiKey::DeleteGroups) {
+        let r = DeleteGroupsRequest::default().with_groups_names(vec![
+            group(&format!("join-{v}")),
+            group("join-9"),
+            group("never-existed"),
+        ]);
+        let bytes = answer(&node, ApiKey::DeleteGroups, v, Request::DeleteGroups(r)).await;
+        let resp: DeleteGroupsResponse = decode(&bytes, v);
+        let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(codes[0], 0, "DeleteGroups v{v}: an Empty group");
+        assert_eq!(codes[1], 68, "DeleteGroups v{v}: NON_EMPTY_GROUP");
+        assert_eq!(codes[2], 69, "DeleteGroups v{v}: GROUP_ID_NOT_FOUND");
+    }
+}

@@ -1,0 +1,71 @@
+//! FindCoordinator (key 10), v0-4. This single node coordinates every group (key type 0). There
+//! is no transaction coordinator yet: key type 1 gets COORDINATOR_NOT_AVAILABLE with a message.
+//! v4 batches keys (`coordinator_keys`); v0-3 ask for one `key`.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+
+use super::str_bytes;
+use crate::error::BrokerError;
+use crate::node::Node;
+
+/// This node for a group key; an error for anything else.
+fn lookup(node: &Node, key_type: i8) -> Result<(i32, String, i32), BrokerError> {
+    match key_type {
+        0 => Ok((
+            node.id.0,
+            node.endpoint.host.clone(),
+            i32::from(node.endpoint.port),
+        )),
+        1 => Err(BrokerError::CoordinatorNotAvailable(
+            "transactions are not supported yet: there is no transaction coordinator".into(),
+        )),
+        other => Err(BrokerError::InvalidRequest(format!(
+            "unknown coordinator key type {other}"
+        ))),
+    }
+}
+
+pub fn handle(
+    node: &Node,
+    request: &FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key.clone());
+                match lookup(node, request.key_type) {
+                    Ok((id, host, port)) => c
+                        .with_node_id(BrokerId(id))
+                        .with_host(str_bytes(host))
+                        .with_port(port),
+                    Err(e) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_host(str_bytes(""))
+                        .with_port(-1)
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(e.message()))),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let key_type = if version >= 1 { request.key_type } else { 0 };
+    let response = FindCoordinatorResponse::default();
+    match lookup(node, key_type) {
+        Ok((id, host, port)) => response
+            .with_node_id(BrokerId(id))
+            .with_host(str_bytes(host))
+            .with_port(port)
+            .with_error_message((version >= 1).then(|| str_bytes("NONE"))),
+        Err(e) => response
+            .with_node_id(BrokerId(-1))
+            .with_host(str_bytes(""))
+            .with_port(-1)
+            .with_error_code(e.code())
+            .with_error_message((version >= 1).then(|| str_bytes(e.message()))),
+    }
+}
