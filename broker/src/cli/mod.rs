@@ -126,5 +126,5 @@ pub async fn connect_producer(
         delivery_timeout: request_timeout * 3,
         ..config
     };
-    Ok(strata_client::producer::Producer::new(cluster, config))
+    strata_client::producer::Producer::new(cluster, config).map_err(|e| e.to_string())
 }
