@@ -282,6 +282,9 @@ pub enum Reply {
     RawThenClose(Bytes),
     /// The connection is closed without an answer.
     Close,
+    /// The built-in behaviour (a produce is appended), then the connection is closed without
+    /// the answer: a write whose acknowledgement is lost.
+    DefaultThenClose,
     /// No answer, to this or any later request of this connection (a stuck broker).
     Silence,
     /// Waits, then does the inner reply.
@@ -639,6 +642,10 @@ async fn serve(stream: TcpStream, connection: usize, inner: Arc<Inner>) {
             Reply::Raw(b) => Action::Write(b),
             Reply::RawThenClose(b) => Action::WriteThenClose(b),
             Reply::Close => Action::Close,
+            Reply::DefaultThenClose => {
+                default_reply(&inner, &call).await;
+                Action::Close
+            }
             Reply::Silence => Action::Silence,
             Reply::Delay(..) => unreachable!(),
         };
