@@ -1,7 +1,7 @@
 //! The producer: records are placed on a partition ([`partitioner`]), gathered per partition into
 //! batches ([`accumulator`]: linger, batch size), and sent by one sender task per partition
-//! ([`sender`]), pipelined, with retries. [`Producer::send`] returns a [`DeliveryFuture`] that resolves to the record's offset or
-//! to a typed [`ClientError`].
+//! ([`sender`]), pipelined, with retries. [`Producer::send`] returns a [`DeliveryFuture`] that
+//! resolves to the record's offset or to a typed [`ClientError`].
 //!
 //! Invariants:
 //! - **idempotence** (`enable.idempotence`, on by default with `acks=all`): the producer gets a

@@ -107,16 +107,17 @@ pub(super) async fn partition_sender(
             Some(wait) => wait,
             None => return,
         };
-        let due = match wait {
-            Readiness::WaitUntil(due) => Some(due),
-            _ => None,
+        // The oldest batch's linger deadline, if the task waits for it.
+        let (lingering, due) = match wait {
+            Readiness::WaitUntil(due) => (true, due),
+            _ => (false, Instant::now()),
         };
         tokio::select! {
             Some((key, result)) = s.in_flight.next(), if !s.in_flight.is_empty() => {
                 s.handle(key, result);
             }
             _ = notify.notified() => {}
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {}
+            _ = tokio::time::sleep_until(due.into()), if lingering => {}
         }
     }
 }
