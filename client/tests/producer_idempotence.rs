@@ -255,6 +255,49 @@ async fn unknown_producer_id_bumps_the_epoch_and_restarts_the_sequences() {
 }
 
 #[tokio::test]
+async fn out_of_order_on_the_oldest_batch_fails_it_and_the_rest_go_under_a_bumped_epoch() {
+    // The broker says the first batch is out of order: records it was told were written are
+    // lost, so that batch fails; the ones behind it are re-stamped under a new epoch.
+    let (_view, broker, cluster) = start(Arc::new(|call| {
+        if call.api() == ApiKey::Produce && call.nth == 0 {
+            return Reply::Delay(
+                Duration::from_millis(30),
+                Box::new(call.produce_error(ResponseError::OutOfOrderSequenceNumber.code())),
+            );
+        }
+        Reply::Default
+    }))
+    .await;
+    let producer = Producer::new(cluster, producer_config()).expect("producer config");
+    let sent = values(0, 12);
+    let mut futures = send_all(&producer, &sent).await.into_iter();
+    bounded("flush", producer.flush()).await;
+    let mut failed = 0;
+    let mut delivered = Vec::new();
+    for f in futures.by_ref() {
+        match bounded("delivery", f).await {
+            Err(ClientError::Kafka { error, .. }) => {
+                assert_eq!(error, ResponseError::OutOfOrderSequenceNumber);
+                assert!(delivered.is_empty(), "only the first batch fails");
+                failed += 1;
+            }
+            Ok(md) => delivered.push(md.offset),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(failed >= 1);
+    assert_eq!(delivered, (0..(12 - failed) as i64).collect::<Vec<_>>());
+    assert_eq!(
+        broker.logged_values("t", 0).concat(),
+        sent[failed..].to_vec()
+    );
+    assert_eq!(broker.count(ApiKey::InitProducerId), 2, "one bump");
+    let stamps = stamps(&broker);
+    assert!(stamps.iter().all(|s| (s.0, s.1) == (1001, 1)));
+    assert_contiguous(&stamps);
+}
+
+#[tokio::test]
 async fn a_fenced_producer_fails_its_records_and_refuses_new_ones() {
     let (_view, broker, cluster) = start(Arc::new(|call| {
         if call.api() == ApiKey::Produce {
