@@ -4,11 +4,14 @@
 # with a fresh broker and data dir each. Prints records/s and the client's CPU seconds (user+sys
 # from /usr/bin/time) per million records for every run; quote medians.
 # Needs target/rdperf from ./scripts/bench-single.sh (it builds rdperf there).
+# STRATA_PERF_ARGS: extra arguments for `strata perf produce`, e.g.
+#   STRATA_PERF_ARGS="-X enable.idempotence=false -X max.in.flight.requests.per.connection=5"
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 size=${1:?usage: compare-producers.sh SIZE COUNT [REPEAT]}
 count=${2:?usage: compare-producers.sh SIZE COUNT [REPEAT]}
 repeat=${3:-3}
+read -r -a strata_extra <<<"${STRATA_PERF_ARGS:-}"
 strata="$repo/target/release/strata"
 rdperf="$repo/target/rdperf/rdperf"
 [ -x "$rdperf" ] || { echo "error: $rdperf missing: run ./scripts/bench-single.sh once to build it" >&2; exit 1; }
@@ -47,7 +50,7 @@ for rep in $(seq "$repeat"); do
       rate=$(grep -o 'msg/s=[0-9]*' <<<"$out" | cut -d= -f2)
     else
       out=$( { /usr/bin/time -f 'CPU %U %S' "$strata" perf produce bench --records "$count" \
-        --record-size "$size" --acks all -b "127.0.0.1:$port"; } 2>&1 )
+        --record-size "$size" --acks all -b "127.0.0.1:$port" ${strata_extra[@]+"${strata_extra[@]}"}; } 2>&1 )
       rate=$(grep 'records sent,' <<<"$out" | tail -1 | sed -E 's/.*records sent, ([0-9.]+) records\/sec.*/\1/')
     fi
     cpu=$(grep '^CPU' <<<"$out" | awk '{print $2 + $3}')

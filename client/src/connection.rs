@@ -11,6 +11,7 @@
 //! - no response bytes are trusted: decoding errors are `Malformed`, never panics.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +48,7 @@ pub fn client_max_version(key: ApiKey) -> Option<i16> {
         ApiKey::CreatePartitions => 3,
         ApiKey::DescribeConfigs => 4,
         ApiKey::DescribeCluster => 1,
+        ApiKey::InitProducerId => 4,
         _ => return None,
     })
 }
@@ -213,7 +215,37 @@ impl Connection {
         R: Request,
         R::Response: Decodable + HeaderVersion,
     {
+        let reply = self.enqueue(request, version).await?;
+        self.response::<R>(reply, version).await
+    }
+
+    /// Queues a request at the best common version and returns a future of its response.
+    /// Requests are written in the order `pipeline` returns, so a caller that must keep an
+    /// order (a producer's batches of one partition) awaits `pipeline` for each request in
+    /// turn and the responses concurrently. The future owns the connection (`Arc`).
+    pub async fn pipeline<R>(
+        self: &Arc<Self>,
+        request: &R,
+    ) -> Result<impl Future<Output = Result<R::Response>> + Send + 'static>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion + Send,
+    {
         let key = api_key::<R>()?;
+        let version = self
+            .version_for(key, R::VERSIONS)
+            .ok_or(ClientError::Unsupported { api: api_name(key) })?;
+        let reply = self.enqueue(request, version).await?;
+        let conn = Arc::clone(self);
+        Ok(async move { conn.response::<R>(reply, version).await })
+    }
+
+    /// Encodes `request` and hands it to the writer; the receiver gets its response frame.
+    async fn enqueue<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<oneshot::Receiver<Result<Bytes>>> {
         let (frame, correlation_id) = self.encode(request, version)?;
         let (reply_tx, reply_rx) = oneshot::channel();
         self.outgoing
@@ -223,6 +255,20 @@ impl Connection {
             })
             .await
             .map_err(|_| self.lost("connection closed"))?;
+        Ok(reply_rx)
+    }
+
+    /// Waits (at most the request timeout) for a queued request's response and decodes it.
+    async fn response<R>(
+        &self,
+        reply_rx: oneshot::Receiver<Result<Bytes>>,
+        version: i16,
+    ) -> Result<R::Response>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        let key = api_key::<R>()?;
         let timeout = self.config.request_timeout;
         let mut body = tokio::time::timeout(timeout, reply_rx)
             .await

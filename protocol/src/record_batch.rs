@@ -278,6 +278,22 @@ pub fn patch_batch(batch: &mut [u8], base_offset: i64, partition_leader_epoch: i
         .copy_from_slice(&partition_leader_epoch.to_be_bytes());
 }
 
+/// Rewrites the producer id, producer epoch and base sequence of the batch at the start of
+/// `batch` and recomputes its CRC (which covers them): an idempotent producer re-stamps a
+/// batch it already encoded when its epoch is bumped. `batch` must hold a whole v2 header.
+pub fn stamp_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return;
+    }
+    batch[OFFSET_PRODUCER_ID..OFFSET_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[OFFSET_PRODUCER_EPOCH..OFFSET_PRODUCER_EPOCH + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[OFFSET_BASE_SEQUENCE..OFFSET_BASE_SEQUENCE + 4]
+        .copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..]);
+    batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Iterates over the complete batches of a byte slice, stopping at the first incomplete or
 /// malformed header (a fetch response may end in a partial batch; a log tail may be torn).
 pub struct BatchIter<'a> {
@@ -389,6 +405,18 @@ mod tests {
         let mut batch = build_batch(0, 0, &[(None, b"a"), (None, b"b")]).to_vec();
         batch[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
         assert_eq!(BatchHeader::parse(&batch).unwrap().last_offset(), i64::MAX);
+    }
+
+    #[test]
+    fn stamping_the_producer_fields_keeps_the_batch_valid() {
+        let mut b = build_batch(0, 1_000, &[(None, b"v".as_slice())]).to_vec();
+        stamp_producer(&mut b, 42, 3, i32::MAX);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(
+            (h.producer_id(), h.producer_epoch(), h.base_sequence()),
+            (42, 3, i32::MAX)
+        );
+        assert!(h.validate().is_ok());
     }
 
     #[test]

@@ -352,7 +352,8 @@ fn producer_retries_across_a_broker_restart_in_order_with_bounded_memory() {
                     retry_backoff_ms: 50,
                     ..ProducerConfig::default()
                 },
-            );
+            )
+            .unwrap();
             let mut deliveries = Vec::with_capacity(N);
             let mut killed_rx = Some(killed_rx);
             for i in 0..N {

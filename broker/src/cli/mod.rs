@@ -87,6 +87,45 @@ pub fn parse_compression(s: &str) -> Result<Compression, String> {
     }
 }
 
+/// `-X KEY=VALUE` (`--producer-property`, like kafka-producer-perf-test's `--producer-props`):
+/// sets a producer property by its Kafka name, after the flags. Known keys: enable.idempotence,
+/// max.in.flight.requests.per.connection, acks, linger.ms, batch.size, buffer.memory,
+/// compression.type, retries, retry.backoff.ms.
+pub fn apply_producer_properties(
+    config: &mut strata_client::producer::ProducerConfig,
+    properties: &[String],
+) -> Result<(), String> {
+    for property in properties {
+        let Some((key, value)) = property.split_once('=') else {
+            return Err(format!(
+                "invalid --producer-property '{property}': expected KEY=VALUE"
+            ));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let bad =
+            |expected: &str| format!("invalid value '{value}' for {key}: expected {expected}");
+        let number = |expected: &str| value.parse::<u64>().map_err(|_| bad(expected));
+        match key {
+            "enable.idempotence" => {
+                config.enable_idempotence =
+                    Some(value.parse::<bool>().map_err(|_| bad("true or false"))?)
+            }
+            "max.in.flight.requests.per.connection" => {
+                config.max_in_flight = Some(number("a count >= 1")? as usize)
+            }
+            "acks" => config.acks = parse_acks(value)?,
+            "linger.ms" => config.linger_ms = number("milliseconds")?,
+            "batch.size" => config.batch_size = (number("bytes")? as usize).max(1),
+            "buffer.memory" => config.buffer_memory = (number("bytes")? as usize).max(1),
+            "compression.type" => config.compression = parse_compression(value)?,
+            "retries" => config.retries = number("a count")?.min(u64::from(u32::MAX)) as u32,
+            "retry.backoff.ms" => config.retry_backoff_ms = number("milliseconds")?,
+            other => return Err(format!("unknown producer property '{other}'")),
+        }
+    }
+    Ok(())
+}
+
 /// The metadata of `topic`, which must already exist (callers turn auto-creation off): a
 /// missing topic is the one-line error "topic 'x' does not exist".
 pub async fn existing_topic(
@@ -126,5 +165,5 @@ pub async fn connect_producer(
         delivery_timeout: request_timeout * 3,
         ..config
     };
-    Ok(strata_client::producer::Producer::new(cluster, config))
+    strata_client::producer::Producer::new(cluster, config).map_err(|e| e.to_string())
 }

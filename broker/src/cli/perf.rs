@@ -84,6 +84,10 @@ pub struct PerfProduceArgs {
     /// Bytes of records queued or in flight before sending waits (`buffer.memory`).
     #[arg(long, default_value_t = 32 << 20, value_name = "BYTES")]
     pub buffer_memory: usize,
+    /// A producer property by its Kafka name, applied after the flags (repeatable), e.g.
+    /// `-X enable.idempotence=false -X max.in.flight.requests.per.connection=5`.
+    #[arg(short = 'X', long = "producer-property", value_name = "KEY=VALUE")]
+    pub producer_properties: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -349,18 +353,16 @@ async fn produce(args: PerfProduceArgs) -> Result<(), String> {
     if args.batch_size == 0 {
         return Err("invalid --batch-size 0: must be > 0".to_string());
     }
-    let producer = super::connect_producer(
-        &args.connection,
-        ProducerConfig {
-            acks,
-            linger_ms: args.linger_ms,
-            batch_size: args.batch_size,
-            buffer_memory: args.buffer_memory.max(1),
-            compression,
-            ..ProducerConfig::default()
-        },
-    )
-    .await?;
+    let mut config = ProducerConfig {
+        acks,
+        linger_ms: args.linger_ms,
+        batch_size: args.batch_size,
+        buffer_memory: args.buffer_memory.max(1),
+        compression,
+        ..ProducerConfig::default()
+    };
+    super::apply_producer_properties(&mut config, &args.producer_properties)?;
+    let producer = super::connect_producer(&args.connection, config).await?;
 
     // Kafka's tool sends random upper-case letters; one payload shared by every record.
     let payload: Bytes = (0..args.record_size)

@@ -1,14 +1,20 @@
 //! The producer: records are placed on a partition ([`partitioner`]), gathered per partition into
-//! batches ([`accumulator`]: linger, batch size), and sent by one sender task per partition, with
-//! retries. [`Producer::send`] returns a [`DeliveryFuture`] that resolves to the record's offset or
-//! to a typed [`ClientError`].
+//! batches ([`accumulator`]: linger, batch size), and sent by one sender task per partition
+//! ([`sender`]), pipelined, with retries. [`Producer::send`] returns a [`DeliveryFuture`] that
+//! resolves to the record's offset or to a typed [`ClientError`].
 //!
 //! Invariants:
-//! - **ordering**: a partition has at most one produce request in flight. A batch that fails with
-//!   a retriable error is re-sent (after refreshing metadata when the error says it is stale, and
-//!   after `retry_backoff_ms`) before any later batch of that partition is sent, so records of one
-//!   partition are written in the order `send` was called. (Without idempotence a retry after a
-//!   lost answer may write a batch twice; it never reorders.)
+//! - **idempotence** (`enable.idempotence`, on by default with `acks=all`): the producer gets a
+//!   producer id and epoch (InitProducerId) before its first batch, and every batch carries them
+//!   and its partition's base sequence ([`idempotence`]), so the broker writes a re-sent batch
+//!   once and refuses gaps; up to `max_in_flight` (default 5) requests per partition are in
+//!   flight (pipelining, [`sender`]).
+//! - **ordering**: a partition's batches are sent in order, and after a retriable error the
+//!   batches not written are re-sent in order, with their sequences, before any later batch
+//!   (after refreshing metadata when the error says it is stale, and after `retry_backoff_ms`).
+//!   Without idempotence a partition has one request in flight by default, so a retry never
+//!   reorders (but a retry after a lost answer may write a batch twice); with more in flight
+//!   (`max_in_flight` > 1) a retried batch may land after a later one, as in Kafka.
 //! - **bounded memory**: every queued record holds permits of a semaphore of `buffer_memory`
 //!   bytes (its estimated size) until it is answered (a batch gives its records' permits back
 //!   at once, when it is answered); `send` waits while the buffer is full. A record larger than
@@ -31,34 +37,30 @@
 //! batches rather than records, and a partition's sender task is woken only when a batch opens
 //! or fills.
 //!
-//! Not supported yet: idempotence and transactions (batches carry producer id -1, sequence -1);
-//! duplicate header keys within one record (the encoder keeps the last value).
+//! Not supported yet: transactions; duplicate header keys within one record (the encoder keeps
+//! the last value). `max_in_flight` is enforced per partition, not per connection.
 
 pub mod accumulator;
+pub mod idempotence;
 pub mod partitioner;
+mod sender;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{MetadataRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PARTITION_LEADER_EPOCH,
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
-};
+use bytes::Bytes;
+use kafka_protocol::messages::MetadataRequest;
 use tokio::sync::{Notify, Semaphore};
 
 pub use kafka_protocol::records::Compression;
 
-use self::accumulator::{Batch, PartitionQueue, Policy, Readiness, Sticky, TopicPartition};
+use self::accumulator::{Batch, PartitionQueue, Policy, Sticky};
+use self::idempotence::Identity;
 use self::partitioner::{partition_for_key, Random};
 use crate::cluster::Cluster;
 use crate::cluster::Metadata;
@@ -106,6 +108,50 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// `retry.backoff.ms`.
     pub retry_backoff_ms: u64,
+    /// `enable.idempotence`. `None` (the default): on, unless `acks` is not `all` or
+    /// `max_in_flight` is above 5 (Kafka's rule when the setting is not explicit); `Some(true)`
+    /// with such a setting is a configuration error.
+    pub enable_idempotence: Option<bool>,
+    /// `max.in.flight.requests.per.connection`, applied per partition: produce requests of one
+    /// partition on the wire at once. `None`: 5 when idempotent, else 1 (retries never reorder).
+    /// Above 1 without idempotence a retried batch may be written after a later one. At most 5
+    /// when idempotent (the broker remembers the last 5 batches of a producer per partition).
+    pub max_in_flight: Option<usize>,
+}
+
+/// The most requests per partition in flight an idempotent producer may have.
+pub const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
+
+impl ProducerConfig {
+    /// (idempotent, max in flight per partition) as this configuration resolves, or the
+    /// configuration error.
+    pub fn resolve(&self) -> Result<(bool, usize)> {
+        let invalid = |m: &str| Err(ClientError::Invalid(m.to_string()));
+        if self.max_in_flight == Some(0) {
+            return invalid("max.in.flight.requests.per.connection must be at least 1");
+        }
+        let too_many = self
+            .max_in_flight
+            .is_some_and(|n| n > IDEMPOTENT_IN_FLIGHT_MAX);
+        let idempotent = match self.enable_idempotence {
+            Some(true) if self.acks != Acks::All => {
+                return invalid("enable.idempotence=true requires acks=all");
+            }
+            Some(true) if too_many => {
+                return invalid(
+                    "enable.idempotence=true requires max.in.flight.requests.per.connection <= 5",
+                );
+            }
+            Some(explicit) => explicit,
+            None => self.acks == Acks::All && !too_many,
+        };
+        let max_in_flight = self.max_in_flight.unwrap_or(if idempotent {
+            IDEMPOTENT_IN_FLIGHT_MAX
+        } else {
+            1
+        });
+        Ok((idempotent, max_in_flight))
+    }
 }
 
 impl Default for ProducerConfig {
@@ -120,6 +166,8 @@ impl Default for ProducerConfig {
             retries: u32::MAX,
             delivery_timeout: Duration::from_secs(120),
             retry_backoff_ms: 100,
+            enable_idempotence: None,
+            max_in_flight: None,
         }
     }
 }
@@ -422,11 +470,49 @@ struct Shared {
     closing: AtomicBool,
     /// Woken whenever records are answered.
     answered: Notify,
+    /// `enable.idempotence` and `max.in.flight.requests.per.connection` as resolved.
+    idempotent: bool,
+    max_in_flight: usize,
+    /// The producer id and epoch (idempotent producers), set by the first InitProducerId;
+    /// the async lock makes one InitProducerId at a time.
+    identity: tokio::sync::Mutex<Option<Identity>>,
+    /// The generation of `identity` (0: none yet), read without the lock per batch.
+    identity_generation: AtomicU64,
+    /// The error that ended the producer (fenced, stale epoch): every later record fails.
+    fatal: OnceLock<ClientError>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The producer's identity: the current one (InitProducerId first if there is none), or,
+    /// with `bump_from`, one bumped from it (unless another partition bumped it already).
+    async fn identity(&self, bump_from: Option<Identity>) -> Result<Identity> {
+        let mut current = self.identity.lock().await;
+        match (*current, bump_from) {
+            (Some(id), None) => return Ok(id),
+            (Some(id), Some(seen)) if id.generation != seen.generation => return Ok(id),
+            _ => {}
+        }
+        let (producer_id, epoch) = idempotence::init_producer_id(
+            &self.cluster,
+            *current,
+            Duration::from_millis(self.config.retry_backoff_ms.max(1)),
+            self.config.delivery_timeout,
+        )
+        .await?;
+        let id = Identity {
+            producer_id,
+            epoch,
+            generation: current.map_or(1, |c| c.generation + 1),
+        };
+        tracing::debug!(producer_id, epoch, "producer identity");
+        *current = Some(id);
+        self.identity_generation
+            .store(id.generation, Ordering::Release);
+        Ok(id)
     }
 
     fn wake_all_senders(&self) {
@@ -448,11 +534,13 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
+    /// Fails only on a configuration error (see [`ProducerConfig::resolve`]).
+    pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Result<Producer> {
+        let (idempotent, max_in_flight) = config.resolve()?;
         let memory_permits = config
             .buffer_memory
             .clamp(1, (u32::MAX as usize).min(Semaphore::MAX_PERMITS));
-        Producer {
+        Ok(Producer {
             shared: Arc::new(Shared {
                 cluster,
                 policy: Policy::new(config.batch_size, Duration::from_millis(config.linger_ms)),
@@ -471,8 +559,13 @@ impl Producer {
                 forcing: AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
                 answered: Notify::new(),
+                idempotent,
+                max_in_flight,
+                identity: tokio::sync::Mutex::new(None),
+                identity_generation: AtomicU64::new(0),
+                fatal: OnceLock::new(),
             }),
-        }
+        })
     }
 
     pub fn config(&self) -> &ProducerConfig {
@@ -484,6 +577,9 @@ impl Producer {
     /// larger than `buffer_memory`. The returned future gives the record's fate.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let shared = &self.shared;
+        if let Some(e) = shared.fatal.get() {
+            return Err(e.clone());
+        }
         let size = record.estimated_size();
         if size > shared.memory_permits {
             return Err(ClientError::Invalid(format!(
@@ -641,7 +737,7 @@ impl Producer {
             None => {
                 let n = Arc::new(Notify::new());
                 ps.sender = Some(Arc::clone(&n));
-                tokio::spawn(partition_sender(
+                tokio::spawn(sender::partition_sender(
                     Arc::clone(shared),
                     topic_index,
                     Arc::clone(name),
@@ -727,189 +823,6 @@ impl Drop for Producer {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.forcing.fetch_add(1, Ordering::AcqRel);
         self.shared.wake_all_senders();
-    }
-}
-
-/// The sender task of one partition: takes the oldest ready batch, sends it (with retries), and
-/// only then looks at the next, so at most one request per partition is in flight.
-async fn partition_sender(
-    shared: Arc<Shared>,
-    topic_index: usize,
-    topic: Arc<str>,
-    partition: i32,
-    notify: Arc<Notify>,
-) {
-    let tp: TopicPartition = (topic.to_string(), partition);
-    let policy = shared.policy;
-    loop {
-        let readiness = {
-            let mut st = shared.lock();
-            let force = shared.forcing.load(Ordering::Acquire) > 0;
-            let ps = &mut st.topics[topic_index].partitions[partition as usize];
-            let now = Instant::now();
-            match ps.queue.readiness(&policy, now, force) {
-                Readiness::Ready => match ps.queue.take_ready(&policy, now, force) {
-                    Some(batch) => Ok(batch),
-                    None => Err(Readiness::Ready),
-                },
-                Readiness::Empty if shared.closing.load(Ordering::Acquire) => {
-                    ps.sender = None;
-                    return;
-                }
-                other => Err(other),
-            }
-        };
-        match readiness {
-            Ok(batch) => send_batch(&shared, &tp, batch).await,
-            Err(Readiness::WaitUntil(due)) => {
-                tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = tokio::time::sleep_until(due.into()) => {}
-                }
-            }
-            Err(Readiness::Empty) => notify.notified().await,
-            Err(Readiness::Ready) => tokio::task::yield_now().await,
-        }
-    }
-}
-
-/// Encodes `batch` once, sends it until it succeeds or fails for good, and answers its records.
-async fn send_batch(shared: &Shared, tp: &TopicPartition, mut batch: ProducerBatch) {
-    let config = &shared.config;
-    // The records move into the encoder's input (their memory stays accounted in `batch.bytes`).
-    let records: Vec<Record> = std::mem::take(&mut batch.items)
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol keeps records in one v2 batch only while `offset - sequence` is
-            // constant, and writes the first record's sequence as the base sequence: -1, 0, 1..
-            // gives one batch with base sequence -1 (NO_SEQUENCE), not one batch per record.
-            sequence: NO_SEQUENCE.wrapping_add(i as i32),
-            timestamp: p.timestamp,
-            key: p.key,
-            value: p.value,
-            headers: p
-                .headers
-                .into_iter()
-                .map(|(k, v)| (StrBytes::from_string(k), Some(v)))
-                .collect::<IndexMap<_, _>>(),
-        })
-        .collect();
-    let mut buf = BytesMut::with_capacity(batch.bytes + 128);
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: config.compression,
-    };
-    let result = match RecordBatchEncoder::encode(&mut buf, &records, &options) {
-        Err(e) => Err(ClientError::Invalid(format!(
-            "cannot encode a batch for {}/{}: {e:#}",
-            tp.0, tp.1
-        ))),
-        Ok(()) => {
-            drop(records);
-            let request = ProduceRequest::default()
-                .with_acks(config.acks.code())
-                .with_timeout_ms(config.request_timeout.as_millis().min(i32::MAX as u128) as i32)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(tp.0.clone())))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(tp.1)
-                        .with_records(Some(buf.freeze()))])]);
-            send_with_retries(shared, tp, &request, batch.created).await
-        }
-    };
-    answer(shared, batch, result);
-}
-
-async fn send_with_retries(
-    shared: &Shared,
-    tp: &TopicPartition,
-    request: &ProduceRequest,
-    created: Instant,
-) -> Result<(i64, i64)> {
-    let config = &shared.config;
-    let backoff = Duration::from_millis(config.retry_backoff_ms);
-    let deadline = created + config.delivery_timeout;
-    let mut attempt: u32 = 0;
-    loop {
-        let error = match produce_once(shared, tp, request).await {
-            Ok(answer) => return Ok(answer),
-            Err(e) => e,
-        };
-        let retry =
-            error.is_retriable() && attempt < config.retries && Instant::now() + backoff < deadline;
-        tracing::debug!(topic = %tp.0, partition = tp.1, attempt, %error, retry, "produce failed");
-        if !retry {
-            return Err(error);
-        }
-        attempt += 1;
-        if error.needs_metadata_refresh() {
-            let _ = shared.cluster.refresh(std::slice::from_ref(&tp.0)).await;
-        }
-        tokio::time::sleep(backoff).await;
-    }
-}
-
-/// One attempt: (base offset, log append time) of the batch, or the error.
-async fn produce_once(
-    shared: &Shared,
-    tp: &TopicPartition,
-    request: &ProduceRequest,
-) -> Result<(i64, i64)> {
-    let (topic, partition) = (tp.0.as_str(), tp.1);
-    let timeout = shared.config.request_timeout;
-    // The connection in use, closed if the attempt times out (so the retry reconnects).
-    let used: Mutex<Option<Arc<crate::connection::Connection>>> = Mutex::new(None);
-    let attempt = async {
-        let conn = shared.cluster.leader(topic, partition).await?;
-        *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&conn));
-        if shared.config.acks == Acks::None {
-            conn.send_no_response(request).await?;
-            shared
-                .lock()
-                .unconfirmed_brokers
-                .insert(conn.addr().to_string());
-            return Ok((-1, -1));
-        }
-        let (response, _version) = conn.send(request).await?;
-        let answer = response
-            .responses
-            .iter()
-            .filter(|t| &*t.name.0 == topic)
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == partition)
-            .ok_or_else(|| ClientError::Malformed {
-                api: "Produce",
-                reason: format!("no answer for {topic}/{partition}"),
-            })?;
-        let context = match &answer.error_message {
-            Some(m) => format!("produce to {topic}/{partition}: {}", &**m),
-            None => format!("produce to {topic}/{partition}"),
-        };
-        if let Some(e) = ClientError::from_code(answer.error_code, context) {
-            return Err(e);
-        }
-        Ok((answer.base_offset, answer.log_append_time_ms))
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => {
-            if let Some(conn) = used.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                conn.close("produce request timed out");
-            }
-            Err(ClientError::Timeout {
-                api: "Produce",
-                timeout_ms: timeout.as_millis() as u64,
-            })
-        }
     }
 }
 

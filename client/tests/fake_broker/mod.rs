@@ -9,7 +9,10 @@
 //! - ListOffsets: -2 → the log start, anything else → the log end.
 //!
 //! Every request is recorded (API, connection index, decoded body) so tests can check what the
-//! client sent. Requests of one connection are answered in order, one at a time, as Kafka does.
+//! client sent. Requests are read as they arrive (a client may pipeline) and answered in order,
+//! one at a time, as Kafka does. Produce checks idempotent producers' sequences like Kafka
+//! (duplicates of the last 5 batches are not appended; gaps get OUT_OF_ORDER_SEQUENCE_NUMBER;
+//! InitProducerId hands out ids from 1001, and with an id bumps its epoch).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -29,8 +32,9 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -278,6 +282,9 @@ pub enum Reply {
     RawThenClose(Bytes),
     /// The connection is closed without an answer.
     Close,
+    /// The built-in behaviour (a produce is appended), then the connection is closed without
+    /// the answer: a write whose acknowledgement is lost.
+    DefaultThenClose,
     /// No answer, to this or any later request of this connection (a stuck broker).
     Silence,
     /// Waits, then does the inner reply.
@@ -335,7 +342,28 @@ struct BrokerState {
     connections: usize,
     /// (topic, partition) → batches appended, and the next offset.
     logs: BTreeMap<(String, i32), (Vec<StoredBatch>, i64)>,
+    /// (topic, partition) → the idempotent producer writing there (one per partition here).
+    producers: BTreeMap<(String, i32), ProducerEntry>,
+    /// Producer ids handed out by InitProducerId so far.
+    producer_ids: i64,
+    /// Produce requests received and not answered yet, and the most there ever were.
+    produce_in_flight: usize,
+    produce_in_flight_max: usize,
 }
+
+/// What the fake broker remembers of an idempotent producer on one partition, like Kafka:
+/// its epoch and its last (up to 5) batches as (first sequence, last sequence, base offset).
+#[derive(Debug, Clone)]
+struct ProducerEntry {
+    producer_id: i64,
+    epoch: i16,
+    batches: std::collections::VecDeque<(i32, i32, i64)>,
+}
+
+/// Kafka error codes the fake broker's sequence checks answer with.
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 
 struct Inner {
     id: i32,
@@ -428,6 +456,24 @@ impl FakeBroker {
         append(&self.inner, topic, partition, batch)
     }
 
+    /// The most produce requests this broker had received and not yet answered at once.
+    pub fn max_produce_in_flight(&self) -> usize {
+        lock(&self.inner.state).produce_in_flight_max
+    }
+
+    /// Forgets every idempotent producer (as Kafka does once their records expire): their
+    /// next batch gets UNKNOWN_PRODUCER_ID.
+    pub fn forget_producers(&self) {
+        lock(&self.inner.state).producers.clear();
+    }
+
+    /// Appends a produce request's record set with Kafka's idempotence checks: (error code,
+    /// base offset). A duplicate of one of the producer's last 5 batches is not appended and
+    /// gets its original base offset.
+    pub fn produce(&self, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+        produce(&self.inner, topic, partition, records)
+    }
+
     /// Sets where a partition's log starts (ListOffsets earliest) when it is still empty.
     pub fn set_log_start(&self, topic: &str, partition: i32, offset: i64) {
         let mut st = lock(&self.inner.state);
@@ -438,6 +484,66 @@ impl FakeBroker {
         assert!(log.0.is_empty(), "set_log_start on a non-empty log");
         log.1 = offset;
     }
+}
+
+fn produce(inner: &Inner, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+    let Some((_, header)) = BatchIter::new(&records).next() else {
+        return (2, -1); // CORRUPT_MESSAGE
+    };
+    let (producer_id, epoch) = (header.producer_id(), header.producer_epoch());
+    let first = header.base_sequence();
+    let last = if first > i32::MAX - header.last_offset_delta() {
+        header.last_offset_delta() - (i32::MAX - first) - 1
+    } else {
+        first + header.last_offset_delta()
+    };
+    if producer_id < 0 {
+        return (0, append(inner, topic, partition, records));
+    }
+    let key = (topic.to_string(), partition);
+    let known = lock(&inner.state).producers.get(&key).cloned();
+    let expected = match known {
+        Some(p) if p.producer_id == producer_id && epoch < p.epoch => {
+            return (INVALID_PRODUCER_EPOCH, -1);
+        }
+        Some(p) if p.producer_id == producer_id && epoch == p.epoch => {
+            if let Some(&(_, _, base)) = p.batches.iter().find(|b| b.0 == first && b.1 == last) {
+                return (0, base); // a duplicate: already written
+            }
+            let (_, prev_last, _) = p.batches.back().copied().unwrap_or((0, -1, 0));
+            if prev_last == i32::MAX {
+                0
+            } else {
+                prev_last + 1
+            }
+        }
+        // A new epoch (or producer id) starts at sequence 0.
+        Some(_) => 0,
+        None if first != 0 => return (UNKNOWN_PRODUCER_ID, -1),
+        None => 0,
+    };
+    if first != expected {
+        return (OUT_OF_ORDER_SEQUENCE_NUMBER, -1);
+    }
+    let base = append(inner, topic, partition, records);
+    let mut st = lock(&inner.state);
+    let entry = st.producers.entry(key).or_insert(ProducerEntry {
+        producer_id,
+        epoch,
+        batches: Default::default(),
+    });
+    if entry.producer_id != producer_id || entry.epoch != epoch {
+        *entry = ProducerEntry {
+            producer_id,
+            epoch,
+            batches: Default::default(),
+        };
+    }
+    entry.batches.push_back((first, last, base));
+    if entry.batches.len() > 5 {
+        entry.batches.pop_front();
+    }
+    (0, base)
 }
 
 /// Appends the batches of a record set, patching dense base offsets; returns the first base.
@@ -486,38 +592,23 @@ enum Action {
     Silence,
 }
 
+/// Reads (and records) requests as they arrive, so a client may pipeline; answers them in
+/// order, one at a time, as Kafka does.
 async fn serve(stream: TcpStream, connection: usize, inner: Arc<Inner>) {
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_requests(rd, connection, Arc::clone(&inner), tx));
+    let _stop_reader = AbortOnDrop(reader);
     let mut silent = false;
-    loop {
-        let mut size = [0u8; 4];
-        if rd.read_exact(&mut size).await.is_err() {
-            return;
-        }
-        let size = i32::from_be_bytes(size);
-        if !(0..=64 << 20).contains(&size) {
-            return;
-        }
-        let mut body = vec![0u8; size as usize];
-        if rd.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let Ok(request) = decode_request(Bytes::from(body)) else {
-            return; // as a Kafka broker does
-        };
-        let nth = {
-            let mut st = lock(&inner.state);
-            let nth = st
-                .requests
-                .iter()
-                .filter(|r| r.request.api_key == request.api_key)
-                .count();
-            st.requests.push(Recorded {
-                connection,
-                request: request.clone(),
-            });
-            nth
+    while let Some((request, nth)) = rx.recv().await {
+        let request: DecodedRequest = request;
+        let is_produce = request.api_key == ApiKey::Produce;
+        let answered = || {
+            if is_produce {
+                let mut st = lock(&inner.state);
+                st.produce_in_flight = st.produce_in_flight.saturating_sub(1);
+            }
         };
         if silent {
             continue;
@@ -551,22 +642,81 @@ async fn serve(stream: TcpStream, connection: usize, inner: Arc<Inner>) {
             Reply::Raw(b) => Action::Write(b),
             Reply::RawThenClose(b) => Action::WriteThenClose(b),
             Reply::Close => Action::Close,
+            Reply::DefaultThenClose => {
+                default_reply(&inner, &call).await;
+                Action::Close
+            }
             Reply::Silence => Action::Silence,
             Reply::Delay(..) => unreachable!(),
         };
         match action {
             Action::Write(b) => {
+                answered();
                 if wr.write_all(&b).await.is_err() {
                     return;
                 }
             }
             Action::WriteThenClose(b) => {
+                answered();
                 let _ = wr.write_all(&b).await;
                 let _ = wr.flush().await;
                 return;
             }
             Action::Close => return,
             Action::Silence => silent = true,
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn read_requests(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    connection: usize,
+    inner: Arc<Inner>,
+    tx: tokio::sync::mpsc::UnboundedSender<(DecodedRequest, usize)>,
+) {
+    loop {
+        let mut size = [0u8; 4];
+        if rd.read_exact(&mut size).await.is_err() {
+            return;
+        }
+        let size = i32::from_be_bytes(size);
+        if !(0..=64 << 20).contains(&size) {
+            return;
+        }
+        let mut body = vec![0u8; size as usize];
+        if rd.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let Ok(request) = decode_request(Bytes::from(body)) else {
+            return; // as a Kafka broker does
+        };
+        let nth = {
+            let mut st = lock(&inner.state);
+            let nth = st
+                .requests
+                .iter()
+                .filter(|r| r.request.api_key == request.api_key)
+                .count();
+            st.requests.push(Recorded {
+                connection,
+                request: request.clone(),
+            });
+            if request.api_key == ApiKey::Produce {
+                st.produce_in_flight += 1;
+                st.produce_in_flight_max = st.produce_in_flight_max.max(st.produce_in_flight);
+            }
+            nth
+        };
+        if tx.send((request, nth)).is_err() {
+            return;
         }
     }
 }
@@ -602,9 +752,10 @@ async fn default_reply(inner: &Inner, call: &Call<'_>) -> Bytes {
                 tr.name = t.name.clone();
                 for pd in &t.partition_data {
                     let records = pd.records.clone().unwrap_or_default();
-                    let base = append(inner, &t.name.0, pd.index, records);
+                    let (error_code, base) = produce(inner, &t.name.0, pd.index, records);
                     let mut pr = PartitionProduceResponse::default();
                     pr.index = pd.index;
+                    pr.error_code = error_code;
                     pr.base_offset = base;
                     tr.partition_responses.push(pr);
                 }
@@ -648,6 +799,20 @@ async fn default_reply(inner: &Inner, call: &Call<'_>) -> Bytes {
             call.frame(&resp)
         }
         Request::ListOffsets(l) => call.frame(&list_offsets(inner, l)),
+        Request::InitProducerId(r) => {
+            let mut st = lock(&inner.state);
+            let mut resp = InitProducerIdResponse::default();
+            if r.producer_id.0 >= 0 {
+                // KIP-360: the same id, the next epoch.
+                resp.producer_id = r.producer_id;
+                resp.producer_epoch = r.producer_epoch + 1;
+            } else {
+                st.producer_ids += 1;
+                resp.producer_id = ProducerId(1000 + st.producer_ids);
+                resp.producer_epoch = 0;
+            }
+            call.frame(&resp)
+        }
         other => panic!("fake broker has no default for {other:?}"),
     }
 }
