@@ -686,3 +686,44 @@ async fn join_errors_that_cannot_be_retried_reach_the_caller() {
     let err = bad.subscribe(&["t"]).expect_err("unknown assignor");
     assert!(err.to_string().contains("sticky-ish"), "{err}");
 }
+
+#[tokio::test]
+async fn a_static_member_sends_its_instance_id_and_does_not_leave_on_close() {
+    let coord: Coord = Arc::default();
+    let (_view, broker) = broker_with_group(&coord).await;
+    let mut config = group_config(&["range"]);
+    config.group_instance_id = Some("instance-1".to_string());
+    let mut consumer = consumer(&broker, config).await;
+    consumer.subscribe(&["t"]).expect("subscribe");
+    poll_values(&mut consumer, 8).await;
+    for join in broker.requests_of(ApiKey::JoinGroup) {
+        match &join.request.body {
+            Request::JoinGroup(r) => {
+                assert_eq!(r.group_instance_id.as_deref(), Some("instance-1"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    wait_until("a heartbeat", || broker.count(ApiKey::Heartbeat) >= 1).await;
+    match &broker
+        .requests_of(ApiKey::Heartbeat)
+        .first()
+        .map(|r| r.request.body.clone())
+    {
+        Some(Request::Heartbeat(h)) => {
+            assert_eq!(h.group_instance_id.as_deref(), Some("instance-1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    bounded("close", consumer.close()).await.expect("close");
+    assert_eq!(
+        broker.count(ApiKey::LeaveGroup),
+        0,
+        "static members keep their place"
+    );
+    assert_eq!(
+        lock(&coord).commits.len(),
+        1,
+        "but their positions are committed"
+    );
+}
