@@ -189,6 +189,14 @@ impl Consumer {
     /// known coordinator (after the first join or commit), else it fails at once.
     pub fn commit_async(&mut self) -> Result<tokio::task::JoinHandle<Result<()>>> {
         let offsets = self.positions();
+        self.commit_offsets_async(offsets)
+    }
+
+    /// Commits these offsets in the background (see [`Consumer::commit_async`]).
+    pub fn commit_offsets_async(
+        &mut self,
+        offsets: BTreeMap<Tp, i64>,
+    ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         let g = self.group_state()?;
         let group_id = g.coordinator.config().group_id.clone();
         let member = CommitAs {
