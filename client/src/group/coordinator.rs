@@ -12,8 +12,9 @@
 //!   a completed SyncGroup;
 //! - the heartbeat task only reports: it sends one Heartbeat per `heartbeat.interval.ms` for the
 //!   generation it was started with and, on an error that needs the consumer, records a
-//!   [`RejoinReason`] and stops. The consumer acts on it in its next `poll`; nothing here
-//!   changes the assignment behind the consumer's back;
+//!   [`RejoinReason`] (and stops, except on REBALANCE_IN_PROGRESS, where its heartbeats still
+//!   keep the session alive until the consumer rejoins). The consumer acts on it in its next
+//!   `poll`; nothing here changes the assignment behind the consumer's back;
 //! - every request field that exists only in some versions is set only at those versions;
 //! - every wait is bounded: retries of coordinator errors back off by `retry.backoff.ms` and give
 //!   up after the rebalance timeout (join) or a fixed number of attempts (commits, fetches).
@@ -535,8 +536,9 @@ impl Coordinator {
                 match error_of(code) {
                     None => {}
                     Some(ResponseError::RebalanceInProgress) => {
+                        // Keep heartbeating until the consumer rejoins (its next poll): these
+                        // heartbeats still keep the session alive while the application works.
                         signal.set(RejoinReason::Rebalance);
-                        return;
                     }
                     Some(
                         ResponseError::IllegalGeneration
