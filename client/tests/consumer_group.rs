@@ -727,3 +727,34 @@ async fn a_static_member_sends_its_instance_id_and_does_not_leave_on_close() {
         "but their positions are committed"
     );
 }
+
+#[tokio::test]
+async fn a_consumer_that_stops_polling_leaves_and_rejoins_on_its_next_poll() {
+    let coord: Coord = Arc::default();
+    let (_view, broker) = broker_with_group(&coord).await;
+    let mut config = group_config(&["range"]);
+    config.rebalance_timeout_ms = 300; // max.poll.interval.ms
+    let mut consumer = consumer(&broker, config).await;
+    let events = record_events(&mut consumer);
+    consumer.subscribe(&["t"]).expect("subscribe");
+    poll_values(&mut consumer, 8).await;
+
+    // The application stalls: the heartbeat task leaves the group for it.
+    wait_until("LeaveGroup", || broker.count(ApiKey::LeaveGroup) == 1).await;
+    assert_eq!(lock(&coord).left, vec!["member-1".to_string()]);
+
+    // The next poll reports the partitions lost and joins again.
+    bounded("rejoin", async {
+        while consumer.group_membership().map(|m| m.1) != Some(2) {
+            consumer
+                .poll(Duration::from_millis(50))
+                .await
+                .expect("poll");
+        }
+    })
+    .await;
+    let all = vec![tp("t", 0), tp("t", 1)];
+    let ev = events.lock().unwrap().clone();
+    assert_eq!(ev[1], (RebalanceEvent::Lost, all.clone()));
+    assert_eq!(ev[2], (RebalanceEvent::Assigned, all));
+}

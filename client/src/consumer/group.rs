@@ -252,6 +252,7 @@ impl Consumer {
     }
 
     async fn maintain(&mut self, g: &mut GroupState) -> Result<()> {
+        g.coordinator.polled();
         if let Some(reason) = g.coordinator.signal().take() {
             tracing::debug!(?reason, group = %g.coordinator.config().group_id, "heartbeat news");
             match reason {

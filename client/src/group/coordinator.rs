@@ -15,6 +15,9 @@
 //!   [`RejoinReason`] (and stops, except on REBALANCE_IN_PROGRESS, where its heartbeats still
 //!   keep the session alive until the consumer rejoins). The consumer acts on it in its next
 //!   `poll`; nothing here changes the assignment behind the consumer's back;
+//! - a consumer that has not polled for `max.poll.interval.ms` (the rebalance timeout) is
+//!   taken out of the group by its heartbeat task (LeaveGroup, unless static; then `Lost`), as
+//!   Java's is, so a stuck application does not hold its partitions forever;
 //! - every request field that exists only in some versions is set only at those versions;
 //! - every wait is bounded: retries of coordinator errors back off by `retry.backoff.ms` and give
 //!   up after the rebalance timeout (join) or a fixed number of attempts (commits, fetches).
@@ -150,6 +153,8 @@ pub struct Coordinator {
     generation: i32,
     signal: Arc<Signal>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
+    /// When the consumer last polled, shared with the heartbeat task (`max.poll.interval.ms`).
+    last_poll: Arc<Mutex<Instant>>,
 }
 
 impl Drop for Coordinator {
@@ -214,6 +219,7 @@ impl Coordinator {
             generation: -1,
             signal: Arc::default(),
             heartbeat: None,
+            last_poll: Arc::new(Mutex::new(Instant::now())),
         })
     }
 
@@ -229,6 +235,11 @@ impl Coordinator {
     pub fn generation(&self) -> i32 {
         self.generation
     }
+    /// The consumer is polling: it is alive for `max.poll.interval.ms` more.
+    pub fn polled(&self) {
+        *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
     pub fn signal(&self) -> &Arc<Signal> {
         &self.signal
     }
@@ -508,6 +519,15 @@ impl Coordinator {
         let instance = self.config.group_instance_id.as_deref().map(str_bytes);
         let interval = Duration::from_millis(self.config.heartbeat_interval_ms.max(1));
         let signal = Arc::clone(&self.signal);
+        self.polled();
+        let last_poll = Arc::clone(&self.last_poll);
+        let poll_interval_max =
+            Duration::from_millis(self.config.rebalance_timeout_ms.max(0) as u64);
+        // Sent when the consumer stopped polling (static members just stop heartbeating).
+        let leave = (self.config.group_instance_id.is_none()).then(|| {
+            LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(&self.config.group_id)))
+        });
+        let member_id = self.member_id.clone();
         self.heartbeat = Some(tokio::spawn(async move {
             let version = conn.version_for(
                 kafka_protocol::messages::ApiKey::Heartbeat,
@@ -524,6 +544,34 @@ impl Coordinator {
             loop {
                 tokio::time::sleep_until(next).await;
                 next = Instant::now() + interval;
+                let polled_at = *last_poll.lock().unwrap_or_else(|p| p.into_inner());
+                if polled_at.elapsed() > poll_interval_max {
+                    // Java's rule: a consumer that stops polling for max.poll.interval.ms
+                    // leaves the group so its partitions move on; it rejoins on its next poll.
+                    tracing::warn!("no poll within max.poll.interval.ms; leaving the group");
+                    if let Some(mut request) = leave {
+                        if let Some(v) = conn.version_for(
+                            kafka_protocol::messages::ApiKey::LeaveGroup,
+                            <LeaveGroupRequest as kafka_protocol::protocol::Message>::VERSIONS,
+                        ) {
+                            if v >= 3 {
+                                let mut me =
+                                    MemberIdentity::default().with_member_id(str_bytes(&member_id));
+                                if v >= 5 {
+                                    me.reason = Some(StrBytes::from_static_str(
+                                        "consumer poll timeout has expired",
+                                    ));
+                                }
+                                request.members = vec![me];
+                            } else {
+                                request.member_id = str_bytes(&member_id);
+                            }
+                            let _ = conn.send_at(&request, v).await;
+                        }
+                    }
+                    signal.set(RejoinReason::Lost);
+                    return;
+                }
                 let answer = conn.send_at(&request, version).await;
                 let code = match answer {
                     Ok(r) => r.error_code,
