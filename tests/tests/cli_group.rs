@@ -251,7 +251,7 @@ fn a_group_consumer_commits_what_it_printed_and_the_next_one_resumes_there() {
     let first = consume_in_group(&broker, &topic, &g, &["--from-beginning", "--count", "6"]);
     assert_eq!(first.len(), 6);
 
-    // The header says the group is empty now; the rows add up to 6 read and 4 behind.
+    // The header says the group is empty now (the consumer left on exit).
     let out = group(&broker, &["describe", &g]);
     out.assert_success(|| broker.logs());
     let header = out.stdout.lines().next().unwrap_or_default().to_string();
@@ -265,14 +265,26 @@ fn a_group_consumer_commits_what_it_printed_and_the_next_one_resumes_there() {
             && out.stdout.contains("LOG-END-OFFSET")
             && out.stdout.contains("CLIENT-ID")
     );
+    // Only partitions something was printed from have a commit (the 6 may all come from one).
     let rows = describe_rows(&broker, &g, &topic);
-    assert_eq!(rows.len(), 2, "{}", out.describe());
+    assert!(!rows.is_empty(), "{}", out.describe());
     assert_eq!(sum(&rows, |r| &r.1), 6);
-    assert_eq!(sum(&rows, |r| &r.2), 10);
-    assert_eq!(sum(&rows, |r| &r.3), 4);
+    assert_eq!(sum(&rows, |r| &r.3), sum(&rows, |r| &r.2) - 6);
 
-    // The next member of the group starts where the first stopped: the other 4, no repeats.
-    let rest = consume_in_group(&broker, &topic, &g, &["--idle-timeout-ms", "3000"]);
+    // The next member of the group starts where the first stopped: the other 4, no repeats
+    // (--from-beginning only applies to a partition without a committed offset).
+    let rest = consume_in_group(
+        &broker,
+        &topic,
+        &g,
+        &[
+            "--from-beginning",
+            "--count",
+            "4",
+            "--idle-timeout-ms",
+            "15000",
+        ],
+    );
     let mut all: Vec<String> = first.into_iter().chain(rest).collect();
     all.sort();
     let mut expected: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
