@@ -35,6 +35,9 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print records of a topic.
     Consume(cli::consume::ConsumeArgs),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    #[command(subcommand)]
+    Group(cli::group::GroupCommand),
     /// Measure produce or consume throughput and latency (like kafka-*-perf-test).
     #[command(subcommand)]
     Perf(cli::perf::PerfCommand),
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Produce(args) => cli::run_client(cli::produce::run(args)),
         Command::Consume(args) => cli::run_client(cli::consume::run(args)),
         Command::Perf(command) => cli::run_client(cli::perf::run(command)),
+        Command::Group(command) => cli::run_client(cli::group::run(command)),
     }
 }
 

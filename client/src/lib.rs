@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod producer;
 
 pub use cluster::{ClientConfig, Cluster, Metadata, PartitionInfo, TopicInfo};

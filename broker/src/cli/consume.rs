@@ -1,20 +1,27 @@
-//! `strata consume`: prints the records of a topic, like `kafka-console-consumer` (no consumer
-//! group: partitions are assigned directly and nothing is committed).
+//! `strata consume`: prints the records of a topic, like `kafka-console-consumer`.
 //!
-//! Starts at the end of each partition unless `--from-beginning` or `--offset N`; reads every
-//! partition unless `--partition P`; stops after `--count N` records, or once nothing arrived for
-//! `--idle-timeout-ms`, else runs until killed. Never auto-creates the topic.
+//! Without `--group`, partitions are assigned directly and nothing is committed: it starts at the
+//! end of each partition unless `--from-beginning` or `--offset N`, and reads every partition
+//! unless `--partition P`. With `--group G` it joins the group, reads the partitions the group
+//! gives it from the group's committed offsets (`--from-beginning` / the end when there are
+//! none), and commits what it printed: every second, and on exit. It stops after `--count N`
+//! records, or once nothing arrived for `--idle-timeout-ms`, else runs until killed. Never
+//! auto-creates the topic.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
 use strata_client::consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+use strata_client::group::GroupConfig;
 use strata_client::Cluster;
 use tokio::time::Instant;
 
 /// Longest single poll, so `--idle-timeout-ms` and `--count` are checked often.
 const POLL_MAX: Duration = Duration::from_millis(1_000);
+/// How often a group consumer commits what it printed.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(1_000);
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
@@ -31,6 +38,10 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long, short = 'p', value_name = "P")]
     pub partition: Option<i32>,
+    /// Join this consumer group: read the partitions it assigns, from its committed offsets,
+    /// and commit what was printed.
+    #[arg(long, short = 'g', value_name = "GROUP", conflicts_with_all = ["offset", "partition"])]
+    pub group: Option<String>,
     /// Exit after printing this many records.
     #[arg(long, short = 'n', value_name = "N")]
     pub count: Option<u64>,
@@ -55,6 +66,29 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
 
     let topic = args.topic.as_str();
     let info = super::existing_topic(&cluster, topic).await?;
+    if let Some(group) = args.group.clone() {
+        if group.is_empty() {
+            return Err("--group must not be empty".into());
+        }
+        let consumer = Consumer::new(
+            cluster,
+            ConsumerConfig {
+                fetch_max_wait_ms: args.fetch_max_wait_ms.max(0),
+                auto_offset_reset: if args.from_beginning {
+                    AutoOffsetReset::Earliest
+                } else {
+                    AutoOffsetReset::Latest
+                },
+                // What is committed is what was printed, not what was fetched.
+                group: Some(GroupConfig {
+                    enable_auto_commit: false,
+                    ..GroupConfig::new(group)
+                }),
+                ..ConsumerConfig::default()
+            },
+        );
+        return print_records(consumer, &args, &format, true).await;
+    }
     let partitions: Vec<i32> = match args.partition {
         Some(p) if info.partitions.iter().any(|i| i.partition == p) => vec![p],
         Some(p) => {
@@ -99,13 +133,51 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot position {topic}/{p}: {e}"))?;
     }
+    print_records(consumer, &args, &format, false).await
+}
 
+/// Prints records until `--count` or `--idle-timeout-ms`; in a group, commits what it printed
+/// every `COMMIT_INTERVAL` and on the way out, then leaves the group.
+async fn print_records(
+    mut consumer: Consumer,
+    args: &ConsumeArgs,
+    format: &Format,
+    in_group: bool,
+) -> Result<(), String> {
+    if in_group {
+        consumer
+            .subscribe(&[args.topic.as_str()])
+            .map_err(|e| e.to_string())?;
+    }
+    let mut printed_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let result = print_loop(&mut consumer, args, format, in_group, &mut printed_offsets).await;
+    if !in_group {
+        return result;
+    }
+    // Commit what was printed even after an output error; report the first failure.
+    let committed = consumer
+        .commit_offsets_sync(&printed_offsets)
+        .await
+        .map_err(|e| format!("cannot commit offsets: {e}"));
+    let closed = consumer.close().await.map_err(|e| e.to_string());
+    result.and(committed).and(closed)
+}
+
+async fn print_loop(
+    consumer: &mut Consumer,
+    args: &ConsumeArgs,
+    format: &Format,
+    in_group: bool,
+    printed_offsets: &mut BTreeMap<(String, i32), i64>,
+) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut printed: u64 = 0;
     let idle = args.idle_timeout_ms.map(Duration::from_millis);
     let mut last_activity = Instant::now();
     let mut line = Vec::new();
+    let mut next_commit = Instant::now() + COMMIT_INTERVAL;
+    let mut committed = printed_offsets.clone();
     loop {
         if args.count.is_some_and(|c| printed >= c) {
             break;
@@ -119,10 +191,9 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
             wait = wait.min(left);
         }
         let records = consumer.poll(wait).await.map_err(|e| e.to_string())?;
-        if records.is_empty() {
-            continue;
+        if !records.is_empty() {
+            last_activity = Instant::now();
         }
-        last_activity = Instant::now();
         for r in &records {
             if args.count.is_some_and(|c| printed >= c) {
                 break;
@@ -133,9 +204,18 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
                 return output_error(e);
             }
             printed += 1;
+            printed_offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
         }
         if let Err(e) = out.flush() {
             return output_error(e);
+        }
+        if in_group && Instant::now() >= next_commit && *printed_offsets != committed {
+            next_commit = Instant::now() + COMMIT_INTERVAL;
+            consumer
+                .commit_offsets_sync(printed_offsets)
+                .await
+                .map_err(|e| format!("cannot commit offsets: {e}"))?;
+            committed = printed_offsets.clone();
         }
     }
     out.flush().or_else(output_error)

@@ -2,6 +2,7 @@
 //! returns `Err(one-line message)` on failure; `main` prints it and exits non-zero.
 
 pub mod consume;
+pub mod group;
 pub mod perf;
 pub mod produce;
 pub mod topic;

@@ -1,8 +1,12 @@
-//! The consumer: reads assigned partitions with sessionless full Fetch requests (no consumer
-//! groups, no committed offsets), one request per partition leader per round.
+//! The consumer: reads its partitions with sessionless full Fetch requests, one request per
+//! partition leader per round. The partitions are either assigned by hand or, with a group
+//! (`ConsumerConfig::group`), given by the group's leader after [`Consumer::subscribe`]; the
+//! group side (joining, heartbeats, rebalances, commits) is in [`group`] (this directory's
+//! `group.rs`), driven from `poll`.
 //!
-//! Use: [`Consumer::new`], [`Consumer::assign`] the partitions, optionally [`Consumer::seek`]
-//! each one, then [`Consumer::poll`] repeatedly (or [`Consumer::stream`]).
+//! Use: [`Consumer::new`], [`Consumer::assign`] the partitions (optionally [`Consumer::seek`]
+//! each one) or [`Consumer::subscribe`], then [`Consumer::poll`] repeatedly (or
+//! [`Consumer::stream`]); [`Consumer::close`] leaves the group.
 //!
 //! Invariants:
 //! - a partition's position is the offset of the next record to hand out; it only moves forward,
@@ -19,6 +23,8 @@
 //! - stale-metadata errors (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, a lost
 //!   connection, ...) refresh the topic's metadata and the partition is retried in the next
 //!   round; they are not returned to the caller;
+//! - a partition given by the group is not fetched until its committed offset is known
+//!   (`awaiting_committed`); with none committed, `auto_offset_reset` applies as above;
 //! - nothing a broker sends can make this module panic: bad bytes become
 //!   [`ClientError::Malformed`] for that partition, whose position then stays where it was.
 
@@ -40,6 +46,10 @@ use tokio::time::Instant;
 use crate::cluster::Cluster;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
+use crate::group::GroupConfig;
+
+mod group;
+pub use group::{RebalanceEvent, RebalanceListener};
 
 /// ListOffsets timestamp asking for the log start offset.
 const EARLIEST_TIMESTAMP: i64 = -2;
@@ -70,6 +80,8 @@ pub struct ConsumerConfig {
     pub fetch_max_wait_ms: i32,
     /// `auto.offset.reset`.
     pub auto_offset_reset: AutoOffsetReset,
+    /// `group.id` and the other group settings; `None`: no group (assign only, no commits).
+    pub group: Option<GroupConfig>,
 }
 
 impl Default for ConsumerConfig {
@@ -80,6 +92,7 @@ impl Default for ConsumerConfig {
             fetch_min_bytes: 1,
             fetch_max_wait_ms: 500,
             auto_offset_reset: AutoOffsetReset::Latest,
+            group: None,
         }
     }
 }
@@ -120,6 +133,8 @@ struct PartitionState {
     position: Option<i64>,
     /// Left alone until the next `seek` (OFFSET_OUT_OF_RANGE with no reset policy).
     failed: bool,
+    /// Given by the group; not fetched until its committed offset is read.
+    awaiting_committed: bool,
 }
 
 /// A consumer of explicitly assigned partitions (see the module doc).
@@ -131,6 +146,8 @@ pub struct Consumer {
     stale_topics: BTreeSet<String>,
     /// Errors of individual partitions not yet returned (returned by the next `poll`).
     pending_errors: VecDeque<ClientError>,
+    /// Group membership and commits; created on first use when `config.group` is set.
+    group: Option<group::GroupState>,
 }
 
 impl Consumer {
@@ -141,6 +158,7 @@ impl Consumer {
             partitions: BTreeMap::new(),
             stale_topics: BTreeSet::new(),
             pending_errors: VecDeque::new(),
+            group: None,
         }
     }
 
@@ -200,6 +218,7 @@ impl Consumer {
         if let Some(state) = self.partitions.get_mut(&tp) {
             state.position = Some(offset);
             state.failed = false;
+            state.awaiting_committed = false;
         }
         Ok(offset)
     }
@@ -213,6 +232,7 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
+            self.maintain_group().await?;
             if let Some(e) = self.pending_errors.pop_front() {
                 return Err(e);
             }
@@ -262,7 +282,7 @@ impl Consumer {
         let fetchable: Vec<(Tp, i64)> = self
             .partitions
             .iter()
-            .filter(|(_, s)| !s.failed)
+            .filter(|(_, s)| !s.failed && !s.awaiting_committed)
             .filter_map(|(tp, s)| Some((tp.clone(), s.position?)))
             .collect();
         for (tp, position) in fetchable {
@@ -444,7 +464,7 @@ impl Consumer {
         let unset: Vec<Tp> = self
             .partitions
             .iter()
-            .filter(|(_, s)| s.position.is_none() && !s.failed)
+            .filter(|(_, s)| s.position.is_none() && !s.failed && !s.awaiting_committed)
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in unset {
