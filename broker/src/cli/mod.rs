@@ -168,3 +168,35 @@ pub async fn connect_producer(
     };
     strata_client::producer::Producer::new(cluster, config).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_client::producer::{Acks, ProducerConfig};
+
+    #[test]
+    fn producer_properties_set_kafka_named_keys_and_refuse_unknown_or_bad_ones() {
+        let mut config = ProducerConfig::default();
+        let props = [
+            "enable.idempotence=false",
+            "max.in.flight.requests.per.connection=5",
+            "acks=1",
+            "linger.ms=7",
+        ]
+        .map(String::from);
+        apply_producer_properties(&mut config, &props).unwrap();
+        assert_eq!(config.enable_idempotence, Some(false));
+        assert_eq!(config.max_in_flight, Some(5));
+        assert_eq!(config.acks, Acks::Leader);
+        assert_eq!(config.linger_ms, 7);
+        for bad in [
+            "enable.idempotence=yes",
+            "no.such.key=1",
+            "linger.ms",
+            "batch.size=-1",
+        ] {
+            let result = apply_producer_properties(&mut config, &[bad.to_string()]);
+            assert!(result.is_err(), "{bad}");
+        }
+    }
+}
