@@ -1,6 +1,7 @@
 //! An idempotent producer (librdkafka through confluent-kafka, `enable.idempotence=true`) writes
 //! every record exactly once and in order while a proxy between it and the broker cuts its
-//! connections at random, and across a broker `kill -9` + restart mid-stream. kcat with
+//! connections at random, and across a broker `kill -9` + restart mid-stream; so does ours
+//! (`strata produce`: idempotent by default, 5 requests in flight per partition). kcat with
 //! `enable.idempotence=true` works too.
 //!
 //! The proxy sits where the broker says it is (`advertised.listeners`), so every connection the
@@ -229,4 +230,87 @@ fn kcat_produces_idempotently() {
     );
     let read = common::kcat_read_all(&broker, &topic, Some(0), "%s\n", Duration::from_secs(30));
     assert_eq!(read, input, "kcat read back what it wrote, once, in order");
+}
+
+/// Records our producer writes per run: small batches (`--batch-size`, no linger) so that the
+/// run lasts several seconds and many requests are cut mid-flight.
+const OURS_RECORDS: usize = 400_000;
+const OURS_KEYS: usize = 6;
+
+/// `strata produce` (our client: idempotent by default, 5 requests in flight per partition) writes
+/// keyed records through the proxy, optionally across a broker kill -9 + restart; then each key's
+/// values must read back exactly once and in order.
+fn ours_through_chaos(broker: &mut Broker, proxy: &ChaosProxy, kill_mid_stream: bool) {
+    let topic = unique_topic("idem-ours");
+    broker
+        .python(
+            "create_topic.py",
+            &[topic.as_str(), &PARTITIONS.to_string()],
+        )
+        .assert_success(|| broker.logs());
+    let input: String = (0..OURS_RECORDS)
+        .map(|i| format!("k{}:{i:0>90}\n", i % OURS_KEYS))
+        .collect();
+    let mut cmd = Command::new(common::broker_binary());
+    cmd.args([
+        "produce",
+        "-b",
+        &format!("127.0.0.1:{}", proxy.port),
+        &topic,
+    ])
+    .args(["-K", ":", "--linger-ms", "0", "--batch-size", "2048"])
+    .args(["--timeout-ms", "60000"]);
+    let load = common::Background::spawn(cmd, Some(input.into_bytes()));
+    if kill_mid_stream {
+        thread::sleep(Duration::from_millis(1500));
+        broker.kill9();
+        thread::sleep(Duration::from_millis(500));
+        broker.restart();
+    }
+    let out = load.wait(Duration::from_secs(200));
+    proxy.cutting.store(false, Ordering::Release);
+    out.assert_success(|| broker.logs());
+    let cuts = proxy.cuts.load(Ordering::Acquire);
+    eprintln!("[idempotent_producer] ours: {OURS_RECORDS} records after {cuts} cuts");
+    assert!(cuts >= 3, "only {cuts} connection cuts happened");
+
+    let read = common::kcat_read_all(broker, &topic, None, "%k %s\n", Duration::from_secs(60));
+    let mut by_key: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for line in read.lines() {
+        let (key, value) = line.split_once(' ').expect("key and value");
+        by_key
+            .entry(key)
+            .or_default()
+            .push(value.parse().expect("a number"));
+    }
+    assert_eq!(by_key.len(), OURS_KEYS, "every key was written");
+    for (key, values) in by_key {
+        let k: usize = key[1..].parse().expect("k<n>");
+        let expected: Vec<usize> = (k..OURS_RECORDS).step_by(OURS_KEYS).collect();
+        if values != expected {
+            let dup = values.len().saturating_sub(expected.len());
+            panic!(
+                "key {key}: {} records read, {} written ({dup} extra); first difference at {:?}",
+                values.len(),
+                expected.len(),
+                values.iter().zip(&expected).position(|(a, b)| a != b)
+            );
+        }
+    }
+}
+
+#[test]
+fn our_producer_writes_every_record_exactly_once_and_in_order_while_connections_are_cut() {
+    require_python_modules(&["confluent_kafka"], "pip install confluent-kafka");
+    require_tool("kcat", "-V", "apt-get install kcat");
+    let (mut broker, proxy) = broker_behind_proxy();
+    ours_through_chaos(&mut broker, &proxy, false);
+}
+
+#[test]
+fn our_producer_writes_every_record_exactly_once_across_a_broker_kill9_and_restart() {
+    require_python_modules(&["confluent_kafka"], "pip install confluent-kafka");
+    require_tool("kcat", "-V", "apt-get install kcat");
+    let (mut broker, proxy) = broker_behind_proxy();
+    ours_through_chaos(&mut broker, &proxy, true);
 }
