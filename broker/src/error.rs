@@ -64,6 +64,23 @@ pub enum BrokerError {
     UnknownLeaderEpoch { requested: i32, current: i32 },
     #[error("fetch session {0} does not exist; this broker serves sessionless fetches")]
     FetchSessionIdNotFound(i32),
+    #[error(
+        "offset metadata of {size_bytes} bytes exceeds offset.metadata.max.bytes {limit_bytes}"
+    )]
+    OffsetMetadataTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
+    #[error("the committed offsets do not fit in one record batch of __consumer_offsets")]
+    InvalidCommitOffsetSize,
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    #[error("the group coordinator is not available")]
+    CoordinatorNotAvailable,
+    #[error("group id not found")]
+    GroupIdNotFound,
+    #[error("the group is subscribed to the topic")]
+    GroupSubscribedToTopic,
     #[error("metadata store: {0}")]
     Metadata(#[from] crate::controller::MetadataError),
     #[error("leader epoch cache: {0}")]
@@ -99,6 +116,12 @@ impl BrokerError {
             BrokerError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
             BrokerError::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,
             BrokerError::FetchSessionIdNotFound(_) => K::FetchSessionIdNotFound,
+            BrokerError::OffsetMetadataTooLarge { .. } => K::OffsetMetadataTooLarge,
+            BrokerError::InvalidCommitOffsetSize => K::InvalidCommitOffsetSize,
+            BrokerError::NotCoordinator => K::NotCoordinator,
+            BrokerError::CoordinatorNotAvailable => K::CoordinatorNotAvailable,
+            BrokerError::GroupIdNotFound => K::GroupIdNotFound,
+            BrokerError::GroupSubscribedToTopic => K::GroupSubscribedToTopic,
         };
         k.code()
     }
@@ -120,6 +143,16 @@ mod tests {
         assert_eq!(BrokerError::InvalidTopic(String::new()).code(), 17);
         assert_eq!(BrokerError::TopicAlreadyExists(String::new()).code(), 36);
         assert_eq!(BrokerError::InvalidRecord(String::new()).code(), 87);
+        assert_eq!(
+            BrokerError::OffsetMetadataTooLarge {
+                size_bytes: 1,
+                limit_bytes: 0
+            }
+            .code(),
+            12
+        );
+        assert_eq!(BrokerError::GroupIdNotFound.code(), 69);
+        assert_eq!(BrokerError::GroupSubscribedToTopic.code(), 86);
         assert_eq!(BrokerError::Storage(std::io::Error::other("x")).code(), 56);
     }
 }

@@ -217,6 +217,22 @@ async fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "storage loaded"
     );
+    // Committed offsets and group metadata, replayed from __consumer_offsets before serving, so
+    // no OffsetFetch ever sees a half-loaded group.
+    let offsets = node
+        .offsets
+        .load()
+        .map_err(|e| format!("cannot load __consumer_offsets: {e}"))?;
+    tracing::info!(
+        partitions = offsets.partitions,
+        batches = offsets.batches,
+        records = offsets.records,
+        skipped = offsets.skipped,
+        groups = offsets.groups,
+        offsets = offsets.offsets,
+        elapsed_ms = offsets.elapsed.as_millis() as u64,
+        "committed offsets loaded"
+    );
     tracing::info!(node = node.id.0, listen = %local, advertise = %format!("{}:{}", endpoint.host, endpoint.port), data = %data_dir.display(), "strata is serving");
 
     let checkpoint_every =

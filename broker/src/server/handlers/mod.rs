@@ -10,6 +10,9 @@ pub mod describe_configs;
 pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
 
 use std::future::Future;
@@ -68,6 +71,9 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
         Request::CreatePartitions(r) => ready(cid, v, &create_partitions::handle(node, &r)),
         Request::DescribeConfigs(r) => ready(cid, v, &describe_configs::handle(node, &r, v)),
         Request::DescribeCluster(r) => ready(cid, v, &describe_cluster::handle(node, &r)),
+        Request::OffsetCommit(r) => offset_commit::handle(node, r, cid, v),
+        Request::OffsetFetch(r) => ready(cid, v, &offset_fetch::handle(node, &r, v)),
+        Request::OffsetDelete(r) => offset_delete::handle(node, r, cid, v),
         // TEMPORARY (issue 10 in progress): the group and producer-id handlers replace this.
         other => Box::pin(std::future::ready(Err(format!(
             "{:?} is not implemented yet",
