@@ -25,3 +25,37 @@ impl GroupCoordinator {
         Ok(())
     }
 }
+
+/// STUB, REMOVED AT MERGE: FindCoordinator answering "this node" for every key, so that
+/// clients (librdkafka, kafka-python) can commit and fetch offsets in this branch's tests. The
+/// coordinator branch owns the real handler.
+pub fn find_coordinator(
+    node: &crate::node::Node,
+    request: &kafka_protocol::messages::FindCoordinatorRequest,
+    version: i16,
+) -> kafka_protocol::messages::FindCoordinatorResponse {
+    use kafka_protocol::messages::find_coordinator_response::Coordinator;
+    use kafka_protocol::messages::{BrokerId, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let host = StrBytes::from_string(node.endpoint.host.clone());
+    let port = i32::from(node.endpoint.port);
+    let me = BrokerId(node.id.0);
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                Coordinator::default()
+                    .with_key(k.clone())
+                    .with_node_id(me)
+                    .with_host(host.clone())
+                    .with_port(port)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_node_id(me)
+        .with_host(host)
+        .with_port(port)
+}

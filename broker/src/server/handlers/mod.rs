@@ -74,6 +74,12 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
         Request::OffsetCommit(r) => offset_commit::handle(node, r, cid, v),
         Request::OffsetFetch(r) => ready(cid, v, &offset_fetch::handle(node, &r, v)),
         Request::OffsetDelete(r) => offset_delete::handle(node, r, cid, v),
+        // STUB, REMOVED AT MERGE (issue 10): the coordinator branch owns FindCoordinator.
+        Request::FindCoordinator(r) => ready(
+            cid,
+            v,
+            &crate::group::merge_stubs::find_coordinator(node, &r, v),
+        ),
         // TEMPORARY (issue 10 in progress): the group and producer-id handlers replace this.
         other => Box::pin(std::future::ready(Err(format!(
             "{:?} is not implemented yet",
