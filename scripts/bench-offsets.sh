@@ -8,7 +8,7 @@
 #      "committed offsets loaded" log line gives the time to replay __consumer_offsets. Then a clean
 #      restart (SIGTERM) is measured too.
 # Environment: STRATA_BIN, LOAD_BIN (default: cargo build --release), COMMITS=1000000,
-# CONNECTIONS=8, IN_FLIGHT=32, GROUPS_PER_CONNECTION=1000, PARTITIONS=8, KEEP=1 keeps the dir.
+# BROKER_SET="k=v ..." (each passed as --set k=v), CONNECTIONS=8, IN_FLIGHT=32, GROUPS_PER_CONNECTION=1000, PARTITIONS=8, KEEP=1 keeps the dir.
 set -euo pipefail
 
 die() { echo "bench-offsets: error: $*" >&2; exit 1; }
@@ -30,7 +30,7 @@ work=$(mktemp -d /tmp/bench-offsets.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 pid=
 cleanup() {
-    [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null || true
+    if [[ -n $pid ]]; then kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi || true
     if [[ ${KEEP:-0} == 1 ]]; then echo "bench-offsets: kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -38,7 +38,9 @@ trap cleanup EXIT
 start() {
     # Only this start's lines count: the log accumulates across restarts.
     from=$(($(wc -l <"$work/broker.log" 2>/dev/null || echo 0) + 1))
-    "$STRATA_BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/data" >>"$work/broker.log" 2>&1 &
+    local sets=()
+    for kv in ${BROKER_SET:-}; do sets+=(--set "$kv"); done
+    "$STRATA_BIN" serve --listen "127.0.0.1:$port" --data-dir "$work/data" "${sets[@]}" >>"$work/broker.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 600); do
         tail -n "+$from" "$work/broker.log" | grep -q "strata is serving" && return 0

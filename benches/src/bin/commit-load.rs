@@ -52,7 +52,9 @@ fn frame(c: usize, i: usize, a: &Args) -> Result<BytesMut, String> {
             .with_partitions(vec![partition])]);
     let mut body = BytesMut::new();
     header.encode(&mut body, 2).map_err(|e| e.to_string())?;
-    request.encode(&mut body, VERSION).map_err(|e| e.to_string())?;
+    request
+        .encode(&mut body, VERSION)
+        .map_err(|e| e.to_string())?;
     let mut out = BytesMut::with_capacity(body.len() + 4);
     out.put_i32(body.len() as i32);
     out.extend_from_slice(&body);

@@ -69,6 +69,20 @@ pub struct Commit {
     pub value: CommittedOffset,
 }
 
+/// An appended write of the store, on disk once [`Durable::wait`] returns.
+#[must_use = "a write is acknowledged only after it is durable"]
+pub struct Durable(Option<(Arc<Partition>, Offset)>);
+
+impl Durable {
+    /// Resolves once the partition's flushed offset covers the write (group commit: every write
+    /// appended before a flush starts is covered by it).
+    pub async fn wait(self) {
+        if let Some((partition, end)) = self.0 {
+            partition.wait_durable(end).await;
+        }
+    }
+}
+
 pub struct OffsetStore {
     /// `__consumer_offsets` partitions, by index.
     partitions: Vec<Arc<Partition>>,
@@ -127,18 +141,23 @@ impl OffsetStore {
     }
 
     /// Appends one batch of `(key, value)` records to the group's partition and applies `update`
-    /// to its shard under the shard's lock; resolves once the batch is on disk.
-    async fn write(
+    /// to its shard under the shard's lock. Synchronous, so handlers append in request order
+    /// (and many appends share one flush); the returned [`Durable`] waits for the disk.
+    fn append(
         &self,
         group_id: &str,
         kvs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
         update: impl FnOnce(&mut Shard),
-    ) -> Result<(), BrokerError> {
-        if kvs.is_empty() {
-            update(&mut lock(&self.shards[self.shard_of(group_id)]));
-            return Ok(());
-        }
+    ) -> Result<Durable, BrokerError> {
         let i = self.shard_of(group_id);
+        let shard = self
+            .shards
+            .get(i)
+            .ok_or(BrokerError::CoordinatorNotAvailable)?;
+        if kvs.is_empty() {
+            update(&mut lock(shard));
+            return Ok(Durable(None));
+        }
         let partition = self
             .partitions
             .get(i)
@@ -149,18 +168,24 @@ impl OffsetStore {
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
         let batch = build_batch_nullable(0, now, &refs);
-        let end = {
-            let mut shard = lock(&self.shards[i]);
-            let appended = partition.append(&batch, now).map_err(append_error)?;
-            update(&mut shard);
-            Offset(appended.last_offset.0 + 1)
-        };
-        partition.wait_durable(end).await;
-        Ok(())
+        let mut shard = lock(shard);
+        let appended = partition.append(&batch, now).map_err(append_error)?;
+        update(&mut shard);
+        drop(shard);
+        partition.request_flush();
+        Ok(Durable(Some((
+            Arc::clone(partition),
+            Offset(appended.last_offset.0 + 1),
+        ))))
     }
 
-    /// Durably commits `commits` for `group_id`, all in one batch.
-    pub async fn commit(&self, group_id: &str, commits: Vec<Commit>) -> Result<(), BrokerError> {
+    /// Appends `commits` for `group_id` as one batch (see [`OffsetStore::commit`]); await the
+    /// result to know they are on disk.
+    pub fn append_commits(
+        &self,
+        group_id: &str,
+        commits: Vec<Commit>,
+    ) -> Result<Durable, BrokerError> {
         let kvs = commits
             .iter()
             .map(|c| {
@@ -170,7 +195,7 @@ impl OffsetStore {
                 )
             })
             .collect();
-        self.write(group_id, kvs, |shard| {
+        self.append(group_id, kvs, |shard| {
             let group = shard.offsets.entry(group_id.to_string()).or_default();
             for c in commits {
                 group
@@ -179,7 +204,12 @@ impl OffsetStore {
                     .insert(c.partition, c.value);
             }
         })
-        .await
+    }
+
+    /// Durably commits `commits` for `group_id`, all in one batch.
+    pub async fn commit(&self, group_id: &str, commits: Vec<Commit>) -> Result<(), BrokerError> {
+        self.append_commits(group_id, commits)?.wait().await;
+        Ok(())
     }
 
     /// The committed offset of one partition, if any.
@@ -225,13 +255,13 @@ impl OffsetStore {
         out
     }
 
-    /// Durably deletes the given committed offsets (tombstones); offsets that do not exist are
-    /// ignored. Returns how many existed.
-    pub async fn delete_offsets(
+    /// Appends tombstones for the given committed offsets; offsets that do not exist are
+    /// ignored. Await the result to know they are on disk.
+    pub fn append_deletes(
         &self,
         group_id: &str,
         targets: &[(String, i32)],
-    ) -> Result<usize, BrokerError> {
+    ) -> Result<Durable, BrokerError> {
         let existing: Vec<(String, i32)> = targets
             .iter()
             .filter(|(t, p)| self.fetch(group_id, t, *p).is_some())
@@ -241,12 +271,20 @@ impl OffsetStore {
             .iter()
             .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
             .collect();
-        let count = existing.len();
-        self.write(group_id, kvs, |shard| {
+        self.append(group_id, kvs, |shard| {
             remove_offsets(shard, group_id, &existing)
         })
-        .await?;
-        Ok(count)
+    }
+
+    /// Durably deletes the given committed offsets (tombstones); offsets that do not exist are
+    /// ignored.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        targets: &[(String, i32)],
+    ) -> Result<(), BrokerError> {
+        self.append_deletes(group_id, targets)?.wait().await;
+        Ok(())
     }
 
     /// Durably writes the group's metadata record (returns once flushed, like acks=-1).
@@ -259,7 +297,8 @@ impl OffsetStore {
             encode_group_key(group_id),
             Some(encode_group_value(metadata)),
         )];
-        self.write(group_id, kvs, |_| {}).await
+        self.append(group_id, kvs, |_| {})?.wait().await;
+        Ok(())
     }
 
     /// Durably writes tombstones for the group and all its offsets, and forgets them.
@@ -274,10 +313,12 @@ impl OffsetStore {
             .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
             .collect();
         kvs.push((encode_group_key(group_id), None));
-        self.write(group_id, kvs, |shard| {
+        self.append(group_id, kvs, |shard| {
             shard.offsets.remove(group_id);
-        })
-        .await
+        })?
+        .wait()
+        .await;
+        Ok(())
     }
 
     /// Group metadata loaded at start (last record per group, tombstones applied), handed out once.

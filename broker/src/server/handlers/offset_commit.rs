@@ -98,14 +98,24 @@ pub fn handle(
         );
     }
     let mut response = OffsetCommitResponse::default().with_topics(topics);
-    let node = Arc::clone(node);
-    Box::pin(async move {
-        if !commits.is_empty() {
-            if let Err(e) = node.offsets.commit(&group, commits).await {
+    // Appended now, in request order, so the requests in flight share a flush; only the wait
+    // for the disk happens in the future.
+    let durable = if commits.is_empty() {
+        None
+    } else {
+        match node.offsets.append_commits(&group, commits) {
+            Ok(d) => Some(d),
+            Err(e) => {
                 for (ti, pi) in accepted {
                     response.topics[ti].partitions[pi].error_code = e.code();
                 }
+                None
             }
+        }
+    };
+    Box::pin(async move {
+        if let Some(d) = durable {
+            d.wait().await;
         }
         encode(correlation_id, version, &response).map(Some)
     })

@@ -63,14 +63,19 @@ pub fn handle(
         );
     }
     let mut response = OffsetDeleteResponse::default().with_topics(topics);
-    let node = Arc::clone(node);
-    Box::pin(async move {
-        if !targets.is_empty() {
-            if let Err(e) = node.offsets.delete_offsets(&group, &targets).await {
-                for (ti, pi) in accepted {
-                    response.topics[ti].partitions[pi].error_code = e.code();
-                }
+    // Appended now, in request order; only the wait for the disk happens in the future.
+    let durable = match node.offsets.append_deletes(&group, &targets) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            for (ti, pi) in accepted {
+                response.topics[ti].partitions[pi].error_code = e.code();
             }
+            None
+        }
+    };
+    Box::pin(async move {
+        if let Some(d) = durable {
+            d.wait().await;
         }
         encode(correlation_id, version, &response).map(Some)
     })
