@@ -261,6 +261,27 @@ pub static BROKER_KEYS: &[Key] = &[
         "Threads that flush partitions to disk (msync); one partition always uses the same one.",
     ),
     key(
+        "offsets.topic.num.partitions",
+        Kind::Int,
+        "50",
+        1,
+        "Partitions of __consumer_offsets when it is created (at first start); fixed afterwards.",
+    ),
+    key(
+        "offsets.topic.segment.bytes",
+        Kind::Int,
+        "104857600",
+        1048576,
+        "Segment size of __consumer_offsets.",
+    ),
+    key(
+        "offset.metadata.max.bytes",
+        Kind::Int,
+        "4096",
+        0,
+        "Longest metadata string of a committed offset; longer gets OFFSET_METADATA_TOO_LARGE.",
+    ),
+    key(
         "log.flush.offset.checkpoint.interval.ms",
         Kind::Long,
         "60000",

@@ -73,6 +73,17 @@ pub enum BrokerError {
     /// InitProducerId could not reserve producer ids durably.
     #[error("producer id allocation: {0}")]
     ProducerIds(String),
+    #[error(
+        "offset metadata of {size_bytes} bytes exceeds offset.metadata.max.bytes {limit_bytes}"
+    )]
+    OffsetMetadataTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
+    #[error("the committed offsets do not fit in one record batch of __consumer_offsets")]
+    InvalidCommitOffsetSize,
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
     #[error("metadata store: {0}")]
     Metadata(#[from] crate::controller::MetadataError),
     #[error("leader epoch cache: {0}")]
@@ -155,6 +166,9 @@ impl BrokerError {
             BrokerError::GroupIdNotFound(_) => K::GroupIdNotFound,
             BrokerError::NonEmptyGroup(_) => K::NonEmptyGroup,
             BrokerError::GroupSubscribedToTopic(_) => K::GroupSubscribedToTopic,
+            BrokerError::OffsetMetadataTooLarge { .. } => K::OffsetMetadataTooLarge,
+            BrokerError::InvalidCommitOffsetSize => K::InvalidCommitOffsetSize,
+            BrokerError::NotCoordinator => K::NotCoordinator,
         };
         k.code()
     }
@@ -176,6 +190,19 @@ mod tests {
         assert_eq!(BrokerError::InvalidTopic(String::new()).code(), 17);
         assert_eq!(BrokerError::TopicAlreadyExists(String::new()).code(), 36);
         assert_eq!(BrokerError::InvalidRecord(String::new()).code(), 87);
+        assert_eq!(
+            BrokerError::OffsetMetadataTooLarge {
+                size_bytes: 1,
+                limit_bytes: 0
+            }
+            .code(),
+            12
+        );
+        assert_eq!(BrokerError::GroupIdNotFound(String::new()).code(), 69);
+        assert_eq!(
+            BrokerError::GroupSubscribedToTopic(String::new()).code(),
+            86
+        );
         assert_eq!(BrokerError::Storage(std::io::Error::other("x")).code(), 56);
         assert_eq!(
             BrokerError::OutOfOrderSequenceNumber(String::new()).code(),

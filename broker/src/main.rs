@@ -213,8 +213,6 @@ async fn run(
     let (node, report) = Node::open(Arc::clone(&config), endpoint.clone(), &data_dir)
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     let node = Arc::new(node);
-    // Group sessions (including groups loaded from disk) expire even before the first request.
-    node.groups.start_timers(&node);
     tracing::info!(
         clean_shutdown = report.clean_shutdown,
         partitions = report.partitions,
@@ -223,6 +221,26 @@ async fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "storage loaded"
     );
+    // Committed offsets and group metadata, replayed from __consumer_offsets before serving, so
+    // no OffsetFetch ever sees a half-loaded group.
+    let offsets = node
+        .offsets
+        .load()
+        .map_err(|e| format!("cannot load __consumer_offsets: {e}"))?;
+    tracing::info!(
+        partitions = offsets.partitions,
+        batches = offsets.batches,
+        records = offsets.records,
+        skipped = offsets.skipped,
+        groups = offsets.groups,
+        offsets = offsets.offsets,
+        elapsed_ms = offsets.elapsed.as_millis() as u64,
+        "committed offsets loaded"
+    );
+    // The groups as they were after their last rebalance; their members' sessions restart now,
+    // and expire even before the first request.
+    node.groups.load(node.offsets.take_loaded_groups());
+    node.groups.start_timers(&node);
     tracing::info!(node = node.id.0, listen = %local, advertise = %format!("{}:{}", endpoint.host, endpoint.port), data = %data_dir.display(), "strata is serving");
 
     let checkpoint_every =

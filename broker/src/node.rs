@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::{BrokerConfig, TopicOverrides};
 use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
 use crate::error::BrokerError;
-use crate::group::offsets::OffsetStore;
+use crate::group::offsets::{self, OffsetStore};
 use crate::group::GroupCoordinator;
 use crate::ids::BrokerId;
 use crate::partition::manager::{PartitionManager, StartupReport};
@@ -49,7 +49,8 @@ pub struct Node {
     pub producer_ids: ProducerIds,
     /// The group coordinator: membership of every consumer group.
     pub groups: GroupCoordinator,
-    // MERGE: H2b's field replaces this stub (and its construction in `open`).
+    /// Committed offsets and group metadata, in `__consumer_offsets`. Empty until
+    /// `offsets.load()` (start-up does it before serving).
     pub offsets: OffsetStore,
 }
 
@@ -62,13 +63,13 @@ impl Node {
     ) -> Result<(Node, StartupReport), BrokerError> {
         std::fs::create_dir_all(data_dir)?;
         let metadata = MetadataStore::open(data_dir)?;
+        let mut metadata = metadata;
         let (partitions, report) =
             PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
         let producer_ids = ProducerIds::open(data_dir)?;
+        let offsets = open_offsets_topic(&config, &mut metadata, &partitions)?;
         let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
-        let offsets = OffsetStore::default();
         let groups = GroupCoordinator::new(&config);
-        groups.load(offsets.take_loaded_groups());
         let node = Node {
             id: BrokerId(config.i64("node.id") as i32),
             endpoint,
@@ -200,6 +201,11 @@ impl Node {
 
     /// Deletes a topic: metadata first (durable), then its data.
     pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, BrokerError> {
+        if name == offsets::TOPIC {
+            return Err(BrokerError::InvalidTopic(format!(
+                "Cannot delete the internal topic {name}"
+            )));
+        }
         let mut metadata = self.metadata();
         let meta = metadata
             .delete_topic(name)?
@@ -217,6 +223,12 @@ impl Node {
         assignments: Option<&[Vec<i32>]>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
+        if name == offsets::TOPIC {
+            // Groups are placed by hash modulo the count: changing it would lose them.
+            return Err(BrokerError::InvalidPartitions(format!(
+                "the partition count of the internal topic {name} is fixed"
+            )));
+        }
         let mut metadata = self.metadata();
         let current = metadata
             .topic(name)
@@ -254,4 +266,50 @@ impl Node {
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
+}
+
+/// Creates `__consumer_offsets` if it is missing (metadata first, then partitions, as any topic)
+/// and returns the offset store over its partitions. Retention is off (`retention.ms=-1`): without
+/// compaction, deleting old segments would forget groups that committed long ago.
+fn open_offsets_topic(
+    config: &BrokerConfig,
+    metadata: &mut MetadataStore,
+    partitions: &PartitionManager,
+) -> Result<OffsetStore, BrokerError> {
+    let meta = match metadata.topic(offsets::TOPIC) {
+        Some(meta) => meta.clone(),
+        None => {
+            let segment_bytes = config.get("offsets.topic.segment.bytes").to_string();
+            let overrides = TopicOverrides::parse([
+                ("retention.ms", "-1"),
+                ("segment.bytes", segment_bytes.as_str()),
+            ])
+            .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+            let meta = TopicMeta {
+                name: offsets::TOPIC.to_string(),
+                id: random_uuid(),
+                partitions: config.i64("offsets.topic.num.partitions") as i32,
+                overrides,
+            };
+            metadata.create_topic(meta.clone())?;
+            partitions.add_partitions(&meta)?;
+            tracing::info!(
+                topic = offsets::TOPIC,
+                partitions = meta.partitions,
+                "created topic"
+            );
+            meta
+        }
+    };
+    let list = (0..meta.partitions)
+        .map(|p| {
+            partitions.partition(offsets::TOPIC, p).ok_or_else(|| {
+                BrokerError::Storage(std::io::Error::other(format!(
+                    "{} partition {p} is missing",
+                    offsets::TOPIC
+                )))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(OffsetStore::new(list))
 }

@@ -328,6 +328,20 @@ pub fn build_batch(
     timestamp_ms: i64,
     records: &[(Option<&[u8]>, &[u8])],
 ) -> Bytes {
+    let records: Vec<NullableRecord<'_>> = records.iter().map(|(k, v)| (*k, Some(*v))).collect();
+    build_batch_nullable(base_offset, timestamp_ms, &records)
+}
+
+/// A record's key and value, either possibly null.
+pub type NullableRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// [`build_batch`] with nullable values: a null value is a tombstone (the broker's internal
+/// topics write them to delete a key). Producer id -1: no idempotence.
+pub fn build_batch_nullable(
+    base_offset: i64,
+    timestamp_ms: i64,
+    records: &[NullableRecord<'_>],
+) -> Bytes {
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
         let mut rec = Vec::new();
@@ -341,8 +355,13 @@ pub fn build_batch(
             }
             None => put_varlong(&mut rec, -1),
         }
-        put_varlong(&mut rec, value.len() as i64);
-        rec.extend_from_slice(value);
+        match value {
+            Some(v) => {
+                put_varlong(&mut rec, v.len() as i64);
+                rec.extend_from_slice(v);
+            }
+            None => put_varlong(&mut rec, -1),
+        }
         put_varlong(&mut rec, 0); // header count
         put_varlong(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
@@ -368,6 +387,93 @@ pub fn build_batch(
     let crc = crc32c::crc32c(&b[OFFSET_ATTRIBUTES..]);
     b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(b)
+}
+
+/// One record of an uncompressed batch, borrowed from the batch's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Why a record inside a batch could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("compressed batch ({0:?}): records are not readable in place")]
+    Compressed(Compression),
+    #[error("record {index} is malformed: {reason}")]
+    Malformed { index: usize, reason: &'static str },
+}
+
+/// The records of an uncompressed batch (`batch` is the whole batch, header included), parsed in
+/// place without copying. Stops at the first malformed record with an error; never panics.
+pub fn records(batch: &[u8]) -> Result<Vec<RecordView<'_>>, RecordError> {
+    let header = BatchHeader::parse(batch).map_err(|_| RecordError::Malformed {
+        index: 0,
+        reason: "bad batch header",
+    })?;
+    if header.compression() != Compression::None {
+        return Err(RecordError::Compressed(header.compression()));
+    }
+    let count = header.record_count().max(0) as usize;
+    let end = header.total_bytes().min(batch.len());
+    let mut at = BATCH_HEADER_BYTES;
+    // A record is at least 7 bytes: do not trust the count for the allocation.
+    let mut out = Vec::with_capacity(count.min((end.saturating_sub(at)) / 7 + 1));
+    for index in 0..count {
+        let bad = |reason| RecordError::Malformed { index, reason };
+        let (len, n) = get_varlong(batch.get(at..end).unwrap_or(&[])).ok_or(bad("length"))?;
+        at += n;
+        let len = usize::try_from(len).map_err(|_| bad("negative length"))?;
+        let rec_end = at
+            .checked_add(len)
+            .filter(|e| *e <= end)
+            .ok_or(bad("length past the batch"))?;
+        let rec = &batch[at..rec_end];
+        at = rec_end;
+        let mut r = rec.get(1..).ok_or(bad("no attributes"))?; // attributes
+        let mut next = || -> Option<i64> {
+            let (v, n) = get_varlong(r)?;
+            r = &r[n..];
+            Some(v)
+        };
+        let _timestamp_delta = next().ok_or(bad("timestamp delta"))?;
+        let offset_delta = next().ok_or(bad("offset delta"))?;
+        let key_len = next().ok_or(bad("key length"))?;
+        let key = take_nullable(&mut r, key_len).ok_or(bad("key"))?;
+        let (value_len, n) = get_varlong(r).ok_or(bad("value length"))?;
+        r = &r[n..];
+        let value = take_nullable(&mut r, value_len).ok_or(bad("value"))?;
+        out.push(RecordView {
+            offset_delta: i32::try_from(offset_delta).map_err(|_| bad("offset delta"))?,
+            key,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+fn take_nullable<'a>(r: &mut &'a [u8], len: i64) -> Option<Option<&'a [u8]>> {
+    if len < 0 {
+        return Some(None);
+    }
+    let len = usize::try_from(len).ok()?;
+    let bytes = r.get(..len)?;
+    *r = &r[len..];
+    Some(Some(bytes))
+}
+
+/// A zig-zag varlong and the bytes it took; `None` if truncated or longer than 10 bytes.
+fn get_varlong(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut z: u64 = 0;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        z |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), i + 1));
+        }
+    }
+    None
 }
 
 fn put_varlong(out: &mut Vec<u8>, v: i64) {
@@ -417,6 +523,30 @@ mod tests {
             (42, 3, i32::MAX)
         );
         assert!(h.validate().is_ok());
+    }
+
+    #[test]
+    fn records_read_back_keys_values_and_tombstones() {
+        let batch = build_batch_nullable(0, 0, &[(Some(b"k"), Some(b"v")), (Some(b"gone"), None)]);
+        let recs = records(&batch).unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            (recs[0].key, recs[0].value),
+            (Some(&b"k"[..]), Some(&b"v"[..]))
+        );
+        assert_eq!((recs[1].offset_delta, recs[1].value), (1, None));
+    }
+
+    proptest! {
+        #[test]
+        fn records_never_panic_on_garbage(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut batch = build_batch(0, 0, &[(None, b"x")]).to_vec();
+            batch.truncate(BATCH_HEADER_BYTES);
+            batch.extend_from_slice(&tail);
+            let len = (batch.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;
+            batch[8..12].copy_from_slice(&len.to_be_bytes());
+            let _ = records(&batch);
+        }
     }
 
     #[test]

@@ -17,10 +17,8 @@
 //! - Timers are event-driven: one task sleeps until the earliest group deadline, and is woken by
 //!   a `Notify` when an earlier one appears. Never sleep-and-poll.
 
-// MERGE: replace these three lines with `pub mod offsets; pub mod records;` (H2b's modules).
-pub mod merge_stubs;
-pub use self::merge_stubs as offsets;
-pub use self::merge_stubs as records;
+pub mod offsets;
+pub mod records;
 
 pub mod state;
 
@@ -436,6 +434,12 @@ impl GroupCoordinator {
     /// subscribes to `topic`; NON_EMPTY_GROUP for a non-empty group of another protocol type.
     /// A group unknown here is Ok: the caller (which owns the offsets) answers GROUP_ID_NOT_FOUND
     /// when it has no offsets for it either.
+    /// Whether the group exists here with members or a rebalance history (not Dead).
+    pub fn is_known(&self, group_id: &str) -> bool {
+        self.find(group_id)
+            .is_some_and(|slot| lock(&slot.entry).group.state() != GroupState::Dead)
+    }
+
     pub fn check_offset_delete(&self, group_id: &str, topic: &str) -> Result<(), BrokerError> {
         let Some(slot) = self.find(group_id) else {
             return Ok(());

@@ -1,6 +1,6 @@
 //! Metadata (key 3): brokers (this node), and topics with their partitions, leaders, replicas and
 //! ISR. Unknown topics are auto-created when the request allows it (v4+; always before v4) and
-//! `auto.create.topics.enable` is set, as Kafka does.
+//! `auto.create.topics.enable` is set, as Kafka does. `__consumer_offsets` is reported as internal.
 
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::str_bytes;
 use crate::controller::{validate_topic_name, TopicMeta};
 use crate::error::BrokerError;
+use crate::group::offsets;
 use crate::node::Node;
 
 /// Without an authorizer every operation is allowed; Kafka reports the operations a resource
@@ -52,6 +53,18 @@ pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataR
             .into_iter()
             .map(|(name, id)| lookup(node, name, id, auto_create))
             .collect(),
+    };
+    // `is_internal` exists from v1 on.
+    let topics: Vec<MetadataResponseTopic> = if version >= 1 {
+        topics
+            .into_iter()
+            .map(|t| {
+                let internal = t.name.as_deref().is_some_and(|n| &**n == offsets::TOPIC);
+                t.with_is_internal(internal)
+            })
+            .collect()
+    } else {
+        topics
     };
     let topics = if request.include_topic_authorized_operations && version >= 8 {
         topics

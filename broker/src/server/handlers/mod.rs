@@ -18,6 +18,9 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 
@@ -94,15 +97,9 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
         Request::ListGroups(r) => ready(cid, v, &list_groups::handle(node, &r, v)),
         Request::DescribeGroups(r) => ready(cid, v, &describe_groups::handle(node, &r, v)),
         Request::DeleteGroups(r) => delete_groups::handle(node, r, cid, v),
-        // MERGE STUB: H2b's offset_fetch handler replaces this arm.
-        Request::OffsetFetch(r) => {
-            ready(cid, v, &crate::group::merge_stubs::offset_fetch_stub(&r, v))
-        }
-        // TEMPORARY (issue 10 in progress): the group and producer-id handlers replace this.
-        other => Box::pin(std::future::ready(Err(format!(
-            "{:?} is not implemented yet",
-            std::mem::discriminant(&other)
-        )))),
+        Request::OffsetCommit(r) => offset_commit::handle(node, r, cid, v),
+        Request::OffsetFetch(r) => ready(cid, v, &offset_fetch::handle(node, &r, v)),
+        Request::OffsetDelete(r) => offset_delete::handle(node, r, cid, v),
     }
 }
 

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{encode, ready, str_bytes, Pending};
 use crate::error::BrokerError;
+use crate::group::offsets;
 use crate::ids::Offset;
 use crate::node::Node;
 use crate::partition::Partition;
@@ -52,6 +53,12 @@ pub fn handle(
                     return Err(BrokerError::UnsupportedForMessageFormat(
                         "transactions are not supported yet".into(),
                     ));
+                }
+                if &*t.name == offsets::TOPIC {
+                    return Err(BrokerError::InvalidTopic(format!(
+                        "Cannot append to internal topic {}",
+                        offsets::TOPIC
+                    )));
                 }
                 let partition = usize::try_from(pd.index)
                     .ok()

@@ -202,6 +202,78 @@ async fn every_handler_answers_at_every_advertised_version() {
         )
         .await;
     }
+    for v in versions(ApiKey::OffsetCommit) {
+        let parts = vec![
+            offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5)
+                .with_committed_leader_epoch(if v >= 6 { 0 } else { -1 })
+                .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+            offset_commit_request::OffsetCommitRequestPartition::default()
+                .with_partition_index(99)
+                .with_committed_offset(5),
+        ];
+        let r = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("auto"))
+                    .with_partitions(parts),
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("missing")),
+            ]);
+        answer(&node, ApiKey::OffsetCommit, v, Request::OffsetCommit(r)).await;
+    }
+    for v in versions(ApiKey::OffsetFetch) {
+        let topics = vec![offset_fetch_request::OffsetFetchRequestTopic::default()
+            .with_name(name("auto"))
+            .with_partition_indexes(vec![0, 1, 99])];
+        let r = if v >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(name("auto"))
+                            .with_partition_indexes(vec![0, 1]),
+                    ])),
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                    .with_topics(None),
+            ])
+        } else {
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(Some(topics))
+        };
+        answer(&node, ApiKey::OffsetFetch, v, Request::OffsetFetch(r)).await;
+        if (2..8).contains(&v) {
+            let all = OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(None);
+            answer(&node, ApiKey::OffsetFetch, v, Request::OffsetFetch(all)).await;
+        }
+    }
+    for v in versions(ApiKey::OffsetDelete) {
+        let r = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name("auto"))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(0),
+                    ]),
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name("missing"))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(0),
+                    ]),
+            ]);
+        answer(&node, ApiKey::OffsetDelete, v, Request::OffsetDelete(r)).await;
+    }
     for v in versions(ApiKey::DeleteTopics) {
         let t = format!("created-{}", v + 1);
         let r = if v >= 6 {
@@ -688,4 +760,177 @@ async fn every_group_handler_answers_at_every_advertised_version() {
         assert_eq!(codes[1], 68, "DeleteGroups v{v}: NON_EMPTY_GROUP");
         assert_eq!(codes[2], 69, "DeleteGroups v{v}: GROUP_ID_NOT_FOUND");
     }
+}
+
+fn decode_flexible<R: kafka_protocol::protocol::Decodable>(
+    bytes: Bytes,
+    version: i16,
+    flexible: bool,
+) -> R {
+    // size, correlation id, and the response header's tagged fields when flexible.
+    let mut body = bytes.slice(if flexible { 9 } else { 8 }..);
+    R::decode(&mut body, version).unwrap()
+}
+
+fn commit_request(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    metadata: &str,
+) -> Request {
+    Request::OffsetCommit(
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.into())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(partition)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(2)
+                            .with_committed_metadata(Some(StrBytes::from_string(metadata.into()))),
+                    ]),
+            ]),
+    )
+}
+
+async fn commit_code(node: &Arc<Node>, request: Request) -> i16 {
+    let bytes = answer(node, ApiKey::OffsetCommit, 8, request).await;
+    let resp: OffsetCommitResponse = decode_flexible(bytes, 8, true);
+    resp.topics[0].partitions[0].error_code
+}
+
+#[tokio::test]
+async fn a_committed_offset_is_fetched_back_and_bad_commits_get_kafkas_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    node.auto_create_topic("orders").unwrap();
+    assert_eq!(
+        commit_code(&node, commit_request("billing", "orders", 0, 42, "note")).await,
+        0
+    );
+    assert_eq!(
+        commit_code(&node, commit_request("billing", "nowhere", 0, 1, "")).await,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        commit_code(&node, commit_request("billing", "orders", 5, 1, "")).await,
+        3,
+        "no partition 5"
+    );
+    let big = "x".repeat(4097);
+    assert_eq!(
+        commit_code(&node, commit_request("billing", "orders", 0, 99, &big)).await,
+        12,
+        "OFFSET_METADATA_TOO_LARGE"
+    );
+
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let bytes = answer(&node, ApiKey::OffsetFetch, 7, Request::OffsetFetch(fetch)).await;
+    let resp: OffsetFetchResponse = decode_flexible(bytes, 7, true);
+    let p = &resp.topics[0].partitions[0];
+    assert_eq!(
+        (p.committed_offset, p.committed_leader_epoch),
+        (42, 2),
+        "the refused commit changed nothing"
+    );
+    assert_eq!(
+        p.metadata.as_deref().map(|m| m.to_string()),
+        Some("note".to_string())
+    );
+
+    let all = OffsetFetchRequest::default().with_groups(vec![
+        offset_fetch_request::OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+            .with_topics(None),
+        offset_fetch_request::OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("nobody")))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopics::default()
+                    .with_name(name("orders"))
+                    .with_partition_indexes(vec![0]),
+            ])),
+    ]);
+    let bytes = answer(&node, ApiKey::OffsetFetch, 8, Request::OffsetFetch(all)).await;
+    let resp: OffsetFetchResponse = decode_flexible(bytes, 8, true);
+    assert_eq!(resp.groups[0].topics[0].partitions[0].committed_offset, 42);
+    let none = &resp.groups[1].topics[0].partitions[0];
+    assert_eq!(
+        (
+            none.committed_offset,
+            none.metadata.as_deref().map(|m| m.len())
+        ),
+        (-1, Some(0))
+    );
+
+    let delete = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+        .with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(name("orders"))
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(0),
+                ]),
+        ]);
+    let bytes = answer(
+        &node,
+        ApiKey::OffsetDelete,
+        0,
+        Request::OffsetDelete(delete),
+    )
+    .await;
+    let resp: OffsetDeleteResponse = decode_flexible(bytes, 0, false);
+    assert_eq!(
+        (resp.error_code, resp.topics[0].partitions[0].error_code),
+        (0, 0)
+    );
+    assert_eq!(node.offsets.fetch("billing", "orders", 0), None);
+}
+
+#[tokio::test]
+async fn the_offsets_topic_is_internal_and_clients_cannot_write_or_delete_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let resp = super::metadata::handle(&node, &all, 12);
+    let internal: Vec<_> = resp
+        .topics
+        .iter()
+        .filter(|t| t.is_internal)
+        .map(|t| t.name.as_deref().map(|n| n.to_string()))
+        .collect();
+    assert_eq!(internal, vec![Some("__consumer_offsets".to_string())]);
+
+    let data = vec![produce_request::PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(build_batch(0, 1_000, &[(None, b"forged")])))];
+    let r = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(name("__consumer_offsets"))
+            .with_partition_data(data),
+    ]);
+    let bytes = answer(&node, ApiKey::Produce, 9, Request::Produce(r)).await;
+    let resp: ProduceResponse = decode_flexible(bytes, 9, true);
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
+
+    let r = DeleteTopicsRequest::default().with_topic_names(vec![name("__consumer_offsets")]);
+    let bytes = answer(&node, ApiKey::DeleteTopics, 5, Request::DeleteTopics(r)).await;
+    let resp: DeleteTopicsResponse = decode_flexible(bytes, 5, true);
+    assert_eq!(resp.responses[0].error_code, 17);
+    assert!(node.metadata().topic("__consumer_offsets").is_some());
 }

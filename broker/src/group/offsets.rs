@@ -1,0 +1,529 @@
+//! Committed offsets and group metadata, kept in memory and written to the internal topic
+//! `__consumer_offsets` as Kafka does (record formats in [`super::records`]).
+//!
+//! A group lives in one partition of `__consumer_offsets` ([`OffsetStore::partition_for`], Kafka's
+//! rule) and its in-memory state in the shard of that partition: one lock per shard, no lock
+//! shared between shards, so commits of groups in different partitions never wait on each other.
+//!
+//! Invariants:
+//! - Under a shard's lock, a write appends its batch to the partition and then updates the map:
+//!   the map always equals "the log replayed in order", so a reload gives back the same state
+//!   (last writer wins, a tombstone deletes).
+//! - A write is acknowledged only once the partition's durable offset covers its batch (the
+//!   `acks=-1` guarantee; many commits share one flush). Between append and flush a commit is
+//!   already visible to OffsetFetch, like records to a consumer; a crash in that window loses only
+//!   commits that were never acknowledged.
+//! - One request's offsets for a group are one batch: they survive a crash together or not at all.
+//! - Loading never panics on bad bytes: a corrupt batch or record is skipped with a warning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_protocol::record_batch::{build_batch_nullable, records, BatchIter, NullableRecord};
+
+use super::records::{
+    decode_group_value, decode_key, decode_offset_value, encode_group_key, encode_group_value,
+    encode_offset_key, encode_offset_value, RecordKey,
+};
+pub use super::records::{CommittedOffset, GroupMetadata};
+use crate::error::BrokerError;
+use crate::ids::Offset;
+use crate::partition::Partition;
+
+/// The internal topic's name.
+pub const TOPIC: &str = "__consumer_offsets";
+
+/// How much of a partition one read of the loader takes.
+const LOAD_READ_BYTES: usize = 16 << 20;
+/// Corrupt-data warnings logged per partition while loading (the rest are only counted).
+const LOAD_WARNINGS_MAX: usize = 10;
+
+/// group -> topic -> partition -> committed offset.
+type GroupOffsets = HashMap<String, BTreeMap<i32, CommittedOffset>>;
+
+#[derive(Default)]
+struct Shard {
+    offsets: HashMap<String, GroupOffsets>,
+}
+
+/// What loading found.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub partitions: usize,
+    pub batches: u64,
+    pub records: u64,
+    /// Batches and records skipped as corrupt or unreadable.
+    pub skipped: u64,
+    pub groups: usize,
+    pub offsets: usize,
+    pub elapsed: Duration,
+}
+
+/// One offset to commit.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub topic: String,
+    pub partition: i32,
+    pub value: CommittedOffset,
+}
+
+/// An appended write of the store, on disk once [`Durable::wait`] returns.
+#[must_use = "a write is acknowledged only after it is durable"]
+pub struct Durable(Option<(Arc<Partition>, Offset)>);
+
+impl Durable {
+    /// Resolves once the partition's flushed offset covers the write (group commit: every write
+    /// appended before a flush starts is covered by it).
+    pub async fn wait(self) {
+        if let Some((partition, end)) = self.0 {
+            partition.wait_durable(end).await;
+        }
+    }
+}
+
+pub struct OffsetStore {
+    /// `__consumer_offsets` partitions, by index.
+    partitions: Vec<Arc<Partition>>,
+    shards: Vec<Mutex<Shard>>,
+    loaded_groups: Mutex<Vec<(String, GroupMetadata)>>,
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units), as Kafka partitions group ids.
+fn java_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic under the lock leaves the map as the last completed write left it.
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a failed append means to a committer (Kafka's mapping in its group coordinator).
+fn append_error(e: BrokerError) -> BrokerError {
+    match e {
+        BrokerError::MessageTooLarge { .. } | BrokerError::RecordListTooLarge { .. } => {
+            BrokerError::InvalidCommitOffsetSize
+        }
+        BrokerError::NotLeaderOrFollower => BrokerError::NotCoordinator,
+        e => {
+            tracing::warn!(error = %e, "write to {TOPIC} failed");
+            BrokerError::CoordinatorNotAvailable(format!("write to {TOPIC} failed"))
+        }
+    }
+}
+
+impl OffsetStore {
+    /// A store over the partitions of `__consumer_offsets` (index = partition id); empty until
+    /// [`OffsetStore::load`].
+    pub fn new(partitions: Vec<Arc<Partition>>) -> OffsetStore {
+        let shards = partitions.iter().map(|_| Mutex::default()).collect();
+        OffsetStore {
+            partitions,
+            shards,
+            loaded_groups: Mutex::default(),
+        }
+    }
+
+    /// Partition of `__consumer_offsets` that holds `group_id` (Java String.hashCode, abs, mod count).
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        let n = self.partitions.len().max(1) as i32;
+        // Kafka's Utils.abs: i32::MIN maps to 0.
+        let h = java_hash(group_id);
+        let h = if h == i32::MIN { 0 } else { h.abs() };
+        h % n
+    }
+
+    fn shard_of(&self, group_id: &str) -> usize {
+        self.partition_for(group_id) as usize
+    }
+
+    /// Appends one batch of `(key, value)` records to the group's partition and applies `update`
+    /// to its shard under the shard's lock. Synchronous, so handlers append in request order
+    /// (and many appends share one flush); the returned [`Durable`] waits for the disk.
+    fn append(
+        &self,
+        group_id: &str,
+        kvs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        update: impl FnOnce(&mut Shard),
+    ) -> Result<Durable, BrokerError> {
+        let i = self.shard_of(group_id);
+        let shard = self.shards.get(i).ok_or_else(|| {
+            BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"))
+        })?;
+        if kvs.is_empty() {
+            update(&mut lock(shard));
+            return Ok(Durable(None));
+        }
+        let partition = self.partitions.get(i).ok_or_else(|| {
+            BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"))
+        })?;
+        let now = crate::server::handlers::produce::now_ms();
+        let refs: Vec<NullableRecord<'_>> = kvs
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let batch = build_batch_nullable(0, now, &refs);
+        let mut shard = lock(shard);
+        let appended = partition.append(&batch, now).map_err(append_error)?;
+        update(&mut shard);
+        drop(shard);
+        partition.request_flush();
+        Ok(Durable(Some((
+            Arc::clone(partition),
+            Offset(appended.last_offset.0 + 1),
+        ))))
+    }
+
+    /// Appends `commits` for `group_id` as one batch (see [`OffsetStore::commit`]); await the
+    /// result to know they are on disk.
+    pub fn append_commits(
+        &self,
+        group_id: &str,
+        commits: Vec<Commit>,
+    ) -> Result<Durable, BrokerError> {
+        let kvs = commits
+            .iter()
+            .map(|c| {
+                (
+                    encode_offset_key(group_id, &c.topic, c.partition),
+                    Some(encode_offset_value(&c.value)),
+                )
+            })
+            .collect();
+        self.append(group_id, kvs, |shard| {
+            let group = shard.offsets.entry(group_id.to_string()).or_default();
+            for c in commits {
+                group
+                    .entry(c.topic)
+                    .or_default()
+                    .insert(c.partition, c.value);
+            }
+        })
+    }
+
+    /// Durably commits `commits` for `group_id`, all in one batch.
+    pub async fn commit(&self, group_id: &str, commits: Vec<Commit>) -> Result<(), BrokerError> {
+        self.append_commits(group_id, commits)?.wait().await;
+        Ok(())
+    }
+
+    /// The committed offset of one partition, if any.
+    pub fn fetch(&self, group_id: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
+        lock(&self.shards[self.shard_of(group_id)])
+            .offsets
+            .get(group_id)?
+            .get(topic)?
+            .get(&partition)
+            .cloned()
+    }
+
+    /// Committed offsets of a group: (topic, partition) -> (offset, leader_epoch, metadata, commit_ts).
+    /// Sorted by topic, then partition.
+    pub fn group_offsets(&self, group_id: &str) -> Vec<(String, i32, CommittedOffset)> {
+        let shard = lock(&self.shards[self.shard_of(group_id)]);
+        let Some(group) = shard.offsets.get(group_id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = group
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(|(p, c)| (t.clone(), *p, c.clone())))
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    /// Whether the group has any committed offset.
+    pub fn has_offsets(&self, group_id: &str) -> bool {
+        lock(&self.shards[self.shard_of(group_id)])
+            .offsets
+            .contains_key(group_id)
+    }
+
+    /// Groups that have committed offsets (for ListGroups/DescribeGroups of offset-only groups).
+    pub fn groups_with_offsets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|s| lock(s).offsets.keys().cloned().collect::<Vec<_>>())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Appends tombstones for the given committed offsets; offsets that do not exist are
+    /// ignored. Await the result to know they are on disk.
+    pub fn append_deletes(
+        &self,
+        group_id: &str,
+        targets: &[(String, i32)],
+    ) -> Result<Durable, BrokerError> {
+        let existing: Vec<(String, i32)> = targets
+            .iter()
+            .filter(|(t, p)| self.fetch(group_id, t, *p).is_some())
+            .cloned()
+            .collect();
+        let kvs = existing
+            .iter()
+            .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
+            .collect();
+        self.append(group_id, kvs, |shard| {
+            remove_offsets(shard, group_id, &existing)
+        })
+    }
+
+    /// Durably deletes the given committed offsets (tombstones); offsets that do not exist are
+    /// ignored.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        targets: &[(String, i32)],
+    ) -> Result<(), BrokerError> {
+        self.append_deletes(group_id, targets)?.wait().await;
+        Ok(())
+    }
+
+    /// Durably writes the group's metadata record (returns once flushed, like acks=-1).
+    pub async fn store_group(
+        &self,
+        group_id: &str,
+        metadata: &GroupMetadata,
+    ) -> Result<(), BrokerError> {
+        let kvs = vec![(
+            encode_group_key(group_id),
+            Some(encode_group_value(metadata)),
+        )];
+        self.append(group_id, kvs, |_| {})?.wait().await;
+        Ok(())
+    }
+
+    /// Durably writes tombstones for the group and all its offsets, and forgets them.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), BrokerError> {
+        let offsets: Vec<(String, i32)> = self
+            .group_offsets(group_id)
+            .into_iter()
+            .map(|(t, p, _)| (t, p))
+            .collect();
+        let mut kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> = offsets
+            .iter()
+            .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
+            .collect();
+        kvs.push((encode_group_key(group_id), None));
+        self.append(group_id, kvs, |shard| {
+            shard.offsets.remove(group_id);
+        })?
+        .wait()
+        .await;
+        Ok(())
+    }
+
+    /// Group metadata loaded at start (last record per group, tombstones applied), handed out once.
+    pub fn take_loaded_groups(&self) -> Vec<(String, GroupMetadata)> {
+        std::mem::take(&mut *self.loaded_groups.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads every partition from its log start to its end and rebuilds the maps: last record
+    /// wins, tombstones delete. Partitions are read in parallel, one thread per core.
+    pub fn load(&self) -> Result<LoadReport, BrokerError> {
+        let started = Instant::now();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(self.partitions.len().max(1));
+        let results: Vec<Result<(usize, Loaded), BrokerError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        (t..self.partitions.len())
+                            .step_by(threads)
+                            .map(|i| load_partition(&self.partitions[i]).map(|l| (i, l)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![Err(BrokerError::Storage(std::io::Error::other(
+                            "a loader thread panicked",
+                        )))]
+                    })
+                })
+                .collect()
+        });
+        let mut report = LoadReport {
+            partitions: self.partitions.len(),
+            ..LoadReport::default()
+        };
+        let mut groups = Vec::new();
+        for r in results {
+            let (i, loaded) = r?;
+            report.batches += loaded.batches;
+            report.records += loaded.records;
+            report.skipped += loaded.skipped;
+            report.offsets += loaded
+                .shard
+                .offsets
+                .values()
+                .flat_map(|g| g.values())
+                .map(BTreeMap::len)
+                .sum::<usize>();
+            let mut shard = lock(&self.shards[i]);
+            let mut names: std::collections::HashSet<&String> =
+                loaded.shard.offsets.keys().collect();
+            names.extend(loaded.groups.keys());
+            report.groups += names.len();
+            groups.extend(loaded.groups);
+            *shard = loaded.shard;
+        }
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        *self.loaded_groups.lock().unwrap_or_else(|p| p.into_inner()) = groups;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+}
+
+fn remove_offsets(shard: &mut Shard, group_id: &str, targets: &[(String, i32)]) {
+    let Some(group) = shard.offsets.get_mut(group_id) else {
+        return;
+    };
+    for (t, p) in targets {
+        if let Some(ps) = group.get_mut(t) {
+            ps.remove(p);
+            if ps.is_empty() {
+                group.remove(t);
+            }
+        }
+    }
+    if group.is_empty() {
+        shard.offsets.remove(group_id);
+    }
+}
+
+#[derive(Default)]
+struct Loaded {
+    shard: Shard,
+    groups: HashMap<String, GroupMetadata>,
+    batches: u64,
+    records: u64,
+    skipped: u64,
+}
+
+impl Loaded {
+    fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        match decode_key(key).map_err(|e| format!("key: {e}"))? {
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            } => match value {
+                None => {
+                    remove_offsets(&mut self.shard, group, &[(topic.to_string(), partition)]);
+                }
+                Some(v) => {
+                    let value = decode_offset_value(v).map_err(|e| format!("offset value: {e}"))?;
+                    // Look up by reference: most records update a key seen before, and
+                    // allocating the names again for each would dominate the load time.
+                    if !self.shard.offsets.contains_key(group) {
+                        self.shard.offsets.insert(group.to_string(), HashMap::new());
+                    }
+                    let Some(g) = self.shard.offsets.get_mut(group) else {
+                        return Ok(());
+                    };
+                    if !g.contains_key(topic) {
+                        g.insert(topic.to_string(), BTreeMap::new());
+                    }
+                    if let Some(t) = g.get_mut(topic) {
+                        t.insert(partition, value);
+                    }
+                }
+            },
+            RecordKey::Group { group } => match value {
+                None => {
+                    self.groups.remove(group);
+                }
+                Some(v) => {
+                    let value = decode_group_value(v).map_err(|e| format!("group value: {e}"))?;
+                    self.groups.insert(group.to_string(), value);
+                }
+            },
+            RecordKey::Other { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+/// Replays one partition into a fresh shard.
+fn load_partition(partition: &Partition) -> Result<Loaded, BrokerError> {
+    let mut loaded = Loaded::default();
+    let mut warnings = 0usize;
+    let mut warn = |what: String| {
+        warnings += 1;
+        if warnings <= LOAD_WARNINGS_MAX {
+            tracing::warn!(partition = %partition.id(), "{TOPIC}: skipping {what}");
+        }
+    };
+    let end = partition.high_watermark();
+    let mut offset = partition.log_start_offset();
+    while offset < end {
+        let view = partition.read(offset, LOAD_READ_BYTES)?;
+        let Some(bytes): Option<Bytes> = view.records else {
+            break;
+        };
+        let mut next = offset;
+        for (_, batch) in BatchIter::new(&bytes) {
+            if batch.last_offset() < offset.0 {
+                continue; // a read may start at the batch holding `offset`
+            }
+            next = Offset(batch.last_offset().saturating_add(1));
+            loaded.batches += 1;
+            if let Err(e) = batch.validate() {
+                loaded.skipped += 1;
+                warn(format!("batch at offset {}: {e}", batch.base_offset()));
+                continue;
+            }
+            let recs = match records(batch.bytes()) {
+                Ok(r) => r,
+                Err(e) => {
+                    loaded.skipped += 1;
+                    warn(format!("batch at offset {}: {e}", batch.base_offset()));
+                    continue;
+                }
+            };
+            for r in recs {
+                loaded.records += 1;
+                let Some(key) = r.key else {
+                    loaded.skipped += 1;
+                    warn(format!(
+                        "record at offset {}: null key",
+                        batch.base_offset() + i64::from(r.offset_delta)
+                    ));
+                    continue;
+                };
+                if let Err(e) = loaded.apply(key, r.value) {
+                    loaded.skipped += 1;
+                    warn(format!(
+                        "record at offset {}: {e}",
+                        batch.base_offset() + i64::from(r.offset_delta)
+                    ));
+                }
+            }
+        }
+        if next <= offset {
+            // Nothing readable past `offset` (should not happen below the high watermark).
+            warn(format!("unreadable log from offset {offset}"));
+            break;
+        }
+        offset = next;
+    }
+    if warnings > LOAD_WARNINGS_MAX {
+        tracing::warn!(partition = %partition.id(), warnings, "{TOPIC}: more corrupt data skipped");
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! The offset store against a real node in a temp dir: commits are durable, reload after a
+//! restart gives back the same state, and bad records in the log are skipped, not fatal.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_protocol::record_batch::build_batch_nullable;
+
+use super::*;
+use crate::config::BrokerConfig;
+use crate::group::records::{self, MemberMetadata};
+use crate::node::{Endpoint, Node};
+
+fn open(dir: &std::path::Path) -> Node {
+    let mut config = BrokerConfig::default();
+    config.set("log.segment.bytes", "1048576").unwrap();
+    config.set("offsets.topic.num.partitions", "4").unwrap();
+    let (node, _) = Node::open(
+        Arc::new(config),
+        Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        },
+        dir,
+    )
+    .unwrap();
+    let report = node.offsets.load().unwrap();
+    assert_eq!(report.partitions, 4);
+    node
+}
+
+fn commit(topic: &str, partition: i32, offset: i64, metadata: &str) -> Commit {
+    Commit {
+        topic: topic.into(),
+        partition,
+        value: CommittedOffset {
+            offset,
+            leader_epoch: 3,
+            metadata: metadata.into(),
+            commit_timestamp_ms: 1_000,
+        },
+    }
+}
+
+fn offsets_of(node: &Node, group: &str) -> Vec<(String, i32, i64)> {
+    node.offsets
+        .group_offsets(group)
+        .into_iter()
+        .map(|(t, p, c)| (t, p, c.offset))
+        .collect()
+}
+
+#[test]
+fn groups_are_placed_as_kafka_places_them() {
+    let store = OffsetStore::new(Vec::new());
+    // Java: "hello".hashCode() is 99162322; "my-group".hashCode() is -1906497762, so Kafka
+    // keeps my-group in partition abs(-1906497762) % 50 = 12 of 50.
+    assert_eq!(java_hash("hello"), 99_162_322);
+    assert_eq!(java_hash("my-group"), -1_906_497_762);
+    assert_eq!((1_906_497_762 % 50), 12);
+    assert_eq!(java_hash(""), 0);
+    assert_eq!(
+        store.partition_for("x"),
+        0,
+        "no partitions: never a division by zero"
+    );
+}
+
+#[tokio::test]
+async fn committed_offsets_are_fetched_replaced_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    let offsets = &node.offsets;
+    offsets
+        .commit("g", vec![commit("t", 0, 10, "a"), commit("t", 1, 20, "")])
+        .await
+        .unwrap();
+    assert_eq!(offsets.fetch("g", "t", 0).unwrap().metadata, "a");
+    assert_eq!(
+        offsets.fetch("other", "t", 0),
+        None,
+        "groups do not see each other"
+    );
+    offsets
+        .commit("g", vec![commit("t", 0, 11, "b")])
+        .await
+        .unwrap();
+    assert_eq!(
+        offsets_of(&node, "g"),
+        vec![("t".into(), 0, 11), ("t".into(), 1, 20)]
+    );
+    offsets
+        .delete_offsets("g", &[("t".into(), 1), ("t".into(), 9)])
+        .await
+        .unwrap();
+    assert_eq!(offsets_of(&node, "g"), vec![("t".into(), 0, 11)]);
+    assert_eq!(offsets.groups_with_offsets(), vec!["g".to_string()]);
+    offsets.delete_group("g").await.unwrap();
+    assert!(offsets.group_offsets("g").is_empty());
+    assert!(offsets.groups_with_offsets().is_empty());
+}
+
+#[tokio::test]
+async fn a_commit_is_on_disk_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    node.offsets
+        .commit("g", vec![commit("t", 0, 1, "")])
+        .await
+        .unwrap();
+    let p = node.offsets.partition_for("g");
+    let partition = node.partitions.partition(TOPIC, p).unwrap();
+    assert_eq!(
+        partition.high_watermark(),
+        Offset(1),
+        "one batch of one record"
+    );
+    assert!(
+        partition.recovery_point() >= Offset(1),
+        "flushed before the answer"
+    );
+}
+
+#[tokio::test]
+async fn everything_comes_back_after_a_restart_with_tombstones_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = GroupMetadata {
+        protocol_type: "consumer".into(),
+        generation: 4,
+        protocol: Some("range".into()),
+        leader: Some("m-1".into()),
+        current_state_timestamp_ms: 77,
+        members: vec![MemberMetadata {
+            member_id: "m-1".into(),
+            group_instance_id: Some("static".into()),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 300_000,
+            session_timeout_ms: 45_000,
+            subscription: Bytes::from_static(b"sub"),
+            assignment: Bytes::from_static(b"asg"),
+        }],
+    };
+    {
+        let node = open(dir.path());
+        for i in 0..50 {
+            node.offsets
+                .commit(
+                    &format!("g{}", i % 7),
+                    vec![commit("t", i % 3, i64::from(i), "m")],
+                )
+                .await
+                .unwrap();
+        }
+        node.offsets.store_group("g1", &group).await.unwrap();
+        node.offsets.store_group("gone", &group).await.unwrap();
+        node.offsets.delete_group("gone").await.unwrap();
+        node.offsets
+            .delete_offsets("g2", &[("t".into(), 0)])
+            .await
+            .unwrap();
+        node.offsets.delete_group("g3").await.unwrap();
+        // Dropped without a clean shutdown: what a kill -9 leaves.
+    }
+    let expected: Vec<Vec<(String, i32, i64)>> = {
+        let mut model = std::collections::BTreeMap::new();
+        for i in 0..50 {
+            model.insert(
+                (format!("g{}", i % 7), "t".to_string(), i % 3),
+                i64::from(i),
+            );
+        }
+        model.remove(&("g2".into(), "t".into(), 0));
+        model.retain(|k, _| k.0 != "g3");
+        (0..7)
+            .map(|g| {
+                model
+                    .iter()
+                    .filter(|(k, _)| k.0 == format!("g{g}"))
+                    .map(|(k, v)| (k.1.clone(), k.2, *v))
+                    .collect()
+            })
+            .collect()
+    };
+    let node = open(dir.path());
+    for (g, want) in expected.iter().enumerate() {
+        assert_eq!(&offsets_of(&node, &format!("g{g}")), want, "group g{g}");
+    }
+    assert_eq!(node.offsets.fetch("g1", "t", 1).unwrap().metadata, "m");
+    assert_eq!(node.offsets.fetch("g1", "t", 1).unwrap().leader_epoch, 3);
+    let groups = node.offsets.take_loaded_groups();
+    assert_eq!(groups, vec![("g1".to_string(), group)]);
+    assert!(
+        node.offsets.take_loaded_groups().is_empty(),
+        "handed out once"
+    );
+}
+
+#[tokio::test]
+async fn bad_records_in_the_log_are_skipped_with_a_warning_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = open(dir.path());
+        node.offsets
+            .commit("g", vec![commit("t", 0, 5, "")])
+            .await
+            .unwrap();
+        let p = node.offsets.partition_for("g");
+        let partition = node.partitions.partition(TOPIC, p).unwrap();
+        let good_key = records::encode_offset_key("g", "t", 1);
+        let good_value = records::encode_offset_value(&commit("t", 1, 6, "").value);
+        // Well-formed batches (valid CRC) holding records that are not: a garbage key, a value
+        // cut short, a null key, an unknown value version; then a good record after them.
+        let batch = build_batch_nullable(
+            0,
+            1_000,
+            &[
+                (Some(&b"\x00\x01\xff"[..]), Some(&b"x"[..])),
+                (
+                    Some(&good_key[..]),
+                    Some(&good_value[..good_value.len() - 3]),
+                ),
+                (None, Some(&good_value[..])),
+                (Some(&good_key[..]), Some(&b"\x00\x63rest"[..])),
+                (Some(&good_key[..]), Some(&good_value[..])),
+            ],
+        );
+        partition.append(&batch, 1_000).unwrap();
+        partition.wait_durable(partition.high_watermark()).await;
+    }
+    let node = open(dir.path());
+    assert_eq!(
+        offsets_of(&node, "g"),
+        vec![("t".into(), 0, 5), ("t".into(), 1, 6)]
+    );
+    let report = node.offsets.load().unwrap();
+    assert_eq!(report.skipped, 4);
+    assert_eq!(report.records, 6);
+}
+
+#[tokio::test]
+async fn the_internal_topic_is_created_once_and_cannot_be_deleted_or_grown() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    assert_eq!(node.metadata().topic(TOPIC).unwrap().partitions, 4);
+    assert_eq!(node.delete_topic(TOPIC).unwrap_err().code(), 17);
+    assert!(node.create_partitions(TOPIC, 8, None, false).is_err());
+    drop(node);
+    let node = open(dir.path());
+    assert_eq!(node.metadata().topic(TOPIC).unwrap().partitions, 4);
+}

@@ -1,0 +1,122 @@
+//! OffsetCommit (key 8, v2-8): checks each partition (the topic must exist, the metadata fit
+//! `offset.metadata.max.bytes`), asks the group coordinator whether this member may commit, and
+//! writes every accepted offset of the request as one batch to `__consumer_offsets`. The answer
+//! waits until that batch is on disk, like `acks=-1`.
+//!
+//! v2-4 carry `retention_time_ms`; it is accepted and ignored (offset expiry is not built: offsets
+//! are kept until their group deletes them), which Kafka also does from v5 on.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use super::produce::now_ms;
+use super::{encode, Pending};
+use crate::error::BrokerError;
+use crate::group::offsets::{Commit, CommittedOffset};
+use crate::node::Node;
+
+pub fn handle(
+    node: &Arc<Node>,
+    request: OffsetCommitRequest,
+    correlation_id: i32,
+    version: i16,
+) -> Pending {
+    let group = request.group_id.to_string();
+    let metadata_bytes_max = node.config.i64("offset.metadata.max.bytes").max(0) as usize;
+    let now = now_ms();
+    // The coordinator's verdict covers the whole request, as in Kafka.
+    let allowed = node
+        .groups
+        .check_commit(
+            &group,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            request.generation_id_or_member_epoch,
+        )
+        .map_err(|e| e.code());
+    let mut commits = Vec::new();
+    // (topic index, partition index) of each accepted commit, to fill in a write error.
+    let mut accepted = Vec::new();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for (ti, t) in request.topics.into_iter().enumerate() {
+        let known = node.partitions.topic(&t.name);
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.into_iter().enumerate() {
+            let metadata = p
+                .committed_metadata
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let exists = known
+                .as_ref()
+                .is_some_and(|k| usize::try_from(p.partition_index).is_ok_and(|i| i < k.len()));
+            let outcome = if !exists {
+                Err(BrokerError::UnknownTopicOrPartition.code())
+            } else if metadata.len() > metadata_bytes_max {
+                Err(BrokerError::OffsetMetadataTooLarge {
+                    size_bytes: metadata.len(),
+                    limit_bytes: metadata_bytes_max,
+                }
+                .code())
+            } else {
+                allowed
+            };
+            let code = match outcome {
+                Ok(()) => {
+                    accepted.push((ti, pi));
+                    commits.push(Commit {
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                        value: CommittedOffset {
+                            offset: p.committed_offset,
+                            leader_epoch: if version >= 6 {
+                                p.committed_leader_epoch
+                            } else {
+                                -1
+                            },
+                            metadata,
+                            commit_timestamp_ms: now,
+                        },
+                    });
+                    0
+                }
+                Err(code) => code,
+            };
+            partitions.push(
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code),
+            );
+        }
+        topics.push(
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    let mut response = OffsetCommitResponse::default().with_topics(topics);
+    // Appended now, in request order, so the requests in flight share a flush; only the wait
+    // for the disk happens in the future.
+    let durable = if commits.is_empty() {
+        None
+    } else {
+        match node.offsets.append_commits(&group, commits) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                for (ti, pi) in accepted {
+                    response.topics[ti].partitions[pi].error_code = e.code();
+                }
+                None
+            }
+        }
+    };
+    Box::pin(async move {
+        if let Some(d) = durable {
+            d.wait().await;
+        }
+        encode(correlation_id, version, &response).map(Some)
+    })
+}
