@@ -22,13 +22,13 @@ if [ ${#missing_apt[@]} -gt 0 ]; then
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing_apt[@]}"
 fi
 
-# PyPI clients: confluent-kafka (bundles librdkafka 2.x), kafka-python (pure Python) and the codec
-# libraries kafka-python needs for snappy, lz4 and zstd.
-python_modules="confluent_kafka kafka snappy cramjam lz4 zstandard"
+# PyPI clients: confluent-kafka (bundles librdkafka 2.x), kafka-python (pure Python), aiokafka
+# (asyncio, for consumer groups) and the codec libraries kafka-python needs for snappy, lz4, zstd.
+python_modules="confluent_kafka kafka aiokafka snappy cramjam lz4 zstandard"
 if ! python3 -c "import ${python_modules// /, }" >/dev/null 2>&1; then
     log "installing Python packages"
     python3 -m pip install --quiet --disable-pip-version-check \
-        confluent-kafka kafka-python python-snappy cramjam lz4 zstandard
+        confluent-kafka kafka-python aiokafka python-snappy cramjam lz4 zstandard
 fi
 
 log "cargo fmt --check"

@@ -6,9 +6,9 @@ non-zero with a "FAIL: ..." line on stderr on any mismatch. Every loop is
 bounded in time; a watchdog thread hard-exits a script that hangs inside a
 client library call.
 
-Strata has no consumer groups and no idempotent producer yet, so:
-- producers run with idempotence disabled,
-- consumers use assign() (never subscribe()) and commit nothing.
+The codec and round-trip helpers here test the data path alone: producers run with idempotence
+disabled and consumers use assign() and commit nothing. Consumer groups and the idempotent
+producer have their own scripts (group_*.py, idempotent_produce.py, committed_offsets.py).
 """
 
 import faulthandler

@@ -189,9 +189,9 @@ fn unknown_apis_and_versions_get_what_the_protocol_says() {
     s.write_all(&f).unwrap();
     assert_closed(&mut s, "unknown API key", &broker);
 
-    // A real Kafka API this broker does not implement (JoinGroup).
+    // A real Kafka API this broker does not implement (EndTxn: no transactions).
     let mut f = frame(ApiKey::Metadata, 1, &MetadataRequest::default());
-    f[4..6].copy_from_slice(&(ApiKey::JoinGroup as i16).to_be_bytes());
+    f[4..6].copy_from_slice(&(ApiKey::EndTxn as i16).to_be_bytes());
     let mut s = connect(&broker);
     s.write_all(&f).unwrap();
     assert_closed(&mut s, "unimplemented API", &broker);

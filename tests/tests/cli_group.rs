@@ -1,8 +1,7 @@
-//! `strata group` and `strata consume --group`: the error exits that need no group coordinator
-//! (bad flags, an unreachable broker) run always; the stories against a real broker (consume in
-//! a group and resume from its commits, describe with lag, reset offsets dry run and executed,
-//! refusal while members are active, list and delete) need the broker's group coordinator and
-//! are ignored until it is merged.
+//! `strata group` and `strata consume --group`: the error exits (bad flags, an unreachable
+//! broker), and the stories against a real broker (consume in a group and resume from its
+//! commits, describe with lag, reset offsets dry run and executed, refusal while members are
+//! active, list and delete).
 
 mod common;
 
@@ -168,7 +167,7 @@ fn an_unreachable_broker_is_one_line_and_fast_for_every_group_command() {
     }
 }
 
-// ---- Against a broker with a group coordinator (enabled at merge) ----
+// ---- Against a broker ----
 
 fn group(broker: &Broker, args: &[&str]) -> Output {
     let bootstrap = broker.bootstrap();
@@ -242,7 +241,6 @@ fn sum(
 }
 
 #[test]
-#[ignore = "needs the group coordinator (merge)"]
 fn a_group_consumer_commits_what_it_printed_and_the_next_one_resumes_there() {
     let broker = Broker::start(&[]);
     let topic = topic_with_records(&broker, "group-resume", 2, 10);
@@ -294,7 +292,6 @@ fn a_group_consumer_commits_what_it_printed_and_the_next_one_resumes_there() {
 }
 
 #[test]
-#[ignore = "needs the group coordinator (merge)"]
 fn reset_offsets_prints_a_plan_and_applies_it_only_with_execute() {
     let broker = Broker::start(&[]);
     let topic = topic_with_records(&broker, "group-reset", 2, 10);
@@ -405,7 +402,6 @@ fn reset_offsets_prints_a_plan_and_applies_it_only_with_execute() {
 }
 
 #[test]
-#[ignore = "needs the group coordinator (merge)"]
 fn reset_offsets_is_refused_while_the_group_has_active_members() {
     let broker = Broker::start(&[]);
     let topic = topic_with_records(&broker, "group-active", 1, 3);
@@ -457,7 +453,6 @@ fn reset_offsets_is_refused_while_the_group_has_active_members() {
 }
 
 #[test]
-#[ignore = "needs the group coordinator (merge)"]
 fn groups_are_listed_filtered_by_state_and_deleted() {
     let broker = Broker::start(&[]);
     let topic = topic_with_records(&broker, "group-list", 1, 2);

@@ -2,8 +2,8 @@
 //! through Strata: keyed lines with headers, every compression codec, and the
 //! data must still be there after the broker is SIGKILLed and restarted.
 //!
-//! kcat is used without `-G` (simple consumer, no consumer group): Strata has
-//! no group coordinator yet.
+//! kcat is used without `-G` here (simple consumer); kcat in consumer groups is
+//! tested in groups.rs and group_clients.rs.
 
 mod common;
 
