@@ -23,8 +23,10 @@ Then it runs, one after the other, each labelled with its client name:
 - kafka-python: KafkaAdminClient create_topics, an lz4 KafkaProducer, a KafkaConsumer with
   assign().
 
-Frames of APIs Strata does not implement (FindCoordinator, ...) are kept too: the test checks
-that they are refused the right way. Nothing at test time needs Python or a broker.
+Each client also produces idempotently (InitProducerId) and runs a consumer-group member that
+commits (FindCoordinator, JoinGroup, SyncGroup, OffsetFetch, OffsetCommit, Heartbeat,
+LeaveGroup); kafka-python's admin lists and describes groups. Frames of APIs Strata does not
+implement are kept too: the test checks that they are refused the right way. Nothing at test time needs Python or a broker.
 """
 
 import argparse
@@ -167,6 +169,13 @@ def run_kcat(bootstrap):
     out = run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
                "-f", "%k:%s\n"])
     assert out.count(b"\n") == 3, out
+    # Idempotent produce (InitProducerId) and a group member (FindCoordinator, JoinGroup, SyncGroup,
+    # OffsetFetch, OffsetCommit, Heartbeat, LeaveGroup) that exits at the end of the partition.
+    run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-z", "zstd", "-X", "enable.idempotence=true"],
+        stdin=b"idempotent value " * 20 + b"\n")
+    out = run(["kcat", "-b", bootstrap, "-G", "captured-kcat-group", "-X", "auto.offset.reset=earliest",
+               "-e", "-q", "-f", "%s\n", topic])
+    assert out.count(b"\n") == 4, out
 
 
 def run_confluent(bootstrap):
@@ -205,6 +214,23 @@ def run_confluent(bootstrap):
     c.close()
     assert got == 3, got
 
+    # Idempotent producer, then a group member that commits and leaves.
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                  "compression.type": "gzip"})
+    p.produce(topic, value=b"idempotent value " * 20)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "captured-confluent-group",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got, deadline = 0, time.monotonic() + 30
+    while got < 4 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got += 1
+    c.commit(asynchronous=False)
+    c.close()
+    assert got == 4, got
+
 
 def run_kafka_python(bootstrap):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -230,6 +256,25 @@ def run_kafka_python(bootstrap):
     got = sum(1 for _ in c)
     c.close()
     assert got == 3, got
+
+    # A group member (kafka-python's own group protocol code), committing and leaving; the admin
+    # API for groups.
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="captured-kafka-python-group",
+                      enable_auto_commit=False, auto_offset_reset="earliest",
+                      consumer_timeout_ms=3000)
+    got = sum(1 for _ in c)
+    c.commit()
+    c.close()
+    assert got == 3, got
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    # kafka-python 3 names these list_groups/...; 2.x list_consumer_groups/...
+    for new, old, args in [("list_groups", "list_consumer_groups", ()),
+                           ("describe_groups", "describe_consumer_groups",
+                            (["captured-kafka-python-group"],)),
+                           ("list_group_offsets", "list_consumer_group_offsets",
+                            ("captured-kafka-python-group",))]:
+        (getattr(admin, new, None) or getattr(admin, old))(*args)
+    admin.close()
 
 
 def main():
