@@ -14,6 +14,9 @@
 //!   already visible to OffsetFetch, like records to a consumer; a crash in that window loses only
 //!   commits that were never acknowledged.
 //! - One request's offsets for a group are one batch: they survive a crash together or not at all.
+//! - A delete chooses its tombstones under the same lock as it appends them and updates the map:
+//!   what it forgets in memory is exactly what it tombstones in the log, so a commit racing it is
+//!   either deleted in both or kept in both (never dropped from memory yet replayed at a reload).
 //! - Loading never panics on bad bytes: a corrupt batch or record is skipped with a warning.
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +46,9 @@ const LOAD_WARNINGS_MAX: usize = 10;
 /// group -> topic -> partition -> committed offset.
 type GroupOffsets = HashMap<String, BTreeMap<i32, CommittedOffset>>;
 
+/// Records to append: key, and value (`None`: a tombstone).
+type Records = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 #[derive(Default)]
 struct Shard {
     offsets: HashMap<String, GroupOffsets>,
@@ -70,14 +76,16 @@ pub struct Commit {
 }
 
 /// An appended write of the store, on disk once [`Durable::wait`] returns.
+/// Most writes touch one partition; deleting a topic's offsets touches every partition that
+/// holds a group with offsets on it.
 #[must_use = "a write is acknowledged only after it is durable"]
-pub struct Durable(Option<(Arc<Partition>, Offset)>);
+pub struct Durable(Vec<(Arc<Partition>, Offset)>);
 
 impl Durable {
-    /// Resolves once the partition's flushed offset covers the write (group commit: every write
+    /// Resolves once the partitions' flushed offsets cover the write (group commit: every write
     /// appended before a flush starts is covered by it).
     pub async fn wait(self) {
-        if let Some((partition, end)) = self.0 {
+        for (partition, end) in self.0 {
             partition.wait_durable(end).await;
         }
     }
@@ -142,39 +150,51 @@ impl OffsetStore {
 
     /// Appends one batch of `(key, value)` records to the group's partition and applies `update`
     /// to its shard under the shard's lock. Synchronous, so handlers append in request order
-    /// (and many appends share one flush); the returned [`Durable`] waits for the disk.
+    /// (and many appends share one flush); the returned [`Durable`] waits for the disk. The batch
+    /// is built before the lock is taken: records that do not depend on the map (commits) need
+    /// not make other writers of the shard wait.
     fn append(
         &self,
         group_id: &str,
-        kvs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        kvs: Records,
         update: impl FnOnce(&mut Shard),
     ) -> Result<Durable, BrokerError> {
-        let i = self.shard_of(group_id);
-        let shard = self.shards.get(i).ok_or_else(|| {
-            BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"))
-        })?;
-        if kvs.is_empty() {
-            update(&mut lock(shard));
-            return Ok(Durable(None));
-        }
-        let partition = self.partitions.get(i).ok_or_else(|| {
-            BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"))
-        })?;
-        let now = crate::server::handlers::produce::now_ms();
-        let refs: Vec<NullableRecord<'_>> = kvs
-            .iter()
-            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
-            .collect();
-        let batch = build_batch_nullable(0, now, &refs);
+        let batch = (!kvs.is_empty()).then(|| batch_of(&kvs));
+        self.append_planned(
+            self.shard_of(group_id),
+            |_| (batch, ()),
+            |shard, ()| update(shard),
+        )
+    }
+
+    /// Appends to partition `i` what `plan` chooses from its shard, then applies `update`, all
+    /// under the shard's lock: deletes choose their tombstones from the map this way, so no
+    /// write can slip between the choice and the append. `plan` returns the batch (`None`:
+    /// nothing to write) and what `update` needs.
+    fn append_planned<P>(
+        &self,
+        i: usize,
+        plan: impl FnOnce(&Shard) -> (Option<Bytes>, P),
+        update: impl FnOnce(&mut Shard, P),
+    ) -> Result<Durable, BrokerError> {
+        let not_loaded = || BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"));
+        let shard = self.shards.get(i).ok_or_else(not_loaded)?;
         let mut shard = lock(shard);
+        let (batch, planned) = plan(&shard);
+        let Some(batch) = batch else {
+            update(&mut shard, planned);
+            return Ok(Durable(Vec::new()));
+        };
+        let partition = self.partitions.get(i).ok_or_else(not_loaded)?;
+        let now = crate::server::handlers::produce::now_ms();
         let appended = partition.append(&batch, now).map_err(append_error)?;
-        update(&mut shard);
+        update(&mut shard, planned);
         drop(shard);
         partition.request_flush();
-        Ok(Durable(Some((
+        Ok(Durable(vec![(
             Arc::clone(partition),
             Offset(appended.last_offset.0 + 1),
-        ))))
+        )]))
     }
 
     /// Appends `commits` for `group_id` as one batch (see [`OffsetStore::commit`]); await the
@@ -299,24 +319,83 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Appends tombstones for the group and all its offsets, and forgets them. The offsets are
+    /// listed under the lock of the append: a commit that lands just before is tombstoned with
+    /// the rest, one that lands after stays (see the invariants). Await the result to know the
+    /// tombstones are on disk.
+    pub fn append_group_delete(&self, group_id: &str) -> Result<Durable, BrokerError> {
+        self.append_planned(
+            self.shard_of(group_id),
+            |shard| {
+                let mut kvs: Records = shard
+                    .offsets
+                    .get(group_id)
+                    .into_iter()
+                    .flat_map(|g| g.iter())
+                    .flat_map(|(t, ps)| {
+                        ps.keys()
+                            .map(|p| (encode_offset_key(group_id, t, *p), None))
+                    })
+                    .collect();
+                kvs.push((encode_group_key(group_id), None));
+                (Some(batch_of(&kvs)), ())
+            },
+            |shard, ()| {
+                shard.offsets.remove(group_id);
+            },
+        )
+    }
+
     /// Durably writes tombstones for the group and all its offsets, and forgets them.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), BrokerError> {
-        let offsets: Vec<(String, i32)> = self
-            .group_offsets(group_id)
-            .into_iter()
-            .map(|(t, p, _)| (t, p))
-            .collect();
-        let mut kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> = offsets
-            .iter()
-            .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
-            .collect();
-        kvs.push((encode_group_key(group_id), None));
-        self.append(group_id, kvs, |shard| {
-            shard.offsets.remove(group_id);
-        })?
-        .wait()
-        .await;
+        self.append_group_delete(group_id)?.wait().await;
         Ok(())
+    }
+
+    /// Appends tombstones for every group's committed offsets on `topic` (the topic was
+    /// deleted: Kafka's GroupMetadataManager drops the offsets of deleted partitions too, so a
+    /// topic created again under the name starts with none). One batch per partition of
+    /// `__consumer_offsets` that holds such offsets, chosen under its lock as any delete.
+    /// Returns how many offsets were deleted; await the [`Durable`] to know they are on disk.
+    pub fn append_topic_deletes(&self, topic: &str) -> Result<(usize, Durable), BrokerError> {
+        let mut deleted = 0;
+        let mut durable = Vec::new();
+        for i in 0..self.shards.len() {
+            let written = self.append_planned(
+                i,
+                |shard| {
+                    let targets: Vec<(String, i32)> = shard
+                        .offsets
+                        .iter()
+                        .flat_map(|(g, ts)| {
+                            ts.get(topic)
+                                .into_iter()
+                                .flat_map(|ps| ps.keys().map(|p| (g.clone(), *p)))
+                        })
+                        .collect();
+                    let kvs: Records = targets
+                        .iter()
+                        .map(|(g, p)| (encode_offset_key(g, topic, *p), None))
+                        .collect();
+                    ((!kvs.is_empty()).then(|| batch_of(&kvs)), targets)
+                },
+                |shard, targets| {
+                    deleted += targets.len();
+                    for (g, p) in targets {
+                        remove_offsets(shard, &g, &[(topic.to_string(), p)]);
+                    }
+                },
+            )?;
+            durable.extend(written.0);
+        }
+        Ok((deleted, Durable(durable)))
+    }
+
+    /// Durably deletes every group's committed offsets on `topic`; returns how many there were.
+    pub async fn delete_topic_offsets(&self, topic: &str) -> Result<usize, BrokerError> {
+        let (deleted, durable) = self.append_topic_deletes(topic)?;
+        durable.wait().await;
+        Ok(deleted)
     }
 
     /// Group metadata loaded at start (last record per group, tombstones applied), handed out once.
@@ -384,6 +463,15 @@ impl OffsetStore {
         report.elapsed = started.elapsed();
         Ok(report)
     }
+}
+
+/// One batch of the given records, stamped now.
+fn batch_of(kvs: &[(Vec<u8>, Option<Vec<u8>>)]) -> Bytes {
+    let refs: Vec<NullableRecord<'_>> = kvs
+        .iter()
+        .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+        .collect();
+    build_batch_nullable(0, crate::server::handlers::produce::now_ms(), &refs)
 }
 
 fn remove_offsets(shard: &mut Shard, group_id: &str, targets: &[(String, i32)]) {

@@ -249,3 +249,50 @@ async fn the_internal_topic_is_created_once_and_cannot_be_deleted_or_grown() {
     let node = open(dir.path());
     assert_eq!(node.metadata().topic(TOPIC).unwrap().partitions, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_racing_a_group_delete_is_never_lost_from_the_log_but_kept_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Arc::new(open(dir.path()));
+    // A committer that never stops writing new partitions of "g" while the group is deleted
+    // over and over: each commit either lands before a delete (and is tombstoned with it) or
+    // after it (and stays, in memory and in the log alike).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committer = {
+        let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut p = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let written = node
+                    .offsets
+                    .append_commits("g", vec![commit("t", p, 1, "")]);
+                drop(written.unwrap());
+                p += 1;
+            }
+        })
+    };
+    for _ in 0..200 {
+        node.offsets.delete_group("g").await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    committer.join().unwrap();
+    let in_memory = offsets_of(&node, "g");
+    let partition = node
+        .partitions
+        .partition(TOPIC, node.offsets.partition_for("g"))
+        .unwrap();
+    partition.wait_durable(partition.high_watermark()).await;
+    drop(partition);
+    drop(node);
+    let node = open(dir.path());
+    let reloaded = offsets_of(&node, "g");
+    assert_eq!(
+        reloaded.len(),
+        in_memory.len(),
+        "no acknowledged commit comes back from the dead, none is lost"
+    );
+    assert_eq!(
+        reloaded, in_memory,
+        "the log replayed after a restart gives back exactly what memory held"
+    );
+}
