@@ -1,9 +1,12 @@
 //! This node: its identity and configuration, the cluster metadata and the partitions it hosts,
 //! and the topic lifecycle (create, auto-create, grow, delete) that changes both together.
 //!
-//! Invariant: a topic change is written to the metadata (durably) before its partitions are
-//! created or removed, so after a crash the data directory is reconciled to the metadata at
-//! start (`PartitionManager::open` removes orphans, and creates what is missing).
+//! Invariants:
+//! - A topic change is written to the metadata (durably) before its partitions are created or
+//!   removed, so after a crash the data directory is reconciled to the metadata at start
+//!   (`PartitionManager::open` removes orphans, and creates what is missing).
+//! - Deleting a topic also tombstones every group's committed offsets on it (as Kafka does), so
+//!   a topic created again under the same name starts with no committed offsets.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::{BrokerConfig, TopicOverrides};
 use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
 use crate::error::BrokerError;
-use crate::group::offsets::{self, OffsetStore};
+use crate::group::offsets::{self, Durable, OffsetStore};
 use crate::group::GroupCoordinator;
 use crate::ids::BrokerId;
 use crate::partition::manager::{PartitionManager, StartupReport};
@@ -199,8 +202,11 @@ impl Node {
         }
     }
 
-    /// Deletes a topic: metadata first (durable), then its data.
-    pub fn delete_topic(&self, name: &str) -> Result<TopicMeta, BrokerError> {
+    /// Deletes a topic: metadata first (durable), then its data, then the committed offsets of
+    /// every group on it (tombstones appended here; await the returned [`Durable`] to know they
+    /// are on disk). The offsets are removed under the metadata lock, so no topic of the same
+    /// name can be created in between and lose offsets committed to it.
+    pub fn delete_topic(&self, name: &str) -> Result<(TopicMeta, Durable), BrokerError> {
         if name == offsets::TOPIC {
             return Err(BrokerError::InvalidTopic(format!(
                 "Cannot delete the internal topic {name}"
@@ -211,8 +217,18 @@ impl Node {
             .delete_topic(name)?
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
         self.partitions.remove_topic(name)?;
-        tracing::info!(topic = name, "deleted topic");
-        Ok(meta)
+        // The topic is gone whatever happens here: a failed tombstone write is logged, not
+        // reported, as Kafka's own cleanup of a deleted topic's offsets is (its offsets would
+        // come back after a restart; deleting the groups removes them).
+        let (offsets, durable) = match self.offsets.append_topic_deletes(name) {
+            Ok(written) => written,
+            Err(e) => {
+                tracing::error!(topic = name, error = %e, "deleting the topic's committed offsets failed");
+                (0, Durable::none())
+            }
+        };
+        tracing::info!(topic = name, offsets, "deleted topic");
+        Ok((meta, durable))
     }
 
     /// Grows a topic to `count` partitions.

@@ -82,6 +82,11 @@ pub struct Commit {
 pub struct Durable(Vec<(Arc<Partition>, Offset)>);
 
 impl Durable {
+    /// Nothing to wait for.
+    pub fn none() -> Durable {
+        Durable(Vec::new())
+    }
+
     /// Resolves once the partitions' flushed offsets cover the write (group commit: every write
     /// appended before a flush starts is covered by it).
     pub async fn wait(self) {

@@ -1,14 +1,39 @@
 //! DeleteTopics (key 20): by name (v1-5 `topic_names`, v6 `topics`) or by topic id (v6).
+//! Deleting a topic also deletes the committed offsets of every group on it; the answer waits
+//! until those tombstones are on disk, so a deleted topic's offsets never come back.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::str_bytes;
+use super::{encode, str_bytes, Pending};
+use crate::group::offsets::Durable;
 use crate::node::Node;
 
-pub fn handle(node: &Node, request: &DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn handle(
+    node: &Node,
+    request: &DeleteTopicsRequest,
+    correlation_id: i32,
+    version: i16,
+) -> Pending {
+    let mut written = Vec::new();
+    let response = delete(node, request, version, &mut written);
+    Box::pin(async move {
+        for durable in written {
+            durable.wait().await;
+        }
+        encode(correlation_id, version, &response).map(Some)
+    })
+}
+
+/// Deletes the topics in request order; the offset tombstones they wrote go to `written`.
+fn delete(
+    node: &Node,
+    request: &DeleteTopicsRequest,
+    version: i16,
+    written: &mut Vec<Durable>,
+) -> DeleteTopicsResponse {
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         request
             .topics
@@ -33,7 +58,10 @@ pub fn handle(node: &Node, request: &DeleteTopicsRequest, version: i16) -> Delet
                 return result.with_error_code(ResponseError::UnknownTopicId.code());
             };
             match node.delete_topic(&name) {
-                Ok(meta) => result.with_topic_id(meta.id),
+                Ok((meta, durable)) => {
+                    written.push(durable);
+                    result.with_topic_id(meta.id)
+                }
                 Err(e) => result
                     .with_error_code(e.code())
                     .with_error_message(Some(str_bytes(e.message()))),

@@ -76,7 +76,7 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
         Request::Fetch(r) => fetch::handle(node, r, cid, v),
         Request::ListOffsets(r) => ready(cid, v, &list_offsets::handle(node, &r, v)),
         Request::CreateTopics(r) => ready(cid, v, &create_topics::handle(node, &r, v)),
-        Request::DeleteTopics(r) => ready(cid, v, &delete_topics::handle(node, &r, v)),
+        Request::DeleteTopics(r) => delete_topics::handle(node, &r, cid, v),
         Request::CreatePartitions(r) => ready(cid, v, &create_partitions::handle(node, &r)),
         Request::DescribeConfigs(r) => ready(cid, v, &describe_configs::handle(node, &r, v)),
         Request::DescribeCluster(r) => ready(cid, v, &describe_cluster::handle(node, &r)),

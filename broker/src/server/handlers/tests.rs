@@ -934,3 +934,74 @@ async fn the_offsets_topic_is_internal_and_clients_cannot_write_or_delete_it() {
     assert_eq!(resp.responses[0].error_code, 17);
     assert!(node.metadata().topic("__consumer_offsets").is_some());
 }
+
+fn fetch_offset(group: &str, topic: &str, partition: i32) -> Request {
+    Request::OffsetFetch(
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.into())))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(name(topic))
+                    .with_partition_indexes(vec![partition]),
+            ])),
+    )
+}
+
+async fn fetched_offset(node: &Arc<Node>, group: &str, topic: &str, partition: i32) -> i64 {
+    let bytes = answer(
+        node,
+        ApiKey::OffsetFetch,
+        7,
+        fetch_offset(group, topic, partition),
+    )
+    .await;
+    let resp: OffsetFetchResponse = decode_flexible(bytes, 7, true);
+    resp.topics[0].partitions[0].committed_offset
+}
+
+#[tokio::test]
+async fn deleting_a_topic_deletes_every_groups_offsets_on_it_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    node.auto_create_topic("orders").unwrap();
+    node.auto_create_topic("keep").unwrap();
+    for (group, topic, offset) in [("billing", "orders", 42), ("billing", "keep", 7)] {
+        let code = commit_code(&node, commit_request(group, topic, 0, offset, "")).await;
+        assert_eq!(code, 0, "{group} commits {topic}");
+    }
+    assert_eq!(
+        commit_code(&node, commit_request("audit", "orders", 0, 5, "")).await,
+        0
+    );
+
+    let r = DeleteTopicsRequest::default().with_topic_names(vec![name("orders")]);
+    let bytes = answer(&node, ApiKey::DeleteTopics, 5, Request::DeleteTopics(r)).await;
+    let resp: DeleteTopicsResponse = decode_flexible(bytes, 5, true);
+    assert_eq!(resp.responses[0].error_code, 0);
+
+    // Gone for every group at once; the other topic's offsets are untouched.
+    assert_eq!(fetched_offset(&node, "billing", "orders", 0).await, -1);
+    assert_eq!(fetched_offset(&node, "audit", "orders", 0).await, -1);
+    assert_eq!(fetched_offset(&node, "billing", "keep", 0).await, 7);
+    assert!(!node.offsets.has_offsets("audit"), "audit had only orders");
+
+    // The answer came once the tombstones were on disk: a restart does not bring them back,
+    // and a topic created again under the name starts with no committed offsets.
+    drop(node);
+    let node = node_reloaded(dir.path());
+    assert_eq!(node.offsets.fetch("billing", "orders", 0), None);
+    assert_eq!(node.offsets.fetch("audit", "orders", 0), None);
+    assert_eq!(
+        node.offsets.fetch("billing", "keep", 0).map(|c| c.offset),
+        Some(7)
+    );
+    node.auto_create_topic("orders").unwrap();
+    assert_eq!(fetched_offset(&node, "billing", "orders", 0).await, -1);
+}
+
+/// A node opened again on `dir`, its committed offsets loaded as start-up does.
+fn node_reloaded(dir: &std::path::Path) -> Arc<Node> {
+    let node = node(dir);
+    node.offsets.load().unwrap();
+    node
+}
