@@ -67,6 +67,8 @@ impl Node {
         std::fs::create_dir_all(data_dir)?;
         let metadata = MetadataStore::open(data_dir)?;
         let mut metadata = metadata;
+        // Before the partitions open: they run with the settings the overrides imply.
+        pin_offsets_topic_overrides(&mut metadata)?;
         let (partitions, report) =
             PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
         let producer_ids = ProducerIds::open(data_dir)?;
@@ -284,9 +286,42 @@ impl Node {
     }
 }
 
+/// Overrides `__consumer_offsets` always has. Retention is off, by time and by size: without
+/// compaction, deleting old segments would forget groups that committed long ago, so neither
+/// `log.retention.ms` nor `log.retention.bytes` of the broker may apply to it. (No API alters a
+/// topic's configuration, so nothing else can change them: AlterConfigs and
+/// IncrementalAlterConfigs are not supported.)
+const OFFSETS_TOPIC_PINNED: [(&str, &str); 2] = [("retention.ms", "-1"), ("retention.bytes", "-1")];
+
+/// Gives an existing `__consumer_offsets` any pinned override it lacks (one created by an older
+/// version had only `retention.ms`), durably, before its partitions open.
+fn pin_offsets_topic_overrides(metadata: &mut MetadataStore) -> Result<(), BrokerError> {
+    let Some(meta) = metadata.topic(offsets::TOPIC) else {
+        return Ok(());
+    };
+    let pinned = |o: &TopicOverrides| {
+        OFFSETS_TOPIC_PINNED
+            .iter()
+            .all(|(k, v)| o.0.get(*k).map(String::as_str) == Some(*v))
+    };
+    if pinned(&meta.overrides) {
+        return Ok(());
+    }
+    let mut overrides = meta.overrides.clone();
+    for (k, v) in OFFSETS_TOPIC_PINNED {
+        overrides.0.insert(k.to_string(), v.to_string());
+    }
+    metadata.set_overrides(offsets::TOPIC, overrides)?;
+    tracing::info!(
+        topic = offsets::TOPIC,
+        "retention of the internal topic turned off"
+    );
+    Ok(())
+}
+
 /// Creates `__consumer_offsets` if it is missing (metadata first, then partitions, as any topic)
-/// and returns the offset store over its partitions. Retention is off (`retention.ms=-1`): without
-/// compaction, deleting old segments would forget groups that committed long ago.
+/// and returns the offset store over its partitions. Its retention is off
+/// ([`OFFSETS_TOPIC_PINNED`]).
 fn open_offsets_topic(
     config: &BrokerConfig,
     metadata: &mut MetadataStore,
@@ -296,10 +331,11 @@ fn open_offsets_topic(
         Some(meta) => meta.clone(),
         None => {
             let segment_bytes = config.get("offsets.topic.segment.bytes").to_string();
-            let overrides = TopicOverrides::parse([
-                ("retention.ms", "-1"),
-                ("segment.bytes", segment_bytes.as_str()),
-            ])
+            let overrides = TopicOverrides::parse(
+                OFFSETS_TOPIC_PINNED
+                    .into_iter()
+                    .chain([("segment.bytes", segment_bytes.as_str())]),
+            )
             .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
             let meta = TopicMeta {
                 name: offsets::TOPIC.to_string(),

@@ -212,6 +212,18 @@ impl MetadataStore {
         Ok(removed)
     }
 
+    /// Replaces a topic's configuration overrides durably. The caller validated them.
+    pub fn set_overrides(
+        &mut self,
+        name: &str,
+        overrides: TopicOverrides,
+    ) -> Result<(), MetadataError> {
+        if let Some(t) = self.topics.get_mut(name) {
+            t.overrides = overrides;
+        }
+        self.persist()
+    }
+
     pub fn set_partitions(&mut self, name: &str, partitions: i32) -> Result<(), MetadataError> {
         if let Some(t) = self.topics.get_mut(name) {
             assert!(partitions >= t.partitions, "partition counts only grow");

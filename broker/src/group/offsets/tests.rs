@@ -296,3 +296,107 @@ async fn a_commit_racing_a_group_delete_is_never_lost_from_the_log_but_kept_in_m
         "the log replayed after a restart gives back exactly what memory held"
     );
 }
+
+#[tokio::test]
+async fn size_retention_of_the_broker_never_deletes_group_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    // A broker that keeps 1 byte of any partition, and rolls the offsets topic at 1 MiB.
+    let open_small = || {
+        let mut config = BrokerConfig::default();
+        config.set("log.retention.bytes", "1").unwrap();
+        config.set("offsets.topic.num.partitions", "1").unwrap();
+        config
+            .set("offsets.topic.segment.bytes", "1048576")
+            .unwrap();
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        let (node, _) = Node::open(Arc::new(config), endpoint, dir.path()).unwrap();
+        node.offsets.load().unwrap();
+        node
+    };
+    let node = open_small();
+    // Some 2 MiB of commits, one batch each: the first segments are full and closed.
+    let note = "n".repeat(3_000);
+    for i in 0..700 {
+        let written = node
+            .offsets
+            .append_commits("g", vec![commit("t", i % 4, i64::from(i), &note)]);
+        drop(written.unwrap());
+    }
+    node.offsets
+        .commit("g", vec![commit("t", 9, 1, "")])
+        .await
+        .unwrap();
+    let now = crate::server::handlers::produce::now_ms();
+    assert_eq!(
+        node.partitions.apply_retention(now),
+        0,
+        "no segment deleted"
+    );
+    drop(node);
+
+    let node = open_small();
+    assert_eq!(
+        offsets_of(&node, "g"),
+        vec![
+            ("t".into(), 0, 696),
+            ("t".into(), 1, 697),
+            ("t".into(), 2, 698),
+            ("t".into(), 3, 699),
+            ("t".into(), 9, 1)
+        ],
+        "every group offset is back after a restart"
+    );
+    let overrides = node.metadata().topic(TOPIC).unwrap().overrides.clone();
+    assert_eq!(
+        overrides.0.get("retention.bytes").map(String::as_str),
+        Some("-1")
+    );
+    assert_eq!(
+        overrides.0.get("retention.ms").map(String::as_str),
+        Some("-1")
+    );
+}
+
+#[tokio::test]
+async fn an_offsets_topic_created_before_retention_bytes_was_pinned_gets_it_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What an older version left: retention.ms pinned, retention.bytes not.
+        let node = open(dir.path());
+        let old = crate::config::TopicOverrides::parse([("retention.ms", "-1")]).unwrap();
+        node.metadata().set_overrides(TOPIC, old).unwrap();
+    }
+    let mut config = BrokerConfig::default();
+    config.set("log.retention.bytes", "1").unwrap();
+    config.set("log.segment.bytes", "1048576").unwrap();
+    config.set("offsets.topic.num.partitions", "4").unwrap();
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: 9092,
+    };
+    let (node, _) = Node::open(Arc::new(config), endpoint, dir.path()).unwrap();
+    let overrides = node.metadata().topic(TOPIC).unwrap().overrides.clone();
+    assert_eq!(
+        overrides.0.get("retention.bytes").map(String::as_str),
+        Some("-1"),
+        "pinned, and written to the metadata"
+    );
+    // And the partitions run with it: 2 MiB over 1 MiB segments, nothing deleted.
+    node.offsets.load().unwrap();
+    let note = "n".repeat(3_000);
+    for i in 0..700 {
+        let written = node
+            .offsets
+            .append_commits("g", vec![commit("t", 0, i, &note)]);
+        drop(written.unwrap());
+    }
+    let now = crate::server::handlers::produce::now_ms();
+    assert_eq!(
+        node.partitions.apply_retention(now),
+        0,
+        "no segment deleted"
+    );
+}
