@@ -348,8 +348,7 @@ impl GroupCoordinator {
         match deleted {
             Some((result, effects)) => {
                 result?;
-                effects.run(node).await;
-                Ok(())
+                effects.run_reporting_tombstone(node).await
             }
             None if node
                 .offsets
@@ -471,13 +470,25 @@ impl Effects {
     /// Carries the effects out in their own task, so a requester that goes away (its connection
     /// closed) cannot cancel the persisting or the answers owed to the other members.
     async fn run(self, node: &Arc<Node>) {
-        let node = Arc::clone(node);
-        if let Err(e) = tokio::spawn(async move { self.carry_out(&node).await }).await {
-            tracing::error!(error = %e, "group effects task failed");
-        }
+        // Only a delete writes a tombstone, and it reads the outcome itself.
+        let _ = self.run_reporting_tombstone(node).await;
     }
 
-    async fn carry_out(mut self, node: &Node) {
+    /// [`Effects::run`], answering whether the tombstone (if any) was written: DeleteGroups
+    /// must not report a group deleted that a restart would bring back.
+    async fn run_reporting_tombstone(self, node: &Arc<Node>) -> Result<(), BrokerError> {
+        let node = Arc::clone(node);
+        tokio::spawn(async move { self.carry_out(&node).await })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "group effects task failed");
+                Err(BrokerError::CoordinatorNotAvailable(
+                    "group effects task failed".into(),
+                ))
+            })
+    }
+
+    async fn carry_out(mut self, node: &Node) -> Result<(), BrokerError> {
         let mut failure = None;
         if let Some((seq, meta)) = self.persist.take() {
             let mut written = self.slot.persisted_seq.lock().await;
@@ -491,11 +502,13 @@ impl Effects {
                 }
             }
         }
+        let mut tombstone = Ok(());
         if self.tombstone {
             // The last write for this group: no older snapshot may follow the tombstone.
             *self.slot.persisted_seq.lock().await = u64::MAX;
             if let Err(e) = node.offsets.delete_group(&self.group_id).await {
                 tracing::error!(group = %self.group_id, error = %e, "writing the group tombstone failed");
+                tombstone = Err(e);
             }
         }
         for (waiter, mut reply) in self.replies {
@@ -511,6 +524,7 @@ impl Effects {
             // The requester may have gone (connection closed): nothing to do then.
             let _ = waiter.send(reply);
         }
+        tombstone
     }
 }
 

@@ -349,6 +349,13 @@ impl OffsetStore {
                 shard.offsets.remove(group_id);
             },
         )
+        .map_err(|e| match e {
+            // The committer's name for a batch too large means nothing to DeleteGroups.
+            BrokerError::InvalidCommitOffsetSize => BrokerError::CoordinatorNotAvailable(format!(
+                "the tombstones of group {group_id} do not fit in one batch of {TOPIC}"
+            )),
+            e => e,
+        })
     }
 
     /// Durably writes tombstones for the group and all its offsets, and forgets them.

@@ -1005,3 +1005,56 @@ fn node_reloaded(dir: &std::path::Path) -> Arc<Node> {
     node.offsets.load().unwrap();
     node
 }
+
+#[tokio::test]
+async fn delete_groups_reports_a_tombstone_it_could_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batches of __consumer_offsets are limited to 700 bytes: each commit below fits, the
+    // tombstones of all of them together do not.
+    let mut config = BrokerConfig::default();
+    config.set("message.max.bytes", "700").unwrap();
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: 9092,
+    };
+    let (node, _) = Node::open(Arc::new(config), endpoint, dir.path()).unwrap();
+    let node = Arc::new(node);
+    node.offsets.load().unwrap();
+    node.create_topic(&crate::node::NewTopic {
+        name: "orders".into(),
+        partitions: 30,
+        replication_factor: -1,
+        assignments: vec![],
+        configs: vec![],
+    })
+    .unwrap();
+
+    // A real group (not only offsets): joined, then left, so it is Empty and deletable.
+    let (member, _) = join_at(&node, "billing", 5, None).await;
+    let r = LeaveGroupRequest::default()
+        .with_group_id(group("billing"))
+        .with_member_id(StrBytes::from_string(member));
+    let bytes = answer(&node, ApiKey::LeaveGroup, 0, Request::LeaveGroup(r)).await;
+    assert_eq!(decode::<LeaveGroupResponse>(&bytes, 0).error_code, 0);
+    assert_eq!(
+        node.groups.describe("billing").unwrap().state.name(),
+        "Empty"
+    );
+    for p in 0..30 {
+        let code = commit_code(&node, commit_request("billing", "orders", p, 1, "")).await;
+        assert_eq!(code, 0, "commit of partition {p}");
+    }
+
+    let r = DeleteGroupsRequest::default().with_groups_names(vec![group("billing")]);
+    let bytes = answer(&node, ApiKey::DeleteGroups, 2, Request::DeleteGroups(r)).await;
+    let resp: DeleteGroupsResponse = decode_flexible(bytes, 2, true);
+    assert_eq!(
+        resp.results[0].error_code, 15,
+        "COORDINATOR_NOT_AVAILABLE: the group would come back after a restart"
+    );
+    assert_eq!(
+        fetched_offset(&node, "billing", "orders", 29).await,
+        1,
+        "nothing was deleted, in memory as on disk"
+    );
+}
