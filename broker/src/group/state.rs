@@ -90,6 +90,9 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED and its id (KIP-394).
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: the answer can tell a returning static leader to skip its assignor
+    /// (KIP-814); older clients must instead be told another member leads.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -510,8 +513,10 @@ impl<W> Group<W> {
     }
 
     /// A static member came back with a new process (no member id): the new id replaces the old
-    /// one, which is fenced. In a Stable group with unchanged metadata it gets its assignment
-    /// back without a rebalance.
+    /// one, which is fenced, and the member's protocols are updated. In a Stable group whose
+    /// chosen protocol would stay the same, it gets its assignment back without a rebalance
+    /// (Kafka's updateStaticMemberAndRebalance): the subscription bytes themselves may differ,
+    /// since Java clients >= 3.4 put their generation and owned partitions in them.
     fn replace_static_member(
         &mut self,
         old_id: String,
@@ -534,16 +539,6 @@ impl<W> Group<W> {
             out.replies
                 .push((w, Reply::Sync(SyncReply::failed(fenced()))));
         }
-        let selected = self.protocol.clone();
-        let unchanged = selected.as_deref().is_some_and(|p| {
-            member.metadata_for(Some(p))
-                == req
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| n == p)
-                    .map(|(_, m)| m.clone())
-                    .unwrap_or_default()
-        });
         member.client_id = req.client_id;
         member.client_host = req.client_host;
         member.session_timeout_ms = req.session_timeout_ms;
@@ -553,22 +548,20 @@ impl<W> Group<W> {
         if let Some(instance) = &member.group_instance_id {
             self.static_members.insert(instance.clone(), new_id.clone());
         }
+        let leader_before = self.leader.clone();
         if self.leader.as_deref() == Some(old_id.as_str()) {
             self.leader = Some(new_id.clone());
         }
+        self.members.insert(new_id.clone(), member);
+        let same_protocol = self.select_protocol() == self.protocol;
         match self.state {
-            GroupState::Stable if unchanged => {
-                let is_leader = self.leader.as_deref() == Some(new_id.as_str());
-                self.members.insert(new_id.clone(), member);
-                let members = if is_leader {
-                    self.joined_members()
-                } else {
-                    Vec::new()
-                };
+            GroupState::Stable if same_protocol => {
                 out.persist = Some(self.metadata(now));
-                out.replies.push((
-                    waiter,
-                    Reply::Join(JoinReply {
+                let is_leader = self.leader.as_deref() == Some(new_id.as_str());
+                let reply = if req.supports_skip_assignment {
+                    // KIP-814: the leader learns it leads (so it keeps watching metadata) but
+                    // must not run its assignor: a Stable group would ignore the result.
+                    JoinReply {
                         error: None,
                         generation: self.generation,
                         protocol_type: self.protocol_type.clone(),
@@ -576,13 +569,36 @@ impl<W> Group<W> {
                         leader: self.leader.clone().unwrap_or_default(),
                         member_id: new_id,
                         skip_assignment: is_leader,
-                        members,
-                    }),
-                ));
+                        members: if is_leader {
+                            self.joined_members()
+                        } else {
+                            Vec::new()
+                        },
+                    }
+                } else {
+                    // Before v9 the leader id named is the one from before the replacement: a
+                    // returning leader then sees someone else's id, does not think it leads, and
+                    // runs no assignment on an empty member list.
+                    JoinReply {
+                        error: None,
+                        generation: self.generation,
+                        protocol_type: self.protocol_type.clone(),
+                        protocol_name: self.protocol.clone(),
+                        leader: leader_before.unwrap_or_default(),
+                        member_id: new_id,
+                        skip_assignment: false,
+                        members: Vec::new(),
+                    }
+                };
+                out.replies.push((waiter, Reply::Join(reply)));
             }
             _ => {
-                member.awaiting_join = Some(waiter);
-                self.members.insert(new_id, member);
+                // CompletingRebalance: the leader may already be assigning with the old id, so
+                // the new id would get nothing; rebalance (as Kafka does). PreparingRebalance:
+                // the member simply takes part.
+                if let Some(m) = self.members.get_mut(&new_id) {
+                    m.awaiting_join = Some(waiter);
+                }
                 self.prepare_rebalance(now, out);
                 self.try_complete_join(now, false, out);
             }

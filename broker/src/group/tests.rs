@@ -33,6 +33,7 @@ fn join(member_id: &str, session_timeout_ms: i32) -> JoinRequest {
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::new())],
         require_known_member_id: false,
+        supports_skip_assignment: true,
     }
 }
 

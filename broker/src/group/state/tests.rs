@@ -26,6 +26,7 @@ fn join_req(member_id: &str, instance: Option<&str>, metadata: &'static [u8]) ->
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(metadata))],
         require_known_member_id: true,
+        supports_skip_assignment: true,
     }
 }
 
@@ -503,4 +504,107 @@ fn subscriptions_are_read_from_the_consumer_protocol() {
         Some(vec!["orders".to_string()])
     );
     assert_eq!(subscription_topics(&Bytes::from_static(b"\x00")), None);
+}
+
+/// pod-1 (leader) and pod-2, static members, Stable in generation 2 with pod-1 holding "p0" and
+/// pod-2 "p1". Returns their member ids.
+fn stable_static_pair(g: &mut Group<u32>) -> (String, String) {
+    let mut out = g.join(join_req("", Some("pod-1"), b"m"), 901, 0);
+    let first = join_answer(&mut out, 901);
+    let out = g.join(join_req("", Some("pod-2"), b"m"), 902, 0);
+    assert!(out.replies.is_empty(), "pod-2 waits for pod-1 to rejoin");
+    let mut out = g.join(join_req(&first.member_id, Some("pod-1"), b"m"), 903, 0);
+    let j1 = join_answer(&mut out, 903);
+    let mut out2 = out;
+    let j2 = join_answer(&mut out2, 902);
+    assert_eq!(j1.leader, j1.member_id, "pod-1 leads");
+    let (id1, id2) = (j1.member_id, j2.member_id);
+    let sync = |id: &str, instance: &str, assignments: &[(&str, &'static [u8])]| SyncRequest {
+        group_instance_id: Some(instance.into()),
+        ..sync_req(id, 2, assignments)
+    };
+    let mut out = g.sync(sync(&id1, "pod-1", &[(&id1, b"p0"), (&id2, b"p1")]), 904, 0);
+    sync_answer(&mut out, 904);
+    let mut out = g.sync(sync(&id2, "pod-2", &[]), 905, 0);
+    assert_eq!(&sync_answer(&mut out, 905).assignment[..], b"p1");
+    assert_eq!(g.state(), GroupState::Stable);
+    (id1, id2)
+}
+
+#[test]
+fn a_restarted_static_member_with_new_subscription_bytes_keeps_its_assignment_without_a_rebalance()
+{
+    let mut g = Group::new("g", limits(), 0);
+    let (_, old2) = stable_static_pair(&mut g);
+    // A Java 3.4+ client puts its generation and owned partitions in the subscription, so the
+    // bytes differ after every restart; the protocol the group would choose does not.
+    let mut out = g.join(join_req("", Some("pod-2"), b"m, owned p1"), 1, 5_000);
+    let back = join_answer(&mut out, 1);
+    assert_eq!(code(&back.error), 0);
+    assert_ne!(back.member_id, old2);
+    assert_eq!(back.generation, 2, "no rebalance");
+    assert_eq!(g.state(), GroupState::Stable);
+    let stored = out.persist.expect("the new member id is persisted");
+    let m = stored
+        .members
+        .iter()
+        .find(|m| m.member_id == back.member_id)
+        .expect("stored under its new id");
+    assert_eq!(
+        &m.subscription[..],
+        b"m, owned p1",
+        "the new metadata is kept"
+    );
+    let mut out = g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-2".into()),
+            ..sync_req(&back.member_id, 2, &[])
+        },
+        2,
+        5_010,
+    );
+    assert_eq!(&sync_answer(&mut out, 2).assignment[..], b"p1");
+}
+
+#[test]
+fn a_restarted_static_leader_is_told_to_skip_the_assignment_or_before_v9_not_told_it_leads() {
+    // JoinGroup v9+: the leader is named, with the members, and told not to assign (KIP-814).
+    let mut g = Group::new("g", limits(), 0);
+    stable_static_pair(&mut g);
+    let mut out = g.join(join_req("", Some("pod-1"), b"m"), 1, 5_000);
+    let back = join_answer(&mut out, 1);
+    assert_eq!(code(&back.error), 0);
+    assert_eq!(
+        back.leader, back.member_id,
+        "it still leads, under its new id"
+    );
+    assert!(back.skip_assignment);
+    assert_eq!(back.members.len(), 2);
+    assert_eq!(g.state(), GroupState::Stable);
+
+    // Before v9 there is no skip flag: the answer names the leader's old id, so the client does
+    // not believe it leads and runs no assignor over an empty member list.
+    let mut g = Group::new("g", limits(), 0);
+    let (old1b, _) = stable_static_pair(&mut g);
+    let mut old_client = join_req("", Some("pod-1"), b"m");
+    old_client.supports_skip_assignment = false;
+    let mut out = g.join(old_client, 1, 5_000);
+    let back = join_answer(&mut out, 1);
+    assert_eq!(code(&back.error), 0);
+    assert_eq!(back.leader, old1b, "the id from before the restart");
+    assert_ne!(back.leader, back.member_id);
+    assert!(!back.skip_assignment);
+    assert!(back.members.is_empty());
+    // The group itself knows the new id leads.
+    assert_eq!(
+        g.metadata(5_000).leader.as_deref(),
+        Some(back.member_id.as_str())
+    );
+    // A returning follower before v9 is told the current leader, as always.
+    let mut g = Group::new("g", limits(), 0);
+    let (id1c, _) = stable_static_pair(&mut g);
+    let mut old_follower = join_req("", Some("pod-2"), b"m");
+    old_follower.supports_skip_assignment = false;
+    let mut out = g.join(old_follower, 1, 5_000);
+    assert_eq!(join_answer(&mut out, 1).leader, id1c);
 }
