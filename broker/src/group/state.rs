@@ -11,6 +11,8 @@
 //!   by MEMBER_ID_REQUIRED is outstanding (never a fixed wait), or at the rebalance timeout (the
 //!   largest of the members' `rebalance_timeout_ms`), which drops the dynamic members that did not
 //!   rejoin. Only a new group's first rebalance also waits `initial_rebalance_delay_ms`.
+//!   A generation is always led by a member that rejoined for it; when no member rejoined by
+//!   the timeout (only static members are left), the rebalance waits another timeout.
 //! - The leader's JoinGroup answer carries every member's metadata; followers get none. SyncGroup
 //!   from the leader stores the assignments and answers every member waiting in SyncGroup.
 //! - Invariants: `leader` is a member (or None when there are none); `static_members` maps each
@@ -706,6 +708,15 @@ impl<W> Group<W> {
             .map(|(id, _)| id.clone())
     }
 
+    /// The group's rebalance timeout: the largest of its members'.
+    fn rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Enters PreparingRebalance (no-op when already there).
     fn prepare_rebalance(&mut self, now: i64, out: &mut Output<W>) {
         let was = self.state;
@@ -727,12 +738,7 @@ impl<W> Group<W> {
         }
         self.state = GroupState::PreparingRebalance;
         self.state_timestamp_ms = now;
-        let timeout = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
-            .max()
-            .unwrap_or(0);
+        let timeout = self.rebalance_timeout_ms();
         self.rebalance_deadline_ms = Some(now + timeout);
         self.initial_delay_until_ms = (was == GroupState::Empty)
             .then_some(now + self.limits.initial_rebalance_delay_ms.min(timeout));
@@ -752,8 +758,9 @@ impl<W> Group<W> {
         }
     }
 
-    /// Ends PreparingRebalance: drops dynamic members that did not rejoin, starts the next
-    /// generation and answers every waiting JoinGroup.
+    /// Ends PreparingRebalance: drops dynamic members that did not rejoin, makes sure a member
+    /// that rejoined leads, starts the next generation and answers every waiting JoinGroup. With
+    /// members left but none rejoined, it stays in PreparingRebalance for another timeout.
     fn complete_join(&mut self, now: i64, out: &mut Output<W>) {
         let gone: Vec<String> = self
             .members
@@ -764,14 +771,25 @@ impl<W> Group<W> {
         for id in gone {
             self.members.remove(&id);
         }
-        if self
+        // Static members that did not rejoin stay, so the leader may be one of them: it would
+        // never SyncGroup, and every member would wait for it. Lead with a member that rejoined
+        // (Kafka's maybeElectNewJoinedLeader); if none did, there is nobody to answer yet, so
+        // wait another rebalance timeout (their sessions expire them meanwhile).
+        let leader_rejoined = self
             .leader
             .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
-        {
-            self.leader = self
-                .first_member(|m| m.awaiting_join.is_some())
-                .or_else(|| self.first_member(|_| true));
+            .and_then(|l| self.members.get(l))
+            .is_some_and(|m| m.awaiting_join.is_some());
+        if !leader_rejoined && !self.members.is_empty() {
+            match self.first_member(|m| m.awaiting_join.is_some()) {
+                Some(joined) => self.leader = Some(joined),
+                None => {
+                    tracing::warn!(group = %self.id, "no member rejoined: rebalance postponed");
+                    self.rebalance_deadline_ms = Some(now + self.rebalance_timeout_ms());
+                    self.initial_delay_until_ms = None;
+                    return;
+                }
+            }
         }
         self.rebalance_deadline_ms = None;
         self.initial_delay_until_ms = None;

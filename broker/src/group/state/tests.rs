@@ -608,3 +608,117 @@ fn a_restarted_static_leader_is_told_to_skip_the_assignment_or_before_v9_not_tol
     let mut out = g.join(old_follower, 1, 5_000);
     assert_eq!(join_answer(&mut out, 1).leader, id1c);
 }
+
+/// A static member with a long session (static members outlive restarts that way).
+fn long_lived(member_id: &str, instance: &str) -> JoinRequest {
+    JoinRequest {
+        session_timeout_ms: 120_000,
+        ..join_req(member_id, Some(instance), b"m")
+    }
+}
+
+#[test]
+fn a_static_leader_that_does_not_rejoin_hands_the_lead_to_a_member_that_did() {
+    let mut g = Group::new("g", limits(), 0);
+    let mut out = g.join(long_lived("", "pod-1"), 1, 0);
+    let pod1 = join_answer(&mut out, 1).member_id;
+    let mut out = g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-1".into()),
+            ..sync_req(&pod1, 1, &[(&pod1, b"p0,p1")])
+        },
+        2,
+        0,
+    );
+    sync_answer(&mut out, 2);
+
+    // pod-2 arrives; pod-1, the leader, is down (its session is longer than the rebalance).
+    let out = g.join(long_lived("", "pod-2"), 3, 1_000);
+    assert!(out.replies.is_empty());
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    assert_eq!(g.next_deadline_ms(), Some(deadline));
+    let mut out = g.on_timer(deadline);
+    let pod2 = join_answer(&mut out, 3);
+    assert_eq!(code(&pod2.error), 0);
+    assert_eq!(
+        pod2.leader, pod2.member_id,
+        "pod-2 rejoined, so it leads; pod-1 would never assign"
+    );
+    assert_eq!(
+        pod2.members.len(),
+        2,
+        "the leader sees pod-1 too (it stays)"
+    );
+    assert_eq!(g.member_count(), 2);
+
+    // The new leader's SyncGroup completes the generation.
+    let mut out = g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-2".into()),
+            ..sync_req(
+                &pod2.member_id,
+                2,
+                &[(&pod1, b"p0"), (&pod2.member_id, b"p1")],
+            )
+        },
+        4,
+        deadline + 10,
+    );
+    assert_eq!(&sync_answer(&mut out, 4).assignment[..], b"p1");
+    assert_eq!(g.state(), GroupState::Stable);
+}
+
+#[test]
+fn a_rebalance_nobody_rejoined_is_postponed_until_the_silent_members_expire() {
+    let mut g = Group::new("g", limits(), 0);
+    let mut out = g.join(long_lived("", "pod-1"), 1, 0);
+    let pod1 = join_answer(&mut out, 1).member_id;
+    g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-1".into()),
+            ..sync_req(&pod1, 1, &[])
+        },
+        2,
+        0,
+    );
+    let out = g.join(long_lived("", "pod-2"), 3, 0);
+    assert!(out.replies.is_empty());
+    g.join(long_lived(&pod1, "pod-1"), 4, 0);
+    assert_eq!(g.generation(), 2);
+
+    // pod-2 leaves for good and pod-1 goes silent: nobody rejoins the rebalance that follows.
+    let (results, _) = g.leave(&[(String::new(), Some("pod-2".into()))], 1_000);
+    assert!(results[0].is_ok());
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    let out = g.on_timer(deadline);
+    assert!(out.replies.is_empty());
+    assert_eq!(
+        (g.state(), g.generation()),
+        (GroupState::PreparingRebalance, 2),
+        "no generation without a member to lead it"
+    );
+    assert_eq!(
+        g.next_deadline_ms(),
+        Some(deadline + i64::from(REBALANCE_MS)),
+        "another rebalance timeout"
+    );
+
+    // More rebalance timeouts pass without a generation, until pod-1's session (120 s from its
+    // last join) ends the wait: the group empties.
+    let mut now = deadline;
+    let mut emptied = None;
+    while emptied.is_none() {
+        now = g.next_deadline_ms().expect("a deadline while rebalancing");
+        let out = g.on_timer(now);
+        if g.state() == GroupState::PreparingRebalance {
+            assert_eq!(g.generation(), 2, "still no generation at {now}");
+        } else {
+            emptied = Some(out);
+        }
+    }
+    assert_eq!(now, 120_000);
+    assert!(emptied.is_some_and(|out| out.persist.is_some()));
+    assert_eq!(g.state(), GroupState::Empty);
+    assert_eq!(g.member_count(), 0);
+}
