@@ -15,6 +15,10 @@
 //!   the timeout (only static members are left), the rebalance waits another timeout.
 //! - The leader's JoinGroup answer carries every member's metadata; followers get none. SyncGroup
 //!   from the leader stores the assignments and answers every member waiting in SyncGroup.
+//! - Once a join completes, every member must send SyncGroup within the rebalance timeout
+//!   (in CompletingRebalance, or Stable after the leader's): the members that did not are
+//!   removed and the group rebalances (Kafka 3.2+ pending-sync expiry). `sync_deadline_ms` is
+//!   set exactly while some member is `pending_sync`, and only outside PreparingRebalance.
 //! - Invariants: `leader` is a member (or None when there are none); `static_members` maps each
 //!   static member's instance id to its current member id and nothing else; a member has at most
 //!   one waiting JoinGroup and one waiting SyncGroup; waiting JoinGroups exist only in
@@ -224,6 +228,9 @@ struct Member<W> {
     joined_seq: u64,
     awaiting_join: Option<W>,
     awaiting_sync: Option<W>,
+    /// Given this generation in a JoinGroup answer (or kept from before it) but has not sent
+    /// SyncGroup for it yet.
+    pending_sync: bool,
 }
 
 impl<W> Member<W> {
@@ -255,6 +262,9 @@ pub struct Group<W> {
     rebalance_deadline_ms: Option<i64>,
     /// PreparingRebalance of a new group: completes no earlier than this.
     initial_delay_until_ms: Option<i64>,
+    /// CompletingRebalance or Stable while some member has not sent SyncGroup for the
+    /// generation: when those members are removed (Kafka's pending-sync expiry).
+    sync_deadline_ms: Option<i64>,
     state_timestamp_ms: i64,
     next_seq: u64,
     limits: Limits,
@@ -274,6 +284,7 @@ impl<W> Group<W> {
             pending: HashMap::new(),
             rebalance_deadline_ms: None,
             initial_delay_until_ms: None,
+            sync_deadline_ms: None,
             state_timestamp_ms: now_ms,
             next_seq: 0,
             limits,
@@ -306,6 +317,7 @@ impl<W> Group<W> {
                     joined_seq: g.next_seq,
                     awaiting_join: None,
                     awaiting_sync: None,
+                    pending_sync: false,
                 },
             );
             if let Some(instance) = &m.group_instance_id {
@@ -505,6 +517,7 @@ impl<W> Group<W> {
                 joined_seq: self.next_seq,
                 awaiting_join: Some(waiter),
                 awaiting_sync: None,
+                pending_sync: false,
             },
         );
         if self.leader.is_none() {
@@ -738,6 +751,11 @@ impl<W> Group<W> {
         }
         self.state = GroupState::PreparingRebalance;
         self.state_timestamp_ms = now;
+        // The generation that waited for SyncGroups is over.
+        self.sync_deadline_ms = None;
+        for m in self.members.values_mut() {
+            m.pending_sync = false;
+        }
         let timeout = self.rebalance_timeout_ms();
         self.rebalance_deadline_ms = Some(now + timeout);
         self.initial_delay_until_ms = (was == GroupState::Empty)
@@ -809,7 +827,11 @@ impl<W> Group<W> {
         let protocol_type = self.protocol_type.clone();
         let protocol = self.protocol.clone();
         let generation = self.generation;
+        // Every member must now SyncGroup within the rebalance timeout, static members that did
+        // not rejoin included (a leader that never syncs would otherwise hold the group forever).
+        self.sync_deadline_ms = Some(now + self.rebalance_timeout_ms());
         for (id, m) in self.members.iter_mut() {
+            m.pending_sync = true;
             if let Some(w) = m.awaiting_join.take() {
                 m.session_deadline_ms = now + i64::from(m.session_timeout_ms);
                 let is_leader = *id == leader;
@@ -925,6 +947,7 @@ impl<W> Group<W> {
             }
             GroupState::PreparingRebalance => Err((waiter, BrokerError::RebalanceInProgress)),
             GroupState::Stable => {
+                self.synced(&req.member_id);
                 let Some(m) = self.members.get_mut(&req.member_id) else {
                     return Err((waiter, BrokerError::UnknownMemberId(req.member_id)));
                 };
@@ -941,6 +964,7 @@ impl<W> Group<W> {
                 Ok(())
             }
             GroupState::CompletingRebalance => {
+                self.synced(&req.member_id);
                 let Some(m) = self.members.get_mut(&req.member_id) else {
                     return Err((waiter, BrokerError::UnknownMemberId(req.member_id)));
                 };
@@ -977,6 +1001,16 @@ impl<W> Group<W> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A member sent SyncGroup for the current generation; the sync deadline ends with the last.
+    fn synced(&mut self, member_id: &str) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.pending_sync = false;
+        }
+        if !self.members.values().any(|m| m.pending_sync) {
+            self.sync_deadline_ms = None;
         }
     }
 
@@ -1070,8 +1104,16 @@ impl<W> Group<W> {
     }
 
     fn remove_member(&mut self, id: &str, now: i64, out: &mut Output<W>) {
+        if self.detach_member(id, out) {
+            self.rebalance_after_removal(now, out);
+        }
+    }
+
+    /// Takes a member out of the group (its waiting requests answered UNKNOWN_MEMBER_ID, the
+    /// lead passed on) without the state change that must follow; false if it was not there.
+    fn detach_member(&mut self, id: &str, out: &mut Output<W>) -> bool {
         let Some(mut m) = self.members.remove(id) else {
-            return;
+            return false;
         };
         if let Some(instance) = &m.group_instance_id {
             self.static_members.remove(instance);
@@ -1098,6 +1140,11 @@ impl<W> Group<W> {
                 .first_member(|m| m.awaiting_join.is_some())
                 .or_else(|| self.first_member(|_| true));
         }
+        true
+    }
+
+    /// After members left: a settled group rebalances; a rebalancing one may now be complete.
+    fn rebalance_after_removal(&mut self, now: i64, out: &mut Output<W>) {
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 self.prepare_rebalance(now, out);
@@ -1116,10 +1163,12 @@ impl<W> Group<W> {
             .filter(|m| !m.is_waiting())
             .map(|m| m.session_deadline_ms);
         let pending = self.pending.values().copied();
-        let rebalance = if self.state == GroupState::PreparingRebalance {
-            [self.rebalance_deadline_ms, self.initial_delay_until_ms]
-        } else {
-            [None, None]
+        let rebalance = match self.state {
+            GroupState::PreparingRebalance => {
+                [self.rebalance_deadline_ms, self.initial_delay_until_ms]
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => [self.sync_deadline_ms, None],
+            GroupState::Empty | GroupState::Dead => [None, None],
         };
         sessions
             .chain(pending)
@@ -1127,8 +1176,8 @@ impl<W> Group<W> {
             .min()
     }
 
-    /// Expires sessions and outstanding member ids, ends the initial delay, and forces a
-    /// rebalance that reached its timeout.
+    /// Expires sessions and outstanding member ids, removes members that did not SyncGroup in
+    /// time, ends the initial delay, and forces a rebalance that reached its timeout.
     pub fn on_timer(&mut self, now: i64) -> Output<W> {
         let mut out = Output::default();
         if self.state == GroupState::Dead {
@@ -1145,11 +1194,40 @@ impl<W> Group<W> {
             tracing::info!(group = %self.id, member = %id, "member session expired");
             self.remove_member(&id, now, &mut out);
         }
+        let settling = matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        );
+        if settling && self.sync_deadline_ms.is_some_and(|d| d <= now) {
+            self.expire_pending_syncs(now, &mut out);
+        }
         if self.state == GroupState::PreparingRebalance {
             let timed_out = self.rebalance_deadline_ms.is_some_and(|d| d <= now);
             self.try_complete_join(now, timed_out, &mut out);
         }
         out
+    }
+
+    /// The rebalance timeout passed since the join completed: members that have not sent
+    /// SyncGroup are removed and the group rebalances without them (Kafka's
+    /// onExpirePendingSync). A leader that never syncs is one of them; the members waiting in
+    /// SyncGroup for it are answered REBALANCE_IN_PROGRESS and rejoin.
+    fn expire_pending_syncs(&mut self, now: i64, out: &mut Output<W>) {
+        self.sync_deadline_ms = None;
+        let late: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.pending_sync)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        for id in &late {
+            tracing::info!(group = %self.id, member = %id, "no SyncGroup within the rebalance timeout");
+            self.detach_member(id, out);
+        }
+        self.rebalance_after_removal(now, out);
     }
 
     /// DeleteGroups: only an Empty group can be deleted.

@@ -722,3 +722,90 @@ fn a_rebalance_nobody_rejoined_is_postponed_until_the_silent_members_expire() {
     assert_eq!(g.state(), GroupState::Empty);
     assert_eq!(g.member_count(), 0);
 }
+
+/// A leads generation 1 alone; B joins and both are answered generation 2 at `at`, A leading.
+/// Returns (A, B).
+fn generation_two_of_a_and_b(g: &mut Group<u32>, at: i64) -> (String, String) {
+    let (a, mut out) = member_id_round_trip(g, 801, 0);
+    join_answer(&mut out, 801);
+    let mut out = g.sync(sync_req(&a, 1, &[(&a, b"p0,p1")]), 802, 0);
+    sync_answer(&mut out, 802);
+    let (b, out) = member_id_round_trip(g, 803, at);
+    assert!(out.replies.is_empty());
+    let mut out = g.join(join_req(&a, None, b"m"), 804, at);
+    let ja = join_answer(&mut out, 804);
+    let jb = join_answer(&mut out, 803);
+    assert_eq!((ja.generation, jb.generation), (2, 2));
+    assert_eq!(jb.leader, a, "A leads generation 2");
+    (a, b)
+}
+
+#[test]
+fn a_leader_that_never_syncs_is_removed_at_the_rebalance_timeout_and_the_others_rejoin() {
+    let mut g = Group::new("g", limits(), 0);
+    let (a, b) = generation_two_of_a_and_b(&mut g, 1_000);
+    // B waits in SyncGroup for A's assignments; A keeps heartbeating but never syncs (stuck in
+    // its assignor, say).
+    let out = g.sync(sync_req(&b, 2, &[]), 1, 1_100);
+    assert!(out.replies.is_empty(), "B waits for the leader");
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    for t in (5_000..deadline).step_by(5_000) {
+        assert!(g.heartbeat(&a, None, 2, t).is_ok());
+        assert!(g.on_timer(t).replies.is_empty(), "still waiting at {t}");
+    }
+    assert_eq!(g.next_deadline_ms(), Some(deadline), "the sync deadline");
+
+    let mut out = g.on_timer(deadline);
+    assert_eq!(
+        code(&sync_answer(&mut out, 1).error),
+        27,
+        "B's SyncGroup: REBALANCE_IN_PROGRESS"
+    );
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert_eq!(
+        g.heartbeat(&a, None, 2, deadline + 1).unwrap_err().code(),
+        25,
+        "A was removed"
+    );
+    // B rejoins and leads generation 3 alone.
+    let mut out = g.join(join_req(&b, None, b"m"), 2, deadline + 100);
+    let jb = join_answer(&mut out, 2);
+    assert_eq!(code(&jb.error), 0);
+    assert_eq!(
+        (jb.generation, jb.leader.as_str(), jb.members.len()),
+        (3, b.as_str(), 1)
+    );
+}
+
+#[test]
+fn a_follower_that_never_syncs_is_removed_even_after_the_leader_did() {
+    let mut g = Group::new("g", limits(), 0);
+    let (a, b) = generation_two_of_a_and_b(&mut g, 1_000);
+    let mut out = g.sync(sync_req(&a, 2, &[(&a, b"p0"), (&b, b"p1")]), 1, 1_100);
+    sync_answer(&mut out, 1);
+    assert_eq!(g.state(), GroupState::Stable);
+    // B heartbeats but never fetches its assignment: p1 would go unread forever.
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    for t in (5_000..deadline).step_by(5_000) {
+        g.heartbeat(&a, None, 2, t).unwrap();
+        g.heartbeat(&b, None, 2, t).unwrap();
+    }
+    assert_eq!(g.next_deadline_ms(), Some(deadline));
+    g.on_timer(deadline);
+    assert_eq!(g.member_count(), 1, "B is gone");
+    assert_eq!(
+        g.heartbeat(&a, None, 2, deadline + 1).unwrap_err().code(),
+        27
+    );
+
+    // Once every member has synced, there is no sync deadline.
+    let mut g = Group::new("g", limits(), 0);
+    let (a, b) = generation_two_of_a_and_b(&mut g, 1_000);
+    g.sync(sync_req(&a, 2, &[(&a, b"p0"), (&b, b"p1")]), 1, 1_100);
+    g.sync(sync_req(&b, 2, &[]), 2, 1_200);
+    assert_eq!(
+        g.next_deadline_ms(),
+        Some(1_100 + i64::from(SESSION_MS)),
+        "only A's session, from its SyncGroup, is due"
+    );
+}
