@@ -15,7 +15,8 @@
 //!   lock, before the answers of that change are sent. Each snapshot carries a per-group sequence
 //!   number, and an older snapshot is never written after a newer one.
 //! - Timers are event-driven: one task sleeps until the earliest group deadline, and is woken by
-//!   a `Notify` when an earlier one appears. Never sleep-and-poll.
+//!   a `Notify` when an earlier one appears. Never sleep-and-poll. The timer task never awaits
+//!   a group's persisting: each group's effects run in their own task.
 
 pub mod offsets;
 pub mod records;
@@ -252,10 +253,12 @@ impl GroupCoordinator {
         }
     }
 
-    async fn on_timer(&self, node: &Arc<Node>, group_id: &str) {
+    /// One group's timer event. The state changes at once; its persisting and answers run in
+    /// their own task, so a slow write for this group delays no other group's deadlines.
+    fn on_timer(&self, node: &Arc<Node>, group_id: &str) {
         let now = now_ms();
         if let Some(((), effects)) = self.apply(group_id, false, |g| ((), g.on_timer(now))) {
-            effects.run(node).await;
+            effects.spawn(node);
         }
     }
 
@@ -471,10 +474,15 @@ impl Effects {
     /// Carries the effects out in their own task, so a requester that goes away (its connection
     /// closed) cannot cancel the persisting or the answers owed to the other members.
     async fn run(self, node: &Arc<Node>) {
-        let node = Arc::clone(node);
-        if let Err(e) = tokio::spawn(async move { self.carry_out(&node).await }).await {
+        if let Err(e) = self.spawn(node).await {
             tracing::error!(error = %e, "group effects task failed");
         }
+    }
+
+    /// Starts carrying the effects out; the caller may await the handle or not.
+    fn spawn(self, node: &Arc<Node>) -> tokio::task::JoinHandle<()> {
+        let node = Arc::clone(node);
+        tokio::spawn(async move { self.carry_out(&node).await })
     }
 
     async fn carry_out(mut self, node: &Node) {
@@ -549,7 +557,7 @@ async fn run_timers(timers: Arc<Timers>, node: Weak<Node>) {
         }
         let Some(node) = node.upgrade() else { return };
         for g in due {
-            node.groups.on_timer(&node, &g).await;
+            node.groups.on_timer(&node, &g);
         }
     }
 }
