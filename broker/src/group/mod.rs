@@ -15,7 +15,8 @@
 //!   lock, before the answers of that change are sent. Each snapshot carries a per-group sequence
 //!   number, and an older snapshot is never written after a newer one.
 //! - Timers are event-driven: one task sleeps until the earliest group deadline, and is woken by
-//!   a `Notify` when an earlier one appears. Never sleep-and-poll.
+//!   a `Notify` when an earlier one appears. Never sleep-and-poll. The timer task never awaits
+//!   a group's persisting: each group's effects run in their own task.
 
 pub mod offsets;
 pub mod records;
@@ -252,10 +253,12 @@ impl GroupCoordinator {
         }
     }
 
-    async fn on_timer(&self, node: &Arc<Node>, group_id: &str) {
+    /// One group's timer event. The state changes at once; its persisting and answers run in
+    /// their own task, so a slow write for this group delays no other group's deadlines.
+    fn on_timer(&self, node: &Arc<Node>, group_id: &str) {
         let now = now_ms();
         if let Some(((), effects)) = self.apply(group_id, false, |g| ((), g.on_timer(now))) {
-            effects.run(node).await;
+            effects.spawn(node);
         }
     }
 
@@ -474,18 +477,21 @@ impl Effects {
         let _ = self.run_reporting_tombstone(node).await;
     }
 
+    /// Starts carrying the effects out; the caller may await the handle or not.
+    fn spawn(self, node: &Arc<Node>) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
+        let node = Arc::clone(node);
+        tokio::spawn(async move { self.carry_out(&node).await })
+    }
+
     /// [`Effects::run`], answering whether the tombstone (if any) was written: DeleteGroups
     /// must not report a group deleted that a restart would bring back.
     async fn run_reporting_tombstone(self, node: &Arc<Node>) -> Result<(), BrokerError> {
-        let node = Arc::clone(node);
-        tokio::spawn(async move { self.carry_out(&node).await })
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "group effects task failed");
-                Err(BrokerError::CoordinatorNotAvailable(
-                    "group effects task failed".into(),
-                ))
-            })
+        self.spawn(node).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "group effects task failed");
+            Err(BrokerError::CoordinatorNotAvailable(
+                "group effects task failed".into(),
+            ))
+        })
     }
 
     async fn carry_out(mut self, node: &Node) -> Result<(), BrokerError> {
@@ -563,7 +569,7 @@ async fn run_timers(timers: Arc<Timers>, node: Weak<Node>) {
         }
         let Some(node) = node.upgrade() else { return };
         for g in due {
-            node.groups.on_timer(&node, &g).await;
+            node.groups.on_timer(&node, &g);
         }
     }
 }

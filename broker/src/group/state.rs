@@ -11,8 +11,14 @@
 //!   by MEMBER_ID_REQUIRED is outstanding (never a fixed wait), or at the rebalance timeout (the
 //!   largest of the members' `rebalance_timeout_ms`), which drops the dynamic members that did not
 //!   rejoin. Only a new group's first rebalance also waits `initial_rebalance_delay_ms`.
+//!   A generation is always led by a member that rejoined for it; when no member rejoined by
+//!   the timeout (only static members are left), the rebalance waits another timeout.
 //! - The leader's JoinGroup answer carries every member's metadata; followers get none. SyncGroup
 //!   from the leader stores the assignments and answers every member waiting in SyncGroup.
+//! - Once a join completes, every member must send SyncGroup within the rebalance timeout
+//!   (in CompletingRebalance, or Stable after the leader's): the members that did not are
+//!   removed and the group rebalances (Kafka 3.2+ pending-sync expiry). `sync_deadline_ms` is
+//!   set exactly while some member is `pending_sync`, and only outside PreparingRebalance.
 //! - Invariants: `leader` is a member (or None when there are none); `static_members` maps each
 //!   static member's instance id to its current member id and nothing else; a member has at most
 //!   one waiting JoinGroup and one waiting SyncGroup; waiting JoinGroups exist only in
@@ -90,6 +96,9 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a new dynamic member first gets MEMBER_ID_REQUIRED and its id (KIP-394).
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: the answer can tell a returning static leader to skip its assignor
+    /// (KIP-814); older clients must instead be told another member leads.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +228,9 @@ struct Member<W> {
     joined_seq: u64,
     awaiting_join: Option<W>,
     awaiting_sync: Option<W>,
+    /// Given this generation in a JoinGroup answer (or kept from before it) but has not sent
+    /// SyncGroup for it yet.
+    pending_sync: bool,
 }
 
 impl<W> Member<W> {
@@ -250,6 +262,9 @@ pub struct Group<W> {
     rebalance_deadline_ms: Option<i64>,
     /// PreparingRebalance of a new group: completes no earlier than this.
     initial_delay_until_ms: Option<i64>,
+    /// CompletingRebalance or Stable while some member has not sent SyncGroup for the
+    /// generation: when those members are removed (Kafka's pending-sync expiry).
+    sync_deadline_ms: Option<i64>,
     state_timestamp_ms: i64,
     next_seq: u64,
     limits: Limits,
@@ -269,6 +284,7 @@ impl<W> Group<W> {
             pending: HashMap::new(),
             rebalance_deadline_ms: None,
             initial_delay_until_ms: None,
+            sync_deadline_ms: None,
             state_timestamp_ms: now_ms,
             next_seq: 0,
             limits,
@@ -301,6 +317,7 @@ impl<W> Group<W> {
                     joined_seq: g.next_seq,
                     awaiting_join: None,
                     awaiting_sync: None,
+                    pending_sync: false,
                 },
             );
             if let Some(instance) = &m.group_instance_id {
@@ -500,6 +517,7 @@ impl<W> Group<W> {
                 joined_seq: self.next_seq,
                 awaiting_join: Some(waiter),
                 awaiting_sync: None,
+                pending_sync: false,
             },
         );
         if self.leader.is_none() {
@@ -510,8 +528,10 @@ impl<W> Group<W> {
     }
 
     /// A static member came back with a new process (no member id): the new id replaces the old
-    /// one, which is fenced. In a Stable group with unchanged metadata it gets its assignment
-    /// back without a rebalance.
+    /// one, which is fenced, and the member's protocols are updated. In a Stable group whose
+    /// chosen protocol would stay the same, it gets its assignment back without a rebalance
+    /// (Kafka's updateStaticMemberAndRebalance): the subscription bytes themselves may differ,
+    /// since Java clients >= 3.4 put their generation and owned partitions in them.
     fn replace_static_member(
         &mut self,
         old_id: String,
@@ -534,16 +554,6 @@ impl<W> Group<W> {
             out.replies
                 .push((w, Reply::Sync(SyncReply::failed(fenced()))));
         }
-        let selected = self.protocol.clone();
-        let unchanged = selected.as_deref().is_some_and(|p| {
-            member.metadata_for(Some(p))
-                == req
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| n == p)
-                    .map(|(_, m)| m.clone())
-                    .unwrap_or_default()
-        });
         member.client_id = req.client_id;
         member.client_host = req.client_host;
         member.session_timeout_ms = req.session_timeout_ms;
@@ -553,22 +563,20 @@ impl<W> Group<W> {
         if let Some(instance) = &member.group_instance_id {
             self.static_members.insert(instance.clone(), new_id.clone());
         }
+        let leader_before = self.leader.clone();
         if self.leader.as_deref() == Some(old_id.as_str()) {
             self.leader = Some(new_id.clone());
         }
+        self.members.insert(new_id.clone(), member);
+        let same_protocol = self.select_protocol() == self.protocol;
         match self.state {
-            GroupState::Stable if unchanged => {
-                let is_leader = self.leader.as_deref() == Some(new_id.as_str());
-                self.members.insert(new_id.clone(), member);
-                let members = if is_leader {
-                    self.joined_members()
-                } else {
-                    Vec::new()
-                };
+            GroupState::Stable if same_protocol => {
                 out.persist = Some(self.metadata(now));
-                out.replies.push((
-                    waiter,
-                    Reply::Join(JoinReply {
+                let is_leader = self.leader.as_deref() == Some(new_id.as_str());
+                let reply = if req.supports_skip_assignment {
+                    // KIP-814: the leader learns it leads (so it keeps watching metadata) but
+                    // must not run its assignor: a Stable group would ignore the result.
+                    JoinReply {
                         error: None,
                         generation: self.generation,
                         protocol_type: self.protocol_type.clone(),
@@ -576,13 +584,36 @@ impl<W> Group<W> {
                         leader: self.leader.clone().unwrap_or_default(),
                         member_id: new_id,
                         skip_assignment: is_leader,
-                        members,
-                    }),
-                ));
+                        members: if is_leader {
+                            self.joined_members()
+                        } else {
+                            Vec::new()
+                        },
+                    }
+                } else {
+                    // Before v9 the leader id named is the one from before the replacement: a
+                    // returning leader then sees someone else's id, does not think it leads, and
+                    // runs no assignment on an empty member list.
+                    JoinReply {
+                        error: None,
+                        generation: self.generation,
+                        protocol_type: self.protocol_type.clone(),
+                        protocol_name: self.protocol.clone(),
+                        leader: leader_before.unwrap_or_default(),
+                        member_id: new_id,
+                        skip_assignment: false,
+                        members: Vec::new(),
+                    }
+                };
+                out.replies.push((waiter, Reply::Join(reply)));
             }
             _ => {
-                member.awaiting_join = Some(waiter);
-                self.members.insert(new_id, member);
+                // CompletingRebalance: the leader may already be assigning with the old id, so
+                // the new id would get nothing; rebalance (as Kafka does). PreparingRebalance:
+                // the member simply takes part.
+                if let Some(m) = self.members.get_mut(&new_id) {
+                    m.awaiting_join = Some(waiter);
+                }
                 self.prepare_rebalance(now, out);
                 self.try_complete_join(now, false, out);
             }
@@ -690,6 +721,15 @@ impl<W> Group<W> {
             .map(|(id, _)| id.clone())
     }
 
+    /// The group's rebalance timeout: the largest of its members'.
+    fn rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Enters PreparingRebalance (no-op when already there).
     fn prepare_rebalance(&mut self, now: i64, out: &mut Output<W>) {
         let was = self.state;
@@ -711,12 +751,12 @@ impl<W> Group<W> {
         }
         self.state = GroupState::PreparingRebalance;
         self.state_timestamp_ms = now;
-        let timeout = self
-            .members
-            .values()
-            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
-            .max()
-            .unwrap_or(0);
+        // The generation that waited for SyncGroups is over.
+        self.sync_deadline_ms = None;
+        for m in self.members.values_mut() {
+            m.pending_sync = false;
+        }
+        let timeout = self.rebalance_timeout_ms();
         self.rebalance_deadline_ms = Some(now + timeout);
         self.initial_delay_until_ms = (was == GroupState::Empty)
             .then_some(now + self.limits.initial_rebalance_delay_ms.min(timeout));
@@ -736,8 +776,9 @@ impl<W> Group<W> {
         }
     }
 
-    /// Ends PreparingRebalance: drops dynamic members that did not rejoin, starts the next
-    /// generation and answers every waiting JoinGroup.
+    /// Ends PreparingRebalance: drops dynamic members that did not rejoin, makes sure a member
+    /// that rejoined leads, starts the next generation and answers every waiting JoinGroup. With
+    /// members left but none rejoined, it stays in PreparingRebalance for another timeout.
     fn complete_join(&mut self, now: i64, out: &mut Output<W>) {
         let gone: Vec<String> = self
             .members
@@ -748,14 +789,25 @@ impl<W> Group<W> {
         for id in gone {
             self.members.remove(&id);
         }
-        if self
+        // Static members that did not rejoin stay, so the leader may be one of them: it would
+        // never SyncGroup, and every member would wait for it. Lead with a member that rejoined
+        // (Kafka's maybeElectNewJoinedLeader); if none did, there is nobody to answer yet, so
+        // wait another rebalance timeout (their sessions expire them meanwhile).
+        let leader_rejoined = self
             .leader
             .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
-        {
-            self.leader = self
-                .first_member(|m| m.awaiting_join.is_some())
-                .or_else(|| self.first_member(|_| true));
+            .and_then(|l| self.members.get(l))
+            .is_some_and(|m| m.awaiting_join.is_some());
+        if !leader_rejoined && !self.members.is_empty() {
+            match self.first_member(|m| m.awaiting_join.is_some()) {
+                Some(joined) => self.leader = Some(joined),
+                None => {
+                    tracing::warn!(group = %self.id, "no member rejoined: rebalance postponed");
+                    self.rebalance_deadline_ms = Some(now + self.rebalance_timeout_ms());
+                    self.initial_delay_until_ms = None;
+                    return;
+                }
+            }
         }
         self.rebalance_deadline_ms = None;
         self.initial_delay_until_ms = None;
@@ -775,7 +827,11 @@ impl<W> Group<W> {
         let protocol_type = self.protocol_type.clone();
         let protocol = self.protocol.clone();
         let generation = self.generation;
+        // Every member must now SyncGroup within the rebalance timeout, static members that did
+        // not rejoin included (a leader that never syncs would otherwise hold the group forever).
+        self.sync_deadline_ms = Some(now + self.rebalance_timeout_ms());
         for (id, m) in self.members.iter_mut() {
+            m.pending_sync = true;
             if let Some(w) = m.awaiting_join.take() {
                 m.session_deadline_ms = now + i64::from(m.session_timeout_ms);
                 let is_leader = *id == leader;
@@ -891,6 +947,7 @@ impl<W> Group<W> {
             }
             GroupState::PreparingRebalance => Err((waiter, BrokerError::RebalanceInProgress)),
             GroupState::Stable => {
+                self.synced(&req.member_id);
                 let Some(m) = self.members.get_mut(&req.member_id) else {
                     return Err((waiter, BrokerError::UnknownMemberId(req.member_id)));
                 };
@@ -907,6 +964,7 @@ impl<W> Group<W> {
                 Ok(())
             }
             GroupState::CompletingRebalance => {
+                self.synced(&req.member_id);
                 let Some(m) = self.members.get_mut(&req.member_id) else {
                     return Err((waiter, BrokerError::UnknownMemberId(req.member_id)));
                 };
@@ -943,6 +1001,16 @@ impl<W> Group<W> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A member sent SyncGroup for the current generation; the sync deadline ends with the last.
+    fn synced(&mut self, member_id: &str) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.pending_sync = false;
+        }
+        if !self.members.values().any(|m| m.pending_sync) {
+            self.sync_deadline_ms = None;
         }
     }
 
@@ -1036,8 +1104,16 @@ impl<W> Group<W> {
     }
 
     fn remove_member(&mut self, id: &str, now: i64, out: &mut Output<W>) {
+        if self.detach_member(id, out) {
+            self.rebalance_after_removal(now, out);
+        }
+    }
+
+    /// Takes a member out of the group (its waiting requests answered UNKNOWN_MEMBER_ID, the
+    /// lead passed on) without the state change that must follow; false if it was not there.
+    fn detach_member(&mut self, id: &str, out: &mut Output<W>) -> bool {
         let Some(mut m) = self.members.remove(id) else {
-            return;
+            return false;
         };
         if let Some(instance) = &m.group_instance_id {
             self.static_members.remove(instance);
@@ -1064,6 +1140,11 @@ impl<W> Group<W> {
                 .first_member(|m| m.awaiting_join.is_some())
                 .or_else(|| self.first_member(|_| true));
         }
+        true
+    }
+
+    /// After members left: a settled group rebalances; a rebalancing one may now be complete.
+    fn rebalance_after_removal(&mut self, now: i64, out: &mut Output<W>) {
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 self.prepare_rebalance(now, out);
@@ -1082,10 +1163,12 @@ impl<W> Group<W> {
             .filter(|m| !m.is_waiting())
             .map(|m| m.session_deadline_ms);
         let pending = self.pending.values().copied();
-        let rebalance = if self.state == GroupState::PreparingRebalance {
-            [self.rebalance_deadline_ms, self.initial_delay_until_ms]
-        } else {
-            [None, None]
+        let rebalance = match self.state {
+            GroupState::PreparingRebalance => {
+                [self.rebalance_deadline_ms, self.initial_delay_until_ms]
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => [self.sync_deadline_ms, None],
+            GroupState::Empty | GroupState::Dead => [None, None],
         };
         sessions
             .chain(pending)
@@ -1093,8 +1176,8 @@ impl<W> Group<W> {
             .min()
     }
 
-    /// Expires sessions and outstanding member ids, ends the initial delay, and forces a
-    /// rebalance that reached its timeout.
+    /// Expires sessions and outstanding member ids, removes members that did not SyncGroup in
+    /// time, ends the initial delay, and forces a rebalance that reached its timeout.
     pub fn on_timer(&mut self, now: i64) -> Output<W> {
         let mut out = Output::default();
         if self.state == GroupState::Dead {
@@ -1111,11 +1194,40 @@ impl<W> Group<W> {
             tracing::info!(group = %self.id, member = %id, "member session expired");
             self.remove_member(&id, now, &mut out);
         }
+        let settling = matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        );
+        if settling && self.sync_deadline_ms.is_some_and(|d| d <= now) {
+            self.expire_pending_syncs(now, &mut out);
+        }
         if self.state == GroupState::PreparingRebalance {
             let timed_out = self.rebalance_deadline_ms.is_some_and(|d| d <= now);
             self.try_complete_join(now, timed_out, &mut out);
         }
         out
+    }
+
+    /// The rebalance timeout passed since the join completed: members that have not sent
+    /// SyncGroup are removed and the group rebalances without them (Kafka's
+    /// onExpirePendingSync). A leader that never syncs is one of them; the members waiting in
+    /// SyncGroup for it are answered REBALANCE_IN_PROGRESS and rejoin.
+    fn expire_pending_syncs(&mut self, now: i64, out: &mut Output<W>) {
+        self.sync_deadline_ms = None;
+        let late: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.pending_sync)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        for id in &late {
+            tracing::info!(group = %self.id, member = %id, "no SyncGroup within the rebalance timeout");
+            self.detach_member(id, out);
+        }
+        self.rebalance_after_removal(now, out);
     }
 
     /// DeleteGroups: only an Empty group can be deleted.

@@ -33,6 +33,7 @@ fn join(member_id: &str, session_timeout_ms: i32) -> JoinRequest {
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::new())],
         require_known_member_id: false,
+        supports_skip_assignment: true,
     }
 }
 
@@ -102,4 +103,60 @@ async fn the_timer_task_expires_a_silent_member_at_its_session_timeout() {
         "expired after {:?}",
         started.elapsed()
     );
+}
+
+/// Joins `group` alone with a `session_ms` session and syncs: Stable, one member.
+async fn stable_alone(node: &Arc<Node>, group: &str, session_ms: i32) {
+    let reply = node.groups.join(node, group, join("", session_ms)).await;
+    assert!(reply.error.is_none());
+    let sync = SyncRequest {
+        member_id: reply.member_id.clone(),
+        group_instance_id: None,
+        generation: reply.generation,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![],
+    };
+    assert!(node.groups.sync(node, group, sync).await.error.is_none());
+}
+
+#[tokio::test]
+async fn a_group_whose_metadata_write_is_stuck_does_not_delay_other_groups_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(
+        dir.path(),
+        &[
+            ("group.min.session.timeout.ms", "100"),
+            ("group.initial.rebalance.delay.ms", "0"),
+        ],
+    );
+    // "slow" expires first, and its write cannot finish (its write lock is held here, as a
+    // stuck fsync would hold it); "fast" expires a little later.
+    stable_alone(&node, "slow", 200).await;
+    stable_alone(&node, "fast", 400).await;
+    let slot = node.groups.find("slow").unwrap();
+    let stuck = slot.persisted_seq.lock().await;
+
+    let started = Instant::now();
+    let mut state = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = node
+            .groups
+            .describe("fast")
+            .unwrap()
+            .state
+            .name()
+            .to_string();
+        if state == "Empty" {
+            break;
+        }
+    }
+    assert_eq!(
+        state, "Empty",
+        "fast expired although slow's write is stuck"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(node.groups.describe("slow").unwrap().state.name(), "Empty");
+    drop(stuck);
 }

@@ -26,6 +26,7 @@ fn join_req(member_id: &str, instance: Option<&str>, metadata: &'static [u8]) ->
         protocol_type: "consumer".into(),
         protocols: vec![("range".into(), Bytes::from_static(metadata))],
         require_known_member_id: true,
+        supports_skip_assignment: true,
     }
 }
 
@@ -503,4 +504,308 @@ fn subscriptions_are_read_from_the_consumer_protocol() {
         Some(vec!["orders".to_string()])
     );
     assert_eq!(subscription_topics(&Bytes::from_static(b"\x00")), None);
+}
+
+/// pod-1 (leader) and pod-2, static members, Stable in generation 2 with pod-1 holding "p0" and
+/// pod-2 "p1". Returns their member ids.
+fn stable_static_pair(g: &mut Group<u32>) -> (String, String) {
+    let mut out = g.join(join_req("", Some("pod-1"), b"m"), 901, 0);
+    let first = join_answer(&mut out, 901);
+    let out = g.join(join_req("", Some("pod-2"), b"m"), 902, 0);
+    assert!(out.replies.is_empty(), "pod-2 waits for pod-1 to rejoin");
+    let mut out = g.join(join_req(&first.member_id, Some("pod-1"), b"m"), 903, 0);
+    let j1 = join_answer(&mut out, 903);
+    let mut out2 = out;
+    let j2 = join_answer(&mut out2, 902);
+    assert_eq!(j1.leader, j1.member_id, "pod-1 leads");
+    let (id1, id2) = (j1.member_id, j2.member_id);
+    let sync = |id: &str, instance: &str, assignments: &[(&str, &'static [u8])]| SyncRequest {
+        group_instance_id: Some(instance.into()),
+        ..sync_req(id, 2, assignments)
+    };
+    let mut out = g.sync(sync(&id1, "pod-1", &[(&id1, b"p0"), (&id2, b"p1")]), 904, 0);
+    sync_answer(&mut out, 904);
+    let mut out = g.sync(sync(&id2, "pod-2", &[]), 905, 0);
+    assert_eq!(&sync_answer(&mut out, 905).assignment[..], b"p1");
+    assert_eq!(g.state(), GroupState::Stable);
+    (id1, id2)
+}
+
+#[test]
+fn a_restarted_static_member_with_new_subscription_bytes_keeps_its_assignment_without_a_rebalance()
+{
+    let mut g = Group::new("g", limits(), 0);
+    let (_, old2) = stable_static_pair(&mut g);
+    // A Java 3.4+ client puts its generation and owned partitions in the subscription, so the
+    // bytes differ after every restart; the protocol the group would choose does not.
+    let mut out = g.join(join_req("", Some("pod-2"), b"m, owned p1"), 1, 5_000);
+    let back = join_answer(&mut out, 1);
+    assert_eq!(code(&back.error), 0);
+    assert_ne!(back.member_id, old2);
+    assert_eq!(back.generation, 2, "no rebalance");
+    assert_eq!(g.state(), GroupState::Stable);
+    let stored = out.persist.expect("the new member id is persisted");
+    let m = stored
+        .members
+        .iter()
+        .find(|m| m.member_id == back.member_id)
+        .expect("stored under its new id");
+    assert_eq!(
+        &m.subscription[..],
+        b"m, owned p1",
+        "the new metadata is kept"
+    );
+    let mut out = g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-2".into()),
+            ..sync_req(&back.member_id, 2, &[])
+        },
+        2,
+        5_010,
+    );
+    assert_eq!(&sync_answer(&mut out, 2).assignment[..], b"p1");
+}
+
+#[test]
+fn a_restarted_static_leader_is_told_to_skip_the_assignment_or_before_v9_not_told_it_leads() {
+    // JoinGroup v9+: the leader is named, with the members, and told not to assign (KIP-814).
+    let mut g = Group::new("g", limits(), 0);
+    stable_static_pair(&mut g);
+    let mut out = g.join(join_req("", Some("pod-1"), b"m"), 1, 5_000);
+    let back = join_answer(&mut out, 1);
+    assert_eq!(code(&back.error), 0);
+    assert_eq!(
+        back.leader, back.member_id,
+        "it still leads, under its new id"
+    );
+    assert!(back.skip_assignment);
+    assert_eq!(back.members.len(), 2);
+    assert_eq!(g.state(), GroupState::Stable);
+
+    // Before v9 there is no skip flag: the answer names the leader's old id, so the client does
+    // not believe it leads and runs no assignor over an empty member list.
+    let mut g = Group::new("g", limits(), 0);
+    let (old1b, _) = stable_static_pair(&mut g);
+    let mut old_client = join_req("", Some("pod-1"), b"m");
+    old_client.supports_skip_assignment = false;
+    let mut out = g.join(old_client, 1, 5_000);
+    let back = join_answer(&mut out, 1);
+    assert_eq!(code(&back.error), 0);
+    assert_eq!(back.leader, old1b, "the id from before the restart");
+    assert_ne!(back.leader, back.member_id);
+    assert!(!back.skip_assignment);
+    assert!(back.members.is_empty());
+    // The group itself knows the new id leads.
+    assert_eq!(
+        g.metadata(5_000).leader.as_deref(),
+        Some(back.member_id.as_str())
+    );
+    // A returning follower before v9 is told the current leader, as always.
+    let mut g = Group::new("g", limits(), 0);
+    let (id1c, _) = stable_static_pair(&mut g);
+    let mut old_follower = join_req("", Some("pod-2"), b"m");
+    old_follower.supports_skip_assignment = false;
+    let mut out = g.join(old_follower, 1, 5_000);
+    assert_eq!(join_answer(&mut out, 1).leader, id1c);
+}
+
+/// A static member with a long session (static members outlive restarts that way).
+fn long_lived(member_id: &str, instance: &str) -> JoinRequest {
+    JoinRequest {
+        session_timeout_ms: 120_000,
+        ..join_req(member_id, Some(instance), b"m")
+    }
+}
+
+#[test]
+fn a_static_leader_that_does_not_rejoin_hands_the_lead_to_a_member_that_did() {
+    let mut g = Group::new("g", limits(), 0);
+    let mut out = g.join(long_lived("", "pod-1"), 1, 0);
+    let pod1 = join_answer(&mut out, 1).member_id;
+    let mut out = g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-1".into()),
+            ..sync_req(&pod1, 1, &[(&pod1, b"p0,p1")])
+        },
+        2,
+        0,
+    );
+    sync_answer(&mut out, 2);
+
+    // pod-2 arrives; pod-1, the leader, is down (its session is longer than the rebalance).
+    let out = g.join(long_lived("", "pod-2"), 3, 1_000);
+    assert!(out.replies.is_empty());
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    assert_eq!(g.next_deadline_ms(), Some(deadline));
+    let mut out = g.on_timer(deadline);
+    let pod2 = join_answer(&mut out, 3);
+    assert_eq!(code(&pod2.error), 0);
+    assert_eq!(
+        pod2.leader, pod2.member_id,
+        "pod-2 rejoined, so it leads; pod-1 would never assign"
+    );
+    assert_eq!(
+        pod2.members.len(),
+        2,
+        "the leader sees pod-1 too (it stays)"
+    );
+    assert_eq!(g.member_count(), 2);
+
+    // The new leader's SyncGroup completes the generation.
+    let mut out = g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-2".into()),
+            ..sync_req(
+                &pod2.member_id,
+                2,
+                &[(&pod1, b"p0"), (&pod2.member_id, b"p1")],
+            )
+        },
+        4,
+        deadline + 10,
+    );
+    assert_eq!(&sync_answer(&mut out, 4).assignment[..], b"p1");
+    assert_eq!(g.state(), GroupState::Stable);
+}
+
+#[test]
+fn a_rebalance_nobody_rejoined_is_postponed_until_the_silent_members_expire() {
+    let mut g = Group::new("g", limits(), 0);
+    let mut out = g.join(long_lived("", "pod-1"), 1, 0);
+    let pod1 = join_answer(&mut out, 1).member_id;
+    g.sync(
+        SyncRequest {
+            group_instance_id: Some("pod-1".into()),
+            ..sync_req(&pod1, 1, &[])
+        },
+        2,
+        0,
+    );
+    let out = g.join(long_lived("", "pod-2"), 3, 0);
+    assert!(out.replies.is_empty());
+    g.join(long_lived(&pod1, "pod-1"), 4, 0);
+    assert_eq!(g.generation(), 2);
+
+    // pod-2 leaves for good and pod-1 goes silent: nobody rejoins the rebalance that follows.
+    let (results, _) = g.leave(&[(String::new(), Some("pod-2".into()))], 1_000);
+    assert!(results[0].is_ok());
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    let out = g.on_timer(deadline);
+    assert!(out.replies.is_empty());
+    assert_eq!(
+        (g.state(), g.generation()),
+        (GroupState::PreparingRebalance, 2),
+        "no generation without a member to lead it"
+    );
+    assert_eq!(
+        g.next_deadline_ms(),
+        Some(deadline + i64::from(REBALANCE_MS)),
+        "another rebalance timeout"
+    );
+
+    // More rebalance timeouts pass without a generation, until pod-1's session (120 s from its
+    // last join) ends the wait: the group empties.
+    let mut now = deadline;
+    let mut emptied = None;
+    while emptied.is_none() {
+        now = g.next_deadline_ms().expect("a deadline while rebalancing");
+        let out = g.on_timer(now);
+        if g.state() == GroupState::PreparingRebalance {
+            assert_eq!(g.generation(), 2, "still no generation at {now}");
+        } else {
+            emptied = Some(out);
+        }
+    }
+    assert_eq!(now, 120_000);
+    assert!(emptied.is_some_and(|out| out.persist.is_some()));
+    assert_eq!(g.state(), GroupState::Empty);
+    assert_eq!(g.member_count(), 0);
+}
+
+/// A leads generation 1 alone; B joins and both are answered generation 2 at `at`, A leading.
+/// Returns (A, B).
+fn generation_two_of_a_and_b(g: &mut Group<u32>, at: i64) -> (String, String) {
+    let (a, mut out) = member_id_round_trip(g, 801, 0);
+    join_answer(&mut out, 801);
+    let mut out = g.sync(sync_req(&a, 1, &[(&a, b"p0,p1")]), 802, 0);
+    sync_answer(&mut out, 802);
+    let (b, out) = member_id_round_trip(g, 803, at);
+    assert!(out.replies.is_empty());
+    let mut out = g.join(join_req(&a, None, b"m"), 804, at);
+    let ja = join_answer(&mut out, 804);
+    let jb = join_answer(&mut out, 803);
+    assert_eq!((ja.generation, jb.generation), (2, 2));
+    assert_eq!(jb.leader, a, "A leads generation 2");
+    (a, b)
+}
+
+#[test]
+fn a_leader_that_never_syncs_is_removed_at_the_rebalance_timeout_and_the_others_rejoin() {
+    let mut g = Group::new("g", limits(), 0);
+    let (a, b) = generation_two_of_a_and_b(&mut g, 1_000);
+    // B waits in SyncGroup for A's assignments; A keeps heartbeating but never syncs (stuck in
+    // its assignor, say).
+    let out = g.sync(sync_req(&b, 2, &[]), 1, 1_100);
+    assert!(out.replies.is_empty(), "B waits for the leader");
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    for t in (5_000..deadline).step_by(5_000) {
+        assert!(g.heartbeat(&a, None, 2, t).is_ok());
+        assert!(g.on_timer(t).replies.is_empty(), "still waiting at {t}");
+    }
+    assert_eq!(g.next_deadline_ms(), Some(deadline), "the sync deadline");
+
+    let mut out = g.on_timer(deadline);
+    assert_eq!(
+        code(&sync_answer(&mut out, 1).error),
+        27,
+        "B's SyncGroup: REBALANCE_IN_PROGRESS"
+    );
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert_eq!(
+        g.heartbeat(&a, None, 2, deadline + 1).unwrap_err().code(),
+        25,
+        "A was removed"
+    );
+    // B rejoins and leads generation 3 alone.
+    let mut out = g.join(join_req(&b, None, b"m"), 2, deadline + 100);
+    let jb = join_answer(&mut out, 2);
+    assert_eq!(code(&jb.error), 0);
+    assert_eq!(
+        (jb.generation, jb.leader.as_str(), jb.members.len()),
+        (3, b.as_str(), 1)
+    );
+}
+
+#[test]
+fn a_follower_that_never_syncs_is_removed_even_after_the_leader_did() {
+    let mut g = Group::new("g", limits(), 0);
+    let (a, b) = generation_two_of_a_and_b(&mut g, 1_000);
+    let mut out = g.sync(sync_req(&a, 2, &[(&a, b"p0"), (&b, b"p1")]), 1, 1_100);
+    sync_answer(&mut out, 1);
+    assert_eq!(g.state(), GroupState::Stable);
+    // B heartbeats but never fetches its assignment: p1 would go unread forever.
+    let deadline = 1_000 + i64::from(REBALANCE_MS);
+    for t in (5_000..deadline).step_by(5_000) {
+        g.heartbeat(&a, None, 2, t).unwrap();
+        g.heartbeat(&b, None, 2, t).unwrap();
+    }
+    assert_eq!(g.next_deadline_ms(), Some(deadline));
+    g.on_timer(deadline);
+    assert_eq!(g.member_count(), 1, "B is gone");
+    assert_eq!(
+        g.heartbeat(&a, None, 2, deadline + 1).unwrap_err().code(),
+        27
+    );
+
+    // Once every member has synced, there is no sync deadline.
+    let mut g = Group::new("g", limits(), 0);
+    let (a, b) = generation_two_of_a_and_b(&mut g, 1_000);
+    g.sync(sync_req(&a, 2, &[(&a, b"p0"), (&b, b"p1")]), 1, 1_100);
+    g.sync(sync_req(&b, 2, &[]), 2, 1_200);
+    assert_eq!(
+        g.next_deadline_ms(),
+        Some(1_100 + i64::from(SESSION_MS)),
+        "only A's session, from its SyncGroup, is due"
+    );
 }

@@ -43,6 +43,7 @@ pub fn handle(
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let node = Arc::clone(node);
     Box::pin(async move {
@@ -58,12 +59,9 @@ pub fn response(reply: JoinReply, version: i16) -> JoinGroupResponse {
         None if version < 7 => Some(str_bytes("")),
         name => name.map(str_bytes),
     };
-    // Before v9 a static leader that must not reassign gets no member list (nothing to assign).
-    let members = if reply.skip_assignment && version < 9 {
-        Vec::new()
-    } else {
-        reply.members
-    };
+    // The state machine sets `skip_assignment` only for v9+ requests (older ones get another
+    // leader id instead); the `version` test is a guard for the encoding.
+    let members = reply.members;
     JoinGroupResponse::default()
         .with_error_code(error_code)
         .with_generation_id(reply.generation)

@@ -1058,3 +1058,42 @@ async fn delete_groups_reports_a_tombstone_it_could_not_write() {
         "nothing was deleted, in memory as on disk"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_static_leader_learns_it_leads_only_where_it_can_skip_the_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    for v in [5i16, 9] {
+        let g = format!("static-{v}");
+        let (old_id, generation) = join_at(&node, &g, v, Some("pod-1")).await;
+        let r = SyncGroupRequest::default()
+            .with_group_id(group(&g))
+            .with_generation_id(generation)
+            .with_member_id(StrBytes::from_string(old_id.clone()))
+            .with_group_instance_id(Some(StrBytes::from_static_str("pod-1")));
+        let bytes = answer(&node, ApiKey::SyncGroup, 3, Request::SyncGroup(r)).await;
+        assert_eq!(decode::<SyncGroupResponse>(&bytes, 3).error_code, 0);
+
+        // The leader's process restarts: no member id, same instance id, group Stable.
+        let r = JoinGroupRequest::default()
+            .with_group_id(group(&g))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_group_instance_id(Some(StrBytes::from_static_str("pod-1")))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(range_protocol());
+        let bytes = answer(&node, ApiKey::JoinGroup, v, Request::JoinGroup(r)).await;
+        let resp: JoinGroupResponse = decode(&bytes, v);
+        assert_eq!(resp.error_code, 0, "v{v}");
+        assert_eq!(resp.generation_id, generation, "v{v}: no rebalance");
+        if v >= 9 {
+            assert_eq!(resp.leader, resp.member_id, "v9: it leads");
+            assert!(resp.skip_assignment, "v9: but must not assign");
+            assert_eq!(resp.members.len(), 1);
+        } else {
+            assert_eq!(resp.leader.as_str(), old_id, "v{v}: its old id is named");
+            assert_ne!(resp.leader, resp.member_id, "v{v}: so it does not assign");
+            assert!(resp.members.is_empty());
+        }
+    }
+}
