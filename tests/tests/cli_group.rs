@@ -434,6 +434,11 @@ fn reset_offsets_is_refused_while_the_group_has_active_members() {
         "the member's client id{}",
         out.describe()
     );
+    assert!(
+        out.stdout.contains("/127.0.0.1"),
+        "the member's host, in Kafka's form{}",
+        out.describe()
+    );
 
     let out = group(
         &broker,

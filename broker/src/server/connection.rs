@@ -76,7 +76,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: Arc<Nod
             }
         };
         let pending = match decode_request(frame) {
-            Ok(request) => handlers::dispatch(&node, request),
+            Ok(request) => handlers::dispatch(&node, request, Some(peer.ip())),
             Err(e) => match e.api_versions_fallback() {
                 Some(correlation_id) => handlers::api_versions::unsupported_version(correlation_id),
                 None => {

@@ -17,6 +17,7 @@ pub fn handle(
     node: &Arc<Node>,
     request: JoinGroupRequest,
     client_id: String,
+    client_host: String,
     correlation_id: i32,
     version: i16,
 ) -> Pending {
@@ -29,7 +30,7 @@ pub fn handle(
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
         client_id,
-        client_host: String::new(),
+        client_host,
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             request.rebalance_timeout_ms

@@ -25,6 +25,7 @@ pub mod produce;
 pub mod sync_group;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -66,8 +67,9 @@ pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// Routes a request to its handler.
-pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
+/// Routes a request to its handler. `peer` is the client's address, where known (group members
+/// report it as their host, as Kafka does).
+pub fn dispatch(node: &Arc<Node>, request: DecodedRequest, peer: Option<IpAddr>) -> Pending {
     let (cid, v) = (request.correlation_id(), request.version());
     match request.body {
         Request::ApiVersions(r) => ready(cid, v, &api_versions::handle(&r, v)),
@@ -89,7 +91,9 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest) -> Pending {
                 .as_ref()
                 .map(|c| c.to_string())
                 .unwrap_or_default();
-            join_group::handle(node, r, client_id, cid, v)
+            // Kafka's form: "/" and the address.
+            let client_host = peer.map(|ip| format!("/{ip}")).unwrap_or_default();
+            join_group::handle(node, r, client_id, client_host, cid, v)
         }
         Request::SyncGroup(r) => sync_group::handle(node, r, cid, v),
         Request::Heartbeat(r) => ready(cid, v, &heartbeat::handle(node, &r)),

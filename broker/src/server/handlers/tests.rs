@@ -45,7 +45,7 @@ fn name(s: &str) -> TopicName {
 }
 
 async fn answer(node: &Arc<Node>, key: ApiKey, version: i16, body: Request) -> Bytes {
-    let reply = dispatch(node, request(key, version, body)).await;
+    let reply = dispatch(node, request(key, version, body), None).await;
     let bytes = reply
         .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
         .expect("a response");
