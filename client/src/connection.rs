@@ -92,6 +92,8 @@ impl Default for ConnectionConfig {
 pub struct Connection {
     addr: String,
     config: ConnectionConfig,
+    /// `config.client_id` as every request header carries it (shared, not copied per request).
+    client_id: StrBytes,
     outgoing: mpsc::Sender<Outgoing>,
     next_correlation_id: AtomicI32,
     /// The broker's (min, max) version per API key.
@@ -140,6 +142,7 @@ impl Connection {
         .abort_handle();
         let mut conn = Connection {
             addr: addr.to_string(),
+            client_id: StrBytes::from_string(config.client_id.clone()),
             config,
             outgoing: tx,
             next_correlation_id: AtomicI32::new(1),
@@ -314,7 +317,7 @@ impl Connection {
         header.request_api_key = R::KEY;
         header.request_api_version = version;
         header.correlation_id = correlation_id;
-        header.client_id = Some(StrBytes::from_string(self.config.client_id.clone()));
+        header.client_id = Some(self.client_id.clone());
         let mut buf = BytesMut::with_capacity(64 + request.compute_size(version).unwrap_or(0));
         buf.put_i32(0);
         let invalid = |e: anyhow_text::Text| {

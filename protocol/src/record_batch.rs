@@ -296,6 +296,16 @@ pub fn stamp_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, b
 
 /// Iterates over the complete batches of a byte slice, stopping at the first incomplete or
 /// malformed header (a fetch response may end in a partial batch; a log tail may be torn).
+/// The sequence `records` records after `sequence` (Kafka's
+/// `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0).
+pub fn next_sequence(sequence: i32, records: i32) -> i32 {
+    if sequence > i32::MAX - records {
+        records - (i32::MAX - sequence) - 1
+    } else {
+        sequence + records
+    }
+}
+
 pub struct BatchIter<'a> {
     bytes: &'a [u8],
     position: usize,

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use strata_client::admin::Admin;
 use strata_client::consumer::{Consumer, ConsumerConfig, SeekTo};
 use strata_client::group::admin::GroupDescription;
-use strata_client::{ClientError, Cluster};
+use strata_client::ClientError;
 
 use super::ConnectionArgs;
 
@@ -123,21 +123,15 @@ pub async fn run(command: GroupCommand) -> Result<(), String> {
 }
 
 async fn connect(args: &ConnectionArgs) -> Result<Admin, String> {
-    let mut config = args.client_config();
-    config.allow_auto_create_topics = false;
-    let cluster = Cluster::connect(config)
-        .await
-        .map_err(|e| explain(e, "", args))?;
-    Ok(Admin::new(cluster))
+    super::connect_admin(args, explain).await
 }
 
 /// One line for a client error, naming the group where the error is about it.
 fn explain(e: ClientError, group: &str, args: &ConnectionArgs) -> String {
     match e {
-        ClientError::NoBrokerReachable { timeout_ms, .. } => format!(
-            "no broker reachable at {} within {timeout_ms} ms",
-            args.bootstrap
-        ),
+        ClientError::NoBrokerReachable { timeout_ms, .. } => {
+            super::no_broker_line(args, timeout_ms)
+        }
         ClientError::Kafka {
             error: ResponseError::GroupIdNotFound,
             ..
@@ -328,29 +322,11 @@ async fn reset_offsets(args: ResetArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Left-aligned columns separated by two spaces.
+/// A header and its rows as left-aligned columns (see [`super::table`]).
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    let mut all = vec![header.iter().map(|h| h.to_string()).collect()];
+    all.extend(rows.iter().cloned());
+    print!("{}", super::table(&all));
 }
 
 /// `--to-datetime`: milliseconds since the epoch, or YYYY-MM-DDTHH:MM:SS[.mmm][Z] in UTC.

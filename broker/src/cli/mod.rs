@@ -150,6 +150,50 @@ pub async fn existing_topic(
     }
 }
 
+/// Connects an admin client that never auto-creates topics; `explain` turns a failure into the
+/// calling command's one line.
+pub async fn connect_admin(
+    args: &ConnectionArgs,
+    explain: fn(strata_client::ClientError, &str, &ConnectionArgs) -> String,
+) -> Result<strata_client::admin::Admin, String> {
+    let mut config = args.client_config();
+    config.allow_auto_create_topics = false;
+    let cluster = strata_client::Cluster::connect(config)
+        .await
+        .map_err(|e| explain(e, "", args))?;
+    Ok(strata_client::admin::Admin::new(cluster))
+}
+
+/// The one line for "nobody answered at the bootstrap address".
+pub fn no_broker_line(args: &ConnectionArgs, timeout_ms: u64) -> String {
+    format!(
+        "no broker reachable at {} within {timeout_ms} ms",
+        args.bootstrap
+    )
+}
+
+/// Left-aligned columns separated by two spaces, one line per row, trailing spaces trimmed.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        widths.resize(widths.len().max(row.len()), 0);
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 /// Connects and starts a producer with the CLI's timeouts: requests time out after the
 /// connection's request timeout, and a record is given up after three of those.
 pub async fn connect_producer(

@@ -7,7 +7,7 @@
 use clap::Subcommand;
 use kafka_protocol::ResponseError;
 use strata_client::admin::{Admin, ConfigResource, NewTopic, TopicDescription};
-use strata_client::{ClientError, Cluster};
+use strata_client::ClientError;
 
 use super::ConnectionArgs;
 
@@ -125,21 +125,15 @@ fn parse_config(kv: &str) -> Result<(String, String), String> {
 }
 
 async fn connect(args: &ConnectionArgs) -> Result<Admin, String> {
-    let mut config = args.client_config();
-    config.allow_auto_create_topics = false;
-    let cluster = Cluster::connect(config)
-        .await
-        .map_err(|e| explain(e, "", args))?;
-    Ok(Admin::new(cluster))
+    super::connect_admin(args, explain).await
 }
 
 /// One line for a client error, naming the topic where the error is about it.
 fn explain(e: ClientError, topic: &str, args: &ConnectionArgs) -> String {
     let line = match e {
-        ClientError::NoBrokerReachable { timeout_ms, .. } => format!(
-            "no broker reachable at {} within {timeout_ms} ms",
-            args.bootstrap
-        ),
+        ClientError::NoBrokerReachable { timeout_ms, .. } => {
+            super::no_broker_line(args, timeout_ms)
+        }
         ClientError::Kafka {
             error: ResponseError::UnknownTopicOrPartition,
             ..
@@ -203,21 +197,8 @@ fn render_description(d: &TopicDescription, overrides: &[(String, String)]) -> S
             offset(p.latest_offset),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    for row in &rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    out.push_str(&super::table(&rows));
     for p in &d.partitions {
         if let Some(e) = &p.offsets_error {
             out.push_str(&format!(

@@ -230,6 +230,7 @@ impl OffsetStore {
     }
 
     /// Durably commits `commits` for `group_id`, all in one batch.
+    #[cfg(test)]
     pub async fn commit(&self, group_id: &str, commits: Vec<Commit>) -> Result<(), BrokerError> {
         self.append_commits(group_id, commits)?.wait().await;
         Ok(())
@@ -285,22 +286,33 @@ impl OffsetStore {
         group_id: &str,
         targets: &[(String, i32)],
     ) -> Result<Durable, BrokerError> {
-        let existing: Vec<(String, i32)> = targets
-            .iter()
-            .filter(|(t, p)| self.fetch(group_id, t, *p).is_some())
-            .cloned()
-            .collect();
-        let kvs = existing
-            .iter()
-            .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
-            .collect();
-        self.append(group_id, kvs, |shard| {
-            remove_offsets(shard, group_id, &existing)
-        })
+        // The tombstones are chosen under the lock of their append, like every delete's.
+        self.append_planned(
+            self.shard_of(group_id),
+            |shard| {
+                let group = shard.offsets.get(group_id);
+                let existing: Vec<(String, i32)> = targets
+                    .iter()
+                    .filter(|(t, p)| {
+                        group
+                            .and_then(|g| g.get(t))
+                            .is_some_and(|ps| ps.contains_key(p))
+                    })
+                    .cloned()
+                    .collect();
+                let kvs: Records = existing
+                    .iter()
+                    .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
+                    .collect();
+                ((!kvs.is_empty()).then(|| batch_of(&kvs)), existing)
+            },
+            |shard, existing| remove_offsets(shard, group_id, &existing),
+        )
     }
 
     /// Durably deletes the given committed offsets (tombstones); offsets that do not exist are
     /// ignored.
+    #[cfg(test)]
     pub async fn delete_offsets(
         &self,
         group_id: &str,
@@ -401,13 +413,6 @@ impl OffsetStore {
             durable.extend(written.0);
         }
         Ok((deleted, Durable(durable)))
-    }
-
-    /// Durably deletes every group's committed offsets on `topic`; returns how many there were.
-    pub async fn delete_topic_offsets(&self, topic: &str) -> Result<usize, BrokerError> {
-        let (deleted, durable) = self.append_topic_deletes(topic)?;
-        durable.wait().await;
-        Ok(deleted)
     }
 
     /// Group metadata loaded at start (last record per group, tombstones applied), handed out once.

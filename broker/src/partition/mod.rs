@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_protocol::record_batch::{validate_batches, BatchError, BatchHeader, BatchIter};
+use strata_protocol::record_batch::{validate_batches, BatchError, BatchIter};
 use tokio::sync::{watch, Notify};
 
 use flusher::Flushers;
@@ -57,6 +57,9 @@ pub struct Appended {
     pub base_offset: Offset,
     pub last_offset: Offset,
     pub log_start_offset: Offset,
+    /// Whether an `acks=-1` answer waits for these records to be flushed (the policy, read
+    /// under the same lock as the append).
+    pub flush_before_ack: bool,
 }
 
 /// What a fetch of this partition sees.
@@ -195,13 +198,6 @@ impl Partition {
         self.lock().log.recovery_point()
     }
 
-    pub fn update_settings(&self, settings: PartitionSettings) {
-        let mut st = self.lock();
-        st.log.set_config(settings.log);
-        st.policy = settings.flush;
-        st.max_message_bytes = settings.max_message_bytes;
-    }
-
     /// Validates and appends a producer's record set. Validation (the CRC over every byte)
     /// runs before the lock is taken. Idempotent batches are checked against the producer state
     /// under the lock; a retry of batches already written is answered `Ok` with their original
@@ -215,6 +211,11 @@ impl Partition {
             BatchError::Empty => BrokerError::InvalidRecord("empty record set".into()),
             e => BrokerError::InvalidRecord(e.to_string()),
         })?;
+        // One pass over the headers before the lock: refusals, and the idempotent batches with
+        // their offsets relative to the set (the lock adds the log end offset).
+        let mut producer_batches = Vec::new();
+        let mut plain_batches = 0usize;
+        let mut next_relative = 0i64;
         for (_, batch) in BatchIter::new(records) {
             if batch.is_transactional() || batch.is_control() {
                 return Err(BrokerError::UnsupportedForMessageFormat(
@@ -229,6 +230,17 @@ impl Partition {
                     batch.producer_epoch(),
                     batch.base_sequence()
                 )));
+            }
+            let first = Offset(next_relative);
+            next_relative += i64::from(batch.record_count());
+            if batch.producer_id() < 0 {
+                plain_batches += 1;
+            } else {
+                producer_batches.push(ProducerBatch::from_header(
+                    &batch,
+                    first,
+                    Offset(next_relative - 1),
+                ));
             }
         }
         let (appended, snapshot) = {
@@ -247,13 +259,18 @@ impl Partition {
                     limit_bytes: segment_bytes,
                 });
             }
-            let (staged, duplicate) = check_producers(&st, records, &info, now_ms)?;
+            let (staged, duplicate) = if producer_batches.is_empty() {
+                (Staged::default(), None)
+            } else {
+                check_producers(&st, &producer_batches, plain_batches, now_ms)?
+            };
             if let Some((base_offset, last_offset)) = duplicate {
                 // A retry of batches already in the log: their original offsets, nothing written.
                 return Ok(Appended {
                     base_offset,
                     last_offset,
                     log_start_offset: st.log.log_start_offset(),
+                    flush_before_ack: st.policy.before_acks_all,
                 });
             }
             let epoch = st.leader_epoch;
@@ -274,6 +291,7 @@ impl Partition {
                 base_offset,
                 last_offset: Offset(base_offset.0 + info.record_count - 1),
                 log_start_offset: st.log.log_start_offset(),
+                flush_before_ack: st.policy.before_acks_all,
             };
             (appended, snapshot)
         };
@@ -285,11 +303,6 @@ impl Partition {
         }
         self.appended.notify_waiters();
         Ok(appended)
-    }
-
-    /// Whether `acks=-1` waits for a flush under the current policy.
-    pub fn flushes_before_acks_all(&self) -> bool {
-        self.lock().policy.before_acks_all
     }
 
     /// Queues this partition for a flush unless it is queued already.
@@ -384,11 +397,6 @@ impl Partition {
         self.lock().producers.remove_expired(now_ms, expiration_ms)
     }
 
-    /// How many producers this partition tracks.
-    pub fn producer_count(&self) -> usize {
-        self.lock().producers.len()
-    }
-
     /// How producer state was rebuilt at open.
     pub fn producer_recovery(&self) -> ProducerRecovery {
         self.producer_recovery
@@ -404,12 +412,17 @@ impl Partition {
         let text = st.producers.to_snapshot();
         producer_state::write_snapshot(&self.dir, end, &text, st.log.log_start_offset())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.advance_durable(end);
+        Ok(())
+    }
+
+    /// Everything below `end` is on disk: wakes the `acks=-1` waits it covers (never moves back).
+    fn advance_durable(&self, end: Offset) {
         self.durable.send_if_modified(|d| {
             let moved = *d < end;
             *d = (*d).max(end);
             moved
         });
-        Ok(())
     }
 
     /// Flushes everything appended so far: the group commit of all waiting `acks=-1` produces.
@@ -440,43 +453,29 @@ impl Partition {
             st.unflushed_records = 0;
         }
         drop(st);
-        self.durable.send_if_modified(|d| {
-            let moved = *d < end;
-            *d = (*d).max(end);
-            moved
-        });
+        self.advance_durable(end);
     }
 }
 
-/// Checks every idempotent batch of a validated record set against the producer state, in order,
-/// with the offsets they would get. Returns the staged state changes, or, when every idempotent
+/// Checks the idempotent batches of a validated record set (offsets relative to the set) against
+/// the producer state, in order, at the offsets they would get after the log end; the set's
+/// `plain_batches` (no producer id) count as new. Returns the staged state changes, or, when every idempotent
 /// batch is a retry, the offsets they were first written at.
 fn check_producers(
     st: &State,
-    records: &Bytes,
-    info: &strata_protocol::record_batch::RecordSetInfo,
+    producer_batches: &[ProducerBatch],
+    plain_batches: usize,
     now_ms: i64,
 ) -> Result<(Staged, Option<(Offset, Offset)>), BrokerError> {
     let mut staged = Staged::default();
     let mut duplicate: Option<(Offset, Offset)> = None;
-    let mut fresh = 0usize;
-    let mut next = st.log.log_end_offset().0;
-    for span in &info.batches {
-        let first_offset = Offset(next);
-        next += i64::from(span.record_count);
-        let batch = BatchHeader::parse(&records[span.position..])
-            .map_err(|e| BrokerError::InvalidRecord(e.to_string()))?;
-        if batch.producer_id() < 0 {
-            fresh += 1;
-            continue;
-        }
+    let mut fresh = plain_batches;
+    let base = st.log.log_end_offset().0;
+    for relative in producer_batches {
         let b = ProducerBatch {
-            producer_id: batch.producer_id(),
-            epoch: batch.producer_epoch(),
-            first_seq: batch.base_sequence(),
-            last_seq: ProducerBatch::last_seq_of(batch.base_sequence(), batch.last_offset_delta()),
-            first_offset,
-            last_offset: Offset(next - 1),
+            first_offset: Offset(base + relative.first_offset.0),
+            last_offset: Offset(base + relative.last_offset.0),
+            ..*relative
         };
         match st.producers.stage(&mut staged, &b, now_ms)? {
             Check::Append => fresh += 1,
@@ -525,17 +524,11 @@ fn recover_producers(
             batches_scanned += 1;
             if batch.producer_id() >= 0 && !batch.is_control() {
                 states.replay(
-                    &ProducerBatch {
-                        producer_id: batch.producer_id(),
-                        epoch: batch.producer_epoch(),
-                        first_seq: batch.base_sequence(),
-                        last_seq: ProducerBatch::last_seq_of(
-                            batch.base_sequence(),
-                            batch.last_offset_delta(),
-                        ),
-                        first_offset: Offset(batch.base_offset()),
-                        last_offset: Offset(batch.last_offset()),
-                    },
+                    &ProducerBatch::from_header(
+                        &batch,
+                        Offset(batch.base_offset()),
+                        Offset(batch.last_offset()),
+                    ),
                     batch.max_timestamp(),
                 );
             }

@@ -25,6 +25,8 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use strata_protocol::record_batch::{next_sequence, BatchHeader};
+
 use crate::error::BrokerError;
 use crate::ids::Offset;
 use crate::storage::checkpoint;
@@ -102,11 +104,25 @@ pub struct ProducerBatch {
 impl ProducerBatch {
     /// The batch's last sequence: `first_seq + last_offset_delta`, wrapped.
     pub fn last_seq_of(first_seq: i32, last_offset_delta: i32) -> i32 {
-        let room = i32::MAX - first_seq;
-        if last_offset_delta > room {
-            last_offset_delta - room - 1
-        } else {
-            first_seq + last_offset_delta
+        next_sequence(first_seq, last_offset_delta)
+    }
+
+    /// The batch `header` describes, at offsets `first_offset..=last_offset`.
+    pub fn from_header(
+        header: &BatchHeader<'_>,
+        first_offset: Offset,
+        last_offset: Offset,
+    ) -> ProducerBatch {
+        ProducerBatch {
+            producer_id: header.producer_id(),
+            epoch: header.producer_epoch(),
+            first_seq: header.base_sequence(),
+            last_seq: ProducerBatch::last_seq_of(
+                header.base_sequence(),
+                header.last_offset_delta(),
+            ),
+            first_offset,
+            last_offset,
         }
     }
 
@@ -131,7 +147,7 @@ pub enum Check {
 
 /// `next` follows `last` (sequences wrap from `i32::MAX` to 0).
 fn in_sequence(last: i32, next: i32) -> bool {
-    (last != i32::MAX && next == last + 1) || (last == i32::MAX && next == 0)
+    next == next_sequence(last, 1)
 }
 
 /// Kafka's rules for one batch against the producer's entry (`None`: unknown producer).

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_protocol::record_batch::build_batch;
+use strata_protocol::record_batch::{build_batch, stamp_producer};
 
 use super::flusher::Flushers;
 use super::producer_state::{snapshot_offsets, snapshot_path};
@@ -23,11 +23,7 @@ fn idempotent_batch(pid: i64, epoch: i16, seq: i32, count: usize) -> Bytes {
         .collect();
     let records: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, &v[..])).collect();
     let mut b = build_batch(0, 1_000, &records).to_vec();
-    b[43..51].copy_from_slice(&pid.to_be_bytes());
-    b[51..53].copy_from_slice(&epoch.to_be_bytes());
-    b[53..57].copy_from_slice(&seq.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    stamp_producer(&mut b, pid, epoch, seq);
     Bytes::from(b)
 }
 

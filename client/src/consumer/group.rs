@@ -23,7 +23,7 @@ use tokio::time::{Duration, Instant};
 
 use super::Consumer;
 use crate::error::{ClientError, Result};
-use crate::group::coordinator::{commit_offsets, CommitAs, Coordinator, RejoinReason};
+use crate::group::coordinator::{commit_offsets, Coordinator, RejoinReason};
 use crate::group::{RebalanceProtocol, Tp};
 
 /// What happened to some partitions, for closure listeners.
@@ -199,15 +199,7 @@ impl Consumer {
     ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         let g = self.group_state()?;
         let group_id = g.coordinator.config().group_id.clone();
-        let member = CommitAs {
-            generation: g.coordinator.generation(),
-            member_id: if g.coordinator.generation() >= 0 {
-                g.coordinator.member_id().to_string()
-            } else {
-                String::new()
-            },
-            group_instance_id: g.coordinator.config().group_instance_id.clone(),
-        };
+        let member = g.coordinator.commit_as();
         let conn = g.coordinator.known_connection().ok_or_else(|| {
             ClientError::Invalid("commit_async before the coordinator is known".into())
         })?;

@@ -167,6 +167,21 @@ fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// LeaveGroup for `member_id` at `version`: batched members from v3, with a reason from v5.
+fn leave_request(group_id: &str, member_id: &str, reason: &str, version: i16) -> LeaveGroupRequest {
+    let mut request = LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(group_id)));
+    if version >= 3 {
+        let mut me = MemberIdentity::default().with_member_id(str_bytes(member_id));
+        if version >= 5 {
+            me.reason = Some(str_bytes(reason));
+        }
+        request.members = vec![me];
+    } else {
+        request.member_id = str_bytes(member_id);
+    }
+    request
+}
+
 fn error_of(code: i16) -> Option<ResponseError> {
     (code != 0).then(|| ResponseError::try_from_code(code).unwrap_or(ResponseError::Unknown(code)))
 }
@@ -524,9 +539,11 @@ impl Coordinator {
         let poll_interval_max =
             Duration::from_millis(self.config.rebalance_timeout_ms.max(0) as u64);
         // Sent when the consumer stopped polling (static members just stop heartbeating).
-        let leave = (self.config.group_instance_id.is_none()).then(|| {
-            LeaveGroupRequest::default().with_group_id(GroupId(str_bytes(&self.config.group_id)))
-        });
+        let leave = self
+            .config
+            .group_instance_id
+            .is_none()
+            .then(|| self.config.group_id.clone());
         let member_id = self.member_id.clone();
         self.heartbeat = Some(tokio::spawn(async move {
             let version = conn.version_for(
@@ -549,23 +566,13 @@ impl Coordinator {
                     // Java's rule: a consumer that stops polling for max.poll.interval.ms
                     // leaves the group so its partitions move on; it rejoins on its next poll.
                     tracing::warn!("no poll within max.poll.interval.ms; leaving the group");
-                    if let Some(mut request) = leave {
+                    if let Some(group_id) = leave {
                         if let Some(v) = conn.version_for(
                             kafka_protocol::messages::ApiKey::LeaveGroup,
                             <LeaveGroupRequest as kafka_protocol::protocol::Message>::VERSIONS,
                         ) {
-                            if v >= 3 {
-                                let mut me =
-                                    MemberIdentity::default().with_member_id(str_bytes(&member_id));
-                                if v >= 5 {
-                                    me.reason = Some(StrBytes::from_static_str(
-                                        "consumer poll timeout has expired",
-                                    ));
-                                }
-                                request.members = vec![me];
-                            } else {
-                                request.member_id = str_bytes(&member_id);
-                            }
+                            let reason = "consumer poll timeout has expired";
+                            let request = leave_request(&group_id, &member_id, reason, v);
                             let _ = conn.send_at(&request, v).await;
                         }
                     }
@@ -626,18 +633,8 @@ impl Coordinator {
                 <LeaveGroupRequest as kafka_protocol::protocol::Message>::VERSIONS,
             );
             if let Some(version) = version {
-                let mut request = LeaveGroupRequest::default()
-                    .with_group_id(GroupId(str_bytes(&self.config.group_id)));
-                if version >= 3 {
-                    let mut me =
-                        MemberIdentity::default().with_member_id(str_bytes(&self.member_id));
-                    if version >= 5 {
-                        me.reason = Some(str_bytes(reason));
-                    }
-                    request.members = vec![me];
-                } else {
-                    request.member_id = str_bytes(&self.member_id);
-                }
+                let request =
+                    leave_request(&self.config.group_id, &self.member_id, reason, version);
                 match conn.send_at(&request, version).await {
                     Ok(r) => {
                         let code = r
@@ -656,6 +653,20 @@ impl Coordinator {
         }
         self.generation = -1;
         self.member_id.clear();
+    }
+
+    /// Who a commit is made as: this member in its generation, or a "simple" commit
+    /// (generation -1, no member id) when not in the group.
+    pub fn commit_as(&self) -> CommitAs {
+        CommitAs {
+            generation: self.generation,
+            member_id: if self.generation >= 0 {
+                self.member_id.clone()
+            } else {
+                String::new()
+            },
+            group_instance_id: self.config.group_instance_id.clone(),
+        }
     }
 
     /// Commits `offsets` (the next offset to read per partition) for this member's generation
@@ -677,15 +688,7 @@ impl Coordinator {
                     continue;
                 }
             };
-            let member = CommitAs {
-                generation: self.generation,
-                member_id: if self.generation >= 0 {
-                    self.member_id.clone()
-                } else {
-                    String::new()
-                },
-                group_instance_id: self.config.group_instance_id.clone(),
-            };
+            let member = self.commit_as();
             match commit_offsets(&conn, &self.config.group_id, &member, offsets).await {
                 Ok(()) => return Ok(()),
                 Err(e) if is_coordinator_error(&e) => {
@@ -977,14 +980,13 @@ pub async fn fetch_offsets(
         }
         for t in &g.topics {
             for p in &t.partitions {
-                let tp = (t.name.0.to_string(), p.partition_index);
-                let ctx = format!("committed offset of {}/{}", tp.0, tp.1);
-                if let Some(e) = ClientError::from_code(p.error_code, ctx) {
-                    return Err(e);
-                }
-                if p.committed_offset >= 0 {
-                    out.insert(tp, p.committed_offset);
-                }
+                take_fetched(
+                    &mut out,
+                    &t.name,
+                    p.partition_index,
+                    p.error_code,
+                    p.committed_offset,
+                )?;
             }
         }
     } else {
@@ -993,18 +995,38 @@ pub async fn fetch_offsets(
         }
         for t in &response.topics {
             for p in &t.partitions {
-                let tp = (t.name.0.to_string(), p.partition_index);
-                let ctx = format!("committed offset of {}/{}", tp.0, tp.1);
-                if let Some(e) = ClientError::from_code(p.error_code, ctx) {
-                    return Err(e);
-                }
-                if p.committed_offset >= 0 {
-                    out.insert(tp, p.committed_offset);
-                }
+                take_fetched(
+                    &mut out,
+                    &t.name,
+                    p.partition_index,
+                    p.error_code,
+                    p.committed_offset,
+                )?;
             }
         }
     }
     Ok(out)
+}
+
+/// One partition of an OffsetFetch answer (v8 groups and v1-7 topics have distinct types):
+/// its error, or its committed offset when there is one.
+fn take_fetched(
+    out: &mut BTreeMap<Tp, i64>,
+    topic: &str,
+    partition: i32,
+    error_code: i16,
+    committed_offset: i64,
+) -> Result<()> {
+    if error_code != 0 {
+        let ctx = format!("committed offset of {topic}/{partition}");
+        if let Some(e) = ClientError::from_code(error_code, ctx) {
+            return Err(e);
+        }
+    }
+    if committed_offset >= 0 {
+        out.insert((topic.to_string(), partition), committed_offset);
+    }
+    Ok(())
 }
 
 /// Decodes a member's assignment bytes for display; unreadable bytes show as no partitions.

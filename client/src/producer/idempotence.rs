@@ -27,15 +27,7 @@ pub struct Identity {
     pub generation: u64,
 }
 
-/// The sequence after a batch of `records` records starting at `sequence` (Kafka's
-/// `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0).
-pub fn next_sequence(sequence: i32, records: i32) -> i32 {
-    if sequence > i32::MAX - records {
-        records - (i32::MAX - sequence) - 1
-    } else {
-        sequence + records
-    }
-}
+pub use strata_protocol::record_batch::next_sequence;
 
 /// What a produce answer means for a sequenced batch (the rules of the Java producer).
 #[derive(Debug, Clone, PartialEq, Eq)]

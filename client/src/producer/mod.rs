@@ -786,19 +786,11 @@ impl Producer {
         }
     }
 
-    /// Partitions of `topic`, from the metadata cache or a refresh; retriable metadata errors
-    /// (a topic being created) are retried until `request_timeout`.
+    /// Partitions of `topic`, which the metadata cache does not know (`send` just looked): from
+    /// a refresh; retriable metadata errors (a topic being created) are retried until
+    /// `request_timeout`.
     async fn partition_count(&self, topic: &str) -> Result<usize> {
         let shared = &self.shared;
-        if let Some(t) = shared
-            .cluster
-            .metadata()
-            .topics
-            .get(topic)
-            .filter(|t| t.error_code == 0 && !t.partitions.is_empty())
-        {
-            return Ok(t.partitions.len());
-        }
         let backoff = Duration::from_millis(shared.config.retry_backoff_ms.max(1));
         let deadline = Instant::now() + shared.config.request_timeout;
         loop {

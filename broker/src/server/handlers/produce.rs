@@ -76,7 +76,7 @@ pub fn handle(
                 .with_log_append_time_ms(-1);
             results.push(match outcome {
                 Ok((partition, appended)) => {
-                    if acks == -1 && partition.flushes_before_acks_all() {
+                    if acks == -1 && appended.flush_before_ack {
                         partition.request_flush();
                         waits.push(DurableWait { topic: ti, partition: pi, target: partition, end: Offset(appended.last_offset.0 + 1) });
                     }
