@@ -430,30 +430,53 @@ impl Partition {
     fn flush_now(&self) {
         // Cleared first: an append from here on queues another flush.
         self.flush_queued.store(false, Ordering::Release);
-        if self.closed.load(Ordering::Acquire) {
+        let Some(job) = self.flush_begin() else {
             return;
-        }
-        let (targets, end, active_bytes) = {
-            let st = self.lock();
-            (
-                st.log.unflushed(),
-                st.log.log_end_offset(),
-                st.log.active_size_bytes(),
-            )
         };
-        if let Err(e) = targets.iter().try_for_each(|t| t.flush()) {
+        if let Err(e) = job.run() {
             // After a failed fsync the page cache may no longer match the disk; retrying could
             // acknowledge lost data. Kafka halts here too.
             tracing::error!(topic = %self.topic, partition = %self.id, error = %e, "flush failed; halting");
             std::process::exit(70);
         }
+        self.flush_finish(job);
+    }
+
+    /// The first step of a flush, under the lock: what to sync.
+    fn flush_begin(&self) -> Option<FlushJob> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let st = self.lock();
+        Some(FlushJob {
+            targets: st.log.unflushed(),
+            end: st.log.log_end_offset(),
+        })
+    }
+
+    /// The last step of a flush whose syncs succeeded: records it and wakes the waits it covers.
+    fn flush_finish(&self, job: FlushJob) {
+        let end = job.end;
         let mut st = self.lock();
-        st.log.mark_flushed(end, active_bytes);
+        st.log.mark_flushed(end, &job.targets);
         if st.log.log_end_offset() == end {
             st.unflushed_records = 0;
         }
         drop(st);
         self.advance_durable(end);
+    }
+}
+
+/// A flush taken under the partition lock and synced outside it.
+struct FlushJob {
+    targets: Vec<crate::storage::segment::FlushTarget>,
+    end: Offset,
+}
+
+impl FlushJob {
+    /// The slow part (msync), outside the partition lock.
+    fn run(&self) -> std::io::Result<()> {
+        self.targets.iter().try_for_each(|t| t.flush())
     }
 }
 
@@ -561,5 +584,7 @@ async fn flush_periodically(partition: Weak<Partition>, flush_ms: i64) {
     }
 }
 
+#[cfg(test)]
+mod power_cut;
 #[cfg(test)]
 mod tests;

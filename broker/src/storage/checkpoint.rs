@@ -26,14 +26,20 @@ pub fn write(path: &Path, body: &str) -> Result<(), CheckpointError> {
     };
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io_err)?;
+    #[cfg(test)]
+    super::sim_disk::created(&tmp);
     let crc = crc32fast::hash(body.as_bytes());
     f.write_all(body.as_bytes()).map_err(io_err)?;
     f.write_all(format!("{TRAILER}{crc:08x}\n").as_bytes())
         .map_err(io_err)?;
     f.sync_all().map_err(io_err)?;
+    #[cfg(test)]
+    super::sim_disk::synced_file(&tmp);
     fs::rename(&tmp, path).map_err(io_err)?;
+    #[cfg(test)]
+    super::sim_disk::renamed(&tmp, path);
     if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+        super::sync_dir(dir).map_err(io_err)?;
     }
     Ok(())
 }

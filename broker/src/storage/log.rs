@@ -67,7 +67,13 @@ impl Log {
         recovery_point: Option<Offset>,
         clean_shutdown: bool,
     ) -> io::Result<(Log, RecoveryReport)> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            // A new partition's directory must survive a power cut with what it will hold.
+            if let Some(parent) = dir.parent() {
+                super::sync_dir(parent)?;
+            }
+        }
         let bases = segment_bases(dir)?;
         let mut report = RecoveryReport {
             segments: bases.len(),
@@ -138,12 +144,14 @@ impl Log {
         for seg in log.segments.iter_mut().take(n.saturating_sub(1)) {
             seg.seal()?;
         }
-        // Whatever was recovered is flushed now, so the recovery point is the end.
-        for target in log.unflushed() {
+        // Whatever was recovered is synced now (it may have lived only in the page cache of a
+        // killed process), so the recovery point is the end.
+        let targets = log.unflushed();
+        for target in &targets {
             target.flush()?;
         }
         let end = log.log_end_offset();
-        log.mark_flushed(end, usize::MAX);
+        log.mark_flushed(end, &targets);
         Ok((log, report))
     }
 
@@ -306,15 +314,20 @@ impl Log {
             .collect()
     }
 
-    /// Records that a flush covering everything below `end` (the active segment up to
-    /// `active_bytes`) finished.
-    pub fn mark_flushed(&mut self, end: Offset, active_bytes: usize) {
-        for seg in self.segments.iter_mut() {
-            if seg.next_offset() <= end {
-                seg.mark_flushed(usize::MAX);
+    /// Records that `flushed` (everything [`Log::unflushed`] returned when the log ended at
+    /// `end`) is synced. Each target marks its own segment, by base offset: a segment rolled in
+    /// since was not covered by this flush and stays unflushed.
+    pub fn mark_flushed(&mut self, end: Offset, flushed: &[FlushTarget]) {
+        for target in flushed {
+            let i = self
+                .segments
+                .partition_point(|s| s.base_offset() < target.base_offset);
+            if let Some(seg) = self.segments.get_mut(i) {
+                if seg.base_offset() == target.base_offset {
+                    seg.mark_flushed(target.to_bytes);
+                }
             }
         }
-        self.active_mut().mark_flushed(active_bytes);
         self.recovery_point = self.recovery_point.max(end.min(self.log_end_offset()));
     }
 
@@ -356,11 +369,12 @@ impl Log {
 
     /// Flushes and trims every file so the next open trusts them (clean shutdown).
     pub fn close(&mut self) -> io::Result<()> {
-        for target in self.unflushed() {
+        let targets = self.unflushed();
+        for target in &targets {
             target.flush()?;
         }
         let end = self.log_end_offset();
-        self.mark_flushed(end, usize::MAX);
+        self.mark_flushed(end, &targets);
         self.active_mut().seal()
     }
 }
@@ -394,6 +408,8 @@ fn remove_files(paths: &[PathBuf]) -> io::Result<()> {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
+        #[cfg(test)]
+        super::sim_disk::removed(p);
     }
     Ok(())
 }

@@ -51,12 +51,18 @@ impl MappedFile {
     /// Opens (creating if needed) `path`, makes it at least `capacity_bytes` long (sparse) and
     /// maps it.
     pub fn open(path: &Path, capacity_bytes: usize) -> io::Result<MappedFile> {
+        #[cfg(test)]
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
+        #[cfg(test)]
+        if !existed {
+            super::sim_disk::created(path);
+        }
         let len = file.metadata()?.len() as usize;
         let capacity_bytes = capacity_bytes.max(len).max(1);
         if len < capacity_bytes {
@@ -210,14 +216,20 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(position, len)
+        self.map.flush_range(position, len)?;
+        #[cfg(test)]
+        super::sim_disk::synced_range(&self.path, position, len);
+        Ok(())
     }
 
     /// Shrinks the file on disk to `len` bytes (a sealed segment, or a clean shutdown). The mapping
     /// keeps its size; nothing at or past `len` is touched again.
     pub fn trim(&self, len: usize) -> io::Result<()> {
         self.file.set_len(len as u64)?;
-        self.file.sync_all()
+        self.file.sync_all()?;
+        #[cfg(test)]
+        super::sim_disk::synced_file(&self.path);
+        Ok(())
     }
 }
 

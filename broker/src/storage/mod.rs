@@ -13,9 +13,20 @@ pub mod index;
 pub mod log;
 pub mod mapped_file;
 pub mod segment;
+#[cfg(test)]
+pub mod sim_disk;
 
 pub use self::log::{Log, LogConfig, OffsetOutOfRange, RecoveryReport};
 pub use segment::SegmentLimits;
+
+/// Makes `dir`'s entries durable: a created, renamed or removed file survives a power cut only
+/// once its directory is synced.
+pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    #[cfg(test)]
+    sim_disk::synced_dir(dir);
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests;

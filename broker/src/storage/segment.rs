@@ -81,6 +81,8 @@ impl Segment {
             limits.index_bytes,
             0,
         )?;
+        // The files' names must survive a power cut before any of their bytes count as durable.
+        super::sync_dir(dir)?;
         Ok(Segment {
             base_offset,
             log: Arc::new(log),
@@ -203,7 +205,9 @@ impl Segment {
             valid_end = self.size_bytes;
         }
         self.size_bytes = valid_end;
-        self.flushed_bytes = valid_end;
+        // Recovered bytes may live only in the page cache (a killed process): they count as
+        // flushed only once synced (`Log::open` does), never because they were read back.
+        self.flushed_bytes = self.flushed_bytes.min(valid_end);
         Ok(valid_end)
     }
 
@@ -458,6 +462,7 @@ impl Segment {
     /// Byte ranges written but not yet flushed, for a flush outside the partition lock.
     pub fn unflushed(&self) -> Option<FlushTarget> {
         (self.flushed_bytes < self.size_bytes).then(|| FlushTarget {
+            base_offset: self.base_offset,
             file: Arc::clone(&self.log),
             from_bytes: self.flushed_bytes,
             to_bytes: self.size_bytes,
@@ -519,8 +524,10 @@ impl BatchIndexInfo {
     }
 }
 
-/// Where a flush must reach: `[from_bytes, to_bytes)` of `file`.
+/// Where a flush must reach: `[from_bytes, to_bytes)` of `file`, the `.log` of the segment at
+/// `base_offset` (a flush marks that segment, whatever rolled meanwhile).
 pub struct FlushTarget {
+    pub base_offset: Offset,
     pub file: Arc<MappedFile>,
     pub from_bytes: usize,
     pub to_bytes: usize,
