@@ -12,10 +12,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::Partition;
+use crate::storage::fatal::Fatal;
 
 pub struct Flushers {
     queues: Vec<Mutex<mpsc::Sender<Arc<Partition>>>>,
     next_slot: AtomicUsize,
+    /// Where the partitions flushed here report a fatal storage error (`main` halts on it).
+    fatal: Fatal,
 }
 
 impl Flushers {
@@ -37,6 +40,7 @@ impl Flushers {
         Ok(Arc::new(Flushers {
             queues,
             next_slot: AtomicUsize::new(0),
+            fatal: Fatal::default(),
         }))
     }
 
@@ -46,7 +50,12 @@ impl Flushers {
         Arc::new(Flushers {
             queues: Vec::new(),
             next_slot: AtomicUsize::new(0),
+            fatal: Fatal::default(),
         })
+    }
+
+    pub fn fatal(&self) -> &Fatal {
+        &self.fatal
     }
 
     /// The queue a new partition will use: round robin.

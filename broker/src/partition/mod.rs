@@ -10,6 +10,11 @@
 //!   so the high watermark is the log end offset);
 //! - every appended batch carries the current leader epoch;
 //! - `durable` (the flushed offset) only grows and never passes the log end offset;
+//! - a partition that saw a fatal storage error (a failed sync, see `storage::fatal`) is
+//!   `failed`: it refuses writes and never marks anything durable again; the error goes to the
+//!   broker's `Fatal` handle, and `main` halts;
+//! - `closed` and `failed` are checked under the lock before a write, so no produce reaches a
+//!   log that a close (DeleteTopics, shutdown) sealed;
 //! - an `acks=-1` append is answered only once `durable` covers it, when the policy says so;
 //! - idempotent batches are checked against the producer state (`producer_state`) under the same
 //!   lock as their append, all batches of a record set before any is written; the state always
@@ -35,7 +40,7 @@ use flusher::Flushers;
 use crate::config::FlushPolicy;
 use crate::error::BrokerError;
 use crate::ids::{LeaderEpoch, Offset, PartitionId};
-use crate::storage::{Log, LogConfig, RecoveryReport};
+use crate::storage::{fatal, Log, LogConfig, RecoveryReport};
 use epoch_cache::EpochCache;
 use producer_state::{Check, ProducerBatch, ProducerStates, Staged};
 
@@ -95,6 +100,7 @@ pub struct Partition {
     /// Offset below which everything is on disk.
     durable: watch::Sender<Offset>,
     closed: AtomicBool,
+    failed: AtomicBool,
     producer_recovery: ProducerRecovery,
 }
 
@@ -118,7 +124,14 @@ impl Partition {
         clean_shutdown: bool,
         flushers: &Arc<Flushers>,
     ) -> Result<(Arc<Partition>, RecoveryReport), BrokerError> {
-        let (log, report) = Log::open(dir, settings.log, recovery_point, clean_shutdown)?;
+        let (log, report) = Log::open(dir, settings.log, recovery_point, clean_shutdown)
+            .inspect_err(|e| {
+                if fatal::is_fatal(e) {
+                    flushers
+                        .fatal()
+                        .report(format!("opening {}: {e}", dir.display()));
+                }
+            })?;
         let mut epoch_cache = EpochCache::open(dir)?;
         epoch_cache.truncate_from(log.log_end_offset());
         // One node: leadership never moves, so the epoch stays where it is (0 on creation).
@@ -146,6 +159,7 @@ impl Partition {
             me: me.clone(),
             durable,
             closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             producer_recovery,
         });
         if settings.flush.flush_ms < i64::MAX {
@@ -245,6 +259,15 @@ impl Partition {
         }
         let (appended, snapshot) = {
             let mut st = self.lock();
+            // Checked again under the lock: a close that ran since the first check sealed the log.
+            if self.closed.load(Ordering::Acquire) {
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(BrokerError::Storage(std::io::Error::other(
+                    "the partition failed a sync and takes no writes",
+                )));
+            }
             if records.len() > st.max_message_bytes {
                 return Err(BrokerError::MessageTooLarge {
                     size_bytes: records.len(),
@@ -274,7 +297,10 @@ impl Partition {
                 });
             }
             let epoch = st.leader_epoch;
-            let base_offset = st.log.append(records, &info, epoch, now_ms)?;
+            let base_offset = st
+                .log
+                .append(records, &info, epoch, now_ms)
+                .inspect_err(|e| self.fail_if_fatal("append", e))?;
             // A roll happened before these records: the state so far describes the log below it.
             let snapshot = st
                 .log
@@ -296,8 +322,13 @@ impl Partition {
             (appended, snapshot)
         };
         if let Some((at, text, log_start)) = snapshot {
+            // The rolled segment is synced and trimmed by the flush thread, not under the lock.
+            self.request_flush();
             // Written outside the lock: the text was taken under it, and rolls are rare.
             if let Err(e) = producer_state::write_snapshot(&self.dir, at, &text, log_start) {
+                if let BrokerError::Storage(io) = &e {
+                    self.fail_if_fatal("producer-state snapshot", io);
+                }
                 tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "producer-state snapshot failed");
             }
         }
@@ -381,7 +412,16 @@ impl Partition {
 
     pub fn apply_retention(&self, now_ms: i64) -> std::io::Result<usize> {
         let mut st = self.lock();
-        let deleted = st.log.apply_retention(now_ms)?;
+        if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        let deleted = st
+            .log
+            .apply_retention(now_ms)
+            .inspect_err(|e| self.fail_if_fatal("retention", e))?;
+        if st.log.has_pending_seal() {
+            self.request_flush();
+        }
         if let Some(at) = st.log.take_rolled() {
             let text = st.producers.to_snapshot();
             producer_state::write_snapshot(&self.dir, at, &text, st.log.log_start_offset())
@@ -406,7 +446,15 @@ impl Partition {
     pub fn close(&self) -> std::io::Result<()> {
         self.closed.store(true, Ordering::Release);
         let mut st = self.lock();
-        st.log.close()?;
+        if self.failed.load(Ordering::Acquire) {
+            // Syncing now could "succeed" over pages a failed sync lost: leave it to recovery.
+            return Err(std::io::Error::other(
+                "the partition failed a sync; not closed cleanly",
+            ));
+        }
+        st.log
+            .close()
+            .inspect_err(|e| self.fail_if_fatal("close", e))?;
         let end = st.log.log_end_offset();
         // The next open starts from here and scans nothing.
         let text = st.producers.to_snapshot();
@@ -434,17 +482,32 @@ impl Partition {
             return;
         };
         if let Err(e) = job.run() {
-            // After a failed fsync the page cache may no longer match the disk; retrying could
+            // After a failed msync the page cache may no longer match the disk; retrying could
             // acknowledge lost data. Kafka halts here too.
-            tracing::error!(topic = %self.topic, partition = %self.id, error = %e, "flush failed; halting");
-            std::process::exit(70);
+            self.fail(format!("flush: {e}"));
+            return;
         }
         self.flush_finish(job);
     }
 
+    /// Reports a fatal error once this partition saw one (see `storage::fatal`).
+    fn fail_if_fatal(&self, what: &str, e: &std::io::Error) {
+        if fatal::is_fatal(e) {
+            self.fail(format!("{what}: {e}"));
+        }
+    }
+
+    /// This partition takes no more writes and marks nothing durable; the broker halts.
+    fn fail(&self, what: String) {
+        self.failed.store(true, Ordering::Release);
+        self.flushers
+            .fatal()
+            .report(format!("partition {}-{}: {what}", self.topic, self.id));
+    }
+
     /// The first step of a flush, under the lock: what to sync.
     fn flush_begin(&self) -> Option<FlushJob> {
-        if self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
             return None;
         }
         let st = self.lock();
@@ -458,7 +521,16 @@ impl Partition {
     fn flush_finish(&self, job: FlushJob) {
         let end = job.end;
         let mut st = self.lock();
-        st.log.mark_flushed(end, &job.targets);
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = st.log.mark_flushed(end, &job.targets) {
+            self.fail_if_fatal("sealing a segment", &e);
+            if fatal::is_fatal(&e) {
+                return;
+            }
+            tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "sealing a segment failed");
+        }
         if st.log.log_end_offset() == end {
             st.unflushed_records = 0;
         }

@@ -125,6 +125,7 @@ fn run_seed(seed: u64) -> Result<i64, String> {
     for step in 0..=STEPS {
         let last = step == STEPS;
         let op = if last { 19 } else { rng.below(20) };
+        // POWER_CUT_TRACE=1 with one seed shows the story of a failure.
         if std::env::var("POWER_CUT_TRACE").is_ok() {
             println!(
                 "step {step} op {op} end {} durable {} acked {}",

@@ -364,8 +364,15 @@ pub fn write_snapshot(
     text: &str,
     log_start: Offset,
 ) -> Result<(), BrokerError> {
-    checkpoint::write(&snapshot_path(dir, offset), text)
-        .map_err(|e| BrokerError::Storage(io::Error::other(e.to_string())))?;
+    checkpoint::write(&snapshot_path(dir, offset), text).map_err(|e| {
+        let io = io::Error::other(e.to_string());
+        // A failed sync stays recognisable as fatal (see `storage::fatal`).
+        BrokerError::Storage(if e.is_fatal() {
+            crate::storage::fatal::sync_failed(io)
+        } else {
+            io
+        })
+    })?;
     prune_snapshots(dir, log_start)?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const TRAILER: &str = "crc32 ";
 
@@ -18,13 +19,27 @@ pub enum CheckpointError {
     Corrupt { path: String },
 }
 
+impl CheckpointError {
+    /// Whether a sync failed (see [`super::fatal`]): the broker must halt.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, CheckpointError::Io { source, .. } if super::fatal::is_fatal(source))
+    }
+}
+
 /// Replaces `path` with `body` atomically and durably.
 pub fn write(path: &Path, body: &str) -> Result<(), CheckpointError> {
     let io_err = |source| CheckpointError::Io {
         path: path.display().to_string(),
         source,
     };
-    let tmp = path.with_extension("tmp");
+    // Each writer its own temp file: two writers of one checkpoint never tear each other's.
+    static WRITERS: AtomicU64 = AtomicU64::new(0);
+    let n = WRITERS.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.{n}.tmp"));
     let mut f = File::create(&tmp).map_err(io_err)?;
     #[cfg(test)]
     super::sim_disk::created(&tmp);
@@ -32,7 +47,8 @@ pub fn write(path: &Path, body: &str) -> Result<(), CheckpointError> {
     f.write_all(body.as_bytes()).map_err(io_err)?;
     f.write_all(format!("{TRAILER}{crc:08x}\n").as_bytes())
         .map_err(io_err)?;
-    f.sync_all().map_err(io_err)?;
+    f.sync_all()
+        .map_err(|e| io_err(super::fatal::sync_failed(e)))?;
     #[cfg(test)]
     super::sim_disk::synced_file(&tmp);
     fs::rename(&tmp, path).map_err(io_err)?;
@@ -93,5 +109,25 @@ mod tests {
         assert!(matches!(read(&path), Err(CheckpointError::Corrupt { .. })));
         fs::write(&path, "no trailer\n").unwrap();
         assert!(matches!(read(&path), Err(CheckpointError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn two_writers_of_one_checkpoint_never_tear_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp");
+        std::thread::scope(|scope| {
+            for w in 0..2 {
+                let path = &path;
+                scope.spawn(move || {
+                    let body = format!("writer {w}\n").repeat(2000);
+                    for _ in 0..100 {
+                        write(path, &body).unwrap();
+                        assert!(read(path).unwrap().is_some());
+                    }
+                });
+            }
+        });
+        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "temp files left behind");
     }
 }

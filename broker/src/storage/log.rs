@@ -2,7 +2,10 @@
 //!
 //! Invariants:
 //! - segments are ordered and contiguous: each segment's base offset is the previous one's
-//!   `next_offset`; the last segment is the only one that takes appends and the only unsealed one;
+//!   `next_offset`; the last segment is the only one that takes appends (none after `close`);
+//! - a roll creates the next segment before it stops appends to the old one (a failed roll
+//!   leaves the log as it was, writable); the old one is synced and trimmed by the next flush
+//!   (outside the partition lock), and the recovery point passes it only after that;
 //! - `log_start_offset <= recovery_point <= log_end_offset`;
 //! - everything below `recovery_point` is on disk (flushed); on an unclean start only segments from
 //!   the one holding the recovery point onwards are scanned, and a torn or corrupt tail is cut off;
@@ -88,46 +91,57 @@ impl Log {
             Some(bases.iter().rposition(|b| *b <= rp).unwrap_or(0))
         };
         let mut cut_at: Option<usize> = None;
+        // Whether the previous segment was scanned or cut: its end is then what survived, and a
+        // later segment that does not continue from it is a gap, not a broken invariant.
+        let mut previous_uncertain = false;
         for (i, base) in bases.iter().enumerate() {
             if cut_at.is_some() {
-                // A corrupt batch in an earlier segment ends the log: later data cannot be trusted
-                // to be contiguous, as Kafka also decides.
+                // The log ended earlier (a gap after a cut tail): later data cannot be trusted to
+                // be contiguous, as Kafka also decides.
                 remove_segment_files(dir, *base)?;
                 report.segments_dropped += 1;
                 continue;
             }
             let expected = segments.back().map(Segment::next_offset);
             // The last segment becomes the active one: it is always validated and mapped whole.
-            if scan_from.is_some_and(|from| i >= from) || i + 1 == bases.len() {
-                let (seg, cut) = Segment::recover(dir, *base, config.limits)?;
+            let scanned = scan_from.is_some_and(|from| i >= from) || i + 1 == bases.len();
+            let (seg, cut) = if scanned {
                 report.segments_scanned += 1;
-                if let Some(position) = cut {
-                    tracing::warn!(dir = %dir.display(), base = base.0, position, "cut a torn or corrupt tail");
-                    report.tails_cut += 1;
-                    cut_at = Some(i);
-                }
-                segments.push_back(seg);
+                Segment::recover(dir, *base, config.limits)?
             } else {
-                let (seg, cut) = Segment::open_sealed(dir, *base, config.limits)?;
-                if let Some(position) = cut {
-                    tracing::warn!(dir = %dir.display(), base = base.0, position, "cut a sealed segment at a corrupt batch");
-                    report.tails_cut += 1;
-                    cut_at = Some(i);
-                }
-                segments.push_back(seg);
+                Segment::open_sealed(dir, *base, config.limits)?
+            };
+            if let Some(position) = cut {
+                tracing::warn!(dir = %dir.display(), base = base.0, position, "cut a torn or corrupt tail");
+                report.tails_cut += 1;
             }
             if let Some(expected) = expected {
-                let base_here = segments.back().map(Segment::base_offset);
-                if base_here != Some(expected) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: segment {base_here:?} does not follow offset {expected}",
-                            dir.display()
-                        ),
-                    ));
+                if seg.base_offset() != expected {
+                    if !previous_uncertain {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "{}: segment {} does not follow offset {expected}",
+                                dir.display(),
+                                base.0
+                            ),
+                        ));
+                    }
+                    // The previous segment lost a tail (unsynced, or corrupt) that this one
+                    // continued: nothing from here on was acknowledged (a flush syncs older
+                    // segments first), so the log ends at the gap.
+                    tracing::warn!(dir = %dir.display(), base = base.0, expected = expected.0, "dropped segments after a gap");
+                    drop(seg);
+                    remove_segment_files(dir, *base)?;
+                    report.segments_dropped += 1;
+                    cut_at = Some(i);
+                    continue;
                 }
             }
+            // A segment whose tail was cut but that the next one continues exactly ended there:
+            // what followed was never data (say, pages of an earlier torn write).
+            previous_uncertain = scanned || cut.is_some();
+            segments.push_back(seg);
         }
         let mut log = Log {
             dir: dir.to_path_buf(),
@@ -146,12 +160,7 @@ impl Log {
         }
         // Whatever was recovered is synced now (it may have lived only in the page cache of a
         // killed process), so the recovery point is the end.
-        let targets = log.unflushed();
-        for target in &targets {
-            target.flush()?;
-        }
-        let end = log.log_end_offset();
-        log.mark_flushed(end, &targets);
+        log.flush_all()?;
         Ok((log, report))
     }
 
@@ -217,6 +226,9 @@ impl Log {
             records.len() <= self.config.limits.segment_bytes,
             "record set larger than a segment"
         );
+        if self.active().is_sealed() {
+            return Err(io::Error::other("the log is closed"));
+        }
         let last_offset = Offset(self.log_end_offset().0 + info.record_count - 1);
         let active = self.active();
         let too_old = self.config.segment_ms >= 0
@@ -226,21 +238,24 @@ impl Log {
         if !active.is_empty() && (active.is_full_for(records.len(), last_offset) || too_old) {
             self.roll(records.len())?;
         } else if active.is_empty() && active.is_full_for(records.len(), last_offset) {
-            // An empty segment sized by an older, smaller `segment.bytes`: start it again.
+            // An empty segment sized by an older, smaller `segment.bytes`: open it again larger
+            // (the files grow in place), replacing it only once that worked.
             let base = active.base_offset();
-            if let Some(seg) = self.segments.pop_back() {
-                remove_files(&seg.paths())?;
-            }
-            self.push_segment(base, records.len())?;
+            let seg = self.new_segment(base, records.len())?;
+            self.segments.pop_back();
+            self.segments.push_back(seg);
         }
         self.active_mut().append(records, info, epoch, now_ms)
     }
 
-    /// Seals the active segment and starts a new one at the log end offset.
+    /// Starts a new segment at the log end offset; the old one takes no more appends and is
+    /// synced and trimmed by the next flush ([`Log::unflushed`]), not here under the lock. If
+    /// the new segment cannot be created, nothing changes.
     pub fn roll(&mut self, next_append_bytes: usize) -> io::Result<()> {
-        self.active_mut().seal()?;
         let base = self.log_end_offset();
-        self.push_segment(base, next_append_bytes)?;
+        let seg = self.new_segment(base, next_append_bytes)?;
+        self.active_mut().stop_appends();
+        self.segments.push_back(seg);
         self.rolled = Some(base);
         Ok(())
     }
@@ -251,12 +266,18 @@ impl Log {
         self.rolled.take()
     }
 
-    fn push_segment(&mut self, base: Offset, min_bytes: usize) -> io::Result<()> {
+    /// Whether a roll (since [`Log::take_rolled`]) left a segment to seal: its sync and trim
+    /// wait for a flush.
+    pub fn has_pending_seal(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.is_sealed() && s.unflushed().is_some())
+    }
+
+    fn new_segment(&self, base: Offset, min_bytes: usize) -> io::Result<Segment> {
         let mut limits = self.config.limits;
         limits.segment_bytes = limits.segment_bytes.max(min_bytes);
-        let seg = Segment::create(&self.dir, base, limits)?;
-        self.segments.push_back(seg);
-        Ok(())
+        Segment::create(&self.dir, base, limits)
     }
 
     /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch), none at or
@@ -315,9 +336,10 @@ impl Log {
     }
 
     /// Records that `flushed` (everything [`Log::unflushed`] returned when the log ended at
-    /// `end`) is synced. Each target marks its own segment, by base offset: a segment rolled in
-    /// since was not covered by this flush and stays unflushed.
-    pub fn mark_flushed(&mut self, end: Offset, flushed: &[FlushTarget]) {
+    /// `end`) is synced, and finishes the seals it carried (index trims). Each target marks its
+    /// own segment, by base offset: a segment rolled in since was not covered by this flush
+    /// and stays unflushed.
+    pub fn mark_flushed(&mut self, end: Offset, flushed: &[FlushTarget]) -> io::Result<()> {
         for target in flushed {
             let i = self
                 .segments
@@ -325,10 +347,24 @@ impl Log {
             if let Some(seg) = self.segments.get_mut(i) {
                 if seg.base_offset() == target.base_offset {
                     seg.mark_flushed(target.to_bytes);
+                    if target.seal {
+                        seg.finish_seal()?;
+                    }
                 }
             }
         }
         self.recovery_point = self.recovery_point.max(end.min(self.log_end_offset()));
+        Ok(())
+    }
+
+    /// Syncs everything now, on this thread (open, close, tests): what a flush thread does.
+    pub fn flush_all(&mut self) -> io::Result<()> {
+        let targets = self.unflushed();
+        for target in &targets {
+            target.flush()?;
+        }
+        let end = self.log_end_offset();
+        self.mark_flushed(end, &targets)
     }
 
     pub fn active_size_bytes(&self) -> usize {
@@ -369,12 +405,7 @@ impl Log {
 
     /// Flushes and trims every file so the next open trusts them (clean shutdown).
     pub fn close(&mut self) -> io::Result<()> {
-        let targets = self.unflushed();
-        for target in &targets {
-            target.flush()?;
-        }
-        let end = self.log_end_offset();
-        self.mark_flushed(end, &targets);
+        self.flush_all()?;
         self.active_mut().seal()
     }
 }

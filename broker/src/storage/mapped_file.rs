@@ -157,7 +157,8 @@ impl MappedFile {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e);
+                // The blocks were reserved: a failure now is not a full disk (see `fatal`).
+                return Err(super::fatal::sync_failed(e));
             }
             if n == 0 {
                 return Err(io::Error::new(
@@ -216,9 +217,47 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
-        self.map.flush_range(position, len)?;
+        self.map
+            .flush_range(position, len)
+            .map_err(super::fatal::sync_failed)?;
         #[cfg(test)]
         super::sim_disk::synced_range(&self.path, position, len);
+        Ok(())
+    }
+
+    /// Zeroes `[from, capacity)` on disk, durably (recovery cut a torn tail there: its bytes must
+    /// never again look like data after a later, shorter append). Blocks past `from` are
+    /// reserved again by the next write.
+    pub fn zero_tail(&self, from: usize) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let len = self.capacity_bytes.saturating_sub(from);
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: plain syscall on an open descriptor.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                from as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            // No hole punching here: write the zeroes.
+            use std::os::unix::fs::FileExt;
+            let zeroes = vec![0u8; 64 << 10];
+            let mut at = from;
+            while at < self.capacity_bytes {
+                let n = zeroes.len().min(self.capacity_bytes - at);
+                self.file.write_all_at(&zeroes[..n], at as u64)?;
+                at += n;
+            }
+        }
+        self.reserved_bytes.fetch_min(from, Ordering::Relaxed);
+        self.file.sync_all().map_err(super::fatal::sync_failed)?;
+        #[cfg(test)]
+        super::sim_disk::synced_file(&self.path);
         Ok(())
     }
 
@@ -226,7 +265,7 @@ impl MappedFile {
     /// keeps its size; nothing at or past `len` is touched again.
     pub fn trim(&self, len: usize) -> io::Result<()> {
         self.file.set_len(len as u64)?;
-        self.file.sync_all()?;
+        self.file.sync_all().map_err(super::fatal::sync_failed)?;
         #[cfg(test)]
         super::sim_disk::synced_file(&self.path);
         Ok(())

@@ -9,6 +9,7 @@
 //! - [`checkpoint`]: atomic, checksummed small files.
 
 pub mod checkpoint;
+pub mod fatal;
 pub mod index;
 pub mod log;
 pub mod mapped_file;
@@ -22,7 +23,9 @@ pub use segment::SegmentLimits;
 /// Makes `dir`'s entries durable: a created, renamed or removed file survives a power cut only
 /// once its directory is synced.
 pub fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()?;
+    std::fs::File::open(dir)?
+        .sync_all()
+        .map_err(fatal::sync_failed)?;
     #[cfg(test)]
     sim_disk::synced_dir(dir);
     Ok(())

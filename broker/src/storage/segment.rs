@@ -6,7 +6,10 @@
 //!   plus one, starting at the segment's base offset; `next_offset` is one past the last record;
 //! - `size_bytes` is the end of the last complete, validated batch; nothing past it is read;
 //! - index entries point at batch starts below `size_bytes` (see `index.rs`);
-//! - a sealed segment's files are trimmed to their content and flushed.
+//! - a sealed segment takes no appends; its files are trimmed to their content and flushed
+//!   (`trimmed`) either at once ([`Segment::seal`]) or, after a roll, by the flush thread through
+//!   its [`FlushTarget`] (msync and trim outside the partition lock, then the indexes);
+//! - a failed append changes nothing: the fields and index entries it touched are restored.
 
 use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
@@ -60,7 +63,10 @@ pub struct Segment {
     /// from it. (Kafka counts from the first record's timestamp, which rolls a segment per append
     /// when producers send old timestamps.)
     first_append_ms: Option<i64>,
+    /// Takes no more appends.
     sealed: bool,
+    /// The files are trimmed to their content and synced (a sealed segment, after its flush).
+    trimmed: bool,
     limits: SegmentLimits,
 }
 
@@ -96,6 +102,7 @@ impl Segment {
             batch_of_max_timestamp: base_offset,
             first_append_ms: None,
             sealed: false,
+            trimmed: false,
             limits,
         })
     }
@@ -132,6 +139,7 @@ impl Segment {
             batch_of_max_timestamp: base_offset,
             first_append_ms: None,
             sealed: true,
+            trimmed: true,
             limits,
         };
         let indexes_ok = seg.offset_index.check(size_bytes as i64).is_ok()
@@ -144,8 +152,15 @@ impl Segment {
                 let valid = seg.rebuild(false)?;
                 seg.trim_indexes()?;
                 if valid < size_bytes {
+                    // Zeroes after the last batch are a seal whose trim did not happen (rolled,
+                    // synced, then a crash), not corruption: nothing later is cut for them.
+                    let after = seg.log.slice(
+                        valid,
+                        (size_bytes - valid).min(record_batch::BATCH_HEADER_BYTES),
+                    );
+                    let torn = after.iter().any(|b| *b != 0);
                     seg.log.trim(valid)?;
-                    return Ok((seg, Some(valid)));
+                    return Ok((seg, torn.then_some(valid)));
                 }
             }
         }
@@ -174,6 +189,9 @@ impl Segment {
             (file_bytes - valid).min(record_batch::BATCH_HEADER_BYTES),
         );
         let torn = after.iter().any(|b| *b != 0);
+        if torn {
+            seg.log.zero_tail(valid)?;
+        }
         Ok((seg, torn.then_some(valid)))
     }
 
@@ -339,7 +357,43 @@ impl Segment {
         epoch: LeaderEpoch,
         now_ms: i64,
     ) -> io::Result<Offset> {
-        assert!(!self.sealed, "append to a sealed segment");
+        if self.sealed {
+            // A produce that raced a roll, a close or a delete: refused, never a panic.
+            return Err(io::Error::other(format!(
+                "segment {} is sealed",
+                self.base_offset.0
+            )));
+        }
+        let undo = (
+            self.offset_index.len(),
+            self.time_index.len(),
+            self.next_offset,
+            self.bytes_since_index_entry,
+            self.max_timestamp_ms,
+            self.batch_of_max_timestamp,
+            self.first_append_ms,
+        );
+        let result = self.append_unchecked(records, info, epoch, now_ms);
+        if result.is_err() {
+            // Bytes past `size_bytes` are never read and are overwritten by the next append.
+            self.offset_index.truncate_entries(undo.0);
+            self.time_index.truncate_entries(undo.1);
+            self.next_offset = undo.2;
+            self.bytes_since_index_entry = undo.3;
+            self.max_timestamp_ms = undo.4;
+            self.batch_of_max_timestamp = undo.5;
+            self.first_append_ms = undo.6;
+        }
+        result
+    }
+
+    fn append_unchecked(
+        &mut self,
+        records: &[u8],
+        info: &RecordSetInfo,
+        epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> io::Result<Offset> {
         self.first_append_ms.get_or_insert(now_ms);
         let start = self.size_bytes;
         let first_offset = self.next_offset;
@@ -459,14 +513,37 @@ impl Segment {
         )
     }
 
-    /// Byte ranges written but not yet flushed, for a flush outside the partition lock.
+    /// Byte ranges written but not yet flushed (and, for a rolled segment, the trim of its file
+    /// that finishes the seal), for a flush outside the partition lock.
     pub fn unflushed(&self) -> Option<FlushTarget> {
-        (self.flushed_bytes < self.size_bytes).then(|| FlushTarget {
+        let seal = self.sealed && !self.trimmed;
+        (self.flushed_bytes < self.size_bytes || seal).then(|| FlushTarget {
             base_offset: self.base_offset,
             file: Arc::clone(&self.log),
             from_bytes: self.flushed_bytes,
             to_bytes: self.size_bytes,
+            seal,
         })
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Stops appends (a roll): the flush thread syncs and trims the files later, through
+    /// [`Segment::unflushed`] and [`Segment::finish_seal`], so the roll never waits for a sync.
+    pub fn stop_appends(&mut self) {
+        self.sealed = true;
+    }
+
+    /// Finishes a seal whose `.log` the flush thread synced and trimmed: trims the indexes.
+    pub fn finish_seal(&mut self) -> io::Result<()> {
+        if self.trimmed || self.flushed_bytes < self.size_bytes {
+            return Ok(());
+        }
+        self.trim_indexes()?;
+        self.trimmed = true;
+        Ok(())
     }
 
     pub fn mark_flushed(&mut self, to_bytes: usize) {
@@ -475,14 +552,16 @@ impl Segment {
 
     /// Seals a segment that stops taking appends: flush, trim the files to their content.
     pub fn seal(&mut self) -> io::Result<()> {
-        if self.sealed {
+        self.sealed = true;
+        if self.trimmed {
             return Ok(());
         }
-        self.log.flush_range(0, self.size_bytes)?;
+        self.log
+            .flush_range(self.flushed_bytes, self.size_bytes - self.flushed_bytes)?;
         self.log.trim(self.size_bytes)?;
         self.flushed_bytes = self.size_bytes;
         self.trim_indexes()?;
-        self.sealed = true;
+        self.trimmed = true;
         Ok(())
     }
 
@@ -531,12 +610,18 @@ pub struct FlushTarget {
     pub file: Arc<MappedFile>,
     pub from_bytes: usize,
     pub to_bytes: usize,
+    /// The segment was rolled: after the sync, trim its file to `to_bytes` (its content).
+    pub seal: bool,
 }
 
 impl FlushTarget {
     pub fn flush(&self) -> io::Result<()> {
         self.file
-            .flush_range(self.from_bytes, self.to_bytes - self.from_bytes)
+            .flush_range(self.from_bytes, self.to_bytes - self.from_bytes)?;
+        if self.seal {
+            self.file.trim(self.to_bytes)?;
+        }
+        Ok(())
     }
 }
 

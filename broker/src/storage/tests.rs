@@ -86,6 +86,8 @@ fn rolls_at_segment_bytes_and_reads_across_segments() {
     append_n(&mut log, 100, 1000);
     assert!(log.segment_count() > 5, "{} segments", log.segment_count());
     assert_eq!(read_all(&log).len(), 100);
+    // A roll leaves the old segment's sync and trim to the next flush (the flush thread's).
+    log.flush_all().unwrap();
     // Sealed segments are trimmed to their content.
     let sizes: Vec<u64> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -268,4 +270,54 @@ fn a_sealed_segment_with_a_corrupt_base_offset_is_cut_there_not_trusted() {
     assert_eq!(report.tails_cut, 1);
     assert_eq!(log.log_end_offset(), Offset(cut_at));
     assert_eq!(read_all(&log).len() as i64, cut_at / 2);
+}
+
+fn try_append(log: &mut Log, value_bytes: usize) -> std::io::Result<Offset> {
+    let ts = 1000;
+    let value = "y".repeat(value_bytes);
+    let batch = build_batch(0, ts, &[(None, value.as_bytes())]);
+    let info = validate_batches(&batch).unwrap();
+    log.append(&batch, &info, LeaderEpoch(3), ts)
+}
+
+#[test]
+fn a_roll_that_cannot_create_the_next_segment_leaves_the_log_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(2000), None, false);
+    append_n(&mut log, 5, 1000);
+    // Something (here a directory in the way; in life EMFILE or ENOMEM) stops the creation of
+    // the next segment, whenever the roll comes.
+    let mut obstacle = None;
+    for _ in 0..100 {
+        let next = dir
+            .path()
+            .join(format!("{:020}.log", log.log_end_offset().0));
+        std::fs::create_dir(&next).unwrap();
+        if try_append(&mut log, 200).is_err() {
+            obstacle = Some(next);
+            break;
+        }
+        std::fs::remove_dir(&next).unwrap();
+    }
+    let obstacle = obstacle.expect("the roll never hit the obstacle");
+    // The failed roll cost nothing: the segment still takes what fits, and once the obstacle is
+    // gone appends continue densely.
+    let end = log.log_end_offset();
+    assert_eq!(try_append(&mut log, 1).unwrap(), end);
+    std::fs::remove_dir(&obstacle).unwrap();
+    append_n(&mut log, 20, 1000);
+    let batches = read_all(&log);
+    assert!(batches.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(log.log_end_offset().0, end.0 + 1 + 40);
+}
+
+#[test]
+fn appending_to_a_closed_log_is_an_error_not_a_panic() {
+    // What a produce that passed the partition's `closed` check before DeleteTopics or shutdown
+    // closed the log would do.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(1 << 20), None, false);
+    append_n(&mut log, 3, 1000);
+    log.close().unwrap();
+    assert!(try_append(&mut log, 10).is_err());
 }
