@@ -280,9 +280,27 @@ async fn run(
             }
         })
     };
-    server::serve(listener, Arc::clone(&node), shutdown_signal()).await;
-    tracing::info!("shutting down: flushing and closing every partition");
+    // One fatal path: a failed sync anywhere in storage is reported on this handle; the broker
+    // then stops serving and exits non-zero, without a "clean" close that would sync again.
+    let fatal = node.partitions.fatal().clone();
+    let stop = {
+        let fatal = fatal.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = fatal.wait() => {}
+            }
+        }
+    };
+    // Returns once every connection task has ended: no request touches a partition below.
+    server::serve(listener, Arc::clone(&node), stop).await;
     background.abort();
+    // Wait for it to stop: a checkpoint it is writing finishes first (no await inside one).
+    let _ = background.await;
+    if let Some(why) = fatal.get() {
+        return Err(format!("halted after a fatal storage error: {why}"));
+    }
+    tracing::info!("shutting down: flushing and closing every partition");
     node.partitions
         .shutdown()
         .map_err(|e| format!("clean shutdown failed: {e}"))?;

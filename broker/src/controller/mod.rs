@@ -81,6 +81,12 @@ pub fn random_uuid() -> Uuid {
 pub enum MetadataError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(
+        "{path} is missing but {partition} holds partition data: refusing to start rather than \
+         guess (nothing was deleted). Restore {path} from a backup, or move the partition \
+         directories out of the data directory to start empty"
+    )]
+    MissingWithData { path: String, partition: String },
     #[error("{path}: line {line}: {reason}")]
     Parse {
         path: String,
@@ -113,6 +119,14 @@ impl MetadataStore {
         match checkpoint::read(&store.path)? {
             Some(text) => store.parse(&text)?,
             None => {
+                // A new data directory has no partitions; one that has them lost its metadata,
+                // and starting empty would delete them all as orphans.
+                if let Some(partition) = partition_with_data(data_dir) {
+                    return Err(MetadataError::MissingWithData {
+                        path: store.path.display().to_string(),
+                        partition,
+                    });
+                }
                 store.cluster_id = cluster_id_from(random_uuid());
                 store.persist()?;
             }
@@ -251,9 +265,47 @@ fn cluster_id_from(id: Uuid) -> String {
         .collect()
 }
 
+/// The first directory of `data_dir` (other than `meta`) that holds a segment file.
+fn partition_with_data(data_dir: &Path) -> Option<String> {
+    let entries = std::fs::read_dir(data_dir).ok()?;
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == "meta" || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return None;
+        }
+        let files = std::fs::read_dir(entry.path()).ok()?;
+        files
+            .flatten()
+            .any(|f| f.file_name().to_string_lossy().ends_with(".log"))
+            .then_some(name)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_topics_file_with_partition_data_present_refuses_to_start_and_deletes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = dir.path().join("orders-0");
+        std::fs::create_dir(&partition).unwrap();
+        let segment = partition.join("00000000000000000000.log");
+        std::fs::write(&segment, b"acknowledged records").unwrap();
+        let err = MetadataStore::open(dir.path())
+            .err()
+            .expect("a missing meta/topics beside partition data must not look like a new broker");
+        let message = err.to_string();
+        assert!(
+            message.contains("meta/topics") && message.contains("orders-0"),
+            "{message}"
+        );
+        assert!(segment.exists());
+        assert!(
+            !dir.path().join("meta/topics").exists(),
+            "nothing was written"
+        );
+    }
 
     #[test]
     fn topics_survive_reopening_and_names_are_checked() {

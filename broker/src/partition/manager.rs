@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - a partition directory exists only for a topic in the metadata; leftovers of an interrupted
-//!   deletion are removed at start;
+//!   deletion are removed at start (a data directory that lost its metadata never gets here:
+//!   `MetadataStore::open` refuses it, so nothing is deleted on a guess);
 //! - the recovery checkpoint never names an offset above what is flushed;
 //! - the `clean-shutdown` marker exists only between a clean close and the next start; without it
 //!   every partition recovers from its checkpointed recovery point.
@@ -177,6 +178,11 @@ impl PartitionManager {
         Ok(())
     }
 
+    /// The broker's fatal signal: set by the first failed sync of any partition (`main` halts).
+    pub fn fatal(&self) -> &crate::storage::fatal::Fatal {
+        self.flushers.fatal()
+    }
+
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.read()
             .values()
@@ -190,8 +196,12 @@ impl PartitionManager {
         for p in self.all_partitions() {
             let _ = writeln!(text, "{} {} {}", p.topic(), p.id().0, p.recovery_point().0);
         }
-        checkpoint::write(&self.data_dir.join(RECOVERY_CHECKPOINT), &text)
-            .map_err(|e| BrokerError::Storage(std::io::Error::other(e)))
+        checkpoint::write(&self.data_dir.join(RECOVERY_CHECKPOINT), &text).map_err(|e| {
+            if e.is_fatal() {
+                self.fatal().report(format!("recovery checkpoint: {e}"));
+            }
+            BrokerError::Storage(std::io::Error::other(e))
+        })
     }
 
     /// Applies retention to every partition; returns the number of segments deleted.

@@ -234,3 +234,39 @@ fn no_acknowledged_record_is_lost_at_a_power_cut() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn a_failed_flush_stops_the_partition_and_halts_the_broker_instead_of_acknowledging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    std::fs::create_dir(&dir).unwrap();
+    sim_disk::track(&dir);
+    let flushers = Flushers::manual();
+    let (p, _) = Partition::open(
+        &dir,
+        Arc::from("t"),
+        PartitionId(0),
+        settings(),
+        None,
+        false,
+        &flushers,
+    )
+    .unwrap();
+    let batch = build_batch(0, 1_000, &[(None, b"r0-")]);
+    p.append(&batch, 1_000).unwrap();
+    sim_disk::fail_syncs(&dir, true);
+    p.flush_now();
+    assert_eq!(durable(&p), Offset(0), "nothing unsynced is acknowledged");
+    let why = flushers.fatal().get().expect("main is told to halt");
+    assert!(why.contains("t-0"), "{why}");
+    // The disk "recovers": the partition still takes no writes and never marks anything durable
+    // (a later sync could succeed over pages the failed one lost).
+    sim_disk::fail_syncs(&dir, false);
+    assert!(matches!(
+        p.append(&batch, 1_000),
+        Err(crate::error::BrokerError::Storage(_))
+    ));
+    p.flush_now();
+    assert_eq!(durable(&p), Offset(0));
+    assert!(p.close().is_err(), "no clean close after a failed sync");
+}

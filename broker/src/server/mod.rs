@@ -11,7 +11,8 @@ use tokio::sync::Semaphore;
 
 use crate::node::Node;
 
-/// Accepts connections until `shutdown` resolves.
+/// Accepts connections until `shutdown` resolves, then stops every connection's task and waits
+/// for them (so shutdown closes partitions only once no request can reach them).
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
@@ -19,11 +20,17 @@ pub async fn serve(
 ) {
     let connections_max = node.config.i64("max.connections") as usize;
     let slots = Arc::new(Semaphore::new(connections_max));
+    // Every connection's task, so shutdown can stop them all before partitions close.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = &mut shutdown => return,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = &mut shutdown => {
+                connections.shutdown().await;
+                return;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -41,7 +48,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let node = Arc::clone(&node);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             connection::serve_connection(stream, peer, node).await;
             drop(slot);
         });

@@ -217,6 +217,12 @@ impl MappedFile {
         if len == 0 {
             return Ok(());
         }
+        #[cfg(test)]
+        if super::sim_disk::sync_fails(&self.path) {
+            return Err(super::fatal::sync_failed(io::Error::other(
+                "injected msync failure",
+            )));
+        }
         self.map
             .flush_range(position, len)
             .map_err(super::fatal::sync_failed)?;

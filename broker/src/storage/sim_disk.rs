@@ -28,6 +28,8 @@ struct Shadow {
     durable_names: HashMap<OsString, u64>,
     /// What is on disk of each file (its length is the durable length).
     content: HashMap<u64, Vec<u8>>,
+    /// Every msync/fsync fails (a dying disk), until turned off.
+    failing: bool,
 }
 
 static SHADOWS: Mutex<Vec<Shadow>> = Mutex::new(Vec::new());
@@ -60,6 +62,20 @@ impl Shadow {
         self.content.insert(id, Vec::new());
         id
     }
+}
+
+/// Makes every later sync under `root` fail (or work again): the disk's error, as the kernel
+/// reports it after losing dirty pages.
+pub fn fail_syncs(root: &Path, failing: bool) {
+    let mut shadows = SHADOWS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = shadows.iter_mut().find(|s| s.root == root) {
+        s.failing = failing;
+    }
+}
+
+/// Whether a sync of `path` must fail (see [`fail_syncs`]); the sync then records nothing.
+pub fn sync_fails(path: &Path) -> bool {
+    with_shadow(path, |s| s.failing).unwrap_or(false)
 }
 
 /// A file was created at `path` (empty on disk until synced).
