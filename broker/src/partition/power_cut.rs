@@ -103,8 +103,8 @@ fn check_log(p: &Partition) -> Result<Offset, String> {
     Err("log too long to check".into())
 }
 
-/// One seeded run; `Err` says what was lost. Returns the records acknowledged.
-fn run_seed(seed: u64) -> Result<i64, String> {
+/// One seeded run; `Err` says what was lost. Returns the records acknowledged and the cuts.
+fn run_seed(seed: u64) -> Result<(i64, usize), String> {
     // On tmpfs when there is one: the cut is simulated, so real syncs only cost time.
     let shm = Path::new("/dev/shm");
     let tmp = if shm.is_dir() {
@@ -122,6 +122,7 @@ fn run_seed(seed: u64) -> Result<i64, String> {
     let mut checkpoint: Option<Offset> = None;
     let mut pending: Option<FlushJob> = None;
     let mut acked_total = 0i64;
+    let mut cuts = 0;
     for step in 0..=STEPS {
         let last = step == STEPS;
         let op = if last { 19 } else { rng.below(20) };
@@ -182,6 +183,7 @@ fn run_seed(seed: u64) -> Result<i64, String> {
                 drop(pending.take());
                 drop(p);
                 sim_disk::cut(&dir, &mut rng);
+                cuts += 1;
                 p = open(&dir, checkpoint)?;
                 let found = check_log(&p).map_err(|e| format!("after a power cut: {e}"))?;
                 if found < acked {
@@ -198,7 +200,7 @@ fn run_seed(seed: u64) -> Result<i64, String> {
             }
         }
     }
-    Ok(acked_total)
+    Ok((acked_total, cuts))
 }
 
 fn seeds() -> u64 {
@@ -215,16 +217,19 @@ fn no_acknowledged_record_is_lost_at_a_power_cut() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let n = seeds();
-    let mut acked = 0;
+    let (mut acked, mut cuts) = (0, 0);
     let mut failures = Vec::new();
     for seed in first..first + n {
         match run_seed(seed) {
-            Ok(a) => acked += a,
+            Ok((a, c)) => {
+                acked += a;
+                cuts += c;
+            }
             Err(e) => failures.push(format!("seed {seed}: {e}")),
         }
     }
     println!(
-        "power cut: {n} seeds, {acked} records acknowledged, {} seeds lost records",
+        "power cut: {n} seeds, {cuts} cuts, {acked} records acknowledged, {} seeds lost records",
         failures.len()
     );
     assert!(
