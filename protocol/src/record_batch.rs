@@ -359,7 +359,7 @@ pub fn walk_records(
     let body = &batch.bytes()[BATCH_HEADER_BYTES..];
     let bad_codec = |e: std::io::Error| BatchError::BadCompression(e.to_string());
     match batch.compression() {
-        Compression::None => walk(&mut SliceInput { bytes: body, at: 0 }, count, visit),
+        Compression::None => walk_slice(body, count, visit),
         Compression::Gzip => walk(
             &mut StreamInput::new(flate2::read::GzDecoder::new(body), limits),
             count,
@@ -400,11 +400,14 @@ trait Input {
     fn at_end(&mut self) -> Result<bool, BatchError>;
 }
 
+/// The generic walk over a slice: tests check `walk_slice` against it.
+#[cfg(test)]
 struct SliceInput<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
+#[cfg(test)]
 impl Input for SliceInput<'_> {
     #[inline]
     fn byte(&mut self) -> Result<u8, InputError> {
@@ -721,6 +724,121 @@ impl<I: Input> Input for RecordInput<'_, I> {
     fn at_end(&mut self) -> Result<bool, BatchError> {
         Ok(self.left == 0)
     }
+}
+
+/// A zig-zag varint of at most `max_bytes` bytes at `*at` of `b`, moving `*at` past it. The
+/// one-byte case (most fields of small records) returns at once: this is the produce hot path.
+#[inline(always)]
+fn zigzag_at(b: &[u8], at: &mut usize, max_bytes: usize) -> Result<i64, &'static str> {
+    let first = *b.get(*at).ok_or(PAST_THE_RECORD)?;
+    if first < 0x80 {
+        *at += 1;
+        return Ok(i64::from(first >> 1) ^ -i64::from(first & 1));
+    }
+    let mut z: u64 = 0;
+    for i in 0..max_bytes {
+        let byte = *b.get(*at + i).ok_or(PAST_THE_RECORD)?;
+        z |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *at += i + 1;
+            return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    Err("varint too long")
+}
+
+#[inline(always)]
+fn int_at(b: &[u8], at: &mut usize) -> Result<i32, &'static str> {
+    i32::try_from(zigzag_at(b, at, 5)?).map_err(|_| "varint out of range")
+}
+
+/// Skips a field of `len` bytes of `rec` (`-1`: null, when `nullable`).
+#[inline(always)]
+fn skip_at(rec: &[u8], at: &mut usize, len: i32, nullable: bool) -> Result<(), &'static str> {
+    match usize::try_from(len) {
+        Ok(n) if n <= rec.len() - *at => {
+            *at += n;
+            Ok(())
+        }
+        Ok(_) => Err(PAST_THE_RECORD),
+        Err(_) if nullable && len == -1 => Ok(()),
+        Err(_) => Err("negative field length"),
+    }
+}
+
+/// One record of an uncompressed batch (`rec`: exactly its `length` bytes), as
+/// `RecordInput::record` reads it from a stream.
+#[inline]
+fn slice_record(rec: &[u8], index: i32) -> Result<RecordMeta, &'static str> {
+    let mut at = 1; // attributes
+    if rec.is_empty() {
+        return Err(PAST_THE_RECORD);
+    }
+    let timestamp_delta = zigzag_at(rec, &mut at, 10)?;
+    let offset_delta = int_at(rec, &mut at)?;
+    if offset_delta != index {
+        return Err("offset deltas do not run 0, 1, 2, ...");
+    }
+    let key_length = int_at(rec, &mut at)?;
+    skip_at(rec, &mut at, key_length, true)?;
+    let value_length = int_at(rec, &mut at)?;
+    skip_at(rec, &mut at, value_length, true)?;
+    let headers = int_at(rec, &mut at)?;
+    if headers < 0 {
+        return Err("negative header count");
+    }
+    // Each header takes at least 2 bytes of the record, so this loop ends with the record.
+    for _ in 0..headers {
+        let key_length = int_at(rec, &mut at)?;
+        skip_at(rec, &mut at, key_length, false)?;
+        let value_length = int_at(rec, &mut at)?;
+        skip_at(rec, &mut at, value_length, true)?;
+    }
+    if at != rec.len() {
+        return Err("bytes left in the record after its fields");
+    }
+    Ok(RecordMeta {
+        offset_delta,
+        timestamp_delta,
+    })
+}
+
+/// [`walk`] for an uncompressed batch: a tight loop over the slice, no allocation.
+fn walk_slice(
+    body: &[u8],
+    count: i32,
+    mut visit: impl FnMut(RecordMeta) -> ControlFlow<()>,
+) -> Result<(), BatchError> {
+    if count < 1 {
+        return Err(BatchError::BadRecord {
+            index: 0,
+            reason: "a batch holds at least one record",
+        });
+    }
+    let mut at = 0usize;
+    for index in 0..count {
+        let bad = |reason| BatchError::BadRecord { index, reason };
+        if at == body.len() {
+            return Err(bad("fewer records than the batch's record count"));
+        }
+        let length = int_at(body, &mut at).map_err(bad)?;
+        let length = usize::try_from(length).map_err(|_| bad("negative record length"))?;
+        if length > body.len() - at {
+            return Err(bad("record past the end of the batch"));
+        }
+        let meta = slice_record(&body[at..at + length], index).map_err(bad)?;
+        at += length;
+        if visit(meta).is_break() {
+            return Ok(());
+        }
+    }
+    if at != body.len() {
+        return Err(BatchError::BadRecord {
+            index: count,
+            reason: "bytes after the last record of the batch's record count",
+        });
+    }
+    Ok(())
 }
 
 fn walk<I: Input>(
@@ -1307,6 +1425,26 @@ mod tests {
         fn validation_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = validate_batches(&bytes);
             let _ = BatchIter::new(&bytes).count();
+        }
+
+        /// The hot-path slice walk and the generic (streaming) walk agree on every input.
+        #[test]
+        fn the_slice_walk_agrees_with_the_stream_walk(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..6),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            claimed in 0i32..8,
+        ) {
+            let recs: Vec<(Option<&[u8]>, &[u8])> = values.iter().map(|v| (None, v.as_slice())).collect();
+            let mut body = build_batch(0, 0, &recs)[BATCH_HEADER_BYTES..].to_vec();
+            for (at, b) in edits {
+                let at = at % body.len();
+                body[at] ^= b;
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let fast = walk_slice(&body, claimed, |m| { a.push(m); ControlFlow::Continue(()) });
+            let slow = walk(&mut SliceInput { bytes: &body, at: 0 }, claimed, |m| { b.push(m); ControlFlow::Continue(()) });
+            prop_assert_eq!(fast.is_ok(), slow.is_ok(), "{:?} vs {:?}", fast, slow);
+            prop_assert_eq!(a, b);
         }
 
         #[test]
