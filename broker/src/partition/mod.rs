@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_protocol::record_batch::{validate_batches, BatchError, BatchIter};
+use strata_protocol::record_batch::{
+    validate_batches_with, BatchError, BatchHeader, BatchIter, RecordLimits,
+};
 use tokio::sync::{watch, Notify};
 
 use flusher::Flushers;
@@ -40,6 +42,7 @@ use flusher::Flushers;
 use crate::config::FlushPolicy;
 use crate::error::BrokerError;
 use crate::ids::{LeaderEpoch, Offset, PartitionId};
+use crate::storage::segment::first_record_at_or_after;
 use crate::storage::{fatal, Log, LogConfig, RecoveryReport};
 use epoch_cache::EpochCache;
 use producer_state::{Check, ProducerBatch, ProducerStates, Staged};
@@ -102,6 +105,9 @@ pub struct Partition {
     closed: AtomicBool,
     failed: AtomicBool,
     producer_recovery: ProducerRecovery,
+    /// Bounds every walk of this partition's records (validation, ListOffsets by timestamp):
+    /// derived from `message.max.bytes`, fixed at open like it.
+    record_limits: RecordLimits,
 }
 
 /// Per-partition settings derived from the topic's configuration.
@@ -161,6 +167,7 @@ impl Partition {
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             producer_recovery,
+            record_limits: RecordLimits::for_batch_bytes(settings.max_message_bytes),
         });
         if settings.flush.flush_ms < i64::MAX {
             tokio::spawn(flush_periodically(
@@ -220,7 +227,7 @@ impl Partition {
         if self.closed.load(Ordering::Acquire) {
             return Err(BrokerError::NotLeaderOrFollower);
         }
-        let info = validate_batches(records).map_err(|e| match e {
+        let info = validate_batches_with(records, &self.record_limits).map_err(|e| match e {
             e if e.is_corruption() => BrokerError::CorruptMessage(e.to_string()),
             BatchError::Empty => BrokerError::InvalidRecord("empty record set".into()),
             e => BrokerError::InvalidRecord(e.to_string()),
@@ -397,15 +404,47 @@ impl Partition {
     }
 
     /// ListOffsets: (offset, timestamp) for a target timestamp or the special values
-    /// -2 (earliest), -1 (latest), -3 (max timestamp).
+    /// -2 (earliest), -1 (latest), -3 (max timestamp). A lookup by timestamp takes a candidate
+    /// batch (a zero-copy slice) under the lock and walks its records outside it, bounded by
+    /// `record_limits`: a compressed batch never decompresses under the lock.
     pub fn list_offset(&self, timestamp: i64) -> Option<(Offset, i64)> {
-        let st = self.lock();
-        let hw = st.log.log_end_offset();
         match timestamp {
-            -2 => Some((st.log.log_start_offset(), -1)),
-            -1 => Some((hw, -1)),
-            -3 => st.log.max_timestamp_record(hw),
-            t if t >= 0 => st.log.offset_for_timestamp(t, hw),
+            -2 => Some((self.lock().log.log_start_offset(), -1)),
+            -1 => Some((self.lock().log.log_end_offset(), -1)),
+            -3 => {
+                let (batch, limit) = {
+                    let st = self.lock();
+                    (st.log.max_timestamp_batch()?, st.log.log_end_offset())
+                };
+                let header = BatchHeader::parse(&batch).ok()?;
+                let (target, from) = (header.max_timestamp(), Offset(header.base_offset()));
+                first_record_at_or_after(&batch, target, from, limit, &self.record_limits)
+            }
+            t if t >= 0 => {
+                let mut from = Offset(0);
+                // Each round moves `from` past one batch (a batch may claim a max timestamp its
+                // records do not hold), so this ends at the end of the log.
+                loop {
+                    let (batch, limit) = {
+                        let st = self.lock();
+                        let limit = st.log.log_end_offset();
+                        (st.log.batch_by_timestamp(t, from, limit)?, limit)
+                    };
+                    let found =
+                        first_record_at_or_after(&batch, t, from, limit, &self.record_limits);
+                    if found.is_some() {
+                        return found;
+                    }
+                    let next = BatchHeader::parse(&batch)
+                        .ok()?
+                        .last_offset()
+                        .saturating_add(1);
+                    if next <= from.0 {
+                        return None;
+                    }
+                    from = Offset(next);
+                }
+            }
             _ => None,
         }
     }
@@ -660,3 +699,6 @@ async fn flush_periodically(partition: Weak<Partition>, flush_ms: i64) {
 mod power_cut;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod record_checks_tests;

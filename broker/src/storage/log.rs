@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use strata_protocol::record_batch::RecordSetInfo;
 
 use super::segment::{FlushTarget, Segment, SegmentLimits, SegmentRead};
@@ -306,16 +307,38 @@ impl Log {
             .find_map(|s| s.read(offset, max_bytes, limit)))
     }
 
-    /// The first record with a timestamp `>= target_ms` below `limit`: (offset, timestamp).
-    pub fn offset_for_timestamp(&self, target_ms: i64, limit: Offset) -> Option<(Offset, i64)> {
-        let from = self.log_start_offset();
+    /// The first batch that may hold a record at or after `from` (and the log start) with a
+    /// timestamp `>= target_ms`, below `limit`: a zero-copy slice, decoded outside the partition
+    /// lock by `segment::first_record_at_or_after`.
+    pub fn batch_by_timestamp(&self, target_ms: i64, from: Offset, limit: Offset) -> Option<Bytes> {
+        let from = from.max(self.log_start_offset());
         self.segments
             .iter()
-            .find_map(|s| s.find_by_timestamp(target_ms, from, limit))
+            .find_map(|s| s.batch_by_timestamp(target_ms, from, limit))
     }
 
-    /// The record with the largest timestamp below `limit` (the earliest such on ties).
+    /// The first record with a timestamp `>= target_ms` below `limit`: (offset, timestamp). For
+    /// tests; the broker walks the batch outside its lock (`Partition::list_offset`).
+    #[cfg(test)]
+    pub fn offset_for_timestamp(&self, target_ms: i64, limit: Offset) -> Option<(Offset, i64)> {
+        let from = self.log_start_offset();
+        let batch = self.batch_by_timestamp(target_ms, from, limit)?;
+        let limits = strata_protocol::record_batch::RecordLimits::DEFAULT;
+        super::segment::first_record_at_or_after(&batch, target_ms, from, limit, &limits)
+    }
+
+    /// The record with the largest timestamp below `limit`. For tests, as above.
+    #[cfg(test)]
     pub fn max_timestamp_record(&self, limit: Offset) -> Option<(Offset, i64)> {
+        let batch = self.max_timestamp_batch()?;
+        let h = strata_protocol::record_batch::BatchHeader::parse(&batch).ok()?;
+        let limits = strata_protocol::record_batch::RecordLimits::DEFAULT;
+        let (target, from) = (h.max_timestamp(), Offset(h.base_offset()));
+        super::segment::first_record_at_or_after(&batch, target, from, limit, &limits)
+    }
+
+    /// The batch holding the record with the largest timestamp (the earliest such on ties).
+    pub fn max_timestamp_batch(&self) -> Option<Bytes> {
         let best = self
             .segments
             .iter()
@@ -324,7 +347,7 @@ impl Log {
                 Some(b) if b.max_timestamp_ms() >= s.max_timestamp_ms() => Some(b),
                 _ => Some(s),
             })?;
-        best.max_timestamp_record(limit)
+        best.max_timestamp_batch()
     }
 
     /// Ranges to flush, taken under the partition lock and flushed outside it.

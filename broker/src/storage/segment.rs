@@ -12,12 +12,13 @@
 //! - a failed append changes nothing: the fields and index entries it touched are restored.
 
 use std::io::{self, IoSlice};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_protocol::record_batch::{
-    self, BatchHeader, BatchIter, RecordSetInfo, BATCH_HEADER_BYTES,
+    self, BatchHeader, BatchIter, RecordLimits, RecordSetInfo, BATCH_HEADER_BYTES,
 };
 
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
@@ -467,13 +468,10 @@ impl Segment {
         })
     }
 
-    /// The first record at or after `from` whose timestamp is `>= target_ms`, as (offset, timestamp).
-    pub fn find_by_timestamp(
-        &self,
-        target_ms: i64,
-        from: Offset,
-        limit: Offset,
-    ) -> Option<(Offset, i64)> {
+    /// The first batch that may hold a record at or after `from` with a timestamp `>= target_ms`
+    /// (below `limit`): a zero-copy slice for [`first_record_at_or_after`], which decodes it
+    /// outside the partition lock.
+    pub fn batch_by_timestamp(&self, target_ms: i64, from: Offset, limit: Offset) -> Option<Bytes> {
         if self.max_timestamp_ms < target_ms {
             return None;
         }
@@ -490,27 +488,21 @@ impl Segment {
                 return None;
             }
             if batch.max_timestamp() >= target_ms && batch.last_offset() >= from.0 {
-                let bytes = self.log.bytes(start + position, batch.total_bytes());
-                return first_record_at_or_after(bytes, target_ms, from, limit);
+                return Some(self.log.bytes(start + position, batch.total_bytes()));
             }
         }
         None
     }
 
-    /// Offset and timestamp of the record with the largest timestamp (ListOffsets `MAX_TIMESTAMP`).
-    pub fn max_timestamp_record(&self, limit: Offset) -> Option<(Offset, i64)> {
+    /// The batch holding the record with the largest timestamp (ListOffsets `MAX_TIMESTAMP`), for
+    /// [`first_record_at_or_after`] outside the partition lock.
+    pub fn max_timestamp_batch(&self) -> Option<Bytes> {
         if self.max_timestamp_ms < 0 {
             return None;
         }
         let start = self.position_of(self.batch_of_max_timestamp)?;
         let batch = BatchHeader::parse(self.log.slice(start, self.size_bytes - start)).ok()?;
-        let bytes = self.log.bytes(start, batch.total_bytes());
-        first_record_at_or_after(
-            bytes,
-            self.max_timestamp_ms,
-            self.batch_of_max_timestamp,
-            limit,
-        )
+        Some(self.log.bytes(start, batch.total_bytes()))
     }
 
     /// Byte ranges written but not yet flushed (and, for a rolled segment, the trim of its file
@@ -625,19 +617,34 @@ impl FlushTarget {
     }
 }
 
-/// Decodes one batch (decompressing if needed) to find the first record at or after `from` with a
-/// timestamp `>= target_ms`. Decoding happens only here, on the rare by-timestamp lookups.
-fn first_record_at_or_after(
-    mut batch: Bytes,
+/// The first record of `batch` at or after `from` and below `limit` whose timestamp is
+/// `>= target_ms`, as (offset, timestamp). Walks the records (decompressing streaming, within
+/// `limits`) without building them; a batch that cannot be read, or decompresses past the limit,
+/// yields `None`. Runs outside the partition lock: the caller took the slice under it.
+pub fn first_record_at_or_after(
+    batch: &[u8],
     target_ms: i64,
     from: Offset,
     limit: Offset,
+    limits: &RecordLimits,
 ) -> Option<(Offset, i64)> {
-    use kafka_protocol::records::RecordBatchDecoder;
-    let decoded = RecordBatchDecoder::decode(&mut batch).ok()?;
-    decoded
-        .records
-        .iter()
-        .find(|r| r.offset >= from.0 && r.offset < limit.0 && r.timestamp >= target_ms)
-        .map(|r| (Offset(r.offset), r.timestamp))
+    let header = BatchHeader::parse(batch).ok()?;
+    let (base_offset, base_timestamp) = (header.base_offset(), header.base_timestamp());
+    // Kafka: with LogAppendTime every record's timestamp is the batch's max timestamp.
+    let log_append_time = header.is_log_append_time().then(|| header.max_timestamp());
+    let mut found = None;
+    record_batch::walk_records(&header, limits, |r| {
+        let offset = base_offset.saturating_add(i64::from(r.offset_delta));
+        let timestamp = log_append_time.unwrap_or(base_timestamp.wrapping_add(r.timestamp_delta));
+        if offset >= limit.0 {
+            return ControlFlow::Break(());
+        }
+        if offset >= from.0 && timestamp >= target_ms {
+            found = Some((Offset(offset), timestamp));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })
+    .ok()?;
+    found
 }
