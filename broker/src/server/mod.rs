@@ -19,6 +19,7 @@ pub async fn serve(
 ) {
     let connections_max = node.config.i64("max.connections") as usize;
     let slots = Arc::new(Semaphore::new(connections_max));
+    let queued_bytes = connection::queued_bytes_budget(&node);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -41,8 +42,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let node = Arc::clone(&node);
+        let queued_bytes = Arc::clone(&queued_bytes);
         tokio::spawn(async move {
-            connection::serve_connection(stream, peer, node).await;
+            connection::serve_connection(stream, peer, node, queued_bytes).await;
             drop(slot);
         });
     }
