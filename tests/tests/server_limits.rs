@@ -209,3 +209,78 @@ fn kafka_python_init_transactions_fails_at_once() {
     require_python_modules(&["kafka"], "pip install kafka-python");
     transactions_refused("kafka-python");
 }
+
+/// Raises this process's open-file soft limit to its hard limit (the broker, started after,
+/// inherits it); the hard limit it got.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_max
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("broker status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// What 10,000 idle clients (each answered once, then silent) cost the broker, per connection.
+const IDLE_CONNECTIONS: usize = 10_000;
+const IDLE_CONNECTION_BYTES_MAX: u64 = 16 * 1024;
+
+#[test]
+fn ten_thousand_idle_connections_cost_bounded_memory() {
+    let hard = raise_fd_limit();
+    if hard < (IDLE_CONNECTIONS + 1_000) as u64 {
+        eprintln!("SKIP: the open-file hard limit is {hard}, below {IDLE_CONNECTIONS} connections");
+        return;
+    }
+    // Room for the warm-up client beside the 10,000 (max.connections is 10,000 by default).
+    let broker = Broker::start(&["max.connections=10100"]);
+    let pid = broker.pid().expect("broker pid");
+    let mut warm = connect_answered(&broker, "warm-up");
+    warm.write_all(&api_versions("warm")).unwrap();
+    read_response(&mut warm).unwrap();
+    let before = rss_bytes(pid);
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(IDLE_CONNECTIONS);
+    for i in 0..IDLE_CONNECTIONS {
+        let mut s = connect(&broker);
+        s.write_all(&api_versions("idle")).unwrap();
+        let answer = read_response(&mut s);
+        assert_eq!(answer.ok(), Some(7), "connection {i}\n{}", broker.logs());
+        clients.push(s);
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {i} connections within 120 s"
+        );
+    }
+    let after = rss_bytes(pid);
+    let per_connection = after.saturating_sub(before) / IDLE_CONNECTIONS as u64;
+    eprintln!(
+        "broker RSS {} MiB before, {} MiB with {IDLE_CONNECTIONS} idle connections: {per_connection} bytes each",
+        before >> 20,
+        after >> 20
+    );
+    assert!(
+        per_connection <= IDLE_CONNECTION_BYTES_MAX,
+        "{per_connection} bytes of broker memory per idle connection"
+    );
+    // The broker still answers a new client.
+    drop(clients);
+    connect_answered(&broker, "a client after 10,000 idle ones");
+}

@@ -288,40 +288,47 @@ async fn write_responses(
     peer: SocketAddr,
     activity: Arc<Activity>,
 ) {
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
-    while let Some((mut pending, held)) = pending_rx.recv().await {
-        // Send what is buffered before waiting on a response that is not ready (an acks=-1
-        // flush, a long poll): otherwise finished responses would sit behind it.
-        let outcome = match (&mut pending).now_or_never() {
-            Some(outcome) => outcome,
-            None => {
-                if out.flush().await.is_err() {
-                    return;
+    let mut write_half = write_half;
+    // The buffer exists only while answers are queued: an idle connection holds none.
+    'idle: while let Some(first) = pending_rx.recv().await {
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
+        let mut next = Some(first);
+        while let Some((mut pending, held)) = next.take() {
+            // Send what is buffered before waiting on a response that is not ready (an acks=-1
+            // flush, a long poll): otherwise finished responses would sit behind it.
+            let outcome = match (&mut pending).now_or_never() {
+                Some(outcome) => outcome,
+                None => {
+                    if out.flush().await.is_err() {
+                        return;
+                    }
+                    pending.await
                 }
-                pending.await
-            }
-        };
-        match outcome {
-            Ok(Some(bytes)) => {
-                if out.write_all(&bytes).await.is_err() {
-                    return;
+            };
+            match outcome {
+                Ok(Some(bytes)) => {
+                    if out.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    tracing::warn!(%peer, %reason, "closing connection");
+                    write_half = out.into_inner();
+                    break 'idle;
                 }
             }
-            Ok(None) => {}
-            Err(reason) => {
-                tracing::warn!(%peer, %reason, "closing connection");
-                break;
-            }
+            drop(held);
+            activity
+                .last_write_ms
+                .store(activity.since_start(Instant::now()), Ordering::Relaxed);
+            activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+            next = pending_rx.try_recv().ok();
         }
-        if pending_rx.is_empty() && out.flush().await.is_err() {
+        if out.flush().await.is_err() {
             return;
         }
-        drop(held);
-        activity
-            .last_write_ms
-            .store(activity.since_start(Instant::now()), Ordering::Relaxed);
-        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+        write_half = out.into_inner();
     }
-    let _ = out.flush().await;
-    let _ = out.shutdown().await;
+    let _ = write_half.shutdown().await;
 }
