@@ -284,3 +284,13 @@ fn ten_thousand_idle_connections_cost_bounded_memory() {
     drop(clients);
     connect_answered(&broker, "a client after 10,000 idle ones");
 }
+
+#[test]
+fn confluent_kafka_reads_big_batches_with_a_small_fetch_max_bytes() {
+    require_python_modules(&["confluent_kafka"], "pip install confluent-kafka");
+    let broker = Broker::start(&["num.partitions=2"]);
+    let topic = unique_topic("fetch-max");
+    let out = broker.python("fetch_max_bytes_confluent.py", &[topic.as_str(), "2", "5"]);
+    out.assert_success(|| broker.logs());
+    eprintln!("{}", out.stdout);
+}
