@@ -294,3 +294,40 @@ fn confluent_kafka_reads_big_batches_with_a_small_fetch_max_bytes() {
     out.assert_success(|| broker.logs());
     eprintln!("{}", out.stdout);
 }
+
+#[test]
+fn queued_bytes_are_bounded_across_connections_too() {
+    // The shared budget holds one largest frame: requests queued behind a long poll on one
+    // connection hold part of it, so another connection's request that does not fit the rest is
+    // not read until they are answered.
+    let frame_bytes_max = 1 << 20;
+    let broker = Broker::start(&[
+        &format!("socket.request.max.bytes={frame_bytes_max}"),
+        &format!("queued.max.request.bytes={frame_bytes_max}"),
+    ]);
+    let topic = unique_topic("shared");
+    create_topic(&broker, &topic);
+    // Half the budget queued behind the poll; 60% of it on another connection then cannot fit,
+    // though that connection's own budget has room.
+    let half = api_versions(&"a".repeat(frame_bytes_max / 2));
+    let more_than_half = api_versions(&"a".repeat(frame_bytes_max * 6 / 10));
+    let mut first = connect(&broker);
+    first.write_all(&long_poll(&topic, 3_000)).unwrap();
+    first.write_all(&half).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = connect(&broker);
+    second.write_all(&more_than_half).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(1_000)))
+        .unwrap();
+    assert!(
+        read_response(&mut second).is_err(),
+        "the second connection's request was read past the shared budget\n{}",
+        broker.logs()
+    );
+    // The poll ends, the first connection's requests are answered, then the second's.
+    assert_eq!(read_response(&mut first).unwrap(), 1);
+    assert_eq!(read_response(&mut first).unwrap(), 7);
+    second.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(read_response(&mut second).unwrap(), 7, "{}", broker.logs());
+}
