@@ -155,6 +155,28 @@ pub static BROKER_KEYS: &[Key] = &[
         "Requests in flight per connection before reading pauses.",
     ),
     key(
+        "queued.max.request.bytes",
+        Kind::Long,
+        "536870912",
+        1,
+        "Bytes of request frames queued on all connections before reading pauses; each connection \
+         may queue at most socket.request.max.bytes, and one frame always fits.",
+    ),
+    key(
+        "connections.max.idle.ms",
+        Kind::Long,
+        "600000",
+        1,
+        "A connection with no request in flight and nothing read or written for this long is closed.",
+    ),
+    key(
+        "fetch.max.bytes",
+        Kind::Int,
+        "57671680",
+        1024,
+        "Largest record bytes in one fetch response (beyond one first batch, as KIP-74 allows).",
+    ),
+    key(
         "max.connections",
         Kind::Int,
         "10000",

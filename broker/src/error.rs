@@ -91,6 +91,11 @@ pub enum BrokerError {
     // Group coordinator (membership).
     #[error("{0}")]
     CoordinatorNotAvailable(String),
+    /// A transaction coordinator was asked for: there is none. Kafka's code for a transactional
+    /// id the client may not use is the one every client treats as fatal at once (a retriable
+    /// code makes `init_transactions()` spin until its timeout); the message says why.
+    #[error("transactions are not supported by this broker: there is no transaction coordinator")]
+    TransactionsUnsupported,
     #[error("the group id must not be empty")]
     InvalidGroupId,
     #[error("the coordinator does not know member '{0}'")]
@@ -154,6 +159,7 @@ impl BrokerError {
             BrokerError::InvalidProducerEpoch(_) => K::InvalidProducerEpoch,
             BrokerError::ProducerIds(_) => K::KafkaStorageError,
             BrokerError::CoordinatorNotAvailable(_) => K::CoordinatorNotAvailable,
+            BrokerError::TransactionsUnsupported => K::TransactionalIdAuthorizationFailed,
             BrokerError::InvalidGroupId => K::InvalidGroupId,
             BrokerError::UnknownMemberId(_) => K::UnknownMemberId,
             BrokerError::IllegalGeneration { .. } => K::IllegalGeneration,

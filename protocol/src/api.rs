@@ -234,7 +234,14 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     let body_bytes = body
         .compute_size(version)
         .map_err(|e| EncodeError(format!("{e:#}")))?;
-    let mut out = BytesMut::with_capacity(4 + 4 + 1 + body_bytes);
+    // The frame's length is an i32: a longer response would wrap it and desynchronise the client.
+    let frame_bytes = 4 + 1 + body_bytes;
+    if i32::try_from(frame_bytes).is_err() {
+        return Err(EncodeError(format!(
+            "a frame of {frame_bytes} bytes is longer than an i32 length can say"
+        )));
+    }
+    let mut out = BytesMut::with_capacity(4 + frame_bytes);
     out.put_i32(0); // size, patched below
     out.put_i32(correlation_id);
     if header_version >= 1 {
@@ -352,6 +359,34 @@ mod tests {
             0,
             "no tagged fields: librdkafka 2.0.2 needs that"
         );
+    }
+
+    /// A response body claiming more bytes than a frame's i32 length can say.
+    struct Oversized;
+
+    impl Encodable for Oversized {
+        fn encode<B: kafka_protocol::protocol::buf::ByteBufMut>(
+            &self,
+            _buf: &mut B,
+            _version: i16,
+        ) -> anyhow::Result<()> {
+            panic!("a response whose length does not fit must not be encoded at all")
+        }
+        fn compute_size(&self, _version: i16) -> anyhow::Result<usize> {
+            Ok(i32::MAX as usize)
+        }
+    }
+
+    impl HeaderVersion for Oversized {
+        fn header_version(_version: i16) -> i16 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_response_longer_than_a_frame_can_say_is_refused_not_wrapped() {
+        let err = encode_response(1, 0, &Oversized).unwrap_err();
+        assert!(err.to_string().contains("frame"), "{err}");
     }
 
     proptest::proptest! {

@@ -22,6 +22,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(connections_max));
     // Every connection's task, so shutdown can stop them all before partitions close.
     let mut connections = tokio::task::JoinSet::new();
+    let queued_bytes = connection::queued_bytes_budget(&node);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -48,8 +49,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let node = Arc::clone(&node);
+        let queued_bytes = Arc::clone(&queued_bytes);
         connections.spawn(async move {
-            connection::serve_connection(stream, peer, node).await;
+            connection::serve_connection(stream, peer, node, queued_bytes).await;
             drop(slot);
         });
     }

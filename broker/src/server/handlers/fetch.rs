@@ -1,5 +1,10 @@
 //! Fetch (key 1): reads whole batches from each partition up to its high watermark, within
-//! `partition_max_bytes` and the response's `max_bytes` (the first batch always, per KIP-74).
+//! `partition_max_bytes` and the response's `max_bytes`, itself capped by the broker's
+//! `fetch.max.bytes` (a `max_bytes` of 0 or less means that cap). KIP-74 exactly: only the first
+//! partition that returns data may pass either limit, by its first batch (so a consumer is never
+//! stuck behind a batch larger than its limits); every later partition gets only whole batches
+//! that fit the budget left, and none when its first batch does not. The records of one response
+//! are therefore at most `fetch.max.bytes` plus one batch, which a request frame bounds.
 //! With fewer than `min_bytes` available it waits up to `max_wait_ms`, woken by appends to the
 //! fetched partitions, never by polling. Fetch sessions (KIP-227) are declined: every answer has
 //! session id 0, so clients send full fetch requests, which the protocol allows.
@@ -64,10 +69,10 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
         })
         .collect();
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if request.max_bytes > 0 {
-        request.max_bytes as usize
-    } else {
-        usize::MAX
+    let cap = usize::try_from(node.config.i64("fetch.max.bytes")).unwrap_or(usize::MAX);
+    let max_bytes = match usize::try_from(request.max_bytes) {
+        Ok(asked) if asked > 0 => asked.min(cap),
+        _ => cap,
     };
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
@@ -117,13 +122,17 @@ fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (FetchResp
                         .and_then(|p| {
                             p.check_leader_epoch(t.request.current_leader_epoch)?;
                             let budget = max_bytes.saturating_sub(total);
-                            if budget == 0 && total > 0 {
-                                // The response is full: report the partition's offsets, no records.
+                            let asked = usize::try_from(t.request.partition_max_bytes).unwrap_or(0);
+                            let limit = budget.min(asked);
+                            if limit == 0 && total > 0 {
+                                // Nothing can fit: report the partition's offsets, no records.
                                 return Ok((None, p.high_watermark(), p.log_start_offset()));
                             }
-                            let limit = budget.min(t.request.partition_max_bytes.max(1) as usize);
                             let view = p.read(Offset(t.request.fetch_offset), limit)?;
-                            Ok((view.records, view.high_watermark, view.log_start_offset))
+                            // A read returns at least one batch; past the first partition with
+                            // data, one that does not fit is not sent (KIP-74).
+                            let records = view.records.filter(|r| total == 0 || r.len() <= limit);
+                            Ok((records, view.high_watermark, view.log_start_offset))
                         });
                     match outcome {
                         Ok((records, hw, start)) => {
@@ -165,4 +174,138 @@ fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (FetchResp
         total,
         errors,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use strata_protocol::record_batch::build_batch;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::node::{Endpoint, NewTopic, Node};
+
+    fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
+        let mut config = BrokerConfig::default();
+        config.set("log.segment.bytes", "4194304").unwrap();
+        for (k, v) in settings {
+            config.set(k, v).unwrap();
+        }
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        Arc::new(Node::open(Arc::new(config), endpoint, dir).unwrap().0)
+    }
+
+    /// A topic whose every partition holds `batches` batches of one ~`value_bytes` record each.
+    fn topic_with_big_batches(node: &Node, name: &str, partitions: i32, batches: usize) {
+        node.create_topic(&NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: vec![],
+        })
+        .unwrap();
+        let value = vec![b'x'; 900_000];
+        for p in 0..partitions {
+            let partition = node.partitions.partition(name, p).unwrap();
+            for _ in 0..batches {
+                partition
+                    .append(&build_batch(0, 1_000, &[(None, &value)]), 1_000)
+                    .unwrap();
+            }
+        }
+    }
+
+    fn request(
+        topic: &str,
+        partitions: i32,
+        max_bytes: i32,
+        partition_max_bytes: i32,
+    ) -> FetchRequest {
+        let parts = (0..partitions)
+            .map(|p| {
+                FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(partition_max_bytes)
+            })
+            .collect();
+        FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(max_bytes)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(parts)])
+    }
+
+    fn record_bytes(response: &FetchResponse) -> Vec<usize> {
+        response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn only_the_first_partition_with_data_may_pass_max_bytes_kip_74() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(dir.path(), &[]);
+        topic_with_big_batches(&node, "big", 2, 1);
+        // librdkafka's fetch-max-bytes case: 1 MB asked, two partitions of ~0.9 MB batches.
+        let response = fetch(&node, request("big", 2, 1_000_000, 1_000_000)).await;
+        let sizes = record_bytes(&response);
+        assert!(
+            sizes[0] > 900_000,
+            "the first partition gets its batch: {sizes:?}"
+        );
+        assert_eq!(sizes[1], 0, "the second would pass max_bytes: {sizes:?}");
+        // A batch larger than partition_max_bytes still comes back from the first partition
+        // (so a consumer never gets stuck), but not from a later one.
+        let response = fetch(&node, request("big", 2, 1_000_000, 1_000)).await;
+        let sizes = record_bytes(&response);
+        assert!(sizes[0] > 900_000, "{sizes:?}");
+        assert_eq!(sizes[1], 0, "{sizes:?}");
+        // Room for both: both answer.
+        let response = fetch(&node, request("big", 2, 2_000_000, 1_000_000)).await;
+        assert!(record_bytes(&response).iter().all(|s| *s > 900_000));
+    }
+
+    #[tokio::test]
+    async fn max_bytes_of_zero_or_less_means_the_brokers_cap_not_unlimited() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(dir.path(), &[("fetch.max.bytes", "2000000")]);
+        topic_with_big_batches(&node, "capped", 1, 4);
+        for max_bytes in [0, -1, i32::MIN, i32::MAX] {
+            let response = fetch(&node, request("capped", 1, max_bytes, i32::MAX)).await;
+            let sizes = record_bytes(&response);
+            assert!(
+                sizes[0] > 900_000 && sizes[0] <= 2_000_000,
+                "max_bytes {max_bytes}: {sizes:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn partition_max_bytes_of_zero_or_less_reads_at_most_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(dir.path(), &[]);
+        topic_with_big_batches(&node, "small-asks", 2, 2);
+        for partition_max_bytes in [0, -1, i32::MIN] {
+            let response = fetch(
+                &node,
+                request("small-asks", 2, i32::MAX, partition_max_bytes),
+            )
+            .await;
+            let sizes = record_bytes(&response);
+            assert!(
+                sizes[0] > 900_000 && sizes[0] < 1_800_000 && sizes[1] == 0,
+                "partition_max_bytes {partition_max_bytes}: {sizes:?}"
+            );
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! FindCoordinator (key 10), v0-4. This single node coordinates every group (key type 0). There
-//! is no transaction coordinator yet: key type 1 gets COORDINATOR_NOT_AVAILABLE with a message.
+//! is no transaction coordinator yet: key type 1 gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED with a
+//! message saying so, which librdkafka, kafka-python and the Java client treat as fatal, so
+//! `init_transactions()` fails at once (COORDINATOR_NOT_AVAILABLE made them retry until their
+//! timeout).
 //! v4 batches keys (`coordinator_keys`); v0-3 ask for one `key`.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -17,9 +20,7 @@ fn lookup(node: &Node, key_type: i8) -> Result<(i32, String, i32), BrokerError> 
             node.endpoint.host.clone(),
             i32::from(node.endpoint.port),
         )),
-        1 => Err(BrokerError::CoordinatorNotAvailable(
-            "transactions are not supported yet: there is no transaction coordinator".into(),
-        )),
+        1 => Err(BrokerError::TransactionsUnsupported),
         other => Err(BrokerError::InvalidRequest(format!(
             "unknown coordinator key type {other}"
         ))),

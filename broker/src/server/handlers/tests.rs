@@ -604,7 +604,10 @@ async fn every_group_handler_answers_at_every_advertised_version() {
             if key_type == 0 || v == 0 {
                 assert_eq!((code, id), (0, 1), "v{v}: this node coordinates groups");
             } else {
-                assert_eq!(code, 15, "v{v}: no transaction coordinator");
+                assert_eq!(
+                    code, 53,
+                    "v{v}: no transaction coordinator, fatal for clients"
+                );
             }
         }
     }
