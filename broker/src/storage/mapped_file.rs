@@ -69,6 +69,10 @@ impl std::error::Error for ReservationFailed {
     }
 }
 
+/// Whether the last reservation failed: a full disk is logged once when it starts and once when
+/// it ends, not per refused write. (One data directory per process.)
+static DISK_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Whether `e` is a failed reservation: nothing was written, the write may be retried later.
 pub fn is_reservation_failure(e: &io::Error) -> bool {
     e.get_ref()
@@ -115,7 +119,13 @@ impl MappedFile {
         let ahead = end.clamp(RESERVE_MIN_BYTES, RESERVE_MAX_BYTES);
         let target = end.saturating_add(ahead).min(self.capacity_bytes).max(end);
         if let Err(source) = reserve_blocks(&self.file, reserved, target) {
+            if !DISK_FULL.swap(true, Ordering::Relaxed) {
+                tracing::error!(file = %self.path.display(), error = %source, "no disk space for writes: produces are refused with KAFKA_STORAGE_ERROR until space returns; reads go on");
+            }
             return Err(io::Error::new(source.kind(), ReservationFailed { source }));
+        }
+        if DISK_FULL.swap(false, Ordering::Relaxed) {
+            tracing::info!(file = %self.path.display(), "disk space available again: writes resume");
         }
         self.reserved_bytes.store(target, Ordering::Relaxed);
         Ok(())
