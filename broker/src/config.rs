@@ -184,6 +184,18 @@ pub static BROKER_KEYS: &[Key] = &[
         "Open client connections; more are refused.",
     ),
     key(
+        "max.partitions",
+        Kind::Int,
+        "4000",
+        1,
+        "Partitions this broker may host, all topics together (__consumer_offsets included). \
+         CreateTopics, CreatePartitions and auto-creation that would pass it are refused with \
+         POLICY_VIOLATION before anything is written. Each partition holds 3 open files and 3 \
+         memory mappings for its active segment (more for sealed ones): the default keeps a \
+         broker within vm.max_map_count (65530) and common open-file limits, as Kafka's \
+         long-standing guidance of about 4000 partitions per broker does.",
+    ),
+    key(
         "message.max.bytes",
         Kind::Int,
         "1048588",

@@ -50,6 +50,9 @@ pub enum BrokerError {
     InvalidConfig(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A request the broker's limits refuse (e.g. `max.partitions`).
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error("acks must be -1, 0 or 1, not {0}")]
     InvalidRequiredAcks(i16),
     #[error("{0}")]
@@ -148,6 +151,7 @@ impl BrokerError {
             BrokerError::InvalidReplicaAssignment(_) => K::InvalidReplicaAssignment,
             BrokerError::InvalidConfig(_) => K::InvalidConfig,
             BrokerError::InvalidRequest(_) => K::InvalidRequest,
+            BrokerError::PolicyViolation(_) => K::PolicyViolation,
             BrokerError::InvalidRequiredAcks(_) => K::InvalidRequiredAcks,
             BrokerError::UnsupportedForMessageFormat(_) => K::UnsupportedForMessageFormat,
             BrokerError::RequestTimedOut => K::RequestTimedOut,
@@ -196,6 +200,7 @@ mod tests {
         assert_eq!(BrokerError::InvalidTopic(String::new()).code(), 17);
         assert_eq!(BrokerError::TopicAlreadyExists(String::new()).code(), 36);
         assert_eq!(BrokerError::InvalidRecord(String::new()).code(), 87);
+        assert_eq!(BrokerError::PolicyViolation(String::new()).code(), 44);
         assert_eq!(
             BrokerError::OffsetMetadataTooLarge {
                 size_bytes: 1,

@@ -138,7 +138,43 @@ fn parse_address(key: &str, value: &str) -> Result<(String, u16), String> {
     ))
 }
 
+/// Raises the open-file soft limit to the hard limit: every partition holds files open, and the
+/// usual soft limit (1024) runs out at a few hundred partitions. Logs both limits.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(error = %e, "cannot read the open-file limit");
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(error = %e, soft = before, hard = limit.rlim_max, "cannot raise the open-file limit");
+        }
+    }
+    tracing::info!(
+        soft_before = before,
+        soft = limit.rlim_cur,
+        hard = limit.rlim_max,
+        "open-file limit"
+    );
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
+    raise_open_file_limit();
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -2,9 +2,14 @@
 //! and the topic lifecycle (create, auto-create, grow, delete) that changes both together.
 //!
 //! Invariants:
-//! - A topic change is written to the metadata (durably) before its partitions are created or
-//!   removed, so after a crash the data directory is reconciled to the metadata at start
-//!   (`PartitionManager::open` removes orphans, and creates what is missing).
+//! - New partitions are opened (directories made) before the metadata names them, and removed
+//!   again if any of them or the metadata write fails: the metadata never names a partition that
+//!   could not be opened, so a failed creation cannot leave a broker that refuses to start.
+//!   Deletions are written to the metadata (durably) before the partitions are removed. After a
+//!   crash the data directory is reconciled to the metadata at start (`PartitionManager::open`
+//!   removes orphans, and creates what is missing).
+//! - The partitions of all topics together never pass `max.partitions`: a creation that would is
+//!   refused (POLICY_VIOLATION) before anything is written.
 //! - Deleting a topic also tombstones every group's committed offsets on it (as Kafka does), so
 //!   a topic created again under the same name starts with no committed offsets.
 
@@ -143,12 +148,31 @@ impl Node {
         let overrides =
             TopicOverrides::parse(t.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        self.check_partition_limit(metadata, i64::from(partitions))?;
         Ok(TopicMeta {
             name: t.name.clone(),
             id: random_uuid(),
             partitions,
             overrides,
         })
+    }
+
+    /// Refuses `more` partitions if the broker would then host more than `max.partitions`.
+    fn check_partition_limit(
+        &self,
+        metadata: &MetadataStore,
+        more: i64,
+    ) -> Result<(), BrokerError> {
+        let limit = self.config.i64("max.partitions");
+        let hosted: i64 = metadata.topics().map(|t| i64::from(t.partitions)).sum();
+        if hosted.saturating_add(more) > limit {
+            return Err(BrokerError::PolicyViolation(format!(
+                "{more} more partitions would make {} on this broker, past max.partitions {limit} \
+                 ({hosted} hosted now)",
+                hosted.saturating_add(more)
+            )));
+        }
+        Ok(())
     }
 
     /// Every assigned partition must be listed once, in order from `first`, with this node as
@@ -174,12 +198,17 @@ impl Node {
         Ok(())
     }
 
-    /// Creates a topic: metadata first (durable), then its partitions.
+    /// Creates a topic: its partitions, then the metadata (durable) that names them, then serves
+    /// them. A failure at any step removes what was made.
     pub fn create_topic(&self, t: &NewTopic) -> Result<TopicMeta, BrokerError> {
         let mut metadata = self.metadata();
         let meta = self.check_new_topic(&metadata, t)?;
-        metadata.create_topic(meta.clone())?;
-        self.partitions.add_partitions(&meta)?;
+        let opened = self.partitions.open_new_partitions(&meta)?;
+        if let Err(e) = metadata.create_topic(meta.clone()) {
+            self.partitions.discard_partitions(opened);
+            return Err(e.into());
+        }
+        self.partitions.install_partitions(&meta, opened);
         tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
         Ok(meta)
     }
@@ -272,15 +301,22 @@ impl Node {
                 .collect();
             self.check_assignments(current, &numbered)?;
         }
+        self.check_partition_limit(&metadata, i64::from(count - current))?;
         if validate_only {
             return Ok(());
         }
-        metadata.set_partitions(name, count)?;
-        let meta = metadata
+        let mut meta = metadata
             .topic(name)
             .cloned()
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
-        self.partitions.add_partitions(&meta)?;
+        meta.partitions = count;
+        // As for a new topic: partitions first, then the metadata naming them.
+        let opened = self.partitions.open_new_partitions(&meta)?;
+        if let Err(e) = metadata.set_partitions(name, count) {
+            self.partitions.discard_partitions(opened);
+            return Err(e.into());
+        }
+        self.partitions.install_partitions(&meta, opened);
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
@@ -319,7 +355,7 @@ fn pin_offsets_topic_overrides(metadata: &mut MetadataStore) -> Result<(), Broke
     Ok(())
 }
 
-/// Creates `__consumer_offsets` if it is missing (metadata first, then partitions, as any topic)
+/// Creates `__consumer_offsets` if it is missing (partitions, then metadata, as any topic)
 /// and returns the offset store over its partitions. Its retention is off
 /// ([`OFFSETS_TOPIC_PINNED`]).
 fn open_offsets_topic(
@@ -343,8 +379,12 @@ fn open_offsets_topic(
                 partitions: config.i64("offsets.topic.num.partitions") as i32,
                 overrides,
             };
-            metadata.create_topic(meta.clone())?;
-            partitions.add_partitions(&meta)?;
+            let opened = partitions.open_new_partitions(&meta)?;
+            if let Err(e) = metadata.create_topic(meta.clone()) {
+                partitions.discard_partitions(opened);
+                return Err(e.into());
+            }
+            partitions.install_partitions(&meta, opened);
             tracing::info!(
                 topic = offsets::TOPIC,
                 partitions = meta.partitions,
@@ -364,4 +404,124 @@ fn open_offsets_topic(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(OffsetStore::new(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_node(dir: &Path, settings: &[(&str, &str)]) -> Node {
+        let mut config = BrokerConfig::default();
+        for (k, v) in settings {
+            config.set(k, v).unwrap();
+        }
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
+        Node::open(Arc::new(config), endpoint, dir).unwrap().0
+    }
+
+    fn new_topic(name: &str, partitions: i32) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: -1,
+            assignments: vec![],
+            configs: vec![],
+        }
+    }
+
+    fn partition_dirs(dir: &Path, topic: &str) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let e = e.as_ref().unwrap();
+                e.file_type().unwrap().is_dir()
+                    && e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{topic}-"))
+            })
+            .count()
+    }
+
+    #[test]
+    fn partitions_past_max_partitions_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open_node(dir.path(), &[("max.partitions", "100")]);
+        // __consumer_offsets holds 50 of the 100.
+        let started = std::time::Instant::now();
+        let err = node
+            .create_topic(&new_topic("huge", 10_000_000))
+            .unwrap_err();
+        assert_eq!(err.code(), 44, "{err}");
+        assert!(err.to_string().contains("max.partitions"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(node.metadata().topic("huge").is_none());
+        assert_eq!(partition_dirs(dir.path(), "huge"), 0);
+
+        node.create_topic(&new_topic("fits", 50)).unwrap();
+        let err = node.create_topic(&new_topic("one-more", 1)).unwrap_err();
+        assert_eq!(err.code(), 44);
+        let _durable = node.delete_topic("fits").unwrap();
+        node.create_topic(&new_topic("grows", 40)).unwrap();
+        let err = node
+            .create_partitions("grows", 51, None, false)
+            .unwrap_err();
+        assert_eq!(err.code(), 44, "{err}");
+        let err = node.create_partitions("grows", 51, None, true).unwrap_err();
+        assert_eq!(err.code(), 44, "validate_only is refused alike");
+        assert_eq!(node.metadata().topic("grows").unwrap().partitions, 40);
+        assert_eq!(partition_dirs(dir.path(), "grows"), 40);
+        node.create_partitions("grows", 50, None, false).unwrap();
+        assert_eq!(node.partitions.count(), 100);
+    }
+
+    #[test]
+    fn auto_creation_past_max_partitions_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open_node(
+            dir.path(),
+            &[("max.partitions", "60"), ("num.partitions", "20")],
+        );
+        let err = node.auto_create_topic("auto").unwrap_err();
+        assert_eq!(err.code(), 44);
+        assert!(node.metadata().topic("auto").is_none());
+    }
+
+    /// The story of the issue: a creation fails part way (there, out of file descriptors; here a
+    /// file sits where partition 300's directory must go). Nothing of it may stay behind, and the
+    /// broker must start again.
+    #[test]
+    fn a_creation_that_fails_part_way_leaves_nothing_and_the_broker_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open_node(dir.path(), &[]);
+        std::fs::write(dir.path().join("big-300"), b"in the way").unwrap();
+        let err = node.create_topic(&new_topic("big", 600)).unwrap_err();
+        assert_eq!(err.code(), 56, "{err}");
+        assert!(node.metadata().topic("big").is_none());
+        assert!(node.partitions.topic("big").is_none());
+        assert_eq!(partition_dirs(dir.path(), "big"), 0);
+        node.create_topic(&new_topic("grown", 2)).unwrap();
+        std::fs::write(dir.path().join("grown-5"), b"in the way").unwrap();
+        assert_eq!(
+            node.create_partitions("grown", 8, None, false)
+                .unwrap_err()
+                .code(),
+            56
+        );
+        assert_eq!(node.metadata().topic("grown").unwrap().partitions, 2);
+        assert_eq!(partition_dirs(dir.path(), "grown"), 2);
+        node.partitions.shutdown().unwrap();
+        drop(node);
+
+        let node = open_node(dir.path(), &[]);
+        assert!(node.metadata().topic("big").is_none());
+        std::fs::remove_file(dir.path().join("big-300")).unwrap();
+        node.create_topic(&new_topic("big", 600)).unwrap();
+        node.partitions.shutdown().unwrap();
+        drop(node);
+        let node = open_node(dir.path(), &[]);
+        assert_eq!(node.partitions.topic("big").unwrap().len(), 600);
+    }
 }

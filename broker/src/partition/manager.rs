@@ -133,14 +133,25 @@ impl PartitionManager {
 
     /// Opens partitions `[existing, meta.partitions)` of a topic (a new topic starts at 0).
     pub fn add_partitions(&self, meta: &TopicMeta) -> Result<(), BrokerError> {
-        let existing = self
-            .topic(&meta.name)
-            .map(|t| t.as_ref().clone())
-            .unwrap_or_default();
-        let mut partitions = existing;
-        for p in partitions.len() as i32..meta.partitions {
+        let opened = self.open_new_partitions(meta)?;
+        self.install_partitions(meta, opened);
+        Ok(())
+    }
+
+    /// Creates the directories of partitions `[existing, meta.partitions)` of a topic and opens
+    /// them, without serving them yet. All or nothing: if one fails (no disk, no file
+    /// descriptors) the ones opened are closed and their directories removed, so a failed
+    /// creation leaves no half-made partition behind. Until the metadata names them they are
+    /// orphans, removed at start after a crash.
+    pub fn open_new_partitions(
+        &self,
+        meta: &TopicMeta,
+    ) -> Result<Vec<Arc<Partition>>, BrokerError> {
+        let existing = self.topic(&meta.name).map_or(0, |t| t.len()) as i32;
+        let mut opened = Vec::with_capacity((meta.partitions - existing).max(0) as usize);
+        for p in existing..meta.partitions {
             let dir = partition_dir(&self.data_dir, &meta.name, p);
-            let (partition, _) = Partition::open(
+            let result = Partition::open(
                 &dir,
                 Arc::from(meta.name.as_str()),
                 PartitionId(p),
@@ -148,11 +159,48 @@ impl PartitionManager {
                 Some(Offset(0)),
                 false,
                 &self.flushers,
-            )?;
-            partitions.push(partition);
+            );
+            match result {
+                Ok((partition, _)) => opened.push(partition),
+                Err(e) => {
+                    // This one may have made its directory before failing.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    self.discard_partitions(opened);
+                    return Err(e);
+                }
+            }
         }
-        self.write().insert(meta.name.clone(), Arc::new(partitions));
-        Ok(())
+        Ok(opened)
+    }
+
+    /// Closes partitions from [`PartitionManager::open_new_partitions`] that will not be served
+    /// (their creation failed) and removes their directories.
+    pub fn discard_partitions(&self, partitions: Vec<Arc<Partition>>) {
+        for partition in partitions {
+            if let Err(e) = partition.close() {
+                tracing::warn!(topic = partition.topic(), partition = %partition.id(), error = %e, "closing a discarded partition");
+            }
+            if let Err(e) = std::fs::remove_dir_all(partition.dir()) {
+                tracing::warn!(dir = %partition.dir().display(), error = %e, "removing a discarded partition");
+            }
+        }
+    }
+
+    /// Serves partitions opened by [`PartitionManager::open_new_partitions`], once the metadata
+    /// names them.
+    pub fn install_partitions(&self, meta: &TopicMeta, opened: Vec<Arc<Partition>>) {
+        let mut topics = self.write();
+        let mut partitions = topics
+            .get(&meta.name)
+            .map(|t| t.as_ref().clone())
+            .unwrap_or_default();
+        partitions.extend(opened);
+        topics.insert(meta.name.clone(), Arc::new(partitions));
+    }
+
+    /// Partitions of every topic together (what `max.partitions` limits).
+    pub fn count(&self) -> usize {
+        self.read().values().map(|t| t.len()).sum()
     }
 
     /// Closes a topic's partitions and removes their data. In-flight reads keep their slices

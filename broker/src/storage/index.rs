@@ -1,6 +1,8 @@
 //! Sparse, memory-mapped indexes of a segment: the offset index (offset → file position) and the
 //! time index (max timestamp so far → offset). Both are arrays of fixed-width big-endian entries,
-//! preallocated to `segment.index.bytes` and trimmed to their entries when the segment is sealed.
+//! in a file `segment.index.bytes` long (sparse: disk blocks are reserved as entries arrive) and
+//! trimmed to their entries when the segment is sealed. A sealed index is opened at its trimmed
+//! length and never extended, so it stays trimmed for the next start.
 //!
 //! Invariants (checked by [`Index::check`], which recovery uses to decide to rebuild):
 //! - entries are strictly increasing in key (relative offset, or timestamp) and in value;
@@ -101,12 +103,26 @@ impl<E: Entry> Index<E> {
         })
     }
 
-    /// Opens an existing index trusting every whole entry in its file.
-    pub fn open_existing(path: &Path, capacity_bytes: usize) -> io::Result<Self> {
+    /// Opens a sealed index trusting every whole entry in its file, at its own length: it takes
+    /// no appends, and extending it would make the next open trust the zeroes past its entries.
+    pub fn open_sealed(path: &Path) -> io::Result<Self> {
         let len = std::fs::metadata(path)
             .map(|m| m.len() as usize)
             .unwrap_or(0);
-        Self::open(path, capacity_bytes, len / E::BYTES)
+        let file = MappedFile::open(path, len)?;
+        file.advise_random()?;
+        Ok(Index {
+            file,
+            entries: len / E::BYTES,
+            _entry: std::marker::PhantomData,
+        })
+    }
+
+    /// Reserves disk blocks for `more` entries past the current ones (as far as capacity allows),
+    /// so that appending them cannot fail for want of space.
+    pub fn reserve_entries(&self, more: usize) -> io::Result<()> {
+        let end = ((self.entries + more) * E::BYTES).min(self.file.capacity_bytes());
+        self.file.reserve(end)
     }
 
     pub fn len(&self) -> usize {
@@ -241,14 +257,42 @@ mod tests {
         .unwrap();
         idx.trim().unwrap();
         drop(idx);
-        let mut idx = TimeIndex::open_existing(&path, 36).unwrap();
+        let idx = TimeIndex::open_sealed(&path).unwrap();
         assert_eq!(idx.len(), 2);
         assert_eq!(idx.floor(8).unwrap().relative_offset, 0);
+        assert!(idx.is_full(), "a sealed index takes no appends");
+        drop(idx);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            24,
+            "opening a sealed index leaves it trimmed"
+        );
+        let mut idx = TimeIndex::open(&path, 36, 2).unwrap();
         idx.append(TimeEntry {
             timestamp_ms: 10,
             relative_offset: 4,
         })
         .unwrap();
         assert!(idx.is_full());
+    }
+
+    #[test]
+    fn an_index_holds_disk_for_its_entries_not_its_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i");
+        let mut idx = OffsetIndex::open(&path, 10 << 20, 0).unwrap();
+        idx.reserve_entries(1).unwrap();
+        idx.append(OffsetEntry {
+            relative_offset: 0,
+            position: 0,
+        })
+        .unwrap();
+        let used = disk_bytes(&path);
+        assert!(used <= 64 << 10, "one entry holds {used} bytes of disk");
+    }
+
+    fn disk_bytes(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
     }
 }

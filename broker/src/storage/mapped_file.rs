@@ -16,7 +16,12 @@
 //! - the mapping lives as long as the longest-held slice (`Bytes::from_owner` keeps an `Arc`);
 //! - the file has its full capacity as a sparse length, and disk blocks are reserved (fallocate)
 //!   ahead of every write, so a full disk is an `io::Error` on append, never a SIGBUS in a page
-//!   fault; reserving in chunks keeps an idle partition from holding a whole segment of disk.
+//!   fault. The reservation ahead grows with what the file holds (as much again, between
+//!   [`RESERVE_MIN_BYTES`] and [`RESERVE_MAX_BYTES`]), so an idle or lightly used partition holds
+//!   kilobytes of disk, and a busy one still reserves rarely;
+//! - a failed reservation has written nothing: it is reported as a [`ReservationFailed`] error
+//!   (see [`is_reservation_failure`]), which callers treat as "disk full, try again later", not as
+//!   a lost write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
@@ -39,8 +44,40 @@ pub struct MappedFile {
 /// Most iovecs one `pwritev` takes (Linux `UIO_MAXIOV`).
 const IOV_MAX: usize = 1024;
 
-/// How far ahead of a write disk blocks are reserved.
-const RESERVE_CHUNK_BYTES: usize = 16 << 20;
+/// Least disk reserved ahead of a write: one page, so an index or a small log costs a page.
+pub const RESERVE_MIN_BYTES: usize = 4 << 10;
+/// Most disk reserved ahead of a write (a busy segment reserves in chunks this big).
+pub const RESERVE_MAX_BYTES: usize = 16 << 20;
+
+/// Reserving disk blocks failed (typically ENOSPC or EDQUOT): nothing of the write that needed
+/// them was written, so the file is as it was. Carried inside the `io::Error` (same kind as the
+/// OS error) so that callers can tell a full disk from a failed write.
+#[derive(Debug)]
+pub struct ReservationFailed {
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for ReservationFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot reserve disk space: {}", self.source)
+    }
+}
+
+impl std::error::Error for ReservationFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Whether the last reservation failed: a full disk is logged once when it starts and once when
+/// it ends, not per refused write. (One data directory per process.)
+static DISK_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `e` is a failed reservation: nothing was written, the write may be retried later.
+pub fn is_reservation_failure(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<ReservationFailed>())
+}
 
 // SAFETY: the raw mapping is shared memory; the invariants above (one writer at disjoint,
 // not-yet-published positions) make concurrent access sound.
@@ -78,14 +115,24 @@ impl MappedFile {
         })
     }
 
-    /// Makes sure disk blocks back `[0, end)`, reserving a chunk more at a time.
-    fn reserve(&self, end: usize) -> io::Result<()> {
+    /// Makes sure disk blocks back `[0, end)`, reserving ahead as much again as the file will
+    /// hold (bounded by [`RESERVE_MIN_BYTES`] and [`RESERVE_MAX_BYTES`]).
+    pub fn reserve(&self, end: usize) -> io::Result<()> {
         let reserved = self.reserved_bytes.load(Ordering::Relaxed);
         if end <= reserved {
             return Ok(());
         }
-        let target = (end + RESERVE_CHUNK_BYTES).min(self.capacity_bytes);
-        reserve_blocks(&self.file, reserved, target)?;
+        let ahead = end.clamp(RESERVE_MIN_BYTES, RESERVE_MAX_BYTES);
+        let target = end.saturating_add(ahead).min(self.capacity_bytes).max(end);
+        if let Err(source) = reserve_blocks(&self.file, reserved, target) {
+            if !DISK_FULL.swap(true, Ordering::Relaxed) {
+                tracing::error!(file = %self.path.display(), error = %source, "no disk space for writes: produces are refused with KAFKA_STORAGE_ERROR until space returns; reads go on");
+            }
+            return Err(io::Error::new(source.kind(), ReservationFailed { source }));
+        }
+        if DISK_FULL.swap(false, Ordering::Relaxed) {
+            tracing::info!(file = %self.path.display(), "disk space available again: writes resume");
+        }
         self.reserved_bytes.store(target, Ordering::Relaxed);
         Ok(())
     }
@@ -271,6 +318,8 @@ impl MappedFile {
     /// keeps its size; nothing at or past `len` is touched again.
     pub fn trim(&self, len: usize) -> io::Result<()> {
         self.file.set_len(len as u64)?;
+        // Blocks past `len` went with the truncation.
+        self.reserved_bytes.fetch_min(len, Ordering::Relaxed);
         self.file.sync_all().map_err(super::fatal::sync_failed)?;
         #[cfg(test)]
         super::sim_disk::synced_file(&self.path);

@@ -119,14 +119,8 @@ impl Segment {
         let log_path = dir.join(file_name(base_offset, "log"));
         let size_bytes = std::fs::metadata(&log_path)?.len() as usize;
         let log = MappedFile::open(&log_path, size_bytes)?;
-        let offset_index = OffsetIndex::open_existing(
-            &dir.join(file_name(base_offset, "index")),
-            limits.index_bytes,
-        )?;
-        let time_index = TimeIndex::open_existing(
-            &dir.join(file_name(base_offset, "timeindex")),
-            limits.index_bytes,
-        )?;
+        let offset_index = OffsetIndex::open_sealed(&dir.join(file_name(base_offset, "index")))?;
+        let time_index = TimeIndex::open_sealed(&dir.join(file_name(base_offset, "timeindex")))?;
         let mut seg = Segment {
             base_offset,
             log: Arc::new(log),
@@ -150,6 +144,17 @@ impl Segment {
             Ok(()) if indexes_ok => {}
             _ => {
                 tracing::warn!(segment = %log_path.display(), "index damaged; rebuilding it from the log");
+                // Room to rebuild in; trimmed again below.
+                seg.offset_index = OffsetIndex::open(
+                    &dir.join(file_name(base_offset, "index")),
+                    limits.index_bytes,
+                    0,
+                )?;
+                seg.time_index = TimeIndex::open(
+                    &dir.join(file_name(base_offset, "timeindex")),
+                    limits.index_bytes,
+                    0,
+                )?;
                 let valid = seg.rebuild(false)?;
                 seg.trim_indexes()?;
                 if valid < size_bytes {
@@ -395,6 +400,10 @@ impl Segment {
         epoch: LeaderEpoch,
         now_ms: i64,
     ) -> io::Result<Offset> {
+        // Disk for the index entries these batches may add (and the one sealing adds) first: a
+        // full disk then fails the append before any byte of it is written.
+        self.offset_index.reserve_entries(info.batches.len() + 1)?;
+        self.time_index.reserve_entries(info.batches.len() + 1)?;
         self.first_append_ms.get_or_insert(now_ms);
         let start = self.size_bytes;
         let first_offset = self.next_offset;

@@ -321,3 +321,77 @@ fn appending_to_a_closed_log_is_an_error_not_a_panic() {
     log.close().unwrap();
     assert!(try_append(&mut log, 10).is_err());
 }
+
+/// Lengths of every file in `dir`, by name.
+fn file_lengths(dir: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().to_string(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Disk blocks the files in `dir` hold, in bytes (what `du` counts).
+fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
+        .sum()
+}
+
+#[test]
+fn two_clean_restarts_in_a_row_leave_sealed_indexes_trimmed_and_rebuild_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(4096), None, false);
+    append_n(&mut log, 200, 1000);
+    assert!(log.segment_count() > 3);
+    log.close().unwrap();
+    drop(log);
+    let closed = file_lengths(dir.path());
+    // The last segment is reopened as the active one (extended to take appends); the others
+    // stay sealed.
+    let active = closed.last().unwrap().0[..20].to_string();
+    for restart in 0..2 {
+        let (log, report) = open(dir.path(), config(4096), Some(Offset(400)), true);
+        assert_eq!(report.tails_cut, 0);
+        assert_eq!(read_all(&log).len(), 200);
+        // The sealed segments' files are exactly as closed: not re-extended to capacity (which
+        // the next start would find full of zero entries, and rebuild).
+        let sealed: Vec<_> = file_lengths(dir.path())
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with(&active))
+            .collect();
+        let before: Vec<_> = closed
+            .iter()
+            .filter(|(name, _)| sealed.iter().any(|(n, _)| n == name))
+            .cloned()
+            .collect();
+        assert!(sealed.len() >= 9, "restart {restart}: {sealed:?}");
+        assert_eq!(sealed, before, "restart {restart}");
+        drop(log);
+    }
+}
+
+#[test]
+fn a_log_holding_one_record_costs_kilobytes_of_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 30);
+    cfg.limits.index_bytes = 10 << 20;
+    let (mut log, _) = open(dir.path(), cfg, None, false);
+    append_n(&mut log, 1, 1000);
+    let used = disk_bytes(dir.path());
+    assert!(used <= 64 << 10, "one record holds {used} bytes of disk");
+    // Clean shutdown trims everything to its content.
+    log.close().unwrap();
+    drop(log);
+    let used = disk_bytes(dir.path());
+    assert!(used <= 16 << 10, "closed, one record holds {used} bytes");
+}
