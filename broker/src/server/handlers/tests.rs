@@ -1121,3 +1121,39 @@ async fn a_commit_for_a_group_id_longer_than_a_stored_string_is_refused() {
     );
     assert!(node.offsets.group_offsets(&long).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_racing_delete_topics_never_leaves_a_live_offset_of_the_deleted_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    // Each round: a commit and the topic's deletion at once. The commit either lands first
+    // (answered 0, then tombstoned with the topic's offsets) or finds the topic gone (3).
+    for round in 0..20 {
+        let topic = format!("orders-{round}");
+        node.auto_create_topic(&topic).unwrap();
+        let committer = Arc::clone(&node);
+        let name = topic.clone();
+        let commit = tokio::spawn(async move {
+            commit_code(&committer, commit_request("billing", &name, 0, 7, "")).await
+        });
+        let deleter = Arc::clone(&node);
+        let name = topic.clone();
+        let delete = tokio::task::spawn_blocking(move || deleter.delete_topic(&name).is_ok());
+        let code = commit.await.unwrap();
+        assert!(delete.await.unwrap());
+        assert!(
+            [0, 3].contains(&code),
+            "round {round}: commit answered {code}"
+        );
+        assert!(
+            node.offsets
+                .group_offsets("billing")
+                .iter()
+                .all(|(t, _, _)| *t != topic),
+            "round {round}: a live offset of the deleted topic {topic}"
+        );
+    }
+    drop(node);
+    let node = node_reloaded(dir.path());
+    assert!(node.offsets.group_offsets("billing").is_empty());
+}
