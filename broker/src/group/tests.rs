@@ -287,3 +287,43 @@ async fn a_group_with_more_offsets_than_one_batch_holds_can_be_deleted() {
     let node = node_with_small_batches(dir.path(), "2000");
     assert!(node.offsets.group_offsets("g").is_empty());
 }
+
+#[tokio::test]
+async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_small_batches(dir.path(), "2000");
+    let mut first = join("", 10_000);
+    first.group_instance_id = Some("pod-1".into());
+    let reply = node.groups.join(&node, "g", first).await;
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    let sync = SyncRequest {
+        member_id: reply.member_id.clone(),
+        group_instance_id: Some("pod-1".into()),
+        generation: reply.generation,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(reply.member_id.clone(), Bytes::from_static(b"p0"))],
+    };
+    assert!(node.groups.sync(&node, "g", sync).await.error.is_none());
+
+    // The pod restarts with a subscription too large to store: its new member id was never
+    // stored, so it must not be handed out as if it were.
+    let mut back = join("", 10_000);
+    back.group_instance_id = Some("pod-1".into());
+    back.protocols = vec![("range".into(), Bytes::from(vec![7u8; 4096]))];
+    let rejoined = node.groups.join(&node, "g", back).await;
+    assert_eq!(
+        rejoined.error.as_ref().map(|e| e.code()),
+        Some(15),
+        "COORDINATOR_NOT_AVAILABLE"
+    );
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = node.groups.describe("g").unwrap().state.name().to_string();
+        if state == "PreparingRebalance" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "PreparingRebalance");
+}
