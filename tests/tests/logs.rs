@@ -1,6 +1,7 @@
 //! What the broker's log says to the person who reads it: plain text when it goes to a file or
 //! pipe (no ANSI colour codes, even without `NO_COLOR`), and a first start on a fresh data
-//! directory says so instead of reporting an unclean shutdown.
+//! directory says so instead of reporting an unclean shutdown. On a terminal it is coloured
+//! unless `NO_COLOR` is set.
 
 mod common;
 
@@ -102,5 +103,46 @@ fn an_empty_data_directory_made_beforehand_is_new_too() {
         out.stderr.contains("new data directory"),
         "{}",
         out.describe()
+    );
+}
+
+/// Runs `strata serve` for a few seconds on a pseudo-terminal (util-linux `script`), with
+/// `NO_COLOR` set to `no_color` (or removed), and returns what the terminal showed.
+fn serve_on_a_terminal(data_dir: &Path, no_color: Option<&str>) -> Output {
+    let serve = format!(
+        "timeout -s TERM 4 '{}' serve --listen 127.0.0.1:0 --data-dir '{}'",
+        broker_binary().display(),
+        data_dir.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &serve, "/dev/null"]);
+    match no_color {
+        Some(v) => cmd.env("NO_COLOR", v),
+        None => cmd.env_remove("NO_COLOR"),
+    };
+    let out = run(cmd, None, START_TIMEOUT + STOP_TIMEOUT);
+    assert!(
+        out.stdout.contains("storage loaded"),
+        "the broker did not get as far as loading storage{}",
+        out.describe()
+    );
+    out
+}
+
+#[test]
+fn a_terminal_gets_colour_unless_no_color_is_set() {
+    common::require_tool("script", "--version", "apt-get install util-linux");
+    let dir = tempfile::tempdir().unwrap();
+    let coloured = serve_on_a_terminal(&dir.path().join("a"), None);
+    assert!(
+        coloured.stdout.contains('\u{1b}'),
+        "no colour on a terminal{}",
+        coloured.describe()
+    );
+    let plain = serve_on_a_terminal(&dir.path().join("b"), Some("1"));
+    assert!(
+        !plain.stdout.contains('\u{1b}'),
+        "colour although NO_COLOR is set{}",
+        plain.describe()
     );
 }
