@@ -65,6 +65,14 @@ struct ServeArgs {
     set: Vec<String>,
 }
 
+/// Colour only for a person at a terminal: logs written to a file or pipe stay plain text, and
+/// `NO_COLOR` (set and not empty, per no-color.org) turns colour off everywhere.
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(log_colour())
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -246,17 +255,30 @@ async fn run(
     let data_dir = PathBuf::from(config.get("log.dirs"));
     let config = Arc::new(config);
     let started = std::time::Instant::now();
+    // Nothing there yet (or an empty directory made for us): not an unclean shutdown.
+    let new_data_dir = match std::fs::read_dir(&data_dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
     let (node, report) = Node::open(Arc::clone(&config), endpoint.clone(), &data_dir)
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     let node = Arc::new(node);
-    tracing::info!(
-        clean_shutdown = report.clean_shutdown,
-        partitions = report.partitions,
-        segments_scanned = report.segments_scanned,
-        tails_cut = report.tails_cut,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "storage loaded"
-    );
+    if new_data_dir {
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage loaded: new data directory"
+        );
+    } else {
+        tracing::info!(
+            clean_shutdown = report.clean_shutdown,
+            partitions = report.partitions,
+            segments_scanned = report.segments_scanned,
+            tails_cut = report.tails_cut,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage loaded"
+        );
+    }
     // Committed offsets and group metadata, replayed from __consumer_offsets before serving, so
     // no OffsetFetch ever sees a half-loaded group.
     let offsets = node

@@ -483,3 +483,72 @@ fn groups_are_listed_filtered_by_state_and_deleted() {
     assert_one_line_failure(&group(&broker, &["delete", &g]), "does not exist");
     assert_one_line_failure(&group(&broker, &["describe", &g]), "does not exist");
 }
+
+#[test]
+fn a_group_consumer_stopped_by_sigterm_commits_and_leaves_so_the_next_starts_at_once() {
+    let broker = Broker::start(&[]);
+    let topic = topic_with_records(&broker, "group-sigterm", 1, 3);
+    let g = unique_topic("g-sigterm");
+    let bootstrap = broker.bootstrap();
+
+    // A consumer that would run until killed: it prints r0..r2 and waits for more.
+    let mut cmd = Command::new(broker_binary());
+    cmd.args([
+        "consume",
+        &topic,
+        "--group",
+        &g,
+        "--from-beginning",
+        "-b",
+        &bootstrap,
+    ])
+    .env("NO_COLOR", "1");
+    let mut first = Background::spawn(cmd, None);
+    // Until the group exists, describe fails: count that as nothing committed yet.
+    let printed = wait_for(Duration::from_secs(30), || {
+        group(&broker, &["describe", &g]).success()
+            && sum(&describe_rows(&broker, &g, &topic), |r| &r.1) == 3
+    });
+    assert!(
+        printed,
+        "the first consumer never committed r0..r2{}",
+        broker.logs()
+    );
+    assert!(first.is_running(), "the first consumer exited on its own");
+
+    // SIGTERM, as a service manager (or Ctrl-C, SIGINT) stops it.
+    let pid = first.pid().expect("pid") as libc::pid_t;
+    // SAFETY: kill(2) on the pid of the child this test started and still owns.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = first.wait(Duration::from_secs(40));
+    out.assert_success(|| broker.logs());
+    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["r0", "r1", "r2"]);
+
+    // It left the group on its way out: no member waits out a session timeout.
+    let described = group(&broker, &["describe", &g]);
+    described.assert_success(|| broker.logs());
+    assert!(
+        described.stdout.contains("members: 0"),
+        "{}",
+        described.describe()
+    );
+
+    // The next member gets the partition at once and starts after the last printed record.
+    let mut cmd = Command::new(broker_binary());
+    cmd.args(["produce", "-b", &bootstrap, &topic]);
+    run(cmd, Some(b"r3\nr4\n"), CLI_TIMEOUT).assert_success(|| broker.logs());
+    let started = Instant::now();
+    let next = consume_in_group(
+        &broker,
+        &topic,
+        &g,
+        &["--count", "2", "--idle-timeout-ms", "20000"],
+    );
+    let took = started.elapsed();
+    assert_eq!(next, ["r3", "r4"]);
+    // The session timeout is 45 s; a join that finds the group empty takes well under 10 s.
+    assert!(
+        took < Duration::from_secs(10),
+        "the next member waited {took:?}"
+    );
+}

@@ -6,7 +6,9 @@
 //! gives it from the group's committed offsets (`--from-beginning` / the end when there are
 //! none), and commits what it printed: every second, and on exit. It stops after `--count N`
 //! records, or once nothing arrived for `--idle-timeout-ms`, else runs until killed. Never
-//! auto-creates the topic.
+//! auto-creates the topic. In a group, Ctrl-C or SIGTERM stops it the same way (commit what was
+//! printed, leave the group), so the next member gets the partitions at once instead of after
+//! the session timeout; a second signal during that exits at once.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -144,23 +146,65 @@ async fn print_records(
     format: &Format,
     in_group: bool,
 ) -> Result<(), String> {
+    let mut stop = None;
     if in_group {
+        // Installed before joining, so a signal at any point leaves the group.
+        stop = Some(StopSignals::install()?);
         consumer
             .subscribe(&[args.topic.as_str()])
             .map_err(|e| e.to_string())?;
     }
     let mut printed_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    let result = print_loop(&mut consumer, args, format, in_group, &mut printed_offsets).await;
-    if !in_group {
+    let result = print_loop(
+        &mut consumer,
+        args,
+        format,
+        in_group,
+        &mut printed_offsets,
+        stop.as_mut(),
+    )
+    .await;
+    let Some(mut stop) = stop else {
         return result;
+    };
+    let leave = async {
+        // Commit what was printed even after an output error; report the first failure.
+        let committed = consumer
+            .commit_offsets_sync(&printed_offsets)
+            .await
+            .map_err(|e| format!("cannot commit offsets: {e}"));
+        let closed = consumer.close().await.map_err(|e| e.to_string());
+        committed.and(closed)
+    };
+    tokio::select! {
+        left = leave => result.and(left),
+        () = stop.recv() => Err("interrupted again: exited without committing or leaving the group".into()),
     }
-    // Commit what was printed even after an output error; report the first failure.
-    let committed = consumer
-        .commit_offsets_sync(&printed_offsets)
-        .await
-        .map_err(|e| format!("cannot commit offsets: {e}"));
-    let closed = consumer.close().await.map_err(|e| e.to_string());
-    result.and(committed).and(closed)
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, once handled by the process instead of killing it.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(StopSignals {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    /// Resolves at the next signal.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 async fn print_loop(
@@ -169,6 +213,7 @@ async fn print_loop(
     format: &Format,
     in_group: bool,
     printed_offsets: &mut BTreeMap<(String, i32), i64>,
+    mut stop: Option<&mut StopSignals>,
 ) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -190,7 +235,16 @@ async fn print_loop(
             }
             wait = wait.min(left);
         }
-        let records = consumer.poll(wait).await.map_err(|e| e.to_string())?;
+        // A signal cancels only the poll: whatever it fetched was not printed, so not committed.
+        let polled = match stop.as_deref_mut() {
+            Some(stop) => tokio::select! {
+                polled = consumer.poll(wait) => Some(polled),
+                () = stop.recv() => None,
+            },
+            None => Some(consumer.poll(wait).await),
+        };
+        let Some(polled) = polled else { break };
+        let records = polled.map_err(|e| e.to_string())?;
         if !records.is_empty() {
             last_activity = Instant::now();
         }

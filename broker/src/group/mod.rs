@@ -7,8 +7,12 @@
 //! - Groups sit in a sharded map (read-locked to find a group, write-locked only to add or remove
 //!   one); each group has its own mutex. A request locks only its group: Heartbeat of one group
 //!   never waits on another. Events that can bring a deadline earlier (join, sync, leave, timer)
-//!   also take the timer queue's lock briefly; heartbeats and commits, which only push deadlines
-//!   later, do not. No lock is held across an `.await`.
+//!   also take the timer queue's lock briefly (so does a commit); heartbeats, which only push
+//!   deadlines later, do not. No lock is held across an `.await`.
+//! - A commit's membership check and its append to the offset store run under the group's
+//!   lock (lock order: group, then offset-store shard; nothing takes them the other way).
+//! - A failed metadata write is never answered as stored: the JoinGroup/SyncGroup answers of
+//!   that change carry the error and the group rebalances if still in that generation.
 //! - A waiting JoinGroup/SyncGroup is a oneshot sender held by the state machine; it is answered
 //!   when the state machine says so (rebalance complete, leader synced, member fenced...).
 //! - Persisting (`OffsetStore::store_group`) happens after the state change, outside the group
@@ -400,36 +404,42 @@ impl GroupCoordinator {
         Some(entry.group.summary())
     }
 
-    /// OffsetCommit v2-8 check, Kafka's handleCommitOffsets rules. generation -1 with member ""
-    /// is a "simple" commit (admin, or a consumer using assign()): allowed when the group is
-    /// unknown or Empty. A valid member's commit also counts as its heartbeat.
-    pub fn check_commit(
+    /// OffsetCommit v2-8, Kafka's handleCommitOffsets rules: checks that this member may commit,
+    /// then runs `append` (the write of its offsets) under the same group lock, so no rebalance
+    /// or fencing can come between the check and the write: a zombie (old generation, fenced
+    /// static member) can never land a commit after the new generation's and rewind an offset.
+    /// generation -1 with member "" is a "simple" commit (admin, or a consumer using assign()):
+    /// allowed when the group is unknown or Empty. A valid member's commit also counts as its
+    /// heartbeat.
+    pub fn commit<R>(
         &self,
         group_id: &str,
         member_id: &str,
         group_instance_id: Option<&str>,
         generation_id: i32,
-    ) -> Result<(), BrokerError> {
-        let Some(slot) = self.find(group_id) else {
-            return if generation_id < 0 {
-                Ok(())
-            } else {
-                Err(BrokerError::IllegalGeneration {
-                    requested: generation_id,
-                    current: -1,
-                })
-            };
-        };
+        append: impl FnOnce() -> R,
+    ) -> Result<R, BrokerError> {
         let now = now_ms();
-        let mut entry = lock(&slot.entry);
-        let result = entry
-            .group
-            .check_commit(member_id, group_instance_id, generation_id, now);
-        // No rescheduling: this only moves a session deadline later, so the deadline queued
-        // for the group is at worst early (the timer then finds nothing due and requeues the
-        // real one). Heartbeats thus take no lock but their group's (and a shard read lock).
-        drop(entry);
-        result
+        // A simple commit to an unknown group creates it for the time of the write (and the
+        // group is dropped again as unused), so a first JoinGroup cannot slip in between.
+        let create = generation_id < 0;
+        let applied = self.apply(group_id, create, |g| {
+            let result = g
+                .check_commit(member_id, group_instance_id, generation_id, now)
+                .map(|()| append());
+            (result, Output::default())
+        });
+        match applied {
+            Some((result, _)) => result,
+            // Only when other requests kept removing the group: let the client retry.
+            None if create => Err(BrokerError::CoordinatorNotAvailable(format!(
+                "group '{group_id}' is being removed"
+            ))),
+            None => Err(BrokerError::IllegalGeneration {
+                requested: generation_id,
+                current: -1,
+            }),
+        }
     }
 
     /// OffsetDelete: GROUP_SUBSCRIBED_TO_TOPIC if the group has members and one of them
@@ -494,7 +504,7 @@ impl Effects {
         })
     }
 
-    async fn carry_out(mut self, node: &Node) -> Result<(), BrokerError> {
+    async fn carry_out(mut self, node: &Arc<Node>) -> Result<(), BrokerError> {
         let mut failure = None;
         if let Some((seq, meta)) = self.persist.take() {
             let mut written = self.slot.persisted_seq.lock().await;
@@ -503,7 +513,7 @@ impl Effects {
                     Ok(()) => *written = seq,
                     Err(e) => {
                         tracing::error!(group = %self.group_id, error = %e, "storing group metadata failed");
-                        failure = Some(e.to_string());
+                        failure = Some((e, meta.generation));
                     }
                 }
             }
@@ -518,19 +528,40 @@ impl Effects {
             }
         }
         for (waiter, mut reply) in self.replies {
-            // A SyncGroup that completed a generation we could not store must not succeed: the
-            // members retry (Kafka answers COORDINATOR_NOT_AVAILABLE too).
-            if let (Some(reason), Reply::Sync(r)) = (&failure, &mut reply) {
-                if r.error.is_none() {
-                    r.error = Some(BrokerError::CoordinatorNotAvailable(format!(
-                        "storing the group failed: {reason}"
-                    )));
+            // A JoinGroup or SyncGroup answered from a change we could not store must not
+            // succeed: the members retry, and rejoin the rebalance started below.
+            if let Some((e, _)) = &failure {
+                let error = match &mut reply {
+                    Reply::Join(r) => &mut r.error,
+                    Reply::Sync(r) => &mut r.error,
+                };
+                if error.is_none() {
+                    *error = Some(store_error(e));
                 }
             }
             // The requester may have gone (connection closed): nothing to do then.
             let _ = waiter.send(reply);
         }
+        if let Some((_, generation)) = failure {
+            // The group in memory is ahead of what a restart would find: rebalance, so the
+            // next generation is stored (Kafka resets the assignments and rebalances too).
+            let now = now_ms();
+            if let Some(((), effects)) = node.groups.apply(&self.group_id, false, |g| {
+                ((), g.store_failed(generation, now))
+            }) {
+                effects.spawn(node);
+            }
+        }
         tombstone
+    }
+}
+
+/// What a member is told when its group's metadata could not be stored (Kafka's mapping in
+/// its group coordinator): not the coordinator any more, or try again.
+fn store_error(e: &BrokerError) -> BrokerError {
+    match e {
+        BrokerError::NotCoordinator => BrokerError::NotCoordinator,
+        e => BrokerError::CoordinatorNotAvailable(format!("storing the group failed: {e}")),
     }
 }
 

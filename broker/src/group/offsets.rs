@@ -14,6 +14,10 @@
 //!   already visible to OffsetFetch, like records to a consumer; a crash in that window loses only
 //!   commits that were never acknowledged.
 //! - One request's offsets for a group are one batch: they survive a crash together or not at all.
+//!   A group delete too large for one batch is several, the group's own tombstone last, so a
+//!   delete cut short leaves the group with its remaining offsets (and can be retried).
+//! - A commit is written only if its partition still exists when the shard's lock is held, so
+//!   no live offset of a deleted topic is left behind.
 //! - A delete chooses its tombstones under the same lock as it appends them and updates the map:
 //!   what it forgets in memory is exactly what it tombstones in the log, so a commit racing it is
 //!   either deleted in both or kept in both (never dropped from memory yet replayed at a reload).
@@ -209,7 +213,23 @@ impl OffsetStore {
         group_id: &str,
         commits: Vec<Commit>,
     ) -> Result<Durable, BrokerError> {
-        let kvs = commits
+        self.append_existing_commits(group_id, commits, |_, _| true)
+            .map(|(durable, _)| durable)
+    }
+
+    /// [`OffsetStore::append_commits`] of the commits whose partition still `exists`, asked
+    /// under the shard's lock: a topic deleted since the caller checked it has its offsets
+    /// tombstoned by [`OffsetStore::append_topic_deletes`] under the same lock, so a commit
+    /// either lands before that (and is tombstoned with the rest) or is refused here, never
+    /// left as a live offset of a deleted topic. Returns the indexes (in `commits`) of the
+    /// refused ones.
+    pub fn append_existing_commits(
+        &self,
+        group_id: &str,
+        commits: Vec<Commit>,
+        exists: impl Fn(&str, i32) -> bool,
+    ) -> Result<(Durable, Vec<usize>), BrokerError> {
+        let kvs: Records = commits
             .iter()
             .map(|c| {
                 (
@@ -218,15 +238,50 @@ impl OffsetStore {
                 )
             })
             .collect();
-        self.append(group_id, kvs, |shard| {
-            let group = shard.offsets.entry(group_id.to_string()).or_default();
-            for c in commits {
-                group
-                    .entry(c.topic)
-                    .or_default()
-                    .insert(c.partition, c.value);
-            }
-        })
+        // Built before the lock: commits need not make the shard's other writers wait, and a
+        // refused commit (a topic deleted meanwhile) is rare enough to build again for.
+        let batch = (!kvs.is_empty()).then(|| batch_of(&kvs));
+        let mut refused_out = Vec::new();
+        let durable = self.append_planned(
+            self.shard_of(group_id),
+            |_| {
+                let refused: Vec<usize> = commits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| !exists(&c.topic, c.partition))
+                    .map(|(i, _)| i)
+                    .collect();
+                if refused.is_empty() {
+                    return (batch, (refused, commits));
+                }
+                let kept: Records = kvs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !refused.contains(i))
+                    .map(|(_, kv)| kv.clone())
+                    .collect();
+                (
+                    (!kept.is_empty()).then(|| batch_of(&kept)),
+                    (refused, commits),
+                )
+            },
+            |shard, (refused, commits)| {
+                let group = shard.offsets.entry(group_id.to_string()).or_default();
+                for (i, c) in commits.into_iter().enumerate() {
+                    if !refused.contains(&i) {
+                        group
+                            .entry(c.topic)
+                            .or_default()
+                            .insert(c.partition, c.value);
+                    }
+                }
+                if group.is_empty() {
+                    shard.offsets.remove(group_id);
+                }
+                refused_out = refused;
+            },
+        )?;
+        Ok((durable, refused_out))
     }
 
     /// Durably commits `commits` for `group_id`, all in one batch.
@@ -338,36 +393,81 @@ impl OffsetStore {
 
     /// Appends tombstones for the group and all its offsets, and forgets them. The offsets are
     /// listed under the lock of the append: a commit that lands just before is tombstoned with
-    /// the rest, one that lands after stays (see the invariants). Await the result to know the
-    /// tombstones are on disk.
+    /// the rest, one that lands after stays (see the invariants). A group with more offsets than
+    /// one batch of the partition holds (`max.message.bytes`, `segment.bytes`) is deleted in as
+    /// many batches as needed, all under the one lock, the group's own tombstone last: a delete
+    /// cut short by a failed write leaves the group with its remaining offsets (the map
+    /// forgets exactly what was written), and DeleteGroups can be retried. Await the result to
+    /// know the tombstones are on disk.
     pub fn append_group_delete(&self, group_id: &str) -> Result<Durable, BrokerError> {
-        self.append_planned(
-            self.shard_of(group_id),
-            |shard| {
-                let mut kvs: Records = shard
-                    .offsets
-                    .get(group_id)
-                    .into_iter()
-                    .flat_map(|g| g.iter())
-                    .flat_map(|(t, ps)| {
-                        ps.keys()
-                            .map(|p| (encode_offset_key(group_id, t, *p), None))
-                    })
-                    .collect();
-                kvs.push((encode_group_key(group_id), None));
-                (Some(batch_of(&kvs)), ())
-            },
-            |shard, ()| {
+        let not_loaded = || BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"));
+        let i = self.shard_of(group_id);
+        let shard = self.shards.get(i).ok_or_else(not_loaded)?;
+        let partition = self.partitions.get(i).ok_or_else(not_loaded)?;
+        let mut shard = lock(shard);
+        let targets: Vec<(String, i32)> = shard
+            .offsets
+            .get(group_id)
+            .into_iter()
+            .flat_map(|g| g.iter())
+            .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
+            .collect();
+        let mut kvs: Records = targets
+            .iter()
+            .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
+            .collect();
+        kvs.push((encode_group_key(group_id), None));
+        let now = crate::server::handlers::produce::now_ms();
+        // One batch unless the partition says it is too large; then batches of its limit.
+        let batches = match partition.append(&batch_of(&kvs), now) {
+            Ok(appended) => {
                 shard.offsets.remove(group_id);
-            },
-        )
-        .map_err(|e| match e {
-            // The committer's name for a batch too large means nothing to DeleteGroups.
-            BrokerError::InvalidCommitOffsetSize => BrokerError::CoordinatorNotAvailable(format!(
-                "the tombstones of group {group_id} do not fit in one batch of {TOPIC}"
-            )),
-            e => e,
-        })
+                drop(shard);
+                partition.request_flush();
+                return Ok(Durable(vec![(
+                    Arc::clone(partition),
+                    Offset(appended.last_offset.0 + 1),
+                )]));
+            }
+            Err(
+                BrokerError::MessageTooLarge { limit_bytes, .. }
+                | BrokerError::RecordListTooLarge { limit_bytes, .. },
+            ) => chunks_within(&kvs, limit_bytes),
+            Err(e) => return Err(append_error(e)),
+        };
+        let mut end = None;
+        let mut written = 0;
+        let mut result = Ok(());
+        for chunk in batches {
+            let Some(batch) = chunk.as_ref().map(|c| batch_of(&kvs[c.clone()])) else {
+                result = Err(BrokerError::CoordinatorNotAvailable(format!(
+                    "a tombstone of group {group_id} does not fit in a batch of {TOPIC}"
+                )));
+                break;
+            };
+            match partition.append(&batch, now) {
+                Ok(appended) => {
+                    end = Some(Offset(appended.last_offset.0 + 1));
+                    // The last range holds the group's tombstone: `targets` ends before it.
+                    let done = chunk.map_or(written, |c| c.end.min(targets.len()));
+                    remove_offsets(&mut shard, group_id, &targets[written..done]);
+                    written = done;
+                }
+                Err(e) => {
+                    result = Err(append_error(e));
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            shard.offsets.remove(group_id);
+        }
+        drop(shard);
+        let durable = end.map(|end| {
+            partition.request_flush();
+            (Arc::clone(partition), end)
+        });
+        result.map(|()| Durable(durable.into_iter().collect()))
     }
 
     /// Durably writes tombstones for the group and all its offsets, and forgets them.
@@ -480,6 +580,40 @@ impl OffsetStore {
         report.elapsed = started.elapsed();
         Ok(report)
     }
+}
+
+/// Bytes one record of `kvs` adds to a batch at most, beyond its key and value: attributes,
+/// timestamp and offset deltas, and the varint lengths.
+const RECORD_OVERHEAD_BYTES: usize = 32;
+/// Bytes of a batch's header (RecordBatch v2).
+const BATCH_HEADER_BYTES: usize = 61;
+
+/// Consecutive ranges of `kvs` whose batches fit in `limit_bytes` each; `None` for a record that
+/// alone does not fit.
+fn chunks_within(kvs: &Records, limit_bytes: usize) -> Vec<Option<std::ops::Range<usize>>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut size = BATCH_HEADER_BYTES;
+    for (i, (k, v)) in kvs.iter().enumerate() {
+        let bytes = k.len() + v.as_ref().map_or(0, Vec::len) + RECORD_OVERHEAD_BYTES;
+        if BATCH_HEADER_BYTES + bytes > limit_bytes {
+            if start < i {
+                chunks.push(Some(start..i));
+            }
+            chunks.push(None);
+            return chunks;
+        }
+        if size + bytes > limit_bytes {
+            chunks.push(Some(start..i));
+            start = i;
+            size = BATCH_HEADER_BYTES;
+        }
+        size += bytes;
+    }
+    if start < kvs.len() {
+        chunks.push(Some(start..kvs.len()));
+    }
+    chunks
 }
 
 /// One batch of the given records, stamped now.

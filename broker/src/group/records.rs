@@ -90,10 +90,14 @@ const GROUP_VALUE_VERSION: i16 = 3;
 
 // ---- encoding ----
 
+/// The longest string a record holds (an INT16 length, as Kafka's). Requests with longer group
+/// ids, instance ids, protocol names or commit metadata are refused before anything is stored.
+pub const STRING_BYTES_MAX: usize = i16::MAX as usize;
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Every string here is bounded well below i16::MAX by the handlers (names and
-    // `offset.metadata.max.bytes`); clamp rather than write a wrong length if one is not.
-    let len = s.len().min(i16::MAX as usize);
+    // Every string here is refused upstream when longer than STRING_BYTES_MAX (see there);
+    // clamp rather than write a wrong length if one ever is not.
+    let len = s.len().min(STRING_BYTES_MAX);
     out.extend_from_slice(&(len as i16).to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..len]);
 }

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
-use super::records::{GroupMetadata, MemberMetadata};
+use super::records::{GroupMetadata, MemberMetadata, STRING_BYTES_MAX};
 use crate::error::BrokerError;
 
 /// Broker limits and settings that shape every group.
@@ -380,6 +380,20 @@ impl<W> Group<W> {
     }
 
     fn validate_join(&self, req: &JoinRequest) -> Result<(), BrokerError> {
+        // Strings a stored group holds must fit their record (refused, never cut short).
+        if self.id.len() > STRING_BYTES_MAX {
+            return Err(BrokerError::InvalidGroupId);
+        }
+        let too_long = [req.group_instance_id.as_deref(), Some(&req.protocol_type)]
+            .into_iter()
+            .flatten()
+            .chain(req.protocols.iter().map(|(name, _)| name.as_str()))
+            .any(|s| s.len() > STRING_BYTES_MAX);
+        if too_long {
+            return Err(BrokerError::InvalidRequest(format!(
+                "a group instance id or protocol name is longer than {STRING_BYTES_MAX} bytes"
+            )));
+        }
         let session = i64::from(req.session_timeout_ms);
         if session < self.limits.session_timeout_min_ms
             || session > self.limits.session_timeout_max_ms
@@ -451,8 +465,17 @@ impl<W> Group<W> {
     }
 
     fn generate_member_id(&mut self, client_id: &str, instance: Option<&str>) -> String {
-        let prefix = instance.unwrap_or(client_id);
-        let uuid = crate::controller::random_uuid();
+        let uuid = crate::controller::random_uuid().to_string();
+        // The id must fit a stored string: a client id near the limit loses its tail.
+        let mut prefix = instance.unwrap_or(client_id);
+        let room = STRING_BYTES_MAX - 1 - uuid.len();
+        if prefix.len() > room {
+            let mut end = room;
+            while !prefix.is_char_boundary(end) {
+                end -= 1;
+            }
+            prefix = &prefix[..end];
+        }
         format!("{prefix}-{uuid}")
     }
 
@@ -1242,6 +1265,30 @@ impl<W> Group<W> {
             }
             _ => Err(BrokerError::NonEmptyGroup(self.id.clone())),
         }
+    }
+
+    /// Storing the metadata of `generation` failed (the write to `__consumer_offsets`): what
+    /// was answered from it must not stand, since a restart would not find it. A group still in
+    /// that generation forgets its assignments and rebalances (Kafka's SyncGroup store
+    /// callback: reset the assignments, prepare a rebalance), so its members rejoin and the
+    /// next generation is stored anew. A group that moved on since, or is Empty, keeps going:
+    /// its next change is stored over the failed one.
+    pub fn store_failed(&mut self, generation: i32, now: i64) -> Output<W> {
+        let mut out = Output::default();
+        let settled = matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        );
+        if generation != self.generation || !settled {
+            return out;
+        }
+        tracing::warn!(group = %self.id, generation, "group metadata not stored: rebalancing");
+        for m in self.members.values_mut() {
+            m.assignment = Bytes::new();
+        }
+        self.prepare_rebalance(now, &mut out);
+        self.try_complete_join(now, false, &mut out);
+        out
     }
 
     /// OffsetCommit's membership check (Kafka's classic-group offset-commit validation). A valid

@@ -160,3 +160,170 @@ async fn a_group_whose_metadata_write_is_stuck_does_not_delay_other_groups_expir
     assert_eq!(node.groups.describe("slow").unwrap().state.name(), "Empty");
     drop(stuck);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_is_checked_and_written_in_one_step_so_a_fenced_member_cannot_rewind() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let reply = node.groups.join(&node, "g", join("", 10_000)).await;
+    let member = reply.member_id.clone();
+    let sync = SyncRequest {
+        member_id: member.clone(),
+        group_instance_id: None,
+        generation: reply.generation,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![],
+    };
+    assert!(node.groups.sync(&node, "g", sync).await.error.is_none());
+
+    // While the member's commit is being written, its removal (here a LeaveGroup, as a
+    // rebalance or fencing would) waits: it cannot slip between the check and the write.
+    let (left_tx, left_rx) = std::sync::mpsc::channel();
+    let written = node
+        .groups
+        .commit("g", &member, None, reply.generation, || {
+            let leaver = Arc::clone(&node);
+            let who = member.clone();
+            tokio::spawn(async move {
+                let results = leaver.groups.leave(&leaver, "g", vec![(who, None)]).await;
+                let _ = left_tx.send(results);
+            });
+            left_rx.recv_timeout(Duration::from_millis(300)).is_err()
+        });
+    assert_eq!(written.ok(), Some(true), "the leave waited for the commit");
+    let left = tokio::task::spawn_blocking(move || left_rx.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("the leave completes after the commit");
+    assert!(left.iter().all(Result::is_ok));
+
+    // Now the old member is fenced: its commit is refused before anything is written.
+    let mut wrote = false;
+    let refused = node
+        .groups
+        .commit("g", &member, None, reply.generation, || wrote = true);
+    assert_eq!(refused.unwrap_err().code(), 25, "UNKNOWN_MEMBER_ID");
+    assert!(!wrote);
+}
+
+/// A node whose `__consumer_offsets` batches hold at most `bytes` (`message.max.bytes`).
+fn node_with_small_batches(dir: &std::path::Path, bytes: &str) -> Arc<Node> {
+    let node = node(
+        dir,
+        &[
+            ("group.initial.rebalance.delay.ms", "0"),
+            ("message.max.bytes", bytes),
+        ],
+    );
+    node.offsets.load().unwrap();
+    node
+}
+
+#[tokio::test]
+async fn a_sync_whose_group_cannot_be_stored_is_refused_and_the_group_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    // Group metadata with a 4 KB subscription does not fit a 2 KB batch: storing it fails.
+    let node = node_with_small_batches(dir.path(), "2000");
+    let mut req = join("", 10_000);
+    req.protocols = vec![("range".into(), Bytes::from(vec![7u8; 4096]))];
+    let reply = node.groups.join(&node, "g", req).await;
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    let sync = SyncRequest {
+        member_id: reply.member_id.clone(),
+        group_instance_id: None,
+        generation: reply.generation,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(reply.member_id.clone(), Bytes::from_static(b"p0"))],
+    };
+    let synced = node.groups.sync(&node, "g", sync).await;
+    assert_eq!(
+        synced.error.as_ref().map(|e| e.code()),
+        Some(15),
+        "COORDINATOR_NOT_AVAILABLE, not an assignment that was never stored"
+    );
+    // The group does not stay Stable on a generation a restart would not find.
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = node.groups.describe("g").unwrap().state.name().to_string();
+        if state == "PreparingRebalance" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "PreparingRebalance");
+    let heartbeat = node
+        .groups
+        .heartbeat(&node, "g", &reply.member_id, None, reply.generation);
+    assert_eq!(heartbeat.unwrap_err().code(), 27, "REBALANCE_IN_PROGRESS");
+}
+
+#[tokio::test]
+async fn a_group_with_more_offsets_than_one_batch_holds_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_small_batches(dir.path(), "2000");
+    node.auto_create_topic("orders").unwrap();
+    // 200 offsets: their tombstones take several 2 KB batches.
+    for p in 0..200 {
+        let commit = crate::group::offsets::Commit {
+            topic: format!("orders-{p:03}"),
+            partition: 0,
+            value: crate::group::offsets::CommittedOffset {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            },
+        };
+        node.offsets.commit("g", vec![commit]).await.unwrap();
+    }
+    assert_eq!(node.offsets.group_offsets("g").len(), 200);
+    node.groups.delete(&node, "g").await.unwrap();
+    assert!(node.offsets.group_offsets("g").is_empty());
+
+    // And it stays deleted after a restart.
+    drop(node);
+    let node = node_with_small_batches(dir.path(), "2000");
+    assert!(node.offsets.group_offsets("g").is_empty());
+}
+
+#[tokio::test]
+async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_small_batches(dir.path(), "2000");
+    let mut first = join("", 10_000);
+    first.group_instance_id = Some("pod-1".into());
+    let reply = node.groups.join(&node, "g", first).await;
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    let sync = SyncRequest {
+        member_id: reply.member_id.clone(),
+        group_instance_id: Some("pod-1".into()),
+        generation: reply.generation,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![(reply.member_id.clone(), Bytes::from_static(b"p0"))],
+    };
+    assert!(node.groups.sync(&node, "g", sync).await.error.is_none());
+
+    // The pod restarts with a subscription too large to store: its new member id was never
+    // stored, so it must not be handed out as if it were.
+    let mut back = join("", 10_000);
+    back.group_instance_id = Some("pod-1".into());
+    back.protocols = vec![("range".into(), Bytes::from(vec![7u8; 4096]))];
+    let rejoined = node.groups.join(&node, "g", back).await;
+    assert_eq!(
+        rejoined.error.as_ref().map(|e| e.code()),
+        Some(15),
+        "COORDINATOR_NOT_AVAILABLE"
+    );
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = node.groups.describe("g").unwrap().state.name().to_string();
+        if state == "PreparingRebalance" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "PreparingRebalance");
+}

@@ -400,3 +400,37 @@ async fn an_offsets_topic_created_before_retention_bytes_was_pinned_gets_it_at_s
         "no segment deleted"
     );
 }
+
+#[tokio::test]
+async fn a_commit_to_a_topic_deleted_since_its_check_is_refused_not_kept_as_a_live_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = open(dir.path());
+    // The handler checked "gone" before the delete; under the store's lock it is gone, so the
+    // offset is refused, while the one for a topic that still exists is written.
+    let (durable, refused) = node
+        .offsets
+        .append_existing_commits(
+            "g",
+            vec![commit("kept", 0, 5, ""), commit("gone", 0, 7, "")],
+            |topic, _| topic != "gone",
+        )
+        .unwrap();
+    durable.wait().await;
+    assert_eq!(refused, vec![1]);
+    assert_eq!(offsets_of(&node, "g"), vec![("kept".into(), 0, 5)]);
+
+    // Every commit refused: nothing is written, and the group holds no offsets.
+    let (durable, refused) = node
+        .offsets
+        .append_existing_commits("h", vec![commit("gone", 0, 7, "")], |_, _| false)
+        .unwrap();
+    durable.wait().await;
+    assert_eq!(refused, vec![0]);
+    assert!(!node.offsets.has_offsets("h"));
+
+    // And a restart replays the same.
+    drop(node);
+    let node = open(dir.path());
+    assert_eq!(offsets_of(&node, "g"), vec![("kept".into(), 0, 5)]);
+    assert!(!node.offsets.has_offsets("h"));
+}

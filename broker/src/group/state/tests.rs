@@ -809,3 +809,67 @@ fn a_follower_that_never_syncs_is_removed_even_after_the_leader_did() {
         "only A's session, from its SyncGroup, is due"
     );
 }
+
+#[test]
+fn a_generation_whose_metadata_could_not_be_stored_is_dropped_and_the_group_rebalances() {
+    let mut g = Group::new("g", limits(), 0);
+    let (a, mut out) = member_id_round_trip(&mut g, 1, 0);
+    join_answer(&mut out, 1);
+    let mut out = g.sync(sync_req(&a, 1, &[(&a, b"p0")]), 2, 10);
+    let stored = out
+        .persist
+        .take()
+        .expect("a completed generation is persisted");
+    assert_eq!(stored.generation, 1);
+    assert_eq!(g.state(), GroupState::Stable);
+
+    // The write failed: the generation must not stand as if a restart would find it.
+    let out = g.store_failed(1, 20);
+    assert!(out.replies.is_empty());
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert_eq!(
+        g.heartbeat(&a, None, 1, 30).unwrap_err().code(),
+        27,
+        "REBALANCE_IN_PROGRESS: the member rejoins"
+    );
+    assert!(g.summary().members.iter().all(|m| m.assignment.is_empty()));
+    let mut out = g.join(join_req(&a, None, b"m"), 3, 40);
+    assert_eq!(join_answer(&mut out, 3).generation, 2);
+    let mut out = g.sync(sync_req(&a, 2, &[(&a, b"p0")]), 4, 50);
+    assert_eq!(code(&sync_answer(&mut out, 4).error), 0);
+    assert!(out.persist.is_some(), "the new generation is stored anew");
+
+    // A failure reported for a generation the group has left behind changes nothing.
+    assert!(g.store_failed(1, 60).replies.is_empty());
+    assert_eq!(g.state(), GroupState::Stable);
+}
+
+#[test]
+fn ids_and_names_longer_than_a_stored_string_are_refused_not_cut_short() {
+    let long = "x".repeat(STRING_BYTES_MAX + 1);
+    let mut g: Group<u32> = Group::new(&long, limits(), 0);
+    let mut out = g.join(join_req("", None, b"m"), 1, 0);
+    assert_eq!(
+        code(&join_answer(&mut out, 1).error),
+        24,
+        "INVALID_GROUP_ID"
+    );
+    assert!(g.is_unused());
+
+    let mut g = Group::new("g", limits(), 0);
+    let mut out = g.join(join_req("", Some(&long), b"m"), 1, 0);
+    assert_eq!(code(&join_answer(&mut out, 1).error), 42, "INVALID_REQUEST");
+    let mut req = join_req("", None, b"m");
+    req.protocols = vec![(long.clone(), Bytes::new())];
+    let mut out = g.join(req, 2, 0);
+    assert_eq!(code(&join_answer(&mut out, 2).error), 42, "INVALID_REQUEST");
+    assert!(g.is_unused());
+
+    // A client id at the limit still gets a member id that fits.
+    let mut req = join_req("", None, b"m");
+    req.client_id = "c".repeat(STRING_BYTES_MAX);
+    let mut out = g.join(req, 3, 0);
+    let answer = join_answer(&mut out, 3);
+    assert_eq!(code(&answer.error), 79, "MEMBER_ID_REQUIRED");
+    assert!(answer.member_id.len() <= STRING_BYTES_MAX);
+}

@@ -1,7 +1,9 @@
 //! OffsetCommit (key 8, v2-8): checks each partition (the topic must exist, the metadata fit
-//! `offset.metadata.max.bytes`), asks the group coordinator whether this member may commit, and
-//! writes every accepted offset of the request as one batch to `__consumer_offsets`. The answer
-//! waits until that batch is on disk, like `acks=-1`.
+//! `offset.metadata.max.bytes`), then, under the group's lock, asks the group coordinator whether
+//! this member may commit and writes every accepted offset of the request as one batch to
+//! `__consumer_offsets`. The answer waits until that batch is on disk, like `acks=-1`.
+//! A commit racing DeleteTopics either lands before the topic's offsets are tombstoned (and is
+//! tombstoned with them) or is answered UNKNOWN_TOPIC_OR_PARTITION.
 //!
 //! v2-4 carry `retention_time_ms`; it is accepted and ignored (offset expiry is not built: offsets
 //! are kept until their group deletes them), which Kafka also does from v5 on.
@@ -17,6 +19,7 @@ use super::produce::now_ms;
 use super::{encode, Pending};
 use crate::error::BrokerError;
 use crate::group::offsets::{Commit, CommittedOffset};
+use crate::group::records::STRING_BYTES_MAX;
 use crate::node::Node;
 
 pub fn handle(
@@ -26,18 +29,12 @@ pub fn handle(
     version: i16,
 ) -> Pending {
     let group = request.group_id.to_string();
-    let metadata_bytes_max = node.config.i64("offset.metadata.max.bytes").max(0) as usize;
+    // Metadata longer than a stored string can hold is refused whatever the setting says.
+    let metadata_bytes_max =
+        (node.config.i64("offset.metadata.max.bytes").max(0) as usize).min(STRING_BYTES_MAX);
+    // A group id that no stored record can hold names no group: refused, never cut short.
+    let group_id_ok = group.len() <= STRING_BYTES_MAX;
     let now = now_ms();
-    // The coordinator's verdict covers the whole request, as in Kafka.
-    let allowed = node
-        .groups
-        .check_commit(
-            &group,
-            &request.member_id,
-            request.group_instance_id.as_deref(),
-            request.generation_id_or_member_epoch,
-        )
-        .map_err(|e| e.code());
     let mut commits = Vec::new();
     // (topic index, partition index) of each accepted commit, to fill in a write error.
     let mut accepted = Vec::new();
@@ -53,7 +50,9 @@ pub fn handle(
             let exists = known
                 .as_ref()
                 .is_some_and(|k| usize::try_from(p.partition_index).is_ok_and(|i| i < k.len()));
-            let outcome = if !exists {
+            let outcome = if !group_id_ok {
+                Err(BrokerError::InvalidGroupId.code())
+            } else if !exists {
                 Err(BrokerError::UnknownTopicOrPartition.code())
             } else if metadata.len() > metadata_bytes_max {
                 Err(BrokerError::OffsetMetadataTooLarge {
@@ -62,7 +61,7 @@ pub fn handle(
                 }
                 .code())
             } else {
-                allowed
+                Ok(())
             };
             let code = match outcome {
                 Ok(()) => {
@@ -98,19 +97,44 @@ pub fn handle(
         );
     }
     let mut response = OffsetCommitResponse::default().with_topics(topics);
-    // Appended now, in request order, so the requests in flight share a flush; only the wait
-    // for the disk happens in the future.
-    let durable = if commits.is_empty() {
-        None
-    } else {
-        match node.offsets.append_commits(&group, commits) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                for (ti, pi) in accepted {
-                    response.topics[ti].partitions[pi].error_code = e.code();
-                }
-                None
+    // The coordinator's verdict covers the whole request, as in Kafka; it is given under the
+    // group's lock together with the append, so a member fenced meanwhile cannot write. The
+    // append happens now, in request order, so the requests in flight share a flush; only the
+    // wait for the disk happens in the future. Each partition is checked again under the
+    // offsets' lock: a topic deleted since the check above gets no live offset.
+    let written = node.groups.commit(
+        &group,
+        &request.member_id,
+        request.group_instance_id.as_deref(),
+        request.generation_id_or_member_epoch,
+        || {
+            if commits.is_empty() {
+                return Ok((None, Vec::new()));
             }
+            let partitions = &node.partitions;
+            node.offsets
+                .append_existing_commits(&group, commits, |t, p| {
+                    partitions.partition(t, p).is_some()
+                })
+                .map(|(durable, refused)| (Some(durable), refused))
+        },
+    );
+    let durable = match written {
+        Ok(Ok((durable, refused))) => {
+            for i in refused {
+                if let Some((ti, pi)) = accepted.get(i) {
+                    response.topics[*ti].partitions[*pi].error_code =
+                        BrokerError::UnknownTopicOrPartition.code();
+                }
+            }
+            durable
+        }
+        Ok(Err(e)) | Err(e) => {
+            let code = e.code();
+            for (ti, pi) in accepted {
+                response.topics[ti].partitions[pi].error_code = code;
+            }
+            None
         }
     };
     Box::pin(async move {
