@@ -648,10 +648,11 @@ fn bomb_records(codec: Codec, zero_mib: u64) -> Vec<u8> {
     }
 }
 
-/// Java/xerial-framed snappy, written by hand: a literal block with `prefix`, then `mib`
-/// blocks of 1 MiB of zeros, each a one-byte literal and 64-byte copies at distance 1
-/// (snappy's best ratio, about 21:1).
-fn snappy_zeros(prefix: &[u8], mib: u64) -> Vec<u8> {
+/// Java/xerial-framed snappy, written by hand. Snappy cannot compress better than about 21:1,
+/// so its bomb lies instead: a block whose header claims `claimed_mib` MiB (a decoder that sizes
+/// its output from the header allocates and zeroes all of it) and then holds a literal with
+/// `prefix` and 1 MiB of 64-byte copies at distance 1.
+fn snappy_zeros(prefix: &[u8], claimed_mib: u64) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8 & 0x7f) | 0x80);
@@ -659,27 +660,21 @@ fn snappy_zeros(prefix: &[u8], mib: u64) -> Vec<u8> {
         }
         out.push(v as u8);
     }
-    let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+    assert!(!prefix.is_empty() && prefix.len() <= 60);
     let mut block = Vec::new();
-    varint(&mut block, prefix.len() as u64);
-    assert!(prefix.len() <= 60);
+    varint(&mut block, claimed_mib * MIB + prefix.len() as u64);
     block.push(((prefix.len() as u8) - 1) << 2); // literal
     block.extend_from_slice(prefix);
-    out.extend_from_slice(&(block.len() as u32).to_be_bytes());
-    out.extend_from_slice(&block);
-    let mut zeros = Vec::new();
-    varint(&mut zeros, MIB);
-    zeros.extend_from_slice(&[0x00, 0x00]); // literal of one zero byte
+    block.extend_from_slice(&[0x00, 0x00]); // literal of one zero byte
     let mut left = MIB - 1;
     while left > 0 {
         let n = left.min(64);
-        zeros.extend_from_slice(&[(((n - 1) as u8) << 2) | 2, 1, 0]); // copy n at distance 1
+        block.extend_from_slice(&[(((n - 1) as u8) << 2) | 2, 1, 0]); // copy n at distance 1
         left -= n;
     }
-    for _ in 0..mib {
-        out.extend_from_slice(&(zeros.len() as u32).to_be_bytes());
-        out.extend_from_slice(&zeros);
-    }
+    let mut out = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+    out.extend_from_slice(&(block.len() as u32).to_be_bytes());
+    out.extend_from_slice(&block);
     out
 }
 
@@ -770,19 +765,20 @@ fn a_batch_whose_record_count_lies_is_refused_and_loses_nothing() {
     f.finish(&broker, &left_out);
 }
 
-/// Bomb sizes: (codec, MiB of zeros). Snappy's best ratio is about 21:1, so its bomb is the
-/// largest one that fits `message.max.bytes` (8 MiB here).
+/// Bomb sizes: (codec, MiB of zeros), each inside the default `message.max.bytes` (1 MiB) and
+/// far past any bound derived from it. LZ4's frame format tops out near 250:1; snappy's bomb
+/// is a length its header claims (see [`snappy_zeros`]).
 fn bombs() -> Vec<(Codec, u64)> {
-    let big = if long_run() { 2047 } else { 512 };
+    let long = long_run();
     vec![
-        (Codec::Gzip, big),
-        (Codec::Snappy, 160),
-        (Codec::Lz4, big),
-        (Codec::Zstd, big),
+        (Codec::Gzip, if long { 1000 } else { 512 }),
+        (Codec::Snappy, if long { 2047 } else { 512 }),
+        (Codec::Lz4, 200),
+        (Codec::Zstd, if long { 2047 } else { 512 }),
     ]
 }
 
-/// Peak memory a broker may reach in the bomb stories: frames of up to 8 MiB plus bounded
+/// Peak memory a broker may reach in the bomb stories: frames of up to 1 MiB plus bounded
 /// decompression, far below any one bomb.
 const BOMB_RSS_MIB: u64 = 128;
 
@@ -791,7 +787,7 @@ const BOMB_RSS_MIB: u64 = 128;
 #[test]
 fn a_decompression_bomb_in_every_codec_is_refused_in_bounded_memory() {
     let mut f = Findings::new("decompression bombs as Produce");
-    let (mut broker, left_out) = start_broker(&["message.max.bytes=8388608"], &[]);
+    let (mut broker, left_out) = start_broker(&[], &[]);
     let mut acked = Acked::default();
     let topic = unique_topic("bombs");
     let mut conn = Conn::open(&broker).expect("connect");
@@ -840,7 +836,7 @@ fn a_decompression_bomb_in_every_codec_is_refused_in_bounded_memory() {
 #[test]
 fn list_offsets_by_timestamp_over_a_stored_bomb_stays_bounded() {
     let mut f = Findings::new("ListOffsets by timestamp over stored bombs");
-    let (mut broker, left_out) = start_broker(&["message.max.bytes=8388608"], &[]);
+    let (mut broker, left_out) = start_broker(&[], &[]);
     let mut acked = Acked::default();
     let topic = unique_topic("stored-bombs");
     let codecs = bombs();
@@ -1042,73 +1038,95 @@ fn kip_74_only_the_first_partition_may_pass_max_bytes() {
 
 /// `queued.max.request.bytes` as the hostile cases set it.
 const QUEUED_MAX_REQUEST_BYTES: u64 = 16 * MIB;
+/// `socket.request.max.bytes` in that case: a connection may queue one such frame's worth.
+const SOCKET_REQUEST_MAX_BYTES: u64 = 8 * MIB;
+/// Connections hoarding at once: together they could queue more than the shared budget.
+const HOARDERS: usize = 3;
 
-/// One connection sends a long poll, then pipelines 2 MiB frames behind it. The broker must
-/// stop reading (back-pressure) once `queued.max.request.bytes` are queued instead of holding
-/// every frame: its memory grows by at most that plus buffers.
-#[test]
-fn frames_queued_behind_a_long_poll_cannot_pin_memory() {
-    let mut f = Findings::new("frames queued behind a long poll");
-    let queued = QUEUED_MAX_REQUEST_BYTES.to_string();
-    let (mut broker, left_out) = start_broker(&[], &[("queued.max.request.bytes", &queued)]);
-    let mut acked = Acked::default();
-    let topic = unique_topic("long-poll");
-    let mut conn = Conn::open(&broker).expect("connect");
-    assert_eq!(create_topic(&mut conn, &topic, 1), Ok(NONE));
-    let before = broker_memory_mib(&broker).map_or(0, |m| m.0);
-
-    // The long poll: an empty partition, min_bytes 1, 60 s.
-    let poll = fetch_request(&[(&topic, 0, 0)], 1 << 20, 1 << 20, 60_000);
-    conn.send(ApiKey::Fetch, 11, &poll)
-        .expect("send the long poll");
-    // Then 2 MiB frames: Fetch v12 requests whose rack id is 2 MiB long. Each waits behind the
-    // poll (responses go out in order) holding its request, whose strings are slices of the
-    // frame.
-    let frames = if long_run() { 480 } else { 150 };
-    let rack = StrBytes::from_string("r".repeat(2 << 20));
-    let pinned = fetch_request(&[(&topic, 0, 0)], 1 << 20, 1 << 20, 0).with_rack_id(rack);
-    let one = frame(ApiKey::Fetch, 12, 1000, &pinned);
+/// Sends a long poll on `conn`, then up to `frames` 2 MiB frames behind it from a thread with a
+/// 3 s write timeout (a write that blocks that long means the broker stopped reading).
+fn hoard(conn: &Conn, topic: &str, frames: usize) -> thread::JoinHandle<u64> {
     let mut writer = conn.s.try_clone().expect("clone socket");
     writer
         .set_write_timeout(Some(Duration::from_secs(3)))
         .expect("write timeout");
-    let (done_tx, done_rx) = mpsc::channel();
+    // The long poll: an empty partition, min_bytes 1, 60 s.
+    let poll = frame(
+        ApiKey::Fetch,
+        11,
+        1,
+        &fetch_request(&[(topic, 0, 0)], 1 << 20, 1 << 20, 60_000),
+    );
+    // Then Fetch v12 requests whose rack id is 2 MiB long. Each waits behind the poll
+    // (responses go out in order) holding its request, whose strings are slices of the frame.
+    let rack = StrBytes::from_string("r".repeat(2 << 20));
+    let pinned = fetch_request(&[(topic, 0, 0)], 1 << 20, 1 << 20, 0).with_rack_id(rack);
+    let one = frame(ApiKey::Fetch, 12, 2, &pinned);
     let started = Instant::now();
-    let w = thread::spawn(move || {
+    thread::spawn(move || {
+        if writer.write_all(&poll).is_err() {
+            return 0;
+        }
         let mut sent = 0u64;
         for _ in 0..frames {
-            // A write that blocks for 3 s means the broker stopped reading: back-pressure.
             if writer.write_all(&one).is_err() || started.elapsed() > Duration::from_secs(30) {
                 break;
             }
             sent += 1;
         }
-        let _ = done_tx.send(sent);
-    });
-    let sent = done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the writer ends within 60 s");
-    w.join().expect("writer thread");
+        sent
+    })
+}
+
+/// Connections send a long poll, then pipeline 2 MiB frames behind it. The broker must stop
+/// reading (back-pressure) once a connection has `socket.request.max.bytes` queued, or all of
+/// them `queued.max.request.bytes`, instead of holding every frame: its memory grows by at most
+/// that plus buffers.
+#[test]
+fn frames_queued_behind_a_long_poll_cannot_pin_memory() {
+    let mut f = Findings::new("frames queued behind a long poll");
+    let queued = QUEUED_MAX_REQUEST_BYTES.to_string();
+    let frame_max = format!("socket.request.max.bytes={SOCKET_REQUEST_MAX_BYTES}");
+    let (mut broker, left_out) =
+        start_broker(&[&frame_max], &[("queued.max.request.bytes", &queued)]);
+    let mut acked = Acked::default();
+    let topic = unique_topic("long-poll");
+    let mut setup = Conn::open(&broker).expect("connect");
+    assert_eq!(create_topic(&mut setup, &topic, 1), Ok(NONE));
+    drop(setup);
+    let before = broker_memory_mib(&broker).map_or(0, |m| m.0);
+
+    let frames = if long_run() { 480 } else { 100 };
+    let t0 = Instant::now();
+    let conns: Vec<Conn> = (0..HOARDERS)
+        .map(|_| Conn::open(&broker).expect("connect"))
+        .collect();
+    let writers: Vec<_> = conns.iter().map(|c| hoard(c, &topic, frames)).collect();
+    // Each writer ends within 30 s plus one 3 s write timeout.
+    let sent: u64 = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer thread"))
+        .sum();
     eprintln!(
-        "[hostile] sent {sent} of {frames} 2 MiB frames behind the long poll in {:.1?}",
-        started.elapsed()
+        "[hostile] {HOARDERS} connections sent {sent} 2 MiB frames behind long polls in {:.1?}",
+        t0.elapsed()
     );
     let after = broker_memory_mib(&broker).map_or(0, |m| m.0);
     let bound = QUEUED_MAX_REQUEST_BYTES / MIB + 64;
     f.check(after.saturating_sub(before) <= bound, || {
         format!(
-            "broker RSS grew by {} MiB ({before} -> {after}) with {sent} frames of 2 MiB queued \
+            "broker RSS grew by {} MiB ({before} -> {after}) with {sent} frames of 2 MiB sent \
              (bound: queued.max.request.bytes + 64 MiB = {bound} MiB)",
             after.saturating_sub(before)
         )
     });
-    // The hoarder goes away; its pending work must not keep anything alive.
-    drop(conn);
+    // The hoarders go away; their pending work must not keep anything alive.
+    drop(conns);
     check_serves(
         &mut f,
         &mut broker,
         &mut acked,
-        "frames queued behind a long poll",
+        "frames queued behind long polls",
     );
     check_memory(&mut f, &broker, before + bound);
     check_restart_keeps(&mut f, &mut broker, &acked, false);
@@ -1358,9 +1376,11 @@ fn a_request_for_ten_million_partitions_is_refused() {
         )
     });
     // Nothing was created: Metadata does not know the topic.
-    let req = MetadataRequest::default().with_topics(Some(vec![
-        metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(&topic))),
-    ]));
+    let req = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(topic_name(&topic)))]));
     match conn.call::<_, MetadataResponse>(ApiKey::Metadata, 8, &req) {
         Ok((_, resp)) => {
             let t = resp.topics.first();
