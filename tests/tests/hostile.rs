@@ -678,6 +678,34 @@ fn snappy_zeros(prefix: &[u8], claimed_mib: u64) -> Vec<u8> {
     out
 }
 
+/// The bomb builders make real batches: at 2 MiB each decodes (with the kafka-protocol crate's
+/// decoders, as a client would) to one record whose value is the zeros. Snappy's bomb is honest
+/// when it claims what it holds (1 MiB).
+#[test]
+fn the_bombs_are_well_formed_batches() {
+    use kafka_protocol::records::RecordBatchDecoder;
+    for (codec, mib) in [
+        (Codec::Gzip, 2),
+        (Codec::Snappy, 1),
+        (Codec::Lz4, 2),
+        (Codec::Zstd, 2),
+    ] {
+        let mut batch = raw_batch(
+            codec as i16,
+            0,
+            1,
+            1_700_000_000_000,
+            &bomb_records(codec, mib),
+        );
+        let decoded = RecordBatchDecoder::decode(&mut batch)
+            .unwrap_or_else(|e| panic!("{codec:?} bomb does not decode: {e}"));
+        assert_eq!(decoded.records.len(), 1, "{codec:?}");
+        let value = decoded.records[0].value.as_ref().expect("a value");
+        assert_eq!(value.len() as u64, mib * MIB - 1, "{codec:?}");
+        assert!(value.iter().all(|b| *b == 0), "{codec:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The stories.
 // ---------------------------------------------------------------------------------------------
@@ -1274,7 +1302,8 @@ fn a_disconnected_long_poll_frees_its_connection_slot() {
     f.finish(&broker, &left_out);
 }
 
-/// An idle connection is closed after `connections.max.idle.ms`; a busy one is not.
+/// An idle connection (connected, never sends a byte) is closed after
+/// `connections.max.idle.ms`.
 #[test]
 fn idle_connections_are_closed_after_connections_max_idle_ms() {
     let mut f = Findings::new("connections.max.idle.ms");
