@@ -774,6 +774,25 @@ fn a_batch_whose_record_count_lies_is_refused_and_loses_nothing() {
             Err(e) => f.fail(format!("lastOffsetDelta {delta}/recordCount {count}: {e}")),
         }
     }
+    // Records that lie inside an honest header: a length past the batch's end, and two
+    // records with the same offset delta.
+    let mut long_record = Vec::new();
+    put_varlong(&mut long_record, 1_000_000);
+    long_record.extend_from_slice(&[0, 0, 0, 1, 2, b'!', 0]);
+    let mut same_delta = one_record.clone();
+    same_delta.extend_from_slice(&one_record);
+    for (what, records, last_delta, count) in [
+        ("a record length past the batch", long_record, 0, 1),
+        ("offset deltas 0, 0", same_delta, 1, 2),
+    ] {
+        let b = raw_batch(0, last_delta, count, common::now_ms(), &records);
+        match produce(&mut conn, &topic, 0, b) {
+            Ok((code, _)) => f.check(code == INVALID_RECORD, || {
+                format!("{what}: error {code}, not INVALID_RECORD (87)")
+            }),
+            Err(e) => f.fail(format!("{what}: {e}")),
+        }
+    }
     // The log end is exactly the acknowledged records: offsets dense from 0.
     let offsets: Vec<i64> = acked.0.values().flatten().map(|(o, _)| *o).collect();
     let dense: Vec<i64> = (0..offsets.len() as i64).collect();
