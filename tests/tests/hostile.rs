@@ -1225,25 +1225,37 @@ fn ten_thousand_idle_connections_do_not_exhaust_the_broker() {
     let mut acked = Acked::default();
     let before = broker_memory_mib(&broker).map_or(0, |m| m.0);
     let t0 = Instant::now();
+    // Four connecting threads, each bounded in count and in time (60 s).
+    let port = broker.port();
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            thread::spawn(move || {
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let mut mine = Vec::with_capacity(idle / 4);
+                for _ in 0..idle / 4 {
+                    match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                        Ok(s) => mine.push(s),
+                        Err(e) => return (mine, Some(e.to_string())),
+                    }
+                    if t0.elapsed() > Duration::from_secs(60) {
+                        return (mine, Some("60 s passed".to_string()));
+                    }
+                }
+                (mine, None)
+            })
+        })
+        .collect();
     let mut conns = Vec::with_capacity(idle);
-    for i in 0..idle {
-        match TcpStream::connect_timeout(
-            &format!("127.0.0.1:{}", broker.port())
-                .parse()
-                .expect("address"),
-            Duration::from_secs(5),
-        ) {
-            Ok(s) => conns.push(s),
-            Err(e) => {
-                f.fail(format!("idle connection #{i} could not connect: {e}"));
-                break;
-            }
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            f.fail(format!("only {i} connections in 60 s"));
-            break;
+    for o in openers {
+        let (mine, error) = o.join().expect("connecting thread");
+        conns.extend(mine);
+        if let Some(e) = error {
+            f.fail(format!("opening idle connections: {e}"));
         }
     }
+    f.check(conns.len() == idle / 4 * 4, || {
+        format!("only {} of {idle} idle connections opened", conns.len())
+    });
     eprintln!(
         "[hostile] {} idle connections open in {:.1?}",
         conns.len(),
