@@ -200,11 +200,18 @@ impl Broker {
     /// `extra_set_args` are `key=value` strings, each passed as `--set key=value`.
     /// Returns once the port accepts TCP connections (at most [`START_TIMEOUT`]).
     pub fn start(extra_set_args: &[&str]) -> Broker {
+        Broker::start_prepared(extra_set_args, |_| {})
+    }
+
+    /// [`Broker::start`], with `prepare(data_dir)` run on the empty data directory before the
+    /// broker starts (e.g. to mount a size-limited filesystem there).
+    pub fn start_prepared(extra_set_args: &[&str], prepare: impl FnOnce(&Path)) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("strata-test-")
             .tempdir()
             .expect("create temp dir");
         std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        prepare(&dir.path().join("data"));
         let mut b = Broker {
             bin: broker_binary(),
             node_id: 1,
