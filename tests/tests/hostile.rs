@@ -41,7 +41,12 @@ use strata_protocol::record_batch::{build_batch, records, BatchHeader, BatchIter
 /// Keys the broker under test is known to accept. The lead adds `fetch.max.bytes`,
 /// `queued.max.request.bytes`, `connections.max.idle.ms` and `max.partitions` after merging
 /// parts C and D.
-const MERGED_KEYS: &[&str] = &[];
+const MERGED_KEYS: &[&str] = &[
+    "fetch.max.bytes",
+    "queued.max.request.bytes",
+    "connections.max.idle.ms",
+    "max.partitions",
+];
 
 fn key_supported(key: &str) -> bool {
     if MERGED_KEYS.contains(&key) {
