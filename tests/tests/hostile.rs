@@ -466,6 +466,26 @@ fn check_memory(f: &mut Findings, broker: &Broker, bound_mib: u64) {
 
 /// A normal client still works: CreateTopics, Produce acks=-1 and a Fetch of what it wrote, on
 /// a new connection. The record is added to `acked`.
+/// Waits (bounded by `within`) until a new connection gets an ApiVersions answer.
+fn wait_until_served(f: &mut Findings, broker: &Broker, within: Duration) {
+    let t0 = Instant::now();
+    for _ in 0..1000 {
+        if let Ok(mut c) = Conn::open(broker) {
+            c.s.set_read_timeout(Some(Duration::from_secs(1))).ok();
+            let answered: Result<(usize, ApiVersionsResponse), String> =
+                c.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default());
+            if answered.is_ok() {
+                return;
+            }
+        }
+        if t0.elapsed() > within {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f.fail(format!("no new client was served within {within:?}"));
+}
+
 fn check_serves(f: &mut Findings, broker: &mut Broker, acked: &mut Acked, after: &str) {
     if !broker.is_running() {
         f.fail(format!("broker died after {after}"));
@@ -1094,6 +1114,10 @@ const QUEUED_MAX_REQUEST_BYTES: u64 = 16 * MIB;
 const SOCKET_REQUEST_MAX_BYTES: u64 = 8 * MIB;
 /// Connections hoarding at once: together they could queue more than the shared budget.
 const HOARDERS: usize = 3;
+/// How long each hoarder's long poll waits. A connection whose reading is paused (its budget is
+/// full) notices its peer leaving only when its oldest request is answered, as Kafka's muted
+/// channels do, so the hoarders' budget comes back when these polls end.
+const HOARD_POLL_MS: i32 = 10_000;
 
 /// Sends a long poll on `conn`, then up to `frames` 2 MiB frames behind it from a thread with a
 /// 3 s write timeout (a write that blocks that long means the broker stopped reading).
@@ -1102,12 +1126,12 @@ fn hoard(conn: &Conn, topic: &str, frames: usize) -> thread::JoinHandle<u64> {
     writer
         .set_write_timeout(Some(Duration::from_secs(3)))
         .expect("write timeout");
-    // The long poll: an empty partition, min_bytes 1, 60 s.
+    // The long poll: an empty partition, min_bytes 1, 10 s.
     let poll = frame(
         ApiKey::Fetch,
         11,
         1,
-        &fetch_request(&[(topic, 0, 0)], 1 << 20, 1 << 20, 60_000),
+        &fetch_request(&[(topic, 0, 0)], 1 << 20, 1 << 20, HOARD_POLL_MS),
     );
     // Then Fetch v12 requests whose rack id is 2 MiB long. Each waits behind the poll
     // (responses go out in order) holding its request, whose strings are slices of the frame.
@@ -1172,8 +1196,14 @@ fn frames_queued_behind_a_long_poll_cannot_pin_memory() {
             after.saturating_sub(before)
         )
     });
-    // The hoarders go away; their pending work must not keep anything alive.
+    // The hoarders go away; their pending work must not keep anything alive once their long
+    // polls end.
     drop(conns);
+    wait_until_served(
+        &mut f,
+        &broker,
+        Duration::from_millis(HOARD_POLL_MS as u64 + 10_000),
+    );
     check_serves(
         &mut f,
         &mut broker,
@@ -1332,6 +1362,8 @@ fn a_disconnected_long_poll_frees_its_connection_slot() {
     f.check(both, || {
         format!("two new clients were not both served within {deadline:?} of the poller leaving")
     });
+    // The two clients just dropped free their slots as soon as the broker reads their EOF.
+    wait_until_served(&mut f, &broker, Duration::from_secs(5));
     let mut acked = Acked::default();
     check_serves(&mut f, &mut broker, &mut acked, "an abandoned long poll");
     check_memory(&mut f, &broker, 128);
