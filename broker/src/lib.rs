@@ -1,6 +1,7 @@
 //! The Strata broker: storage, partitions, metadata and the Kafka-protocol server.
 //! See ARCHITECTURE.md for the map.
 
+pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod error;

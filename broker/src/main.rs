@@ -322,13 +322,13 @@ async fn run(
                         }
                     }
                     _ = retention.tick() => {
-                        let deleted = node.partitions.apply_retention(strata_broker::server::handlers::produce::now_ms());
+                        let deleted = node.partitions.apply_retention(strata_broker::clock::now_ms());
                         if deleted > 0 {
                             tracing::info!(segments = deleted, "retention deleted segments");
                         }
                     }
                     _ = producer_expiry.tick() => {
-                        let now = strata_broker::server::handlers::produce::now_ms();
+                        let now = strata_broker::clock::now_ms();
                         let removed = node.partitions.remove_expired_producers(now, producer_expiration_ms);
                         if removed > 0 {
                             tracing::info!(producers = removed, "expired idle producer ids");

@@ -203,12 +203,8 @@ impl Node {
     pub fn create_topic(&self, t: &NewTopic) -> Result<TopicMeta, BrokerError> {
         let mut metadata = self.metadata();
         let meta = self.check_new_topic(&metadata, t)?;
-        let opened = self.partitions.open_new_partitions(&meta)?;
-        if let Err(e) = metadata.create_topic(meta.clone()) {
-            self.partitions.discard_partitions(opened);
-            return Err(e.into());
-        }
-        self.partitions.install_partitions(&meta, opened);
+        self.partitions
+            .add_partitions(&meta, || metadata.create_topic(meta.clone()))?;
         tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
         Ok(meta)
     }
@@ -311,12 +307,8 @@ impl Node {
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
         meta.partitions = count;
         // As for a new topic: partitions first, then the metadata naming them.
-        let opened = self.partitions.open_new_partitions(&meta)?;
-        if let Err(e) = metadata.set_partitions(name, count) {
-            self.partitions.discard_partitions(opened);
-            return Err(e.into());
-        }
-        self.partitions.install_partitions(&meta, opened);
+        self.partitions
+            .add_partitions(&meta, || metadata.set_partitions(name, count))?;
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
@@ -379,12 +371,7 @@ fn open_offsets_topic(
                 partitions: config.i64("offsets.topic.num.partitions") as i32,
                 overrides,
             };
-            let opened = partitions.open_new_partitions(&meta)?;
-            if let Err(e) = metadata.create_topic(meta.clone()) {
-                partitions.discard_partitions(opened);
-                return Err(e.into());
-            }
-            partitions.install_partitions(&meta, opened);
+            partitions.add_partitions(&meta, || metadata.create_topic(meta.clone()))?;
             tracing::info!(
                 topic = offsets::TOPIC,
                 partitions = meta.partitions,

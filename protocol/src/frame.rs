@@ -40,20 +40,9 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        if src.len() < FRAME_HEADER_BYTES {
+        let Some(size) = frame_size(src, self.frame_bytes_max)? else {
             return Ok(None);
-        }
-        let size = i32::from_be_bytes([src[0], src[1], src[2], src[3]]);
-        if size < 0 {
-            return Err(FrameError::NegativeSize(size));
-        }
-        let size = size as usize;
-        if size > self.frame_bytes_max {
-            return Err(FrameError::TooLarge {
-                size_bytes: size as i64,
-                limit_bytes: self.frame_bytes_max,
-            });
-        }
+        };
         if src.len() < FRAME_HEADER_BYTES + size {
             src.reserve(FRAME_HEADER_BYTES + size - src.len());
             return Ok(None);
@@ -61,6 +50,24 @@ impl Decoder for FrameCodec {
         src.advance(FRAME_HEADER_BYTES);
         Ok(Some(src.split_to(size).freeze()))
     }
+}
+
+/// The body size a frame's 4-byte prefix at the start of `src` announces, checked against
+/// `frame_bytes_max`; `None` while the prefix is incomplete. For readers that cut frames
+/// themselves (the broker's connection takes a byte budget before reading a body).
+pub fn frame_size(src: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = src.first_chunk::<FRAME_HEADER_BYTES>() else {
+        return Ok(None);
+    };
+    let size = i32::from_be_bytes(*prefix);
+    let size = usize::try_from(size).map_err(|_| FrameError::NegativeSize(size))?;
+    if size > frame_bytes_max {
+        return Err(FrameError::TooLarge {
+            size_bytes: size as i64,
+            limit_bytes: frame_bytes_max,
+        });
+    }
+    Ok(Some(size))
 }
 
 /// Responses are encoded by the caller with their size prefix already in place (see

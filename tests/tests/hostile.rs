@@ -24,12 +24,10 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use common::{unique_topic, Broker};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{
-    encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, StrBytes,
-};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use strata_protocol::record_batch::{build_batch, records, BatchHeader, BatchIter};
 
 // ---------------------------------------------------------------------------------------------
@@ -231,18 +229,7 @@ impl Conn {
 
 /// A complete request frame (size prefix included).
 fn frame<T: Encodable>(key: ApiKey, version: i16, correlation: i32, body: &T) -> Vec<u8> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = correlation;
-    header.client_id = Some(StrBytes::from_static_str("hostile-test"));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    encode_request_header_into_buffer(&mut buf, &header).expect("encode request header");
-    body.encode(&mut buf, version).expect("encode request body");
-    let size = i32::try_from(buf.len() - 4).expect("test frames fit in i32");
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    buf.to_vec()
+    common::request_frame(key as i16, version, correlation, "hostile-test", body)
 }
 
 fn topic_name(t: &str) -> TopicName {

@@ -18,12 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use common::{now_ms, Broker};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{
-    encode_request_header_into_buffer, Decodable, HeaderVersion, Request, StrBytes,
-};
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use strata_protocol::record_batch::build_batch;
 
@@ -57,17 +55,13 @@ impl Wire {
 
     fn call<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
         self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("strata-resources-test")));
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        encode_request_header_into_buffer(&mut buf, &header).unwrap();
-        req.encode(&mut buf, version).unwrap();
-        let size = (buf.len() - 4) as i32;
-        buf[0..4].copy_from_slice(&size.to_be_bytes());
+        let buf = common::request_frame(
+            R::KEY,
+            version,
+            self.correlation_id,
+            "strata-resources-test",
+            req,
+        );
         self.stream.write_all(&buf).expect("send request");
         let mut size = [0u8; 4];
         self.stream

@@ -9,10 +9,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use common::{require_python_modules, unique_topic, Broker};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -24,18 +24,13 @@ fn connect(broker: &Broker) -> TcpStream {
 
 /// A complete request frame (size prefix included).
 fn frame<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = correlation_id;
-    header.client_id = Some(StrBytes::from_static_str("server-limits-test"));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    encode_request_header_into_buffer(&mut buf, &header).unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let size = (buf.len() - 4) as i32;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    buf.to_vec()
+    common::request_frame(
+        key as i16,
+        version,
+        correlation_id,
+        "server-limits-test",
+        body,
+    )
 }
 
 /// Reads one response frame and returns its correlation id.

@@ -39,6 +39,7 @@ use self::state::{
     Group, GroupState, GroupSummary, JoinReply, JoinRequest, Limits, Output, Reply, SyncReply,
     SyncRequest,
 };
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::node::Node;
@@ -90,10 +91,6 @@ fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
-}
-
-fn now_ms() -> i64 {
-    crate::server::handlers::produce::now_ms()
 }
 
 impl GroupCoordinator {

@@ -195,7 +195,7 @@ impl OffsetStore {
             return Ok(Durable(Vec::new()));
         };
         let partition = self.partitions.get(i).ok_or_else(not_loaded)?;
-        let now = crate::server::handlers::produce::now_ms();
+        let now = crate::clock::now_ms();
         let appended = partition.append(&batch, now).map_err(append_error)?;
         update(&mut shard, planned);
         drop(shard);
@@ -417,7 +417,7 @@ impl OffsetStore {
             .map(|(t, p)| (encode_offset_key(group_id, t, *p), None))
             .collect();
         kvs.push((encode_group_key(group_id), None));
-        let now = crate::server::handlers::produce::now_ms();
+        let now = crate::clock::now_ms();
         // One batch unless the partition says it is too large; then batches of its limit.
         let batches = match partition.append(&batch_of(&kvs), now) {
             Ok(appended) => {
@@ -622,7 +622,7 @@ fn batch_of(kvs: &[(Vec<u8>, Option<Vec<u8>>)]) -> Bytes {
         .iter()
         .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
         .collect();
-    build_batch_nullable(0, crate::server::handlers::produce::now_ms(), &refs)
+    build_batch_nullable(0, crate::clock::now_ms(), &refs)
 }
 
 fn remove_offsets(shard: &mut Shard, group_id: &str, targets: &[(String, i32)]) {

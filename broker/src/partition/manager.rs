@@ -131,9 +131,20 @@ impl PartitionManager {
             .and_then(|i| partitions.get(i).cloned())
     }
 
-    /// Opens partitions `[existing, meta.partitions)` of a topic (a new topic starts at 0).
-    pub fn add_partitions(&self, meta: &TopicMeta) -> Result<(), BrokerError> {
+    /// Adds partitions `[existing, meta.partitions)` of a topic (a new topic starts at 0): opens
+    /// them, then runs `record` (the durable metadata write that names them), then serves them.
+    /// If either step fails, what was opened is closed and removed, so the metadata never names
+    /// a partition that could not be opened.
+    pub fn add_partitions<E: Into<BrokerError>>(
+        &self,
+        meta: &TopicMeta,
+        record: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), BrokerError> {
         let opened = self.open_new_partitions(meta)?;
+        if let Err(e) = record() {
+            self.discard_partitions(opened);
+            return Err(e.into());
+        }
         self.install_partitions(meta, opened);
         Ok(())
     }
@@ -143,10 +154,7 @@ impl PartitionManager {
     /// descriptors) the ones opened are closed and their directories removed, so a failed
     /// creation leaves no half-made partition behind. Until the metadata names them they are
     /// orphans, removed at start after a crash.
-    pub fn open_new_partitions(
-        &self,
-        meta: &TopicMeta,
-    ) -> Result<Vec<Arc<Partition>>, BrokerError> {
+    fn open_new_partitions(&self, meta: &TopicMeta) -> Result<Vec<Arc<Partition>>, BrokerError> {
         let existing = self.topic(&meta.name).map_or(0, |t| t.len()) as i32;
         let mut opened = Vec::with_capacity((meta.partitions - existing).max(0) as usize);
         for p in existing..meta.partitions {
@@ -173,9 +181,9 @@ impl PartitionManager {
         Ok(opened)
     }
 
-    /// Closes partitions from [`PartitionManager::open_new_partitions`] that will not be served
+    /// Closes partitions from `open_new_partitions` that will not be served
     /// (their creation failed) and removes their directories.
-    pub fn discard_partitions(&self, partitions: Vec<Arc<Partition>>) {
+    fn discard_partitions(&self, partitions: Vec<Arc<Partition>>) {
         for partition in partitions {
             if let Err(e) = partition.close() {
                 tracing::warn!(topic = partition.topic(), partition = %partition.id(), error = %e, "closing a discarded partition");
@@ -186,9 +194,9 @@ impl PartitionManager {
         }
     }
 
-    /// Serves partitions opened by [`PartitionManager::open_new_partitions`], once the metadata
+    /// Serves partitions opened by `open_new_partitions`, once the metadata
     /// names them.
-    pub fn install_partitions(&self, meta: &TopicMeta, opened: Vec<Arc<Partition>>) {
+    fn install_partitions(&self, meta: &TopicMeta, opened: Vec<Arc<Partition>>) {
         let mut topics = self.write();
         let mut partitions = topics
             .get(&meta.name)

@@ -564,8 +564,8 @@ impl Partition {
             return;
         }
         if let Err(e) = st.log.mark_flushed(end, &job.targets) {
-            self.fail_if_fatal("sealing a segment", &e);
             if fatal::is_fatal(&e) {
+                self.fail(format!("sealing a segment: {e}"));
                 return;
             }
             tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "sealing a segment failed");

@@ -32,7 +32,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
 use strata_protocol::api::decode_request;
-use strata_protocol::frame::{FrameError, FRAME_HEADER_BYTES};
+use strata_protocol::frame::{frame_size, FrameError, FRAME_HEADER_BYTES};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -104,16 +104,7 @@ impl FrameReader {
     /// The next frame with its budget share. Cancel-safe: a partly read frame stays buffered.
     async fn next(&mut self) -> Result<(Bytes, Held), ReadEnd> {
         loop {
-            if self.buf.len() >= FRAME_HEADER_BYTES {
-                let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                let size = usize::try_from(size)
-                    .map_err(|_| ReadEnd::Bad(FrameError::NegativeSize(size)))?;
-                if size > self.frame_bytes_max {
-                    return Err(ReadEnd::Bad(FrameError::TooLarge {
-                        size_bytes: size as i64,
-                        limit_bytes: self.frame_bytes_max,
-                    }));
-                }
+            if let Some(size) = frame_size(&self.buf, self.frame_bytes_max).map_err(ReadEnd::Bad)? {
                 if self.held.is_none() {
                     self.held = Some(self.take_budget(size).await);
                 }

@@ -97,6 +97,32 @@ pub fn broker_binary() -> PathBuf {
 }
 
 /// Picks a currently free loopback port: binds port 0, reads the port, drops the socket.
+/// A complete request frame (size prefix included) for the raw-frame tests: header v1/v2 as the
+/// API's version needs, then `body` at `version`.
+pub fn request_frame<T: kafka_protocol::protocol::Encodable>(
+    key: i16,
+    version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    body: &T,
+) -> Vec<u8> {
+    use bytes::BufMut;
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::{encode_request_header_into_buffer, StrBytes};
+    let header = RequestHeader::default()
+        .with_request_api_key(key)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(client_id)));
+    let mut buf = bytes::BytesMut::new();
+    buf.put_i32(0);
+    encode_request_header_into_buffer(&mut buf, &header).expect("encode request header");
+    body.encode(&mut buf, version).expect("encode request body");
+    let size = i32::try_from(buf.len() - 4).expect("test frames fit in i32");
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    buf.to_vec()
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()

@@ -329,7 +329,7 @@ async fn size_retention_of_the_broker_never_deletes_group_offsets() {
         .commit("g", vec![commit("t", 9, 1, "")])
         .await
         .unwrap();
-    let now = crate::server::handlers::produce::now_ms();
+    let now = crate::clock::now_ms();
     assert_eq!(
         node.partitions.apply_retention(now),
         0,
@@ -393,7 +393,7 @@ async fn an_offsets_topic_created_before_retention_bytes_was_pinned_gets_it_at_s
             .append_commits("g", vec![commit("t", 0, i, &note)]);
         drop(written.unwrap());
     }
-    let now = crate::server::handlers::produce::now_ms();
+    let now = crate::clock::now_ms();
     assert_eq!(
         node.partitions.apply_retention(now),
         0,

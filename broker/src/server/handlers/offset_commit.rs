@@ -15,8 +15,8 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::produce::now_ms;
 use super::{encode, Pending};
+use crate::clock::now_ms;
 use crate::error::BrokerError;
 use crate::group::offsets::{Commit, CommittedOffset};
 use crate::group::records::STRING_BYTES_MAX;

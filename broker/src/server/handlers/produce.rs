@@ -23,12 +23,7 @@ struct DurableWait {
     end: Offset,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 pub fn handle(
     node: &Arc<Node>,
