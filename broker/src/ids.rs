@@ -17,6 +17,11 @@ impl fmt::Display for Offset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LeaderEpoch(pub i32);
 
+/// The epoch of a partition's state in the metadata (replicas, ISR, leader): bumped by every change
+/// to it, so a change computed against an older state can be told apart and refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PartitionEpoch(pub i32);
+
 /// A broker's node id (`node.id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BrokerId(pub i32);

@@ -1,0 +1,466 @@
+use super::*;
+use crate::controller::records::{BrokerEndpoint, PartitionChange};
+
+fn broker(id: i32, rack: Option<&str>) -> MetadataRecord {
+    MetadataRecord::RegisterBroker(BrokerRegistration {
+        id: BrokerId(id),
+        incarnation: Uuid::from_u128(id as u128),
+        endpoints: vec![BrokerEndpoint {
+            listener: "PLAINTEXT".into(),
+            host: "127.0.0.1".into(),
+            port: 9092 + id as u16,
+        }],
+        rack: rack.map(str::to_string),
+        fenced: false,
+    })
+}
+
+fn ids(list: &[i32]) -> Vec<BrokerId> {
+    list.iter().copied().map(BrokerId).collect()
+}
+
+fn partition(topic: Uuid, p: i32, replicas: &[i32]) -> MetadataRecord {
+    MetadataRecord::Partition(PartitionRecord {
+        topic,
+        partition: PartitionId(p),
+        replicas: ids(replicas),
+        isr: ids(replicas),
+        leader: Some(BrokerId(replicas[0])),
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(0),
+    })
+}
+
+fn change(topic: Uuid, p: i32) -> PartitionChange {
+    PartitionChange::new(topic, PartitionId(p))
+}
+
+const ORDERS: Uuid = Uuid::from_u128(0x0123);
+
+/// Three brokers and `orders` with three partitions, replicas rotated over them.
+fn three_brokers_and_orders() -> MetadataImage {
+    let records = vec![
+        MetadataRecord::ClusterId("cluster-a".into()),
+        broker(1, Some("r1")),
+        broker(2, Some("r2")),
+        broker(3, Some("r3")),
+        MetadataRecord::Topic {
+            name: "orders".into(),
+            id: ORDERS,
+        },
+        partition(ORDERS, 0, &[1, 2, 3]),
+        partition(ORDERS, 1, &[2, 3, 1]),
+        partition(ORDERS, 2, &[3, 1, 2]),
+    ];
+    MetadataImage::empty().apply(Offset(7), &records).unwrap().0
+}
+
+#[test]
+fn creating_a_topic_tells_each_broker_which_partitions_it_leads_and_follows() {
+    let (image, delta) = MetadataImage::empty()
+        .apply(Offset(7), &three_brokers_and_orders().to_records())
+        .unwrap();
+    assert_eq!(image.offset(), Offset(7));
+    assert_eq!(image.cluster_id(), Some("cluster-a"));
+    assert_eq!(image.brokers().len(), 3);
+    let orders = image.topic_by_name("orders").unwrap();
+    assert_eq!((orders.id, orders.partitions.len()), (ORDERS, 3));
+    assert_eq!(image.topic(ORDERS), Some(orders));
+    assert!(delta.cluster_id_changed);
+    assert_eq!(delta.topics_created, BTreeSet::from([ORDERS]));
+    assert_eq!(delta.partitions.len(), 3);
+
+    let local = delta.local_changes(BrokerId(2));
+    assert_eq!(
+        local.leads.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        [PartitionId(1)]
+    );
+    assert_eq!(
+        local
+            .follows
+            .iter()
+            .map(|p| p.partition)
+            .collect::<Vec<_>>(),
+        [PartitionId(0), PartitionId(2)]
+    );
+    assert!(local
+        .leads
+        .iter()
+        .chain(&local.follows)
+        .all(|p| p.is_new && p.topic_name == "orders"));
+    assert!(local.removes.is_empty());
+    assert_eq!(delta.local_changes(BrokerId(9)), LocalChanges::default());
+}
+
+#[test]
+fn a_leader_change_bumps_both_epochs_and_moves_leadership() {
+    let image = three_brokers_and_orders();
+    let (after, delta) = image
+        .apply(
+            Offset(8),
+            &[MetadataRecord::PartitionChange(PartitionChange {
+                leader: Some(Some(BrokerId(2))),
+                isr: Some(ids(&[2, 3])),
+                ..change(ORDERS, 0)
+            })],
+        )
+        .unwrap();
+    let p = &after.topic(ORDERS).unwrap().partitions[0];
+    assert_eq!(p.leader, Some(BrokerId(2)));
+    assert_eq!(
+        (p.leader_epoch, p.partition_epoch),
+        (LeaderEpoch(1), PartitionEpoch(1))
+    );
+    assert_eq!(p.isr, ids(&[2, 3]));
+
+    let old_leader = delta.local_changes(BrokerId(1));
+    assert!(old_leader.leads.is_empty() && old_leader.removes.is_empty());
+    assert_eq!(old_leader.follows.len(), 1);
+    assert!(!old_leader.follows[0].is_new, "broker 1 still hosts it");
+    let new_leader = delta.local_changes(BrokerId(2));
+    assert_eq!(new_leader.leads[0].leader_epoch, LeaderEpoch(1));
+
+    // An ISR change alone bumps only the partition epoch.
+    let (after, _) = after
+        .apply(
+            Offset(9),
+            &[MetadataRecord::PartitionChange(PartitionChange {
+                isr: Some(ids(&[2, 3, 1])),
+                ..change(ORDERS, 0)
+            })],
+        )
+        .unwrap();
+    let p = &after.topic(ORDERS).unwrap().partitions[0];
+    assert_eq!(
+        (p.leader_epoch, p.partition_epoch),
+        (LeaderEpoch(1), PartitionEpoch(2))
+    );
+}
+
+#[test]
+fn a_broker_moved_off_a_partition_or_whose_topic_is_deleted_stops_hosting_it() {
+    let image = three_brokers_and_orders();
+    let (moved, delta) = image
+        .apply(
+            Offset(8),
+            &[MetadataRecord::PartitionChange(PartitionChange {
+                replicas: Some(ids(&[1, 2])),
+                isr: Some(ids(&[1, 2])),
+                ..change(ORDERS, 0)
+            })],
+        )
+        .unwrap();
+    assert_eq!(
+        delta.local_changes(BrokerId(3)).removes,
+        [(ORDERS, "orders".to_string(), PartitionId(0))]
+    );
+    let (deleted, delta) = moved
+        .apply(Offset(9), &[MetadataRecord::RemoveTopic { id: ORDERS }])
+        .unwrap();
+    assert!(deleted.topic_by_name("orders").is_none() && deleted.topic(ORDERS).is_none());
+    assert_eq!(
+        delta.topics_deleted.get(&ORDERS).map(String::as_str),
+        Some("orders")
+    );
+    assert_eq!(delta.local_changes(BrokerId(1)).removes.len(), 3);
+    assert_eq!(delta.local_changes(BrokerId(3)).removes.len(), 2);
+
+    // Created and deleted in one batch: nothing for anyone to do.
+    let id = Uuid::from_u128(77);
+    let (_, delta) = deleted
+        .apply(
+            Offset(10),
+            &[
+                MetadataRecord::Topic {
+                    name: "brief".into(),
+                    id,
+                },
+                partition(id, 0, &[1]),
+                MetadataRecord::RemoveTopic { id },
+            ],
+        )
+        .unwrap();
+    assert!(delta.is_empty(), "{delta:?}");
+}
+
+#[test]
+fn records_that_contradict_the_image_are_refused_and_change_nothing() {
+    let image = three_brokers_and_orders();
+    let before = image.clone();
+    let unknown = Uuid::from_u128(0xdead);
+    type Expected = fn(&ApplyError) -> bool;
+    let cases: Vec<(Vec<MetadataRecord>, Expected)> = vec![
+        (vec![partition(unknown, 0, &[1])], |e| {
+            matches!(e, ApplyError::UnknownTopicId(_))
+        }),
+        (
+            vec![MetadataRecord::TopicConfig {
+                topic: unknown,
+                key: "retention.ms".into(),
+                value: Some("1".into()),
+            }],
+            |e| matches!(e, ApplyError::UnknownTopicId(_)),
+        ),
+        (
+            // A valid record first: it must not survive the failure after it.
+            vec![
+                MetadataRecord::Topic {
+                    name: "fresh".into(),
+                    id: Uuid::from_u128(5),
+                },
+                MetadataRecord::Topic {
+                    name: "orders".into(),
+                    id: Uuid::from_u128(6),
+                },
+            ],
+            |e| matches!(e, ApplyError::DuplicateTopicName(_)),
+        ),
+        (
+            vec![MetadataRecord::Topic {
+                name: "other".into(),
+                id: ORDERS,
+            }],
+            |e| matches!(e, ApplyError::DuplicateTopicId(_)),
+        ),
+        (
+            vec![MetadataRecord::Topic {
+                name: "bad name".into(),
+                id: unknown,
+            }],
+            |e| matches!(e, ApplyError::InvalidTopicName(_)),
+        ),
+        (
+            // A restatement of partition 0 at the epoch it already has.
+            vec![partition(ORDERS, 0, &[1, 2])],
+            |e| matches!(e, ApplyError::PartitionEpochBackwards { .. }),
+        ),
+        (vec![partition(ORDERS, 5, &[1])], |e| {
+            matches!(e, ApplyError::PartitionNotNext { .. })
+        }),
+        (
+            vec![MetadataRecord::PartitionChange(PartitionChange {
+                leader: Some(Some(BrokerId(4))),
+                ..change(ORDERS, 1)
+            })],
+            |e| matches!(e, ApplyError::InvalidPartition { .. }),
+        ),
+        (
+            vec![MetadataRecord::PartitionChange(PartitionChange {
+                replicas: Some(ids(&[1, 1])),
+                ..change(ORDERS, 1)
+            })],
+            |e| matches!(e, ApplyError::InvalidPartition { .. }),
+        ),
+        (
+            vec![MetadataRecord::PartitionChange(change(ORDERS, 3))],
+            |e| matches!(e, ApplyError::UnknownPartition { .. }),
+        ),
+        (
+            vec![MetadataRecord::BrokerChange {
+                id: BrokerId(2),
+                incarnation: Uuid::from_u128(99),
+                fenced: true,
+            }],
+            |e| matches!(e, ApplyError::StaleIncarnation { .. }),
+        ),
+        (
+            vec![MetadataRecord::UnregisterBroker { id: BrokerId(8) }],
+            |e| matches!(e, ApplyError::UnknownBroker(_)),
+        ),
+        (vec![MetadataRecord::ClusterId("cluster-b".into())], |e| {
+            matches!(e, ApplyError::ClusterIdChanged { .. })
+        }),
+        (
+            vec![
+                MetadataRecord::ProducerIds(ProducerIdBlock {
+                    broker: BrokerId(1),
+                    first_id: 0,
+                    size: 1000,
+                }),
+                MetadataRecord::ProducerIds(ProducerIdBlock {
+                    broker: BrokerId(2),
+                    first_id: 999,
+                    size: 1000,
+                }),
+            ],
+            |e| matches!(e, ApplyError::ProducerIdsBackwards { .. }),
+        ),
+    ];
+    for (records, expected) in cases {
+        let err = image.apply(Offset(8), &records).unwrap_err();
+        assert!(expected(&err), "{records:?}: {err}");
+        assert_eq!(image, before);
+    }
+    assert!(matches!(
+        image.apply(Offset(7), &[]),
+        Err(ApplyError::OffsetNotAfter { .. })
+    ));
+}
+
+#[test]
+fn an_apply_copies_only_the_topics_it_touches() {
+    let image = three_brokers_and_orders();
+    let other = Uuid::from_u128(0x0456);
+    let (image, _) = image
+        .apply(
+            Offset(8),
+            &[
+                MetadataRecord::Topic {
+                    name: "payments".into(),
+                    id: other,
+                },
+                partition(other, 0, &[1]),
+            ],
+        )
+        .unwrap();
+    let (after, delta) = image
+        .apply(
+            Offset(9),
+            &[MetadataRecord::TopicConfig {
+                topic: other,
+                key: "retention.ms".into(),
+                value: Some("1000".into()),
+            }],
+        )
+        .unwrap();
+    assert_eq!(delta.configs_changed, BTreeSet::from([other]));
+    assert!(Arc::ptr_eq(&image.topics[&ORDERS], &after.topics[&ORDERS]));
+    assert!(!Arc::ptr_eq(&image.topics[&other], &after.topics[&other]));
+    assert!(Arc::ptr_eq(&image.brokers, &after.brokers));
+    assert_eq!(
+        after
+            .topic(other)
+            .unwrap()
+            .overrides()
+            .0
+            .get("retention.ms")
+            .map(String::as_str),
+        Some("1000")
+    );
+}
+
+/// A deterministic history of valid batches: brokers come and go, topics are created, grown,
+/// reconfigured, re-led and deleted, producer-id blocks are handed out.
+fn history(batches: usize) -> Vec<Vec<MetadataRecord>> {
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut image = MetadataImage::empty();
+    let mut out = Vec::new();
+    let mut first = vec![MetadataRecord::ClusterId("history".into())];
+    first.extend((1..=4).map(|b| broker(b, None)));
+    let mut topic_seq = 0u128;
+    let mut pid_end = 0i64;
+    for i in 0..batches {
+        let mut batch = if i == 0 {
+            std::mem::take(&mut first)
+        } else {
+            Vec::new()
+        };
+        let topics: Vec<Uuid> = image.topics.keys().copied().collect();
+        match next(6) {
+            0 | 1 => {
+                topic_seq += 1;
+                let id = Uuid::from_u128(1000 + topic_seq);
+                batch.push(MetadataRecord::Topic {
+                    name: format!("t{topic_seq}"),
+                    id,
+                });
+                for p in 0..=next(3) as i32 {
+                    let lead = 1 + next(4) as i32;
+                    batch.push(partition(id, p, &[lead, lead % 4 + 1]));
+                }
+            }
+            2 if !topics.is_empty() => {
+                let id = topics[next(topics.len() as u64) as usize];
+                let p = &image.topics[&id].partitions[0];
+                // The other replica: a change must change something.
+                let leader = *p.replicas.iter().find(|b| Some(**b) != p.leader).unwrap();
+                batch.push(MetadataRecord::PartitionChange(PartitionChange {
+                    leader: Some(Some(leader)),
+                    isr: Some(p.replicas.clone()),
+                    ..change(id, 0)
+                }));
+                batch.push(MetadataRecord::TopicConfig {
+                    topic: id,
+                    key: "retention.ms".into(),
+                    value: (next(2) == 0).then(|| format!("{}", next(100_000))),
+                });
+            }
+            3 if !topics.is_empty() => {
+                let id = topics[next(topics.len() as u64) as usize];
+                batch.push(MetadataRecord::RemoveTopic { id });
+            }
+            4 => {
+                batch.push(MetadataRecord::ProducerIds(ProducerIdBlock {
+                    broker: BrokerId(1 + next(4) as i32),
+                    first_id: pid_end,
+                    size: 1000,
+                }));
+                pid_end += 1000;
+            }
+            _ => {
+                let b = BrokerId(1 + next(4) as i32);
+                batch.push(MetadataRecord::BrokerChange {
+                    id: b,
+                    incarnation: image.brokers[&b].incarnation,
+                    fenced: next(2) == 0,
+                });
+            }
+        }
+        image = image.apply(Offset(i as i64), &batch).unwrap().0;
+        out.push(batch);
+    }
+    out
+}
+
+#[test]
+fn a_snapshot_decodes_to_the_same_image_and_snapshot_plus_rest_equals_replay() {
+    let batches = history(120);
+    let replay = |from: MetadataImage, start: usize| {
+        batches[start..]
+            .iter()
+            .enumerate()
+            .fold(from, |image, (i, batch)| {
+                image.apply(Offset((start + i) as i64), batch).unwrap().0
+            })
+    };
+    let full = replay(MetadataImage::empty(), 0);
+    assert!(
+        full.topics().count() > 3,
+        "the history leaves topics to compare"
+    );
+    assert!(full.producer_id_high_mark() > 0);
+    assert_eq!(
+        MetadataImage::decode_snapshot(&full.encode_snapshot()).unwrap(),
+        full
+    );
+    assert_eq!(
+        MetadataImage::decode_snapshot(&MetadataImage::empty().encode_snapshot()).unwrap(),
+        MetadataImage::empty()
+    );
+    for cut in [1, 17, 60, 119] {
+        let prefix = MetadataImage::empty();
+        let at_cut = batches[..cut]
+            .iter()
+            .enumerate()
+            .fold(prefix, |image, (i, b)| {
+                image.apply(Offset(i as i64), b).unwrap().0
+            });
+        let loaded = MetadataImage::decode_snapshot(&at_cut.encode_snapshot()).unwrap();
+        assert_eq!(loaded, at_cut, "cut {cut}");
+        assert_eq!(replay(loaded, cut), full, "cut {cut}");
+    }
+
+    let mut bytes = full.encode_snapshot();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    assert!(matches!(
+        MetadataImage::decode_snapshot(&bytes),
+        Err(SnapshotError::Decode(RecordError::Checksum { .. }))
+    ));
+}
