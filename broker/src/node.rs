@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::{BrokerConfig, TopicOverrides};
+use crate::controller::placement::{self, PlacementBroker, TopicDefaults};
 use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
 use crate::error::BrokerError;
 use crate::group::offsets::{self, Durable, OffsetStore};
@@ -32,18 +33,7 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-/// A topic to create, as CreateTopics (or auto-creation) asks.
-#[derive(Debug, Clone)]
-pub struct NewTopic {
-    pub name: String,
-    /// -1: `num.partitions`.
-    pub partitions: i32,
-    /// -1: `default.replication.factor`.
-    pub replication_factor: i16,
-    /// Explicit assignment: for each partition, its replicas.
-    pub assignments: Vec<(i32, Vec<i32>)>,
-    pub configs: Vec<(String, String)>,
-}
+pub use crate::controller::placement::NewTopic;
 
 pub struct Node {
     pub id: BrokerId,
@@ -110,41 +100,12 @@ impl Node {
         if metadata.topic(&t.name).is_some() {
             return Err(BrokerError::TopicAlreadyExists(t.name.clone()));
         }
-        let partitions = if t.assignments.is_empty() {
-            if t.partitions == -1 {
-                self.config.i64("num.partitions") as i32
-            } else if t.partitions < 1 {
-                return Err(BrokerError::InvalidPartitions(format!(
-                    "number of partitions must be at least 1, not {}",
-                    t.partitions
-                )));
-            } else {
-                t.partitions
-            }
-        } else {
-            if t.partitions != -1 || t.replication_factor != -1 {
-                return Err(BrokerError::InvalidRequest(
-                    "both a replica assignment and a partition count or replication factor were given".into(),
-                ));
-            }
-            self.check_assignments(0, &t.assignments)?;
-            t.assignments.len() as i32
+        let defaults = TopicDefaults {
+            partitions: self.config.i64("num.partitions") as i32,
+            replication_factor: self.config.i64("default.replication.factor") as i16,
         };
-        let rf = if t.replication_factor == -1 {
-            self.config.i64("default.replication.factor") as i16
-        } else {
-            t.replication_factor
-        };
-        if t.assignments.is_empty() && rf < 1 {
-            return Err(BrokerError::InvalidReplicationFactor(
-                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
-            ));
-        }
-        if t.assignments.is_empty() && rf > 1 {
-            return Err(BrokerError::InvalidReplicationFactor(format!(
-                "replication factor {rf} is larger than the 1 available broker"
-            )));
-        }
+        let partitions =
+            placement::plan_new_topic(t, defaults, &self.placement_brokers())?.partitions;
         let overrides =
             TopicOverrides::parse(t.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
@@ -175,27 +136,13 @@ impl Node {
         Ok(())
     }
 
-    /// Every assigned partition must be listed once, in order from `first`, with this node as
-    /// its only replica.
-    fn check_assignments(
-        &self,
-        first: i32,
-        assignments: &[(i32, Vec<i32>)],
-    ) -> Result<(), BrokerError> {
-        for (i, (p, replicas)) in assignments.iter().enumerate() {
-            if *p != first + i as i32 {
-                return Err(BrokerError::InvalidReplicaAssignment(format!(
-                    "partitions must be assigned in order; got {p}"
-                )));
-            }
-            if replicas.as_slice() != [self.id.0] {
-                return Err(BrokerError::InvalidReplicaAssignment(format!(
-                    "partition {p}: replicas {replicas:?}, but the only broker is {}",
-                    self.id.0
-                )));
-            }
-        }
-        Ok(())
+    /// The brokers placement may use: this node alone, until the cluster's image replaces it.
+    fn placement_brokers(&self) -> [PlacementBroker; 1] {
+        [PlacementBroker {
+            id: self.id,
+            rack: self.rack.clone(),
+            fenced: false,
+        }]
     }
 
     /// Creates a topic: its partitions, then the metadata (durable) that names them, then serves
@@ -295,7 +242,8 @@ impl Node {
                 .enumerate()
                 .map(|(i, r)| (current + i as i32, r.clone()))
                 .collect();
-            self.check_assignments(current, &numbered)?;
+            // Every topic on one node has one replica per partition.
+            placement::check_assignments(&self.placement_brokers(), current, &numbered, Some(1))?;
         }
         self.check_partition_limit(&metadata, i64::from(count - current))?;
         if validate_only {
@@ -462,6 +410,52 @@ mod tests {
         assert_eq!(partition_dirs(dir.path(), "grows"), 40);
         node.create_partitions("grows", 50, None, false).unwrap();
         assert_eq!(node.partitions.count(), 100);
+    }
+
+    /// Placement moved to `controller::placement`; on one node it answers as it did.
+    #[test]
+    fn on_one_node_only_this_node_may_hold_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open_node(dir.path(), &[]);
+        let me = node.id.0;
+        let assigned = |assignments: Vec<(i32, Vec<i32>)>| NewTopic {
+            assignments,
+            partitions: -1,
+            ..new_topic("assigned", -1)
+        };
+        let code = |t: &NewTopic| {
+            node.check_new_topic(&node.metadata(), t)
+                .unwrap_err()
+                .code()
+        };
+        assert_eq!(code(&assigned(vec![(0, vec![me + 1])])), 39);
+        assert_eq!(code(&assigned(vec![(0, vec![me, me])])), 39);
+        assert_eq!(code(&assigned(vec![(1, vec![me])])), 39);
+        assert_eq!(
+            code(&NewTopic {
+                replication_factor: 2,
+                ..new_topic("rf", 1)
+            }),
+            38
+        );
+        assert_eq!(
+            code(&NewTopic {
+                replication_factor: 0,
+                ..new_topic("rf", 1)
+            }),
+            38
+        );
+        assert_eq!(code(&new_topic("none", 0)), 37);
+        let meta = node
+            .create_topic(&assigned(vec![(0, vec![me]), (1, vec![me])]))
+            .unwrap();
+        assert_eq!(meta.partitions, 2);
+        let err = node
+            .create_partitions("assigned", 3, Some(&[vec![me + 1]]), false)
+            .unwrap_err();
+        assert_eq!(err.code(), 39);
+        node.create_partitions("assigned", 3, Some(&[vec![me]]), false)
+            .unwrap();
     }
 
     #[test]

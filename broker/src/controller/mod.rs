@@ -10,6 +10,7 @@
 //! - a change is durable (the checkpoint replaced and fsynced) before the caller sees it succeed.
 
 pub mod image;
+pub mod placement;
 pub mod records;
 
 use std::collections::BTreeMap;
