@@ -4,6 +4,11 @@
 //! atomically before it is acknowledged; the Raft controller quorum (DESIGN.md) will replace the
 //! file with a replicated metadata log holding the same records.
 //!
+//! What that log will carry is built here already, pure and not yet on the serving path:
+//! `records` (the metadata records, their checksummed batch and snapshot encoding), `image`
+//! (`MetadataImage`, applied records and the deltas they make), `upgrade` (this file's contents
+//! as the first records). `placement` (replica placement, checks of new topics) serves today.
+//!
 //! Invariants:
 //! - topic names are valid Kafka names and unique; topic ids are unique and never reused;
 //! - partition counts only grow;
@@ -12,6 +17,7 @@
 pub mod image;
 pub mod placement;
 pub mod records;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
