@@ -609,6 +609,64 @@ impl MetadataDelta {
             })
     }
 
+    /// The delta that takes `old` to `new` (say, a node's image to a snapshot it installs):
+    /// what the two images differ in, as applying the records between them would report it.
+    pub fn between(old: &MetadataImage, new: &MetadataImage) -> MetadataDelta {
+        let mut delta = MetadataDelta {
+            cluster_id_changed: old.cluster_id != new.cluster_id,
+            producer_ids_changed: old.producer_ids != new.producer_ids,
+            ..MetadataDelta::default()
+        };
+        if !Arc::ptr_eq(&old.brokers, &new.brokers) {
+            let ids: BTreeSet<_> = old.brokers.keys().chain(new.brokers.keys()).collect();
+            delta.brokers_changed = ids
+                .into_iter()
+                .filter(|id| old.brokers.get(id) != new.brokers.get(id))
+                .copied()
+                .collect();
+        }
+        let ids: BTreeSet<_> = old.topics.keys().chain(new.topics.keys()).collect();
+        for id in ids {
+            let (before, after) = (old.topics.get(id), new.topics.get(id));
+            if let (Some(b), Some(a)) = (before, after) {
+                if Arc::ptr_eq(b, a) {
+                    continue;
+                }
+            }
+            match (before, after) {
+                (None, Some(_)) => {
+                    delta.topics_created.insert(*id);
+                }
+                (Some(b), None) => {
+                    delta.topics_deleted.insert(*id, b.name.clone());
+                }
+                (Some(b), Some(a)) if b.configs != a.configs => {
+                    delta.configs_changed.insert(*id);
+                }
+                _ => {}
+            }
+            let count = before
+                .map_or(0, |t| t.partitions.len())
+                .max(after.map_or(0, |t| t.partitions.len()));
+            for i in 0..count {
+                let b = before.and_then(|t| t.partitions.get(i));
+                let a = after.and_then(|t| t.partitions.get(i));
+                if b != a {
+                    let name = after.or(before).map_or(String::new(), |t| t.name.clone());
+                    delta.partitions.insert(
+                        (*id, PartitionId(i as i32)),
+                        PartitionDelta {
+                            topic_name: name,
+                            before: b.cloned(),
+                            after: a.cloned(),
+                        },
+                    );
+                }
+            }
+        }
+        delta
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == MetadataDelta::default()
     }

@@ -464,3 +464,38 @@ fn a_snapshot_decodes_to_the_same_image_and_snapshot_plus_rest_equals_replay() {
         Err(SnapshotError::Decode(RecordError::Checksum { .. }))
     ));
 }
+
+/// A node far behind installs a snapshot: the delta between its image and the snapshot's says
+/// what replaying the missed records in one batch would have said.
+#[test]
+fn the_delta_between_two_images_matches_replaying_the_records_between_them() {
+    let batches = history(120);
+    let images: Vec<MetadataImage> = batches
+        .iter()
+        .enumerate()
+        .scan(MetadataImage::empty(), |image, (i, b)| {
+            *image = image.apply(Offset(i as i64), b).unwrap().0;
+            Some(image.clone())
+        })
+        .collect();
+    let full = images.last().unwrap();
+    for cut in [0, 5, 40, 100, 118] {
+        let rest: Vec<MetadataRecord> = batches[cut + 1..].concat();
+        let (replayed, applied) = images[cut].apply(Offset(1000), &rest).unwrap();
+        assert_eq!(replayed.topics, full.topics, "cut {cut}");
+        let between = MetadataDelta::between(&images[cut], full);
+        assert_eq!(between.partitions, applied.partitions, "cut {cut}");
+        assert_eq!(between.topics_created, applied.topics_created, "cut {cut}");
+        assert_eq!(between.topics_deleted, applied.topics_deleted, "cut {cut}");
+        assert!(between.configs_changed.is_subset(&applied.configs_changed));
+        assert!(between.brokers_changed.is_subset(&applied.brokers_changed));
+        for b in 1..=4 {
+            assert_eq!(
+                between.local_changes(BrokerId(b)),
+                applied.local_changes(BrokerId(b)),
+                "cut {cut}, broker {b}"
+            );
+        }
+    }
+    assert!(MetadataDelta::between(full, full).is_empty());
+}
