@@ -7,7 +7,7 @@
 //! `crc32c: u32` (Castagnoli, over every byte after it) `| kind: u8 | header | count: u32 |
 //! records`, each record `type: u8 | version: u8 | body_len: u32 | body`. `kind` is `B` for a
 //! batch (no header) and `S` for a snapshot (header: the metadata offset, `i64`), so neither is
-//! ever read as the other. Strings are `u16` length + UTF-8; lists are a `u32` count + items;
+//! ever read as the other. Strings are a `u32` length + UTF-8; lists are a `u32` count + items;
 //! an absent string or list is a `0` tag byte, a present one `1` then the value.
 //!
 //! Invariants:
@@ -17,7 +17,7 @@
 //!   fields; a version this code does not know is refused, not guessed at;
 //! - the checksum covers the whole batch: one flipped bit anywhere fails the decode;
 //! - `decode_batch(&encode_batch(r)) == r` for every list of records with non-negative broker
-//!   ids and strings that fit their `u16` lengths (what the controller writes).
+//!   ids (what the controller writes).
 
 use uuid::Uuid;
 
@@ -367,7 +367,7 @@ fn decode_record(record_type: u8, r: &mut Reader<'_>) -> Result<MetadataRecord, 
             let id = r.broker()?;
             let incarnation = r.uuid()?;
             // An endpoint is at least two empty strings and a port.
-            let count = r.count(6)?;
+            let count = r.count(10)?;
             let mut endpoints = Vec::with_capacity(count);
             for _ in 0..count {
                 endpoints.push(BrokerEndpoint {
@@ -468,15 +468,9 @@ fn put_i32(w: &mut Vec<u8>, v: i32) {
     w.extend_from_slice(&v.to_be_bytes());
 }
 
-/// Strings are names, hosts and config values: a `u16` length is plenty. A longer one (which
-/// validation upstream refuses) is cut at a character boundary rather than written unreadable.
 fn put_str(w: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(usize::from(u16::MAX));
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    w.extend_from_slice(&(end as u16).to_be_bytes());
-    w.extend_from_slice(&s.as_bytes()[..end]);
+    put_u32(w, s.len() as u32);
+    w.extend_from_slice(s.as_bytes());
 }
 
 fn put_opt_str(w: &mut Vec<u8>, s: Option<&str>) {
@@ -596,7 +590,7 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<String, RecordError> {
-        let len = usize::from(self.u16()?);
+        let len = self.count(1)?;
         let at = self.at;
         let raw = self.take(len)?;
         std::str::from_utf8(raw)
