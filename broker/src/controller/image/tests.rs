@@ -499,3 +499,25 @@ fn the_delta_between_two_images_matches_replaying_the_records_between_them() {
     }
     assert!(MetadataDelta::between(full, full).is_empty());
 }
+
+proptest::proptest! {
+    /// Whatever the records, applying them never panics; what is accepted keeps the image's
+    /// invariants and survives a snapshot.
+    #[test]
+    fn any_records_apply_or_are_refused_without_panicking(
+        records in proptest::collection::vec(crate::controller::records::tests::record(), 1..12)
+    ) {
+        let image = three_brokers_and_orders();
+        if let Ok((after, _)) = image.apply(Offset(8), &records) {
+            for t in after.topics() {
+                proptest::prop_assert_eq!(after.topic_by_name(&t.name).map(|t| t.id), Some(t.id));
+                for (i, p) in t.partitions.iter().enumerate() {
+                    proptest::prop_assert!(check_partition(t.id, PartitionId(i as i32), p).is_ok());
+                }
+            }
+            proptest::prop_assert_eq!(after.names.len(), after.topics.len());
+            let loaded = MetadataImage::decode_snapshot(&after.encode_snapshot()).unwrap();
+            proptest::prop_assert_eq!(loaded, after);
+        }
+    }
+}
