@@ -168,8 +168,13 @@ impl MetadataImage {
         self.brokers.get(&id)
     }
 
+    /// Every topic, in name order (as Metadata answers list them).
     pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
-        self.topics.values().map(|t| &**t)
+        self.names.values().filter_map(|id| self.topic(*id))
+    }
+
+    pub fn partition(&self, topic: Uuid, p: PartitionId) -> Option<&PartitionImage> {
+        self.topic(topic).and_then(|t| t.partition(p))
     }
 
     pub fn topic(&self, id: Uuid) -> Option<&TopicImage> {

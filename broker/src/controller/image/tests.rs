@@ -105,7 +105,7 @@ fn a_leader_change_bumps_both_epochs_and_moves_leadership() {
             })],
         )
         .unwrap();
-    let p = &after.topic(ORDERS).unwrap().partitions[0];
+    let p = after.partition(ORDERS, PartitionId(0)).unwrap();
     assert_eq!(p.leader, Some(BrokerId(2)));
     assert_eq!(
         (p.leader_epoch, p.partition_epoch),
