@@ -9,6 +9,8 @@
 //! - partition counts only grow;
 //! - a change is durable (the checkpoint replaced and fsynced) before the caller sees it succeed.
 
+pub mod quorum;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
