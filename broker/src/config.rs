@@ -144,15 +144,15 @@ pub static BROKER_KEYS: &[Key] = &[
         "controller.quorum.election.timeout.ms",
         Kind::Int,
         "1000",
-        10,
-        "A controller that hears no leader for between half and all of this starts an election.",
+        40,
+        "A controller that hears no leader for between three quarters and all of this starts an election.",
     ),
     key(
         "controller.quorum.heartbeat.interval.ms",
         Kind::Int,
         "100",
         1,
-        "How often the controller leader heartbeats its followers (at most a third of the election timeout).",
+        "How often the controller leader heartbeats its followers (at most an eighth of the election timeout).",
     ),
     key(
         "controller.quorum.rpc.timeout.ms",

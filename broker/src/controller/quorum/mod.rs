@@ -124,8 +124,11 @@ impl Quorum {
         let pool = Arc::new(network::Pool::new(&settings));
         let config = openraft::Config {
             cluster_name: "strata".into(),
-            election_timeout_min: settings.election_timeout_ms / 2,
-            election_timeout_max: settings.election_timeout_ms,
+            // openraft 0.9 waits out the dead leader's lease (its `election_timeout_max`) plus a
+            // random election timeout before standing: a silent leader is replaced after between
+            // three quarters and all of `controller.quorum.election.timeout.ms`.
+            election_timeout_min: settings.election_timeout_ms / 4,
+            election_timeout_max: settings.election_timeout_ms / 2,
             heartbeat_interval: settings.heartbeat_interval_ms,
             install_snapshot_timeout: settings.rpc_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(

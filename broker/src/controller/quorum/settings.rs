@@ -1,7 +1,8 @@
 //! The quorum's settings, read once from the broker config and validated.
 //!
 //! Invariants: voter ids are unique; a node whose roles include `controller` is a voter; the
-//! heartbeat is well below the election timeout (a follower must hear several before it gives up).
+//! heartbeat is at most an eighth of the election timeout (a follower must hear several before it
+//! gives up).
 //! An empty `controller.quorum.voters` means no quorum: today's single node with its metadata file.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -30,8 +31,8 @@ pub struct QuorumSettings {
     pub voters: Vec<Voter>,
     /// Where this node's controller listener binds.
     pub listen: SocketAddr,
-    /// A follower that hears no leader for this long (randomised between half and all of it)
-    /// starts an election.
+    /// A follower that hears no leader for this long (randomised between three quarters and all
+    /// of it) starts an election.
     pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     /// Bound on one RPC (connect, send, answer).
@@ -168,11 +169,13 @@ impl QuorumSettings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.heartbeat_interval_ms * 3 > self.election_timeout_ms {
+        // The shortest election timeout openraft sees is a quarter of the key: leave room for two
+        // heartbeats in it.
+        if self.heartbeat_interval_ms * 8 > self.election_timeout_ms {
             return Err(bad(
                 "controller.quorum.heartbeat.interval.ms",
                 format!(
-                    "{} ms is more than a third of controller.quorum.election.timeout.ms ({} ms)",
+                    "{} ms is more than an eighth of controller.quorum.election.timeout.ms ({} ms)",
                     self.heartbeat_interval_ms, self.election_timeout_ms
                 ),
             ));
