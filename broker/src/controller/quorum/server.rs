@@ -2,7 +2,8 @@
 //! Raft, one request at a time per connection.
 //!
 //! Invariants: a frame over `controller.socket.request.max.bytes` or one that does not decode
-//! closes that connection only (logged), never the listener or the node; every connection task
+//! closes that connection only (logged), never the listener or the node; at most
+//! `CONNECTIONS_MAX` connections are served, later ones are closed at once; every connection task
 //! belongs to the listener task, so aborting it (shutdown) ends them all.
 
 use openraft::error::RaftError;
@@ -12,6 +13,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::wire::{self, RemoteError, Request, Response};
 use super::{QuorumError, TypeConfig};
+
+/// Connections served at once: peers need a few each (the pool keeps at most four per peer).
+const CONNECTIONS_MAX: usize = 128;
 
 /// Serves `listener` until the returned task is aborted.
 pub fn spawn(
@@ -24,6 +28,10 @@ pub fn spawn(
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) if connections.len() >= CONNECTIONS_MAX => {
+                        tracing::warn!("controller listener: refusing {peer}: {CONNECTIONS_MAX} connections open");
+                        drop(stream);
+                    }
                     Ok((stream, peer)) => {
                         let raft = raft.clone();
                         connections.spawn(async move {

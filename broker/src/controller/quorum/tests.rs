@@ -368,7 +368,7 @@ async fn garbage_on_the_controller_listener_closes_only_that_connection() {
 async fn quorum_timings() {
     let mut cluster = Cluster::start(3, |_| {}).await;
     let mut failovers = Vec::new();
-    for round in 0..7 {
+    for round in 0..10 {
         let leader = cluster.agreed_leader().await;
         let survivor = (1..=3).find(|&n| n != leader).unwrap();
         cluster.propose_retrying(survivor, b"warm").await;
@@ -406,7 +406,7 @@ async fn quorum_timings() {
         v.sort();
         (v[v.len() / 2], v[v.len() * 99 / 100], v[v.len() - 1])
     };
-    println!("fail-over (leader stopped -> proposal committed), 7 rounds: {failovers:?}");
+    println!("fail-over (leader stopped -> proposal committed), 10 rounds: {failovers:?}");
     println!("  median/p99/max {:?}", median(&mut failovers));
     println!(
         "commit on leader, 200 sequential: median/p99/max {:?}",

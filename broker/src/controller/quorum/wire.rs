@@ -2,7 +2,7 @@
 //! [`Request`] or [`Response`]. One request at a time per connection; the answer comes back on it.
 //!
 //! Invariants: no frame longer than the configured maximum is read (the length is checked before
-//! anything is allocated) or written; a frame that does not decode is an error for that connection
+//! anything is allocated, and the body's buffer grows only with the bytes that arrive) or written; a frame that does not decode is an error for that connection
 //! only; errors cross the wire as strings, never as openraft's error types.
 
 use openraft::raft::{
@@ -88,8 +88,12 @@ pub async fn read_frame<T: for<'a> Deserialize<'a>>(
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await?;
+    // Grown as bytes arrive: a peer that only announces a large frame costs nothing.
+    let mut body = Vec::new();
+    io.take(len as u64).read_to_end(&mut body).await?;
+    if body.len() < len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     postcard::from_bytes(&body)
         .map(Some)
         .map_err(FrameError::Decode)
