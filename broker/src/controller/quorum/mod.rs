@@ -161,25 +161,36 @@ impl Quorum {
                 listener: std::sync::Mutex::new(Some(server)),
             }),
         };
-        let voters = quorum.voter_nodes();
-        if voters.contains_key(&quorum.shared.id)
-            && !quorum
+        if let Err(e) = quorum.initialize_if_new().await {
+            // Nothing keeps running after a failed start.
+            quorum.shutdown().await;
+            return Err(start_err(e));
+        }
+        Ok(quorum)
+    }
+
+    /// A voter of a quorum never formed proposes the initial membership (all voters do the same).
+    async fn initialize_if_new(&self) -> Result<(), String> {
+        let voters = self.voter_nodes();
+        if !voters.contains_key(&self.shared.id)
+            || self
                 .shared
                 .raft
                 .is_initialized()
                 .await
-                .map_err(|e| start_err(e.to_string()))?
+                .map_err(|e| e.to_string())?
         {
-            match quorum.shared.raft.initialize(voters).await {
-                Ok(()) => {}
-                // Another voter's initial membership reached us first: the same one.
-                Err(RaftError::APIError(e)) => {
-                    tracing::debug!("controller quorum already initialised: {e}")
-                }
-                Err(e) => return Err(start_err(e.to_string())),
-            }
+            return Ok(());
         }
-        Ok(quorum)
+        match self.shared.raft.initialize(voters).await {
+            Ok(()) => Ok(()),
+            // Another voter's initial membership reached us first: the same one.
+            Err(RaftError::APIError(e)) => {
+                tracing::debug!("controller quorum already initialised: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn voter_nodes(&self) -> BTreeMap<u64, BasicNode> {
