@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use strata_broker::config::BrokerConfig;
+use strata_broker::controller::quorum::QuorumSettings;
 use strata_broker::node::{Endpoint, Node};
 use strata_broker::server;
 
@@ -122,6 +123,18 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         if let Some(v) = value {
             config.set(key, &v).map_err(|e| e.to_string())?;
         }
+    }
+    // The controller quorum's keys are checked like every other; `serve` does not run the quorum
+    // yet, so naming voters is refused rather than silently ignored.
+    if QuorumSettings::from_config(&config)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Err(
+            "config 'controller.quorum.voters': this build does not run the controller \
+             quorum in `strata serve` yet; leave it empty for a single node"
+                .to_string(),
+        );
     }
     Ok(config)
 }

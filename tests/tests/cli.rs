@@ -106,6 +106,42 @@ fn bad_flags_keys_and_values_exit_non_zero_naming_the_problem() {
 }
 
 #[test]
+fn controller_quorum_keys_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "controller.quorum.voters=1@no-port",
+            "controller.quorum.voters",
+        ),
+        (
+            "controller.quorum.voters=1@127.0.0.1:1,1@127.0.0.1:2",
+            "controller.quorum.voters",
+        ),
+        (
+            "controller.quorum.voters=2@127.0.0.1:19093",
+            "controller.quorum.voters",
+        ),
+        ("process.roles=broker,dancer", "process.roles"),
+        // Valid, but `serve` does not run the quorum yet: refused rather than silently ignored.
+        (
+            "controller.quorum.voters=1@127.0.0.1:19093",
+            "controller.quorum.voters",
+        ),
+    ];
+    for (set, named) in cases {
+        let out = strata(&["serve", "--data-dir", data, "--set", set]);
+        assert!(!out.success(), "{set} should fail:\n{}", out.describe());
+        assert!(
+            out.stderr.contains(named),
+            "{set}: the message should name {named}:\n{}",
+            out.describe()
+        );
+    }
+}
+
+#[test]
 fn a_properties_file_with_a_bad_line_is_refused_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broker.properties");

@@ -18,6 +18,7 @@ pub mod image;
 pub mod placement;
 pub mod records;
 pub mod upgrade;
+pub mod quorum;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

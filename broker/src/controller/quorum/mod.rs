@@ -1,0 +1,341 @@
+//! The controller quorum: `openraft` replicating opaque batches of metadata records between the
+//! controller voters (and learners), durable under `<data>/controller/`.
+//!
+//! - `settings` — the quorum's config keys (`node.id`, `process.roles`, `controller.quorum.voters`,
+//!   `controller.listener`, timeouts), parsed and validated.
+//! - `log_store` — the Raft log and vote on disk (CRC-32C records, fsync before "durable").
+//! - `state_machine` — drives a [`MetadataStateMachine`], writes and loads snapshots.
+//! - `wire` — RPC messages and the length-prefixed frame; `network` (client side, pooled
+//!   connections) and `server` (the controller listener).
+//!
+//! Invariants:
+//! - openraft is told an append is durable only after it is fsynced; a vote is on disk (atomic
+//!   checkpoint) before it is used; truncation and purge are on disk before they return.
+//! - The state machine sees each committed batch once, in index order; after a restart it is rebuilt
+//!   from the newest snapshot plus the committed log entries after it.
+//! - Nothing read from the network or disk panics the node: bad frames close their connection, a
+//!   torn or corrupt log tail is cut at open, a corrupt vote or snapshot refuses the start.
+//! - A proposal answered `Ok(index)` is committed by a majority of voters at `index`; a proposal
+//!   that times out may still commit later (as in any Raft: the outcome is unknown).
+
+mod log_store;
+mod network;
+mod server;
+pub mod settings;
+mod state_machine;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+pub use settings::{QuorumSettings, Voter};
+
+/// One entry's application data: a batch of encoded metadata records, opaque to the quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<u8>);
+
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {} bytes", self.0.len())
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The quorum's openraft types: node ids are `u64`, a node is its controller address.
+    pub TypeConfig:
+        D = Batch,
+        R = (),
+        Node = BasicNode,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+/// The replicated state the quorum drives (the metadata image, later). Calls come one at a time.
+pub trait MetadataStateMachine: Send + Sync + 'static {
+    /// Applies one committed batch at `index`; an Err is fatal for this node (logged, Raft stops).
+    fn apply(&mut self, index: u64, batch: &[u8]) -> Result<(), String>;
+    /// The whole state, for Raft snapshots.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the whole state by a snapshot taken at `index`.
+    fn install(&mut self, index: u64, snapshot: &[u8]) -> Result<(), String>;
+}
+
+/// Why a quorum operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuorumError {
+    #[error("not the controller leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error(
+        "no answer within {0:?}: no controller majority reachable? (the change may still commit)"
+    )]
+    Timeout(Duration),
+    #[error("controller {node} unreachable: {reason}")]
+    Unreachable { node: u64, reason: String },
+    #[error("controller refused: {0}")]
+    Refused(String),
+    #[error("controller stopped: {0}")]
+    Stopped(String),
+    #[error("controller start: {0}")]
+    Start(String),
+}
+
+struct Shared {
+    id: u64,
+    raft: Raft<TypeConfig>,
+    pool: Arc<network::Pool>,
+    state_machine: state_machine::StateMachineStore,
+    settings: QuorumSettings,
+    listener: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A running quorum member (voter or learner). Cheap to clone.
+#[derive(Clone)]
+pub struct Quorum {
+    shared: Arc<Shared>,
+}
+
+impl Quorum {
+    /// Opens `<data_dir>/controller/`, binds the controller listener and starts Raft. A voter of a
+    /// quorum that has never been formed proposes the initial membership (every voter does the
+    /// same; openraft makes that safe). A node that is not a voter waits to be added as a learner.
+    pub async fn start(
+        settings: QuorumSettings,
+        data_dir: &Path,
+        state_machine: impl MetadataStateMachine,
+    ) -> Result<Quorum, QuorumError> {
+        let start_err = |e: String| QuorumError::Start(e);
+        let dir = data_dir.join("controller");
+        std::fs::create_dir_all(&dir).map_err(|e| start_err(format!("{}: {e}", dir.display())))?;
+        let log = log_store::LogStore::open(&dir).map_err(|e| start_err(e.to_string()))?;
+        let sm = state_machine::StateMachineStore::open(&dir, Box::new(state_machine))
+            .map_err(|e| start_err(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| start_err(format!("controller listener {}: {e}", settings.listen)))?;
+        let pool = Arc::new(network::Pool::new(&settings));
+        let config = openraft::Config {
+            cluster_name: "strata".into(),
+            // openraft 0.9 waits out the dead leader's lease (its `election_timeout_max`) plus a
+            // random election timeout before standing: a silent leader is replaced after between
+            // three quarters and all of `controller.quorum.election.timeout.ms`.
+            election_timeout_min: settings.election_timeout_ms / 4,
+            election_timeout_max: settings.election_timeout_ms / 2,
+            heartbeat_interval: settings.heartbeat_interval_ms,
+            install_snapshot_timeout: settings.rpc_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                settings.snapshot_interval_entries,
+            ),
+            // Keep only what a snapshot does not cover: the log stays bounded by the policy.
+            max_in_snapshot_log_to_keep: 0,
+            // Snapshot chunks must fit a frame, with room for the request around them.
+            snapshot_max_chunk_size: (settings.request_bytes_max / 2) as u64,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| start_err(e.to_string()))?);
+        let raft = Raft::new(
+            settings.node_id,
+            config,
+            network::Factory::new(pool.clone()),
+            log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| start_err(e.to_string()))?;
+        let server = server::spawn(listener, raft.clone(), settings.request_bytes_max);
+        let quorum = Quorum {
+            shared: Arc::new(Shared {
+                id: settings.node_id,
+                raft,
+                pool,
+                state_machine: sm,
+                settings,
+                listener: std::sync::Mutex::new(Some(server)),
+            }),
+        };
+        if let Err(e) = quorum.initialize_if_new().await {
+            // Nothing keeps running after a failed start.
+            quorum.shutdown().await;
+            return Err(start_err(e));
+        }
+        Ok(quorum)
+    }
+
+    /// A voter of a quorum never formed proposes the initial membership (all voters do the same).
+    async fn initialize_if_new(&self) -> Result<(), String> {
+        let voters = self.voter_nodes();
+        if !voters.contains_key(&self.shared.id)
+            || self
+                .shared
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+        match self.shared.raft.initialize(voters).await {
+            Ok(()) => Ok(()),
+            // Another voter's initial membership reached us first: the same one.
+            Err(RaftError::APIError(e)) => {
+                tracing::debug!("controller quorum already initialised: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn voter_nodes(&self) -> BTreeMap<u64, BasicNode> {
+        self.shared
+            .settings
+            .voters
+            .iter()
+            .map(|v| (v.id, BasicNode::new(v.addr.to_string())))
+            .collect()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.shared.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits until this node knows a leader, and answers it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, QuorumError> {
+        let metrics = self
+            .shared
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "wait_for_leader")
+            .await
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => QuorumError::Timeout(timeout),
+                other => QuorumError::Stopped(other.to_string()),
+            })?;
+        metrics
+            .current_leader
+            .ok_or(QuorumError::NotLeader { leader: None })
+    }
+
+    /// The highest index applied to this node's state machine.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.shared
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+    }
+
+    /// Replicates `batch` and answers its index once a majority has it; a non-leader forwards it to
+    /// the leader. Bounded by `controller.quorum.request.timeout.ms`.
+    pub async fn propose(&self, batch: Vec<u8>) -> Result<u64, QuorumError> {
+        let timeout = Duration::from_millis(self.shared.settings.request_timeout_ms);
+        match tokio::time::timeout(timeout, self.propose_unbounded(batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(QuorumError::Timeout(timeout)),
+        }
+    }
+
+    async fn propose_unbounded(&self, batch: Vec<u8>) -> Result<u64, QuorumError> {
+        match propose_local(&self.shared.raft, batch.clone()).await {
+            Err(QuorumError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.shared.id => match self.node_addr(leader) {
+                Some(addr) => {
+                    let timeout = Duration::from_millis(self.shared.settings.request_timeout_ms);
+                    self.shared.pool.propose(leader, addr, batch, timeout).await
+                }
+                None => Err(QuorumError::NotLeader {
+                    leader: Some(leader),
+                }),
+            },
+            r => r,
+        }
+    }
+
+    /// Waits until this node applied `index` (or later).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), QuorumError> {
+        self.shared
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "wait_applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => QuorumError::Timeout(timeout),
+                other => QuorumError::Stopped(other.to_string()),
+            })
+    }
+
+    /// Adds a non-voting member that follows the log (leader only); returns once it has caught up
+    /// or `timeout` passed (it keeps catching up after that).
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        addr: std::net::SocketAddr,
+    ) -> Result<(), QuorumError> {
+        let node = BasicNode::new(addr.to_string());
+        self.shared
+            .raft
+            .add_learner(id, node, false)
+            .await
+            .map(|_| ())
+            .map_err(write_error)
+    }
+
+    /// Removes a learner again (leader only).
+    pub async fn remove_learner(&self, id: u64) -> Result<(), QuorumError> {
+        let ids = std::collections::BTreeSet::from([id]);
+        self.shared
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map(|_| ())
+            .map_err(write_error)
+    }
+
+    /// Stops Raft, the listener and its connections; awaited.
+    pub async fn shutdown(&self) {
+        let listener = self.shared.listener.lock().ok().and_then(|mut l| l.take());
+        if let Some(listener) = listener {
+            listener.abort();
+            let _ = listener.await;
+        }
+        if let Err(e) = self.shared.raft.shutdown().await {
+            tracing::warn!("controller {}: shutdown: {e}", self.shared.id);
+        }
+        self.shared.state_machine.close();
+        self.shared.pool.clear();
+    }
+}
+
+/// Proposes on this node's Raft, answering `NotLeader` when it is not the leader.
+async fn propose_local(raft: &Raft<TypeConfig>, batch: Vec<u8>) -> Result<u64, QuorumError> {
+    raft.client_write(Batch(batch))
+        .await
+        .map(|r| r.log_id.index)
+        .map_err(write_error)
+}
+
+fn write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> QuorumError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => QuorumError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(e) => QuorumError::Refused(e.to_string()),
+        RaftError::Fatal(e) => QuorumError::Stopped(e.to_string()),
+    }
+}

@@ -1,0 +1,92 @@
+//! The controller listener: accepts peers' connections and answers their RPCs from this node's
+//! Raft, one request at a time per connection.
+//!
+//! Invariants: a frame over `controller.socket.request.max.bytes` or one that does not decode
+//! closes that connection only (logged), never the listener or the node; at most
+//! `CONNECTIONS_MAX` connections are served, later ones are closed at once; every connection task
+//! belongs to the listener task, so aborting it (shutdown) ends them all.
+
+use openraft::error::RaftError;
+use openraft::Raft;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::wire::{self, RemoteError, Request, Response};
+use super::{QuorumError, TypeConfig};
+
+/// Connections served at once: peers need a few each (the pool keeps at most four per peer).
+const CONNECTIONS_MAX: usize = 128;
+
+/// Serves `listener` until the returned task is aborted.
+pub fn spawn(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    request_bytes_max: usize,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) if connections.len() >= CONNECTIONS_MAX => {
+                        tracing::warn!("controller listener: refusing {peer}: {CONNECTIONS_MAX} connections open");
+                        drop(stream);
+                    }
+                    Ok((stream, peer)) => {
+                        let raft = raft.clone();
+                        connections.spawn(async move {
+                            if let Err(e) = serve(stream, raft, request_bytes_max).await {
+                                tracing::warn!("controller connection from {peer} closed: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: the peers retry; try again shortly.
+                        tracing::warn!("controller listener: accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                },
+                // Reap finished connections so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    })
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    raft: Raft<TypeConfig>,
+    request_bytes_max: usize,
+) -> Result<(), wire::FrameError> {
+    stream.set_nodelay(true)?;
+    while let Some(request) = wire::read_frame::<Request>(&mut stream, request_bytes_max).await? {
+        let response = answer(&raft, request).await;
+        wire::write_frame(&mut stream, &response, request_bytes_max).await?;
+    }
+    Ok(())
+}
+
+fn failed<E: std::fmt::Display>(e: RaftError<u64, E>) -> RemoteError {
+    RemoteError::Failed(e.to_string())
+}
+
+async fn answer(raft: &Raft<TypeConfig>, request: Request) -> Response {
+    match request {
+        Request::AppendEntries(rpc) => {
+            Response::AppendEntries(raft.append_entries(rpc).await.map_err(failed))
+        }
+        Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await.map_err(failed)),
+        Request::InstallSnapshot(rpc) => {
+            Response::InstallSnapshot(raft.install_snapshot(rpc).await.map_err(failed))
+        }
+        // Never forwarded again: a node that is not the leader says so, with its hint.
+        Request::Propose(batch) => Response::Propose(
+            super::propose_local(raft, batch)
+                .await
+                .map_err(|e| match e {
+                    QuorumError::NotLeader { leader } => RemoteError::NotLeader { leader },
+                    other => RemoteError::Failed(other.to_string()),
+                }),
+        ),
+    }
+}
