@@ -16,7 +16,7 @@
 #   RDPERF          rdperf binary to use; unset: build ../shared/tools/rdperf.c into RDPERF_DIR
 #   RDPERF_DIR      where rdperf is built and cached (default: <target>/rdperf)
 #   REPEAT=3        runs per scenario; the median of each column is printed
-#   SIZES="100 1024" PARTITIONS="1 8"
+#   SIZES="100 1024" PARTITIONS="1 8"   (SIZES= runs no floods)
 #   MSGS_100=5000000 MSGS_1024=1000000   flood counts (MSGS_<size>; other sizes default to 1 GB worth)
 #   CONSUME=1  LATENCY=1  LAT_RATE=20000  LAT_MSGS=300000  LAT_SIZE=1024  LAT_PARTITIONS=1
 #   RDPERF_PROPS    extra librdkafka key=value args for every produce run (e.g. "linger.ms=0")
@@ -44,7 +44,7 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 case $target in /*) ;; *) target=$repo/$target ;; esac
 
 REPEAT=${REPEAT:-3}
-SIZES=${SIZES:-"100 1024"}
+SIZES=${SIZES-"100 1024"}   # SIZES= (empty): no floods
 PARTITIONS=${PARTITIONS:-"1 8"}
 MSGS_100=${MSGS_100:-5000000}
 MSGS_1024=${MSGS_1024:-1000000}
