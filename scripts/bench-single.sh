@@ -8,14 +8,15 @@
 #   latency           LAT_MSGS 1 KiB records, acks=-1, paced at LAT_RATE msg/s (LATENCY=0 skips)
 # For each one: msg/s and MB/s as rdperf measures them, broker CPU-seconds per GB of record payload
 # (utime+stime of the broker process from /proc/PID/stat; GB = 1e9 bytes), broker CPU% of the
-# window, and rdperf's delivery latency (produce only).
+# window, rdperf's delivery latency (produce only), and how many times the topic's partitions rolled to a
+# new segment during the run (segment files of the topic at the end, minus one per partition).
 #
 # Environment (all optional):
 #   STRATA_BIN      broker binary to use; unset: cargo build --release -p strata-broker
 #   RDPERF          rdperf binary to use; unset: build ../shared/tools/rdperf.c into RDPERF_DIR
 #   RDPERF_DIR      where rdperf is built and cached (default: <target>/rdperf)
 #   REPEAT=3        runs per scenario; the median of each column is printed
-#   SIZES="100 1024" PARTITIONS="1 8"
+#   SIZES="100 1024" PARTITIONS="1 8"   (SIZES= runs no floods)
 #   MSGS_100=5000000 MSGS_1024=1000000   flood counts (MSGS_<size>; other sizes default to 1 GB worth)
 #   CONSUME=1  LATENCY=1  LAT_RATE=20000  LAT_MSGS=300000  LAT_SIZE=1024  LAT_PARTITIONS=1
 #   RDPERF_PROPS    extra librdkafka key=value args for every produce run (e.g. "linger.ms=0")
@@ -24,6 +25,9 @@
 #   RDPERF_TIMEOUT=600 STARTUP_TIMEOUT=30 SETTLE=1   seconds
 #   CREATE_TOPICS=1 create the topic with the admin API first (0: rely on auto-creation only)
 #   KEEP=1          keep the work dir (broker logs, rdperf output) instead of deleting it
+#   DATA_PARENT     where the brokers' data dirs go (default: the work dir, under TMPDIR or /tmp);
+#                   DATA_PARENT=/dev/shm puts them on tmpfs, so disk fsync stalls do not hide the
+#                   broker's own latency (the disk needs room for the largest flood, ~1 GB per run)
 # shellcheck disable=SC2015 # "check && check || die" is meant: die if either check fails
 set -euo pipefail
 
@@ -40,7 +44,7 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 case $target in /*) ;; *) target=$repo/$target ;; esac
 
 REPEAT=${REPEAT:-3}
-SIZES=${SIZES:-"100 1024"}
+SIZES=${SIZES-"100 1024"}   # SIZES= (empty): no floods
 PARTITIONS=${PARTITIONS:-"1 8"}
 MSGS_100=${MSGS_100:-5000000}
 MSGS_1024=${MSGS_1024:-1000000}
@@ -57,6 +61,7 @@ RDPERF_TIMEOUT=${RDPERF_TIMEOUT:-600}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
 SETTLE=${SETTLE:-1}
 CREATE_TOPICS=${CREATE_TOPICS:-1}
+DATA_PARENT=${DATA_PARENT:-}
 ACKS=-1
 TOPIC=bench
 
@@ -79,6 +84,12 @@ CLK_TCK=$(getconf CLK_TCK)
 msgs_for() { local v="MSGS_$1"; echo "${!v:-$((1000000000 / $1))}"; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/strata-bench.XXXXXX")
+if [ -n "$DATA_PARENT" ]; then
+  [ -d "$DATA_PARENT" ] && [ -w "$DATA_PARENT" ] || die "DATA_PARENT=$DATA_PARENT is not a writable directory"
+  data_root=$(mktemp -d "$DATA_PARENT/strata-bench-data.XXXXXX")
+else
+  data_root=$work
+fi
 results=$work/results.tsv   # one row per run; medians are computed from it at the end
 : >"$results"
 
@@ -87,6 +98,7 @@ cleanup() {
   # timeout(1) passes the TERM on to rdperf
   if [ -n "$RDPERF_PID" ]; then kill -TERM "$RDPERF_PID" 2>/dev/null || true; wait "$RDPERF_PID" 2>/dev/null || true; fi
   stop_broker
+  if [ "$data_root" != "$work" ]; then rm -rf "$data_root"; fi
   if [ "${KEEP:-0}" = 1 ]; then note "work dir kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -146,7 +158,7 @@ free_port() {
 start_broker() {
   local parts=$1 name=$2 s
   BROKER_PORT=$(free_port)
-  BROKER_DIR=$work/$name.data
+  BROKER_DIR=$data_root/$name.data
   BROKER_LOG=$work/$name.broker.log
   mkdir -p "$BROKER_DIR"
   local -a sets=(--set "num.partitions=$parts")
@@ -196,6 +208,15 @@ broker_cpu_ticks() {
 }
 
 now() { date +%s.%N; }
+
+# Segment rolls of TOPIC so far: its segment files (one .log each) minus one per partition directory.
+# Nothing deletes segments during a bench run (retention is time-based with the default 7 days).
+topic_rolls() {
+  local logs dirs
+  logs=$(find "$BROKER_DIR" -path "$BROKER_DIR/$TOPIC-*" -name '*.log' 2>/dev/null | wc -l)
+  dirs=$(find "$BROKER_DIR" -maxdepth 1 -type d -name "$TOPIC-*" 2>/dev/null | wc -l)
+  echo $((logs > dirs ? logs - dirs : 0))
+}
 
 # ------------------------------------------------------------------------------------- topic helpers
 
@@ -275,19 +296,19 @@ run_rdperf() {
 kv() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) { n = index($i, "="); if (n && substr($i, 1, n - 1) == k) print substr($i, n + 1) } }' <<<"$2"; }
 
 # measure SCENARIO RUN_NAME SIZE RDPERF_ARGS...: one rdperf run with the broker's CPU read around it,
-# appended to the results file as: scenario msgs msg/s MB/s cpu-s/GB cpu% p50 p99 p999 max.
+# appended to the results file as: scenario msgs msg/s MB/s cpu-s/GB cpu% p50 p99 p999 max rolls.
 measure() {
   local scen=$1 name=$2 size=$3; shift 3
-  local c0 c1 t0 t1 line
-  c0=$(broker_cpu_ticks); t0=$(now)
+  local c0 c1 t0 t1 line r0 r1
+  r0=$(topic_rolls); c0=$(broker_cpu_ticks); t0=$(now)
   run_rdperf "$name" "$@"
   line=$RDPERF_LINE
   t1=$(now)
   # Let work the broker does right after the last ack (flushes, index writes) be charged to this run
   # rather than to the next scenario on the same broker; cpu% still divides by the run's own time.
   sleep "$SETTLE"
-  c1=$(broker_cpu_ticks)
-  echo "  $name: $line" >&2
+  c1=$(broker_cpu_ticks); r1=$(topic_rolls)
+  echo "  $name: $line rolls=$((r1 - r0))" >&2
   local msgs mps mbps
   msgs=$(kv msgs "$line"); mps=$(kv msg/s "$line"); mbps=$(kv MB/s "$line")
   # produce lines carry rdperf's effective record size; consume lines do not, and the records it reads
@@ -296,10 +317,10 @@ measure() {
   [ -n "$msgs" ] && [ "$msgs" -gt 0 ] || die "rdperf reported no messages in $name: $line"
   awk -v s="$scen" -v m="$msgs" -v r="$mps" -v b="$mbps" -v size="$size" -v dt=$((c1 - c0)) -v hz="$CLK_TCK" \
       -v w0="$t0" -v w1="$t1" -v p50="$(kv p50_ms "$line")" -v p99="$(kv p99_ms "$line")" \
-      -v p999="$(kv p999_ms "$line")" -v max="$(kv max_ms "$line")" 'BEGIN {
+      -v p999="$(kv p999_ms "$line")" -v max="$(kv max_ms "$line")" -v rolls=$((r1 - r0)) 'BEGIN {
     cpu = dt / hz; gb = m * size / 1e9
-    printf "%s\t%s\t%s\t%s\t%.2f\t%.0f\t%s\t%s\t%s\t%s\n", s, m, r, b, cpu / gb, 100 * cpu / (w1 - w0),
-      p50 == "" ? "-" : p50, p99 == "" ? "-" : p99, p999 == "" ? "-" : p999, max == "" ? "-" : max
+    printf "%s\t%s\t%s\t%s\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\n", s, m, r, b, cpu / gb, 100 * cpu / (w1 - w0),
+      p50 == "" ? "-" : p50, p99 == "" ? "-" : p99, p999 == "" ? "-" : p999, max == "" ? "-" : max, rolls
   }' >>"$results"
 }
 
@@ -343,7 +364,7 @@ latency_run() {
 # Per-scenario median of each column (independently), scenarios in the order they ran.
 print_table() {
   echo
-  printf '%-36s %9s %10s %8s %9s %5s %8s %8s %8s %8s\n' scenario msgs msg/s MB/s CPU-s/GB cpu% p50_ms p99_ms p999_ms max_ms
+  printf '%-36s %9s %10s %8s %9s %5s %8s %8s %8s %8s %6s\n' scenario msgs msg/s MB/s CPU-s/GB cpu% p50_ms p99_ms p999_ms max_ms rolls
   awk -F'\t' '
     function median(key, col,   n, i, j, t, v) {
       n = split(vals[key, col], v, " ")
@@ -355,13 +376,14 @@ print_table() {
     { if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
       for (c = 2; c <= NF; c++) vals[$1, c] = vals[$1, c] (vals[$1, c] == "" ? "" : " ") $c }
     END { for (i = 1; i <= k; i++) { s = order[i]
-      printf "%-36s %9s %10.0f %8.1f %9.2f %5.0f %8s %8s %8s %8s\n", s, median(s, 2), median(s, 3), median(s, 4),
-        median(s, 5), median(s, 6), ms(median(s, 7)), ms(median(s, 8)), ms(median(s, 9)), ms(median(s, 10)) } }
+      printf "%-36s %9s %10.0f %8.1f %9.2f %5.0f %8s %8s %8s %8s %6s\n", s, median(s, 2), median(s, 3), median(s, 4),
+        median(s, 5), median(s, 6), ms(median(s, 7)), ms(median(s, 8)), ms(median(s, 9)), ms(median(s, 10)), median(s, 11) } }
   ' "$results"
   cat <<EOF
 
 msg/s, MB/s (1e6 B of payload) and latency are rdperf's own figures; CPU-s/GB is broker utime+stime per
-1e9 B of record payload; cpu% is broker CPU over the measured window (100 = one core). Produce latency is
+1e9 B of record payload; cpu% is broker CPU over the measured window (100 = one core); rolls: new segments
+the topic's partitions started during the run (set log.segment.bytes with BROKER_SET). Produce latency is
 from rdperf's produce() call to its delivery report (floods use rdperf's linger.ms=5): in flood runs it is
 mostly client-side queueing, so quote latency from the fixed-rate rows (linger5: rdperf's default;
 linger1: the client batches for at most 1 ms). Median of $REPEAT run(s) per column.
@@ -372,7 +394,7 @@ main() {
   build_broker
   build_rdperf
   note "broker: $STRATA_BIN"
-  note "rdperf: $RDPERF (librdkafka $LIBRDKAFKA_VERSION); $(nproc) cores; REPEAT=$REPEAT; work dir $work"
+  note "rdperf: $RDPERF (librdkafka $LIBRDKAFKA_VERSION); $(nproc) cores; REPEAT=$REPEAT; work dir $work; data in $data_root ($(df --output=fstype "$data_root" 2>/dev/null | tail -n 1))"
   local size parts rep
   for size in $SIZES; do
     for parts in $PARTITIONS; do

@@ -275,10 +275,12 @@ impl Log {
             .any(|s| s.is_sealed() && s.unflushed().is_some())
     }
 
+    /// A new segment for a roll or a larger empty one: the next flush syncs the directory (see
+    /// `Segment::create_unsynced`), not this produce.
     fn new_segment(&self, base: Offset, min_bytes: usize) -> io::Result<Segment> {
         let mut limits = self.config.limits;
         limits.segment_bytes = limits.segment_bytes.max(min_bytes);
-        Segment::create(&self.dir, base, limits)
+        Segment::create_unsynced(&self.dir, base, limits)
     }
 
     /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch), none at or
@@ -369,7 +371,7 @@ impl Log {
                 .partition_point(|s| s.base_offset() < target.base_offset);
             if let Some(seg) = self.segments.get_mut(i) {
                 if seg.base_offset() == target.base_offset {
-                    seg.mark_flushed(target.to_bytes);
+                    seg.mark_flushed(target);
                     if target.seal {
                         seg.finish_seal()?;
                     }

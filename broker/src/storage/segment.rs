@@ -9,7 +9,10 @@
 //! - a sealed segment takes no appends; its files are trimmed to their content and flushed
 //!   (`trimmed`) either at once ([`Segment::seal`]) or, after a roll, by the flush thread through
 //!   its [`FlushTarget`] (msync and trim outside the partition lock, then the indexes);
-//! - a failed append changes nothing: the fields and index entries it touched are restored.
+//! - a failed append changes nothing: the fields and index entries it touched are restored;
+//! - nothing in a segment counts as flushed before its files' names are durable: a segment made
+//!   by a roll ([`Segment::create_unsynced`]) leaves the directory sync to its first flush
+//!   ([`FlushTarget::sync_dir`]), so the produce path never waits for it.
 
 use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
@@ -68,12 +71,27 @@ pub struct Segment {
     sealed: bool,
     /// The files are trimmed to their content and synced (a sealed segment, after its flush).
     trimmed: bool,
+    /// The directory was synced since the files were created: their names survive a power cut.
+    names_synced: bool,
     limits: SegmentLimits,
 }
 
 impl Segment {
-    /// Creates an empty segment at `base_offset`.
+    /// Creates an empty segment at `base_offset`, its files' names durable.
     pub fn create(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<Segment> {
+        let mut seg = Segment::create_unsynced(dir, base_offset, limits)?;
+        super::sync_dir(dir)?;
+        seg.names_synced = true;
+        Ok(seg)
+    }
+
+    /// Creates an empty segment at `base_offset` whose files' names the first flush makes
+    /// durable (a roll, under the partition lock: a directory sync there would hold up produces).
+    pub fn create_unsynced(
+        dir: &Path,
+        base_offset: Offset,
+        limits: SegmentLimits,
+    ) -> io::Result<Segment> {
         let log = MappedFile::open(
             &dir.join(file_name(base_offset, "log")),
             limits.segment_bytes,
@@ -88,8 +106,6 @@ impl Segment {
             limits.index_bytes,
             0,
         )?;
-        // The files' names must survive a power cut before any of their bytes count as durable.
-        super::sync_dir(dir)?;
         Ok(Segment {
             base_offset,
             log: Arc::new(log),
@@ -104,6 +120,7 @@ impl Segment {
             first_append_ms: None,
             sealed: false,
             trimmed: false,
+            names_synced: false,
             limits,
         })
     }
@@ -135,6 +152,7 @@ impl Segment {
             first_append_ms: None,
             sealed: true,
             trimmed: true,
+            names_synced: true,
             limits,
         };
         let indexes_ok = seg.offset_index.check(size_bytes as i64).is_ok()
@@ -524,6 +542,7 @@ impl Segment {
             from_bytes: self.flushed_bytes,
             to_bytes: self.size_bytes,
             seal,
+            sync_dir: !self.names_synced,
         })
     }
 
@@ -547,8 +566,11 @@ impl Segment {
         Ok(())
     }
 
-    pub fn mark_flushed(&mut self, to_bytes: usize) {
-        self.flushed_bytes = self.flushed_bytes.max(to_bytes.min(self.size_bytes));
+    /// Records a flush of this segment's target, which also synced the directory if the
+    /// target said so.
+    pub fn mark_flushed(&mut self, target: &FlushTarget) {
+        self.names_synced |= target.sync_dir;
+        self.flushed_bytes = self.flushed_bytes.max(target.to_bytes.min(self.size_bytes));
     }
 
     /// Seals a segment that stops taking appends: flush, trim the files to their content.
@@ -560,6 +582,10 @@ impl Segment {
         self.log
             .flush_range(self.flushed_bytes, self.size_bytes - self.flushed_bytes)?;
         self.log.trim(self.size_bytes)?;
+        if !self.names_synced {
+            sync_dir_of(&self.log)?;
+            self.names_synced = true;
+        }
         self.flushed_bytes = self.size_bytes;
         self.trim_indexes()?;
         self.trimmed = true;
@@ -613,6 +639,9 @@ pub struct FlushTarget {
     pub to_bytes: usize,
     /// The segment was rolled: after the sync, trim its file to `to_bytes` (its content).
     pub seal: bool,
+    /// The segment's files were created by a roll and their names are not durable yet: sync
+    /// the directory too.
+    pub sync_dir: bool,
 }
 
 impl FlushTarget {
@@ -622,8 +651,16 @@ impl FlushTarget {
         if self.seal {
             self.file.trim(self.to_bytes)?;
         }
+        if self.sync_dir {
+            sync_dir_of(&self.file)?;
+        }
         Ok(())
     }
+}
+
+/// Syncs the directory holding `file` (and the segment's other files).
+fn sync_dir_of(file: &MappedFile) -> io::Result<()> {
+    super::sync_dir(file.path().parent().unwrap_or(Path::new(".")))
 }
 
 /// The first record of `batch` at or after `from` and below `limit` whose timestamp is

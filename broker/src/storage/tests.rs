@@ -395,3 +395,54 @@ fn a_log_holding_one_record_costs_kilobytes_of_disk() {
     let used = disk_bytes(dir.path());
     assert!(used <= 16 << 10, "closed, one record holds {used} bytes");
 }
+
+/// The `.log` files in `dir`, sorted.
+fn segment_logs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_roll_leaves_the_directory_sync_to_the_flush_which_makes_the_new_segments_durable() {
+    // A roll happens under the partition lock on the produce path, where a directory fsync would
+    // stall every produce behind the disk; the flush syncs the directory instead, before anything
+    // in a new segment counts as flushed.
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("t-0");
+    std::fs::create_dir(&log_dir).unwrap();
+    super::sim_disk::track(&log_dir);
+    let (mut log, _) = open(&log_dir, config(1024), None, true);
+    append_n(&mut log, 40, 1_000);
+    assert!(log.segment_count() > 3, "{} segments", log.segment_count());
+
+    // A power cut before any flush: no rolled segment's name was synced, only the first one's.
+    super::sim_disk::cut(&log_dir, &mut super::sim_disk::Rng(7));
+    assert_eq!(
+        segment_logs(&log_dir),
+        vec![segment::file_name(Offset(0), "log")]
+    );
+    drop(log);
+
+    // After a flush, every segment and every record survives a cut.
+    let (mut log, _) = open(&log_dir, config(1024), None, false);
+    let start = log.log_end_offset();
+    append_n(&mut log, 40, 2_000);
+    let (segments, end, records) = (log.segment_count(), log.log_end_offset(), read_all(&log));
+    log.flush_all().unwrap();
+    super::sim_disk::cut(&log_dir, &mut super::sim_disk::Rng(8));
+    drop(log);
+    assert_eq!(segment_logs(&log_dir).len(), segments);
+    let (log, _) = open(&log_dir, config(1024), None, false);
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(0), end)
+    );
+    assert!(end > start);
+    assert_eq!(read_all(&log), records);
+}
