@@ -15,7 +15,10 @@
 //!   strings are slices of it), so this bounds what clients can pin.
 //!
 //! The connection ends, and its pending work (a long poll, above all) is dropped at once, when the
-//! peer goes away: end of stream or an error on the read side, or a failed write. It is closed
+//! peer goes away: end of stream or an error on the read side, or a failed write. While reading
+//! is paused the socket is still watched for the peer's close (`is_read_closed`, EPOLLRDHUP, is
+//! reported even with unread bytes buffered): readability alone is forgotten after each wake, so
+//! unread bytes never make the watch spin, and the next read tries the socket before waiting. It is closed
 //! after `connections.max.idle.ms` with no request in flight and nothing read or written. An idle
 //! connection holds no read buffer (it waits for readability first).
 //!
@@ -25,7 +28,7 @@
 //! affected.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +36,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
 use strata_protocol::api::decode_request;
 use strata_protocol::frame::{frame_size, FrameError, FRAME_HEADER_BYTES};
+use tokio::io::Interest;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -98,6 +102,9 @@ struct FrameReader {
     /// The budgets held for the frame whose size has been read, while its body is read.
     held: Option<Held>,
     last_read: Instant,
+    /// Set when [`FrameReader::peer_closed`] forgot a readiness whose bytes are still unread:
+    /// the next read must try the socket before waiting for a readiness that will not come.
+    unread_forgotten: AtomicBool,
 }
 
 impl FrameReader {
@@ -106,7 +113,12 @@ impl FrameReader {
         loop {
             if let Some(size) = frame_size(&self.buf, self.frame_bytes_max).map_err(ReadEnd::Bad)? {
                 if self.held.is_none() {
-                    self.held = Some(self.take_budget(size).await);
+                    // Reading is paused until the budgets have room: watch for the peer leaving.
+                    let held = tokio::select! {
+                        held = self.take_budget(size) => held,
+                        () = self.peer_closed() => return Err(ReadEnd::Gone),
+                    };
+                    self.held = Some(held);
                 }
                 let wanted = FRAME_HEADER_BYTES + size;
                 if self.buf.len() >= wanted {
@@ -140,11 +152,32 @@ impl FrameReader {
         }
     }
 
+    /// Resolves when the peer has closed its side or the socket failed; for a connection whose
+    /// reading is paused (nothing else would notice). Cancel-safe.
+    async fn peer_closed(&self) {
+        loop {
+            match self.half.ready(Interest::READABLE).await {
+                Ok(ready) if !ready.is_read_closed() => {
+                    // Bytes we are not reading yet, not a close. Forget this readiness so the next
+                    // wake is a new event (more bytes, bounded by the socket buffer, or the
+                    // close) rather than this one again; the close state itself is never forgotten.
+                    self.unread_forgotten.store(true, Ordering::Relaxed);
+                    let _ = self.half.as_ref().try_io(Interest::READABLE, || {
+                        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                    });
+                }
+                _ => return,
+            }
+        }
+    }
+
     /// Reads what is available, reserving room for up to `wanted` more bytes only once the socket
     /// is readable (an idle connection holds no buffer).
     async fn read_more(&mut self, wanted: usize) -> Result<(), ReadEnd> {
         loop {
-            self.half.readable().await.map_err(|_| ReadEnd::Gone)?;
+            if !self.unread_forgotten.swap(false, Ordering::Relaxed) {
+                self.half.readable().await.map_err(|_| ReadEnd::Gone)?;
+            }
             self.buf.reserve(
                 wanted
                     .max(READ_CHUNK_BYTES)
@@ -192,6 +225,7 @@ pub async fn serve_connection(
         shared_budget,
         held: None,
         last_read: Instant::now(),
+        unread_forgotten: AtomicBool::new(false),
     };
     let activity = Arc::new(Activity {
         started: Instant::now(),
@@ -255,10 +289,18 @@ pub async fn serve_connection(
             },
         };
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        // Waiting here for a free slot is the `queued.max.requests` back-pressure.
-        if pending_tx.send((pending, held)).await.is_err() {
-            peer_gone = true;
-            break;
+        // Waiting here for a free slot is the `queued.max.requests` back-pressure; reading is
+        // paused meanwhile, so watch for the peer leaving.
+        let slot = tokio::select! {
+            slot = pending_tx.reserve() => slot,
+            () = reader.peer_closed() => Err(mpsc::error::SendError(())),
+        };
+        match slot {
+            Ok(slot) => slot.send((pending, held)),
+            Err(_) => {
+                peer_gone = true;
+                break;
+            }
         }
     }
     drop(pending_tx);
