@@ -439,30 +439,52 @@ impl GroupCoordinator {
         }
     }
 
-    /// OffsetDelete: GROUP_SUBSCRIBED_TO_TOPIC if the group has members and one of them
-    /// subscribes to `topic`; NON_EMPTY_GROUP for a non-empty group of another protocol type.
-    /// A group unknown here is Ok: the caller (which owns the offsets) answers GROUP_ID_NOT_FOUND
-    /// when it has no offsets for it either.
     /// Whether the group exists here with members or a rebalance history (not Dead).
     pub fn is_known(&self, group_id: &str) -> bool {
         self.find(group_id)
             .is_some_and(|slot| lock(&slot.entry).group.state() != GroupState::Dead)
     }
 
-    pub fn check_offset_delete(&self, group_id: &str, topic: &str) -> Result<(), BrokerError> {
-        let Some(slot) = self.find(group_id) else {
-            return Ok(());
-        };
-        let entry = lock(&slot.entry);
-        let g = &entry.group;
-        match g.state() {
-            GroupState::Dead => Err(BrokerError::GroupIdNotFound(group_id.to_string())),
-            GroupState::Empty => Ok(()),
-            _ => match g.subscribes_to(topic) {
-                Some(true) => Err(BrokerError::GroupSubscribedToTopic(topic.to_string())),
-                Some(false) => Ok(()),
-                None => Err(BrokerError::NonEmptyGroup(group_id.to_string())),
-            },
+    /// OffsetDelete, Kafka's handleDeleteOffsets rules, checked per topic: GROUP_SUBSCRIBED_TO_TOPIC
+    /// if the group has members and one of them subscribes to the topic; NON_EMPTY_GROUP for a
+    /// non-empty group of another protocol type; Ok for an Empty group, or one unknown here
+    /// (the caller, which owns the offsets, answers GROUP_ID_NOT_FOUND when it has none either).
+    /// `append` (the write of the tombstones) gets one verdict per topic and runs under the same
+    /// group lock, so no member can join and commit between the check and the write (a delete
+    /// cannot remove the offset a new member just committed). GROUP_ID_NOT_FOUND for the whole
+    /// request if the group is being deleted.
+    pub fn delete_offsets<R>(
+        &self,
+        group_id: &str,
+        topics: &[&str],
+        append: impl FnOnce(&[Result<(), BrokerError>]) -> R,
+    ) -> Result<R, BrokerError> {
+        // An unknown group is created for the time of the check and write (and dropped again as
+        // unused), like a simple commit's, so a first JoinGroup cannot slip in between.
+        let applied = self.apply(group_id, true, |g| {
+            if g.state() == GroupState::Dead {
+                let e = BrokerError::GroupIdNotFound(group_id.to_string());
+                return (Err(e), Output::default());
+            }
+            let verdicts: Vec<Result<(), BrokerError>> = topics
+                .iter()
+                .map(|topic| match g.state() {
+                    GroupState::Empty => Ok(()),
+                    _ => match g.subscribes_to(topic) {
+                        Some(true) => Err(BrokerError::GroupSubscribedToTopic(topic.to_string())),
+                        Some(false) => Ok(()),
+                        None => Err(BrokerError::NonEmptyGroup(group_id.to_string())),
+                    },
+                })
+                .collect();
+            (Ok(append(&verdicts)), Output::default())
+        });
+        match applied {
+            Some((result, _)) => result,
+            // Only when other requests kept removing the group: let the client retry.
+            None => Err(BrokerError::CoordinatorNotAvailable(format!(
+                "group '{group_id}' is being removed"
+            ))),
         }
     }
 }

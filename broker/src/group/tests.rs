@@ -327,3 +327,51 @@ async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_
     }
     assert_eq!(state, "PreparingRebalance");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_delete_is_checked_and_written_in_one_step_so_a_joining_member_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+
+    // Nobody is in the group, so its offsets of "t" may go. While their tombstones are being
+    // written, a consumer's JoinGroup waits: it cannot join (and commit) between the check and
+    // the write, only to have the delete remove what it committed.
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    let decided = node.groups.delete_offsets("g", &["t"], |verdicts| {
+        let joiner = Arc::clone(&node);
+        tokio::spawn(async move {
+            let reply = joiner.groups.join(&joiner, "g", join("", 10_000)).await;
+            let _ = joined_tx.send(reply);
+        });
+        let join_waited = joined_rx.recv_timeout(Duration::from_millis(300)).is_err();
+        (verdicts.iter().all(Result::is_ok), join_waited)
+    });
+    assert_eq!(
+        decided.ok(),
+        Some((true, true)),
+        "the join waited for the delete"
+    );
+    let joined =
+        tokio::task::spawn_blocking(move || joined_rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .expect("the join completes after the delete");
+    assert!(joined.error.is_none(), "{:?}", joined.error);
+
+    // Now a member subscribes to "t" (its subscription cannot be read, which counts as
+    // subscribed): the next delete is refused before anything is written.
+    let mut wrote = false;
+    let refused = node.groups.delete_offsets("g", &["t"], |verdicts| {
+        wrote = verdicts.iter().any(Result::is_ok);
+        verdicts
+            .iter()
+            .map(|v| v.as_ref().map_err(|e| e.code()).err())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        refused.ok(),
+        Some(vec![Some(86)]),
+        "GROUP_SUBSCRIBED_TO_TOPIC"
+    );
+    assert!(!wrote);
+}
