@@ -21,6 +21,8 @@
 //! - Timers are event-driven: one task sleeps until the earliest group deadline, and is woken by
 //!   a `Notify` when an earlier one appears. Never sleep-and-poll. The timer task never awaits
 //!   a group's persisting: each group's effects run in their own task.
+//! - Shutdown ([`GroupCoordinator::stop`]) ends the timer task and waits (bounded) for every
+//!   effects task, so no group write reaches `__consumer_offsets` after its partitions close.
 
 pub mod offsets;
 pub mod records;
@@ -79,6 +81,18 @@ pub struct GroupCoordinator {
     limits: Limits,
     timers: Arc<Timers>,
     timer_started: AtomicBool,
+    timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How many effects tasks are running (each holds an [`EffectsRunning`]).
+    effects_running: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts one running effects task while it lives (aborted or not).
+struct EffectsRunning(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for EffectsRunning {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +122,8 @@ impl GroupCoordinator {
             limits,
             timers: Arc::default(),
             timer_started: AtomicBool::new(false),
+            timer_task: Mutex::new(None),
+            effects_running: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -236,7 +252,28 @@ impl GroupCoordinator {
         }
         let timers = Arc::clone(&self.timers);
         let node: Weak<Node> = Arc::downgrade(node);
-        tokio::spawn(run_timers(timers, node));
+        *lock(&self.timer_task) = Some(tokio::spawn(run_timers(timers, node)));
+    }
+
+    /// Shutdown: ends the timer task (no timer starts again) and waits for every running effects
+    /// task (metadata writes, tombstones) to finish, for at most `within`. Call once no request
+    /// can reach the coordinator; false if some task was still running at the bound.
+    pub async fn stop(&self, within: std::time::Duration) -> bool {
+        self.timer_started.store(true, Ordering::Release);
+        let timer = lock(&self.timer_task).take();
+        if let Some(timer) = timer {
+            timer.abort();
+            let _ = timer.await;
+        }
+        let mut running = self.effects_running.subscribe();
+        tokio::time::timeout(within, running.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn effects_started(&self) -> EffectsRunning {
+        self.effects_running.send_modify(|n| *n += 1);
+        EffectsRunning(Arc::clone(&self.effects_running))
     }
 
     fn schedule(&self, group_id: &str, deadline: Option<i64>) {
@@ -509,7 +546,11 @@ impl Effects {
     /// Starts carrying the effects out; the caller may await the handle or not.
     fn spawn(self, node: &Arc<Node>) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
         let node = Arc::clone(node);
-        tokio::spawn(async move { self.carry_out(&node).await })
+        let running = node.groups.effects_started();
+        tokio::spawn(async move {
+            let _running = running;
+            self.carry_out(&node).await
+        })
     }
 
     /// [`Effects::run`], answering whether the tombstone (if any) was written: DeleteGroups

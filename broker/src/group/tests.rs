@@ -375,3 +375,42 @@ async fn an_offset_delete_is_checked_and_written_in_one_step_so_a_joining_member
     );
     assert!(!wrote);
 }
+
+#[tokio::test]
+async fn stopping_ends_the_timers_and_waits_for_the_group_writes_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(
+        dir.path(),
+        &[
+            ("group.min.session.timeout.ms", "100"),
+            ("group.initial.rebalance.delay.ms", "0"),
+        ],
+    );
+    // The member's session expires while the group's write cannot finish (its write lock is
+    // held here, as a slow fsync would hold it): the expiry's write is in flight.
+    stable_alone(&node, "g", 200).await;
+    let slot = node.groups.find("g").unwrap();
+    let stuck = slot.persisted_seq.lock().await;
+    let mut state = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = node.groups.describe("g").unwrap().state.name().to_string();
+        if state == "Empty" {
+            break;
+        }
+    }
+    assert_eq!(state, "Empty");
+
+    // A shutdown waits for that write, up to its bound.
+    assert!(
+        !node.groups.stop(Duration::from_millis(200)).await,
+        "stopped with a group write in flight"
+    );
+    drop(stuck);
+    assert!(node.groups.stop(Duration::from_secs(5)).await);
+
+    // No timer runs any more: a member that joins now is not expired.
+    stable_alone(&node, "late", 200).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node.groups.describe("late").unwrap().state.name(), "Stable");
+}
