@@ -299,6 +299,13 @@ async fn run(
     // and expire even before the first request.
     node.groups.load(node.offsets.take_loaded_groups());
     node.groups.start_timers(&node);
+    if let Some(topic) = strata_broker::storage::fatal::fail_syncs_topic() {
+        tracing::warn!(
+            topic,
+            "TEST HOOK {}: every msync of this topic fails",
+            strata_broker::storage::fatal::FAIL_SYNCS_ENV
+        );
+    }
     tracing::info!(node = node.id.0, listen = %local, advertise = %format!("{}:{}", endpoint.host, endpoint.port), data = %data_dir.display(), "strata is serving");
 
     let checkpoint_every =

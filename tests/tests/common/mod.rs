@@ -216,6 +216,8 @@ pub struct Broker {
     set_args: Vec<String>,
     dir: TempDir,
     child: Option<Child>,
+    /// Environment variables set for the broker process (test hooks), from the next start on.
+    env: Vec<(String, String)>,
     starts: u32,
     /// Set once `logs()` was called, so Drop does not print the tail twice.
     logs_shown: Cell<bool>,
@@ -229,9 +231,37 @@ impl Broker {
         Broker::start_prepared(extra_set_args, |_| {})
     }
 
+    /// [`Broker::start`] with `env` set in the broker's environment (a test hook such as
+    /// `STRATA_TEST_FAIL_SYNCS_OF_TOPIC`), until [`Broker::clear_env`].
+    #[allow(dead_code)] // each test file compiles this module on its own
+    pub fn start_with_env(extra_set_args: &[&str], env: &[(&str, &str)]) -> Broker {
+        Broker::start_prepared_env(extra_set_args, env, |_| {})
+    }
+
+    /// Later starts run without the environment given to [`Broker::start_with_env`].
+    #[allow(dead_code)]
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    /// Waits up to `limit` for the broker to exit on its own: its exit status, or None if it
+    /// still runs.
+    #[allow(dead_code)]
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_with_limit(self.child.as_mut()?, limit)
+    }
+
     /// [`Broker::start`], with `prepare(data_dir)` run on the empty data directory before the
     /// broker starts (e.g. to mount a size-limited filesystem there).
     pub fn start_prepared(extra_set_args: &[&str], prepare: impl FnOnce(&Path)) -> Broker {
+        Broker::start_prepared_env(extra_set_args, &[], prepare)
+    }
+
+    fn start_prepared_env(
+        extra_set_args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("strata-test-")
             .tempdir()
@@ -245,6 +275,10 @@ impl Broker {
             set_args: extra_set_args.iter().map(|s| s.to_string()).collect(),
             dir,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             starts: 0,
             logs_shown: Cell::new(false),
         };
@@ -327,6 +361,7 @@ impl Broker {
         );
         let log_out = log.try_clone().expect("clone log handle");
         // Plain text log (tracing-subscriber honours NO_COLOR).
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_out))
