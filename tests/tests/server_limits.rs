@@ -105,6 +105,25 @@ fn a_long_poll_whose_client_went_away_frees_its_connection_slot_at_once() {
     connect_answered(&broker, "a client after the poller left");
 }
 
+#[test]
+fn a_client_that_pipelines_past_queued_max_requests_and_leaves_frees_its_slot_at_once() {
+    let broker = Broker::start(&["max.connections=1", "queued.max.requests=1"]);
+    let topic = unique_topic("pipelined");
+    create_topic(&broker, &topic);
+    let mut client = connect_answered(&broker, "the pipelining client");
+    // A long poll with requests behind it: past queued.max.requests the broker stops reading
+    // this connection, and must still notice when the client goes away.
+    let mut burst = long_poll(&topic, 60_000);
+    for _ in 0..4 {
+        burst.extend(api_versions("behind the poll"));
+    }
+    client.write_all(&burst).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(client);
+    // The only slot must be free well before the poll's 60 s: a new client is answered.
+    connect_answered(&broker, "a client after the pipelining client left");
+}
+
 /// A connection that the broker has accepted and answered (retrying while the only slot is
 /// still taken by a connection closing), within 5 s.
 fn connect_answered(broker: &Broker, who: &str) -> TcpStream {
