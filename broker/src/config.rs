@@ -358,6 +358,14 @@ pub static BROKER_KEYS: &[Key] = &[
         "Threads that flush partitions to disk (msync); one partition always uses the same one.",
     ),
     key(
+        "num.recovery.threads.per.data.dir",
+        Kind::Int,
+        "4",
+        1,
+        "Threads that close partitions in parallel (clean shutdown, DeleteTopics); each close \
+         syncs and trims its active segment.",
+    ),
+    key(
         "offsets.topic.num.partitions",
         Kind::Int,
         "50",

@@ -312,6 +312,13 @@ async fn run(
     // and expire even before the first request.
     node.groups.load(node.offsets.take_loaded_groups());
     node.groups.start_timers(&node);
+    if let Some(topic) = strata_broker::storage::fatal::fail_syncs_topic() {
+        tracing::warn!(
+            topic,
+            "TEST HOOK {}: every msync of this topic fails",
+            strata_broker::storage::fatal::FAIL_SYNCS_ENV
+        );
+    }
     tracing::info!(node = node.id.0, listen = %local, advertise = %format!("{}:{}", endpoint.host, endpoint.port), data = %data_dir.display(), "strata is serving");
 
     let checkpoint_every =
@@ -371,6 +378,24 @@ async fn run(
     if let Some(why) = fatal.get() {
         return Err(format!("halted after a fatal storage error: {why}"));
     }
+    // Every other task that can touch a partition stops before the close: the group timers and
+    // group metadata writes (bounded: a write stuck on a dead disk must not hold the exit), and
+    // the `flush.ms` timers.
+    if !node.groups.stop(SHUTDOWN_TASKS_WAIT).await {
+        tracing::warn!(
+            waited_ms = SHUTDOWN_TASKS_WAIT.as_millis() as u64,
+            "shutting down with group metadata writes still running"
+        );
+    }
+    let flush_timers: Vec<_> = node
+        .partitions
+        .all_partitions()
+        .iter()
+        .filter_map(|p| p.stop_flush_timer())
+        .collect();
+    for timer in flush_timers {
+        let _ = timer.await;
+    }
     tracing::info!("shutting down: flushing and closing every partition");
     node.partitions
         .shutdown()
@@ -378,6 +403,9 @@ async fn run(
     tracing::info!("clean shutdown complete");
     Ok(())
 }
+
+/// How long a shutdown waits for group metadata writes in flight.
+const SHUTDOWN_TASKS_WAIT: Duration = Duration::from_secs(10);
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -435,6 +435,18 @@ fn broker_memory_mib(broker: &Broker) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user + system) the broker has used so far, in clock ticks.
+fn broker_cpu_ticks(broker: &Broker) -> Option<u64> {
+    let pid = broker.pid()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// The broker's current and peak resident memory stay under `bound_mib`.
 fn check_memory(f: &mut Findings, broker: &Broker, bound_mib: u64) {
     match broker_memory_mib(broker) {
@@ -1101,10 +1113,13 @@ const QUEUED_MAX_REQUEST_BYTES: u64 = 16 * MIB;
 const SOCKET_REQUEST_MAX_BYTES: u64 = 8 * MIB;
 /// Connections hoarding at once: together they could queue more than the shared budget.
 const HOARDERS: usize = 3;
-/// How long each hoarder's long poll waits. A connection whose reading is paused (its budget is
-/// full) notices its peer leaving only when its oldest request is answered, as Kafka's muted
-/// channels do, so the hoarders' budget comes back when these polls end.
+/// How long each hoarder's long poll waits. A hoarder's close cannot reach the broker while its
+/// unsent frames fill the broker's receive window (the FIN waits behind them), so the hoarders'
+/// budget comes back when these polls end, as with Kafka's muted channels. (A peer whose close
+/// does arrive while reading is paused frees its budget at once: see server_limits.rs.)
 const HOARD_POLL_MS: i32 = 10_000;
+/// How soon after the hoarders close a new client must be served again.
+const HOARDERS_GONE_WITHIN: Duration = Duration::from_millis(HOARD_POLL_MS as u64 + 10_000);
 
 /// Sends a long poll on `conn`, then up to `frames` 2 MiB frames behind it from a thread with a
 /// 3 s write timeout (a write that blocks that long means the broker stopped reading).
@@ -1113,7 +1128,7 @@ fn hoard(conn: &Conn, topic: &str, frames: usize) -> thread::JoinHandle<u64> {
     writer
         .set_write_timeout(Some(Duration::from_secs(3)))
         .expect("write timeout");
-    // The long poll: an empty partition, min_bytes 1, 10 s.
+    // The long poll: an empty partition, min_bytes 1, HOARD_POLL_MS.
     let poll = frame(
         ApiKey::Fetch,
         11,
@@ -1183,13 +1198,31 @@ fn frames_queued_behind_a_long_poll_cannot_pin_memory() {
             after.saturating_sub(before)
         )
     });
+    // The hoarders stay, their unread frames in the broker's socket buffers: watching them for a
+    // close must not spin on that readability (a spinning task burns a core: ~100 ticks a second).
+    let idle = Duration::from_secs(1);
+    let ticks_before = broker_cpu_ticks(&broker);
+    thread::sleep(idle);
+    if let (Some(a), Some(b)) = (ticks_before, broker_cpu_ticks(&broker)) {
+        eprintln!(
+            "[hostile] broker CPU while the hoarders were paused: {} ticks in {idle:?}",
+            b - a
+        );
+        f.check(b - a <= 10, || {
+            format!(
+                "the broker used {} CPU ticks in {idle:?} with every connection paused",
+                b - a
+            )
+        });
+    }
     // The hoarders go away; their pending work must not keep anything alive once their long
     // polls end.
     drop(conns);
-    wait_until_served(
-        &mut f,
-        &broker,
-        Duration::from_millis(HOARD_POLL_MS as u64 + 10_000),
+    let closed = Instant::now();
+    wait_until_served(&mut f, &broker, HOARDERS_GONE_WITHIN);
+    eprintln!(
+        "[hostile] waited {:.1?} for a new client to be served after the hoarders closed",
+        closed.elapsed()
     );
     check_serves(
         &mut f,

@@ -105,6 +105,57 @@ fn a_long_poll_whose_client_went_away_frees_its_connection_slot_at_once() {
     connect_answered(&broker, "a client after the poller left");
 }
 
+#[test]
+fn a_client_that_pipelines_past_queued_max_requests_and_leaves_frees_its_slot_at_once() {
+    let broker = Broker::start(&["max.connections=1", "queued.max.requests=1"]);
+    let topic = unique_topic("pipelined");
+    create_topic(&broker, &topic);
+    let mut client = connect_answered(&broker, "the pipelining client");
+    // A long poll with requests behind it: past queued.max.requests the broker stops reading
+    // this connection, and must still notice when the client goes away.
+    let mut burst = long_poll(&topic, 60_000);
+    for _ in 0..4 {
+        burst.extend(api_versions("behind the poll"));
+    }
+    client.write_all(&burst).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(client);
+    // The only slot must be free well before the poll's 60 s: a new client is answered.
+    connect_answered(&broker, "a client after the pipelining client left");
+}
+
+#[test]
+fn a_client_paused_by_the_shared_byte_budget_that_leaves_frees_its_slot_at_once() {
+    // Small frames: a paused request's unread bytes fit the socket's receive window, so the
+    // client's close reaches the broker (a close queued behind a full window cannot).
+    let frame_bytes_max = 64 << 10;
+    let broker = Broker::start(&[
+        "max.connections=2",
+        &format!("socket.request.max.bytes={frame_bytes_max}"),
+        &format!("queued.max.request.bytes={frame_bytes_max}"),
+    ]);
+    let topic = unique_topic("budget-gone");
+    create_topic(&broker, &topic);
+    // One connection holds most of the shared budget behind a long poll; another sends a request
+    // that does not fit the rest, so the broker stops reading it, then that client leaves.
+    let mut first = connect_answered(&broker, "the long poller");
+    first.write_all(&long_poll(&topic, 60_000)).unwrap();
+    first
+        .write_all(&api_versions(&"a".repeat(frame_bytes_max * 6 / 10)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = connect_answered(&broker, "the paused client");
+    second
+        .write_all(&api_versions(&"a".repeat(frame_bytes_max / 2)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(second);
+    // Its slot (one of two) and its place in the budget's queue must be free well before the
+    // poll's 60 s.
+    connect_answered(&broker, "a client after the paused client left");
+    drop(first);
+}
+
 /// A connection that the broker has accepted and answered (retrying while the only slot is
 /// still taken by a connection closing), within 5 s.
 fn connect_answered(broker: &Broker, who: &str) -> TcpStream {

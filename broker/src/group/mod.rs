@@ -21,6 +21,8 @@
 //! - Timers are event-driven: one task sleeps until the earliest group deadline, and is woken by
 //!   a `Notify` when an earlier one appears. Never sleep-and-poll. The timer task never awaits
 //!   a group's persisting: each group's effects run in their own task.
+//! - Shutdown ([`GroupCoordinator::stop`]) ends the timer task and waits (bounded) for every
+//!   effects task, so no group write reaches `__consumer_offsets` after its partitions close.
 
 pub mod offsets;
 pub mod records;
@@ -79,6 +81,18 @@ pub struct GroupCoordinator {
     limits: Limits,
     timers: Arc<Timers>,
     timer_started: AtomicBool,
+    timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How many effects tasks are running (each holds an [`EffectsRunning`]).
+    effects_running: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts one running effects task while it lives (aborted or not).
+struct EffectsRunning(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for EffectsRunning {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,6 +122,8 @@ impl GroupCoordinator {
             limits,
             timers: Arc::default(),
             timer_started: AtomicBool::new(false),
+            timer_task: Mutex::new(None),
+            effects_running: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -236,7 +252,28 @@ impl GroupCoordinator {
         }
         let timers = Arc::clone(&self.timers);
         let node: Weak<Node> = Arc::downgrade(node);
-        tokio::spawn(run_timers(timers, node));
+        *lock(&self.timer_task) = Some(tokio::spawn(run_timers(timers, node)));
+    }
+
+    /// Shutdown: ends the timer task (no timer starts again) and waits for every running effects
+    /// task (metadata writes, tombstones) to finish, for at most `within`. Call once no request
+    /// can reach the coordinator; false if some task was still running at the bound.
+    pub async fn stop(&self, within: std::time::Duration) -> bool {
+        self.timer_started.store(true, Ordering::Release);
+        let timer = lock(&self.timer_task).take();
+        if let Some(timer) = timer {
+            timer.abort();
+            let _ = timer.await;
+        }
+        let mut running = self.effects_running.subscribe();
+        tokio::time::timeout(within, running.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn effects_started(&self) -> EffectsRunning {
+        self.effects_running.send_modify(|n| *n += 1);
+        EffectsRunning(Arc::clone(&self.effects_running))
     }
 
     fn schedule(&self, group_id: &str, deadline: Option<i64>) {
@@ -439,30 +476,52 @@ impl GroupCoordinator {
         }
     }
 
-    /// OffsetDelete: GROUP_SUBSCRIBED_TO_TOPIC if the group has members and one of them
-    /// subscribes to `topic`; NON_EMPTY_GROUP for a non-empty group of another protocol type.
-    /// A group unknown here is Ok: the caller (which owns the offsets) answers GROUP_ID_NOT_FOUND
-    /// when it has no offsets for it either.
     /// Whether the group exists here with members or a rebalance history (not Dead).
     pub fn is_known(&self, group_id: &str) -> bool {
         self.find(group_id)
             .is_some_and(|slot| lock(&slot.entry).group.state() != GroupState::Dead)
     }
 
-    pub fn check_offset_delete(&self, group_id: &str, topic: &str) -> Result<(), BrokerError> {
-        let Some(slot) = self.find(group_id) else {
-            return Ok(());
-        };
-        let entry = lock(&slot.entry);
-        let g = &entry.group;
-        match g.state() {
-            GroupState::Dead => Err(BrokerError::GroupIdNotFound(group_id.to_string())),
-            GroupState::Empty => Ok(()),
-            _ => match g.subscribes_to(topic) {
-                Some(true) => Err(BrokerError::GroupSubscribedToTopic(topic.to_string())),
-                Some(false) => Ok(()),
-                None => Err(BrokerError::NonEmptyGroup(group_id.to_string())),
-            },
+    /// OffsetDelete, Kafka's handleDeleteOffsets rules, checked per topic: GROUP_SUBSCRIBED_TO_TOPIC
+    /// if the group has members and one of them subscribes to the topic; NON_EMPTY_GROUP for a
+    /// non-empty group of another protocol type; Ok for an Empty group, or one unknown here
+    /// (the caller, which owns the offsets, answers GROUP_ID_NOT_FOUND when it has none either).
+    /// `append` (the write of the tombstones) gets one verdict per topic and runs under the same
+    /// group lock, so no member can join and commit between the check and the write (a delete
+    /// cannot remove the offset a new member just committed). GROUP_ID_NOT_FOUND for the whole
+    /// request if the group is being deleted.
+    pub fn delete_offsets<R>(
+        &self,
+        group_id: &str,
+        topics: &[&str],
+        append: impl FnOnce(&[Result<(), BrokerError>]) -> R,
+    ) -> Result<R, BrokerError> {
+        // An unknown group is created for the time of the check and write (and dropped again as
+        // unused), like a simple commit's, so a first JoinGroup cannot slip in between.
+        let applied = self.apply(group_id, true, |g| {
+            if g.state() == GroupState::Dead {
+                let e = BrokerError::GroupIdNotFound(group_id.to_string());
+                return (Err(e), Output::default());
+            }
+            let verdicts: Vec<Result<(), BrokerError>> = topics
+                .iter()
+                .map(|topic| match g.state() {
+                    GroupState::Empty => Ok(()),
+                    _ => match g.subscribes_to(topic) {
+                        Some(true) => Err(BrokerError::GroupSubscribedToTopic(topic.to_string())),
+                        Some(false) => Ok(()),
+                        None => Err(BrokerError::NonEmptyGroup(group_id.to_string())),
+                    },
+                })
+                .collect();
+            (Ok(append(&verdicts)), Output::default())
+        });
+        match applied {
+            Some((result, _)) => result,
+            // Only when other requests kept removing the group: let the client retry.
+            None => Err(BrokerError::CoordinatorNotAvailable(format!(
+                "group '{group_id}' is being removed"
+            ))),
         }
     }
 }
@@ -487,7 +546,11 @@ impl Effects {
     /// Starts carrying the effects out; the caller may await the handle or not.
     fn spawn(self, node: &Arc<Node>) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
         let node = Arc::clone(node);
-        tokio::spawn(async move { self.carry_out(&node).await })
+        let running = node.groups.effects_started();
+        tokio::spawn(async move {
+            let _running = running;
+            self.carry_out(&node).await
+        })
     }
 
     /// [`Effects::run`], answering whether the tombstone (if any) was written: DeleteGroups

@@ -327,3 +327,90 @@ async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_
     }
     assert_eq!(state, "PreparingRebalance");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_delete_is_checked_and_written_in_one_step_so_a_joining_member_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+
+    // Nobody is in the group, so its offsets of "t" may go. While their tombstones are being
+    // written, a consumer's JoinGroup waits: it cannot join (and commit) between the check and
+    // the write, only to have the delete remove what it committed.
+    let (joined_tx, joined_rx) = std::sync::mpsc::channel();
+    let decided = node.groups.delete_offsets("g", &["t"], |verdicts| {
+        let joiner = Arc::clone(&node);
+        tokio::spawn(async move {
+            let reply = joiner.groups.join(&joiner, "g", join("", 10_000)).await;
+            let _ = joined_tx.send(reply);
+        });
+        let join_waited = joined_rx.recv_timeout(Duration::from_millis(300)).is_err();
+        (verdicts.iter().all(Result::is_ok), join_waited)
+    });
+    assert_eq!(
+        decided.ok(),
+        Some((true, true)),
+        "the join waited for the delete"
+    );
+    let joined =
+        tokio::task::spawn_blocking(move || joined_rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .expect("the join completes after the delete");
+    assert!(joined.error.is_none(), "{:?}", joined.error);
+
+    // Now a member subscribes to "t" (its subscription cannot be read, which counts as
+    // subscribed): the next delete is refused before anything is written.
+    let mut wrote = false;
+    let refused = node.groups.delete_offsets("g", &["t"], |verdicts| {
+        wrote = verdicts.iter().any(Result::is_ok);
+        verdicts
+            .iter()
+            .map(|v| v.as_ref().map_err(|e| e.code()).err())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        refused.ok(),
+        Some(vec![Some(86)]),
+        "GROUP_SUBSCRIBED_TO_TOPIC"
+    );
+    assert!(!wrote);
+}
+
+#[tokio::test]
+async fn stopping_ends_the_timers_and_waits_for_the_group_writes_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(
+        dir.path(),
+        &[
+            ("group.min.session.timeout.ms", "100"),
+            ("group.initial.rebalance.delay.ms", "0"),
+        ],
+    );
+    // The member's session expires while the group's write cannot finish (its write lock is
+    // held here, as a slow fsync would hold it): the expiry's write is in flight.
+    stable_alone(&node, "g", 200).await;
+    let slot = node.groups.find("g").unwrap();
+    let stuck = slot.persisted_seq.lock().await;
+    let mut state = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = node.groups.describe("g").unwrap().state.name().to_string();
+        if state == "Empty" {
+            break;
+        }
+    }
+    assert_eq!(state, "Empty");
+
+    // A shutdown waits for that write, up to its bound.
+    assert!(
+        !node.groups.stop(Duration::from_millis(200)).await,
+        "stopped with a group write in flight"
+    );
+    drop(stuck);
+    assert!(node.groups.stop(Duration::from_secs(5)).await);
+
+    // No timer runs any more: a member that joins now is not expired.
+    stable_alone(&node, "late", 200).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node.groups.describe("late").unwrap().state.name(), "Stable");
+}

@@ -217,7 +217,7 @@ impl PartitionManager {
         let Some(partitions) = self.write().remove(name) else {
             return Ok(());
         };
-        for partition in partitions.iter() {
+        let removed = self.on_close_threads(&partitions, |partition| {
             if let Err(e) = partition.close() {
                 tracing::warn!(topic = name, partition = %partition.id(), error = %e, "closing a deleted partition");
             }
@@ -229,8 +229,11 @@ impl PartitionManager {
                     .unwrap_or_default()
             ));
             std::fs::rename(dir, &doomed)?;
-            std::fs::remove_dir_all(&doomed)?;
-        }
+            std::fs::remove_dir_all(&doomed)
+        });
+        // Every partition was tried; the first failure is the answer (a restart removes what a
+        // failed removal left, as an orphan or a `.deleted` directory).
+        removed.into_iter().collect::<std::io::Result<Vec<()>>>()?;
         Ok(())
     }
 
@@ -282,10 +285,61 @@ impl PartitionManager {
             .sum()
     }
 
+    /// Runs `work` (a close, and what follows it) for each of `partitions` on up to
+    /// `num.recovery.threads.per.data.dir` threads: each close waits on its own syncs, so
+    /// thousands of them one after another take many seconds. One result per partition, in order.
+    fn on_close_threads(
+        &self,
+        partitions: &[Arc<Partition>],
+        work: impl Fn(&Arc<Partition>) -> std::io::Result<()> + Sync,
+    ) -> Vec<std::io::Result<()>> {
+        let threads = usize::try_from(self.config.i64("num.recovery.threads.per.data.dir"))
+            .unwrap_or(1)
+            .clamp(1, partitions.len().max(1));
+        if threads == 1 {
+            return partitions.iter().map(&work).collect();
+        }
+        // Threads take the next partition from a shared counter, so a slow close holds up
+        // only its own thread.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut results: Vec<Option<std::io::Result<()>>> =
+            partitions.iter().map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (next, work) = (&next, &work);
+                    scope.spawn(move || {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(p) = partitions.get(i) else { break };
+                            done.push((i, work(p)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            for worker in workers {
+                // A close that panicked leaves its partition without a result (an error below).
+                if let Ok(done) = worker.join() {
+                    for (i, r) in done {
+                        results[i] = Some(r);
+                    }
+                }
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(std::io::Error::other("closing the partition panicked")))
+            })
+            .collect()
+    }
+
     /// Clean shutdown: close every partition (flushed, trimmed), checkpoint, leave the marker.
     pub fn shutdown(&self) -> Result<(), BrokerError> {
-        for p in self.all_partitions() {
-            p.close()?;
+        for closed in self.on_close_threads(&self.all_partitions(), |p| p.close()) {
+            closed?;
         }
         self.write_recovery_checkpoint()?;
         checkpoint::write(&self.data_dir.join(CLEAN_SHUTDOWN), "")

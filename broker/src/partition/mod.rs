@@ -104,6 +104,8 @@ pub struct Partition {
     durable: watch::Sender<Offset>,
     closed: AtomicBool,
     failed: AtomicBool,
+    /// The `flush.ms` task, if any: stopped by a close, awaited by a clean shutdown.
+    flush_timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     producer_recovery: ProducerRecovery,
     /// Bounds every walk of this partition's records (validation, ListOffsets by timestamp):
     /// derived from `message.max.bytes`, fixed at open like it.
@@ -166,14 +168,19 @@ impl Partition {
             durable,
             closed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            flush_timer: Mutex::new(None),
             producer_recovery,
             record_limits: RecordLimits::for_batch_bytes(settings.max_message_bytes),
         });
         if settings.flush.flush_ms < i64::MAX {
-            tokio::spawn(flush_periodically(
+            let timer = tokio::spawn(flush_periodically(
                 Arc::downgrade(&partition),
                 settings.flush.flush_ms,
             ));
+            *partition
+                .flush_timer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(timer);
         }
         Ok((partition, report))
     }
@@ -484,6 +491,7 @@ impl Partition {
     /// Stops the flusher and closes the log cleanly (flushed, files trimmed).
     pub fn close(&self) -> std::io::Result<()> {
         self.closed.store(true, Ordering::Release);
+        drop(self.stop_flush_timer());
         let mut st = self.lock();
         if self.failed.load(Ordering::Acquire) {
             // Syncing now could "succeed" over pages a failed sync lost: leave it to recovery.
@@ -501,6 +509,17 @@ impl Partition {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         self.advance_durable(end);
         Ok(())
+    }
+
+    /// Stops the `flush.ms` task (if any) and hands it back, so a shutdown can wait for it.
+    pub fn stop_flush_timer(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let timer = self
+            .flush_timer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        timer.abort();
+        Some(timer)
     }
 
     /// Everything below `end` is on disk: wakes the `acks=-1` waits it covers (never moves back).

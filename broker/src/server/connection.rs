@@ -15,7 +15,11 @@
 //!   strings are slices of it), so this bounds what clients can pin.
 //!
 //! The connection ends, and its pending work (a long poll, above all) is dropped at once, when the
-//! peer goes away: end of stream or an error on the read side, or a failed write. It is closed
+//! peer goes away: end of stream or an error on the read side, or a failed write. While reading
+//! is paused the socket is still watched for the peer's close (`is_read_closed`, EPOLLRDHUP, is
+//! reported even with unread bytes buffered), through a second registration of a duplicate
+//! descriptor: readability alone is cleared there after each wake, so unread bytes never make the
+//! watch spin, and the reader's own readiness (those bytes are still to be read) is untouched. It is closed
 //! after `connections.max.idle.ms` with no request in flight and nothing read or written. An idle
 //! connection holds no read buffer (it waits for readability first).
 //!
@@ -33,6 +37,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::FutureExt;
 use strata_protocol::api::decode_request;
 use strata_protocol::frame::{frame_size, FrameError, FRAME_HEADER_BYTES};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -106,7 +112,16 @@ impl FrameReader {
         loop {
             if let Some(size) = frame_size(&self.buf, self.frame_bytes_max).map_err(ReadEnd::Bad)? {
                 if self.held.is_none() {
-                    self.held = Some(self.take_budget(size).await);
+                    let held = match self.try_take_budget(size) {
+                        Some(held) => held,
+                        // Reading is paused until the budgets have room: watch for the peer
+                        // leaving meanwhile.
+                        None => tokio::select! {
+                            held = self.take_budget(size) => held,
+                            () = self.peer_closed() => return Err(ReadEnd::Gone),
+                        },
+                    };
+                    self.held = Some(held);
                 }
                 let wanted = FRAME_HEADER_BYTES + size;
                 if self.buf.len() >= wanted {
@@ -120,6 +135,21 @@ impl FrameReader {
                 self.read_more(READ_CHUNK_BYTES).await?;
             }
         }
+    }
+
+    /// The budgets for a frame of `size` bytes if both have room now.
+    fn try_take_budget(&self, size: usize) -> Option<Held> {
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let connection = Arc::clone(&self.connection_budget)
+            .try_acquire_many_owned(permits)
+            .ok()?;
+        let shared = Arc::clone(&self.shared_budget)
+            .try_acquire_many_owned(permits)
+            .ok()?;
+        Some(Held {
+            _connection: Some(connection),
+            _shared: Some(shared),
+        })
     }
 
     async fn take_budget(&self, size: usize) -> Held {
@@ -137,6 +167,38 @@ impl FrameReader {
         Held {
             _connection: connection,
             _shared: shared,
+        }
+    }
+
+    /// Resolves when the peer has closed its side or the socket failed; for a connection whose
+    /// reading is paused (nothing else would notice). Cancel-safe.
+    async fn peer_closed(&self) {
+        use std::os::fd::AsFd;
+        // A second registration (of a duplicate descriptor), so clearing readiness here never
+        // hides from the reader the bytes it has yet to read. Without one (out of descriptors),
+        // the close is noticed when reading resumes, as before.
+        let watch = self
+            .half
+            .as_ref()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| {
+                // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same
+                // until the AsyncFd is dropped.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
+            });
+        let Some(watch) = watch else {
+            return std::future::pending().await;
+        };
+        loop {
+            match watch.ready(Interest::READABLE).await {
+                Ok(ready) if ready.ready().is_read_closed() => return,
+                // Bytes we are not reading yet, not a close: wait for the next event (more
+                // bytes, bounded by the socket buffer, or the close), not this one again.
+                Ok(mut ready) => ready.clear_ready(),
+                Err(_) => return,
+            }
         }
     }
 
@@ -255,10 +317,22 @@ pub async fn serve_connection(
             },
         };
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        // Waiting here for a free slot is the `queued.max.requests` back-pressure.
-        if pending_tx.send((pending, held)).await.is_err() {
-            peer_gone = true;
-            break;
+        // Waiting for a free slot is the `queued.max.requests` back-pressure; reading is paused
+        // meanwhile, so watch for the peer leaving.
+        let slot = match pending_tx.try_reserve() {
+            Ok(slot) => Ok(slot),
+            Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
+                slot = pending_tx.reserve() => slot.map_err(|_| ()),
+                () = reader.peer_closed() => Err(()),
+            },
+            Err(mpsc::error::TrySendError::Closed(())) => Err(()),
+        };
+        match slot {
+            Ok(slot) => slot.send((pending, held)),
+            Err(()) => {
+                peer_gone = true;
+                break;
+            }
         }
     }
     drop(pending_tx);

@@ -28,6 +28,33 @@ pub fn is_fatal(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<SyncFailed>())
 }
 
+/// Test hook, for integration tests only: with `STRATA_TEST_FAIL_SYNCS_OF_TOPIC=<topic>` in the
+/// broker's environment, every msync of that topic's files fails as a dying disk's would, so a
+/// real broker process can be driven down the fatal path. Read once; unset (always, outside
+/// tests), it costs one check of a cached `None` per msync.
+pub const FAIL_SYNCS_ENV: &str = "STRATA_TEST_FAIL_SYNCS_OF_TOPIC";
+
+/// The topic [`FAIL_SYNCS_ENV`] names, if any.
+pub fn fail_syncs_topic() -> Option<&'static str> {
+    static TOPIC: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TOPIC
+        .get_or_init(|| std::env::var(FAIL_SYNCS_ENV).ok().filter(|t| !t.is_empty()))
+        .as_deref()
+}
+
+/// Whether the test hook makes a sync of `path` (a file in a partition directory
+/// `<topic>-<n>`) fail.
+pub fn injected_sync_failure(path: &std::path::Path) -> bool {
+    let Some(topic) = fail_syncs_topic() else {
+        return false;
+    };
+    path.parent()
+        .and_then(|dir| dir.file_name())
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.rsplit_once('-'))
+        .is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok())
+}
+
 /// The broker's fatal signal: set once, by whoever saw the first fatal error; `main` owns the
 /// reaction.
 #[derive(Clone)]

@@ -270,6 +270,12 @@ impl MappedFile {
                 "injected msync failure",
             )));
         }
+        if super::fatal::injected_sync_failure(&self.path) {
+            return Err(super::fatal::sync_failed(io::Error::other(format!(
+                "msync failure injected by {}",
+                super::fatal::FAIL_SYNCS_ENV
+            ))));
+        }
         self.map
             .flush_range(position, len)
             .map_err(super::fatal::sync_failed)?;

@@ -26,12 +26,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
-/// How long a broker may take until its port accepts TCP connections.
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a broker may take until it serves (storage opened, port accepting); generous, as
+/// opening storage waits on fsyncs, slow on a loaded machine.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a broker may take to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Poll interval for every wait in this module.
 pub const POLL: Duration = Duration::from_millis(50);
+/// Ports tried for a broker's first start (see `Broker::spawn`).
+const PORT_ATTEMPTS: u32 = 5;
 /// Default time limit for one Python script run.
 pub const PYTHON_TIMEOUT: Duration = Duration::from_secs(150);
 /// How much of the broker log `logs()` returns.
@@ -216,6 +219,8 @@ pub struct Broker {
     set_args: Vec<String>,
     dir: TempDir,
     child: Option<Child>,
+    /// Environment variables set for the broker process (test hooks), from the next start on.
+    env: Vec<(String, String)>,
     starts: u32,
     /// Set once `logs()` was called, so Drop does not print the tail twice.
     logs_shown: Cell<bool>,
@@ -224,14 +229,42 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker (node id 1) on a free port with a fresh data directory.
     /// `extra_set_args` are `key=value` strings, each passed as `--set key=value`.
-    /// Returns once the port accepts TCP connections (at most [`START_TIMEOUT`]).
+    /// Returns once the broker serves: it logged so and its port accepts (at most [`START_TIMEOUT`]).
     pub fn start(extra_set_args: &[&str]) -> Broker {
         Broker::start_prepared(extra_set_args, |_| {})
+    }
+
+    /// [`Broker::start`] with `env` set in the broker's environment (a test hook such as
+    /// `STRATA_TEST_FAIL_SYNCS_OF_TOPIC`), until [`Broker::clear_env`].
+    #[allow(dead_code)] // each test file compiles this module on its own
+    pub fn start_with_env(extra_set_args: &[&str], env: &[(&str, &str)]) -> Broker {
+        Broker::start_prepared_env(extra_set_args, env, |_| {})
+    }
+
+    /// Later starts run without the environment given to [`Broker::start_with_env`].
+    #[allow(dead_code)]
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    /// Waits up to `limit` for the broker to exit on its own: its exit status, or None if it
+    /// still runs.
+    #[allow(dead_code)]
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_with_limit(self.child.as_mut()?, limit)
     }
 
     /// [`Broker::start`], with `prepare(data_dir)` run on the empty data directory before the
     /// broker starts (e.g. to mount a size-limited filesystem there).
     pub fn start_prepared(extra_set_args: &[&str], prepare: impl FnOnce(&Path)) -> Broker {
+        Broker::start_prepared_env(extra_set_args, &[], prepare)
+    }
+
+    fn start_prepared_env(
+        extra_set_args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("strata-test-")
             .tempdir()
@@ -245,6 +278,10 @@ impl Broker {
             set_args: extra_set_args.iter().map(|s| s.to_string()).collect(),
             dir,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             starts: 0,
             logs_shown: Cell::new(false),
         };
@@ -300,6 +337,36 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        // A first start's port came from `free_port`, which let it go again: until the broker
+        // binds it, an outgoing connection (another test's client storm, kcat) can take it as
+        // its local port, and the bind fails. Then try another port, a bounded number of times;
+        // a restart keeps its port (clients were told it).
+        let first = self.starts == 0;
+        for _ in 0..PORT_ATTEMPTS {
+            if self.spawn_once() {
+                return;
+            }
+            assert!(
+                first,
+                "broker could not bind its port {} again (start #{}){}",
+                self.port,
+                self.starts,
+                self.logs()
+            );
+            eprintln!(
+                "[strata-tests] port {} was taken before the broker bound it; trying another",
+                self.port
+            );
+            self.port = free_port();
+        }
+        panic!(
+            "no free port bound in {PORT_ATTEMPTS} attempts{}",
+            self.logs()
+        );
+    }
+
+    /// One start; false if the broker exited because it could not bind its port.
+    fn spawn_once(&mut self) -> bool {
         assert!(self.child.is_none(), "broker already running");
         self.starts += 1;
         let mut cmd = Command::new(&self.bin);
@@ -327,6 +394,11 @@ impl Broker {
         );
         let log_out = log.try_clone().expect("clone log handle");
         // Plain text log (tracing-subscriber honours NO_COLOR).
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // Start-up waits for the binary's "strata is serving" line (info, target `strata`).
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            cmd.env("RUST_LOG", format!("{filter},strata=info"));
+        }
         cmd.env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_out))
@@ -342,10 +414,21 @@ impl Broker {
             self.data_dir().display()
         );
         self.child = Some(child);
-        self.wait_until_accepting();
+        self.wait_until_accepting()
     }
 
-    fn wait_until_accepting(&mut self) {
+    /// The log of the latest start only.
+    fn this_start_log(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let marker = format!("==== strata-tests: start #{} ", self.starts);
+        log.rfind(&marker)
+            .map(|i| log[i..].to_string())
+            .unwrap_or_default()
+    }
+
+    /// Returns once the broker serves (logged, and its port accepts); false if it exited because its port was
+    /// taken; panics on any other failure to start.
+    fn wait_until_accepting(&mut self) -> bool {
         let addr: SocketAddr = self.bootstrap().parse().expect("socket address");
         let started = Instant::now();
         let max_polls = START_TIMEOUT.as_millis() / POLL.as_millis() + 1;
@@ -353,14 +436,26 @@ impl Broker {
             let child = self.child.as_mut().expect("child");
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
+                if self.this_start_log().contains("cannot listen on") {
+                    return false;
+                }
                 panic!(
                     "broker exited during startup with {status} (start #{}){}",
                     self.starts,
                     self.logs()
                 );
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+            // The broker binds its port before it opens storage, which can take seconds under
+            // load (fsyncs): until it logs that it serves, connections sit in the backlog and a
+            // test's request would count that time against its read timeout. A connection to
+            // itself (the kernel picked the very port as the local one while nothing listened
+            // there) is not the broker either.
+            if self.this_start_log().contains("strata is serving") {
+                if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    if s.local_addr().ok() != s.peer_addr().ok() {
+                        return true;
+                    }
+                }
             }
             if started.elapsed() >= START_TIMEOUT {
                 break;
@@ -372,7 +467,7 @@ impl Broker {
             kill9_child(&mut c);
         }
         panic!(
-            "broker did not accept TCP on {} within {:?} (start #{}){logs}",
+            "broker did not serve on {} within {:?} (start #{}){logs}",
             self.bootstrap(),
             START_TIMEOUT,
             self.starts
