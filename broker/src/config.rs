@@ -191,9 +191,9 @@ pub static BROKER_KEYS: &[Key] = &[
         "Partitions this broker may host, all topics together (__consumer_offsets included). \
          CreateTopics, CreatePartitions and auto-creation that would pass it are refused with \
          POLICY_VIOLATION before anything is written. Each partition holds 3 open files and 3 \
-         memory mappings for its active segment (sealed ones share log.segment.open.max): the default keeps a \
-         broker within vm.max_map_count (65530) and common open-file limits, as Kafka's \
-         long-standing guidance of about 4000 partitions per broker does.",
+         memory mappings for its active segment (sealed ones share log.segment.open.max): the \
+         default keeps a broker within vm.max_map_count (65530) and common open-file limits, as \
+         Kafka's long-standing guidance of about 4000 partitions per broker does.",
     ),
     key(
         "message.max.bytes",
