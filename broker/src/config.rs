@@ -254,9 +254,9 @@ pub static BROKER_KEYS: &[Key] = &[
         "Partitions this broker may host, all topics together (__consumer_offsets included). \
          CreateTopics, CreatePartitions and auto-creation that would pass it are refused with \
          POLICY_VIOLATION before anything is written. Each partition holds 3 open files and 3 \
-         memory mappings for its active segment (more for sealed ones): the default keeps a \
-         broker within vm.max_map_count (65530) and common open-file limits, as Kafka's \
-         long-standing guidance of about 4000 partitions per broker does.",
+         memory mappings for its active segment (sealed ones share log.segment.open.max): the \
+         default keeps a broker within vm.max_map_count (65530) and common open-file limits, as \
+         Kafka's long-standing guidance of about 4000 partitions per broker does.",
     ),
     key(
         "message.max.bytes",
@@ -271,6 +271,16 @@ pub static BROKER_KEYS: &[Key] = &[
         "1073741824",
         1024,
         "Size a segment grows to before a new one starts.",
+    ),
+    key(
+        "log.segment.open.max",
+        Kind::Int,
+        "2000",
+        0,
+        "Sealed segments kept open (3 files and 3 mappings each) across all partitions; the \
+         least recently read are closed past it and opened again on demand. Active segments are \
+         always open and not counted. The default adds at most 6000 mappings to the 12000 of \
+         max.partitions active segments, well within vm.max_map_count (65530).",
     ),
     key(
         "log.roll.ms",

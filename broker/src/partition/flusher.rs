@@ -13,17 +13,32 @@ use std::sync::{Arc, Mutex};
 
 use super::Partition;
 use crate::storage::fatal::Fatal;
+use crate::storage::log::SEGMENT_OPEN_MAX_DEFAULT;
+use crate::storage::OpenSegments;
 
 pub struct Flushers {
     queues: Vec<Mutex<mpsc::Sender<Arc<Partition>>>>,
     next_slot: AtomicUsize,
     /// Where the partitions flushed here report a fatal storage error (`main` halts on it).
     fatal: Fatal,
+    /// The bound on sealed segments holding open files (`log.segment.open.max`), shared by the
+    /// partitions flushed here: the storage state every partition of the broker shares.
+    open_segments: Arc<OpenSegments>,
 }
 
 impl Flushers {
-    /// Starts `threads` flush threads (at least one).
+    /// Starts `threads` flush threads (at least one), the partitions' sealed segments bounded by
+    /// the default of `log.segment.open.max`.
     pub fn start(threads: usize) -> std::io::Result<Arc<Flushers>> {
+        Flushers::start_with(threads, OpenSegments::new(SEGMENT_OPEN_MAX_DEFAULT))
+    }
+
+    /// Starts `threads` flush threads (at least one) for partitions whose sealed segments share
+    /// `open_segments`.
+    pub fn start_with(
+        threads: usize,
+        open_segments: Arc<OpenSegments>,
+    ) -> std::io::Result<Arc<Flushers>> {
         let mut queues = Vec::new();
         for i in 0..threads.max(1) {
             let (tx, rx) = mpsc::channel::<Arc<Partition>>();
@@ -41,6 +56,7 @@ impl Flushers {
             queues,
             next_slot: AtomicUsize::new(0),
             fatal: Fatal::default(),
+            open_segments,
         }))
     }
 
@@ -51,11 +67,16 @@ impl Flushers {
             queues: Vec::new(),
             next_slot: AtomicUsize::new(0),
             fatal: Fatal::default(),
+            open_segments: OpenSegments::new(SEGMENT_OPEN_MAX_DEFAULT),
         })
     }
 
     pub fn fatal(&self) -> &Fatal {
         &self.fatal
+    }
+
+    pub fn open_segments(&self) -> &Arc<OpenSegments> {
+        &self.open_segments
     }
 
     /// The queue a new partition will use: round robin.

@@ -23,7 +23,7 @@ use crate::config::{self, BrokerConfig, TopicOverrides};
 use crate::controller::{MetadataStore, TopicMeta};
 use crate::error::BrokerError;
 use crate::ids::{Offset, PartitionId};
-use crate::storage::checkpoint;
+use crate::storage::{checkpoint, OpenSegments};
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const CLEAN_SHUTDOWN: &str = "clean-shutdown";
@@ -75,7 +75,10 @@ impl PartitionManager {
             clean_shutdown,
             ..Default::default()
         };
-        let flushers = Flushers::start(config.i64("log.flush.threads") as usize)?;
+        let flushers = Flushers::start_with(
+            config.i64("log.flush.threads") as usize,
+            OpenSegments::new(config.i64("log.segment.open.max") as usize),
+        )?;
         let mut topics = HashMap::new();
         for meta in metadata.topics() {
             let mut partitions = Vec::with_capacity(meta.partitions as usize);

@@ -43,7 +43,7 @@ use crate::config::FlushPolicy;
 use crate::error::BrokerError;
 use crate::ids::{LeaderEpoch, Offset, PartitionId};
 use crate::storage::segment::first_record_at_or_after;
-use crate::storage::{fatal, Log, LogConfig, RecoveryReport};
+use crate::storage::{fatal, Log, LogConfig, LogReadError, RecoveryReport};
 use epoch_cache::EpochCache;
 use producer_state::{Check, ProducerBatch, ProducerStates, Staged};
 
@@ -132,14 +132,20 @@ impl Partition {
         clean_shutdown: bool,
         flushers: &Arc<Flushers>,
     ) -> Result<(Arc<Partition>, RecoveryReport), BrokerError> {
-        let (log, report) = Log::open(dir, settings.log, recovery_point, clean_shutdown)
-            .inspect_err(|e| {
-                if fatal::is_fatal(e) {
-                    flushers
-                        .fatal()
-                        .report(format!("opening {}: {e}", dir.display()));
-                }
-            })?;
+        let (log, report) = Log::open_shared(
+            dir,
+            settings.log,
+            recovery_point,
+            clean_shutdown,
+            flushers.open_segments(),
+        )
+        .inspect_err(|e| {
+            if fatal::is_fatal(e) {
+                flushers
+                    .fatal()
+                    .report(format!("opening {}: {e}", dir.display()));
+            }
+        })?;
         let mut epoch_cache = EpochCache::open(dir)?;
         epoch_cache.truncate_from(log.log_end_offset());
         // One node: leadership never moves, so the epoch stays where it is (0 on creation).
@@ -396,13 +402,13 @@ impl Partition {
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<FetchView, BrokerError> {
         let st = self.lock();
         let hw = st.log.log_end_offset();
-        let read =
-            st.log
-                .read(offset, max_bytes, hw)
-                .map_err(|r| BrokerError::OffsetOutOfRange {
-                    log_start_offset: r.log_start_offset,
-                    log_end_offset: r.log_end_offset,
-                })?;
+        let read = st.log.read(offset, max_bytes, hw).map_err(|e| match e {
+            LogReadError::OutOfRange(r) => BrokerError::OffsetOutOfRange {
+                log_start_offset: r.log_start_offset,
+                log_end_offset: r.log_end_offset,
+            },
+            LogReadError::Storage(e) => BrokerError::Storage(e),
+        })?;
         Ok(FetchView {
             records: read.map(|r| r.records),
             high_watermark: hw,
@@ -413,9 +419,10 @@ impl Partition {
     /// ListOffsets: (offset, timestamp) for a target timestamp or the special values
     /// -2 (earliest), -1 (latest), -3 (max timestamp). A lookup by timestamp takes a candidate
     /// batch (a zero-copy slice) under the lock and walks its records outside it, bounded by
-    /// `record_limits`: a compressed batch never decompresses under the lock.
-    pub fn list_offset(&self, timestamp: i64) -> Option<(Offset, i64)> {
-        match timestamp {
+    /// `record_limits`: a compressed batch never decompresses under the lock. Fails only if a
+    /// sealed segment's files cannot be opened again.
+    pub fn list_offset(&self, timestamp: i64) -> Result<Option<(Offset, i64)>, BrokerError> {
+        Ok(match timestamp {
             -2 => Some((self.lock().log.log_start_offset(), -1)),
             -1 => Some((self.lock().log.log_end_offset(), -1)),
             -3 => {
@@ -423,7 +430,12 @@ impl Partition {
                     let st = self.lock();
                     (st.log.max_timestamp_batch()?, st.log.log_end_offset())
                 };
-                let header = BatchHeader::parse(&batch).ok()?;
+                let Some(batch) = batch else {
+                    return Ok(None);
+                };
+                let Ok(header) = BatchHeader::parse(&batch) else {
+                    return Ok(None);
+                };
                 let (target, from) = (header.max_timestamp(), Offset(header.base_offset()));
                 first_record_at_or_after(&batch, target, from, limit, &self.record_limits)
             }
@@ -437,23 +449,26 @@ impl Partition {
                         let limit = st.log.log_end_offset();
                         (st.log.batch_by_timestamp(t, from, limit)?, limit)
                     };
+                    let Some(batch) = batch else {
+                        return Ok(None);
+                    };
                     let found =
                         first_record_at_or_after(&batch, t, from, limit, &self.record_limits);
                     if found.is_some() {
-                        return found;
+                        return Ok(found);
                     }
-                    let next = BatchHeader::parse(&batch)
-                        .ok()?
-                        .last_offset()
-                        .saturating_add(1);
+                    let Ok(header) = BatchHeader::parse(&batch) else {
+                        return Ok(None);
+                    };
+                    let next = header.last_offset().saturating_add(1);
                     if next <= from.0 {
-                        return None;
+                        return Ok(None);
                     }
                     from = Offset(next);
                 }
             }
             _ => None,
-        }
+        })
     }
 
     pub fn apply_retention(&self, now_ms: i64) -> std::io::Result<usize> {
@@ -663,12 +678,10 @@ fn recover_producers(
     let mut offset = snapshot.unwrap_or(Offset(0)).max(log.log_start_offset());
     let mut batches_scanned = 0;
     while offset < end {
-        let Some(read) = log
-            .read(offset, PRODUCER_SCAN_CHUNK_BYTES, end)
-            .ok()
-            .flatten()
-        else {
-            break;
+        let read = match log.read(offset, PRODUCER_SCAN_CHUNK_BYTES, end) {
+            Ok(Some(read)) => read,
+            Ok(None) | Err(LogReadError::OutOfRange(_)) => break,
+            Err(LogReadError::Storage(e)) => return Err(e.into()),
         };
         for (_, batch) in BatchIter::new(&read.records) {
             if batch.last_offset() < offset.0 {

@@ -128,20 +128,20 @@ async fn list_offsets_by_timestamp_reads_batches_in_every_codec() {
     for (k, codec) in codecs.iter().enumerate() {
         let k = k as i64;
         assert_eq!(
-            p.list_offset(1_000 * k + 3),
+            p.list_offset(1_000 * k + 3).unwrap(),
             Some((Offset(10 * k + 3), 1_000 * k + 3)),
             "{codec:?}"
         );
         // Between batches: the next batch's first record.
         assert_eq!(
-            p.list_offset(1_000 * k + 500),
+            p.list_offset(1_000 * k + 500).unwrap(),
             (k < 4).then_some((Offset(10 * k + 10), 1_000 * k + 1_000)),
             "{codec:?}"
         );
     }
-    assert_eq!(p.list_offset(-3), Some((Offset(49), 4_009)));
-    assert_eq!(p.list_offset(-2), Some((Offset(0), -1)));
-    assert_eq!(p.list_offset(-1), Some((Offset(50), -1)));
+    assert_eq!(p.list_offset(-3).unwrap(), Some((Offset(49), 4_009)));
+    assert_eq!(p.list_offset(-2).unwrap(), Some((Offset(0), -1)));
+    assert_eq!(p.list_offset(-1).unwrap(), Some((Offset(50), -1)));
 }
 
 #[test]

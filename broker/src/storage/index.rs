@@ -118,6 +118,30 @@ impl<E: Entry> Index<E> {
         })
     }
 
+    /// Opens a sealed index again (its segment's files were released) expecting exactly
+    /// `entries` whole entries, as when it was closed: a missing or changed file is an error.
+    pub fn open_existing(path: &Path, entries: usize) -> io::Result<Self> {
+        let file = MappedFile::open_existing(path, entries * E::BYTES)?;
+        if file.capacity_bytes() / E::BYTES != entries {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {} bytes, expected {entries} entries",
+                    path.display(),
+                    file.capacity_bytes()
+                ),
+            ));
+        }
+        if entries > 0 {
+            file.advise_random()?;
+        }
+        Ok(Index {
+            file,
+            entries,
+            _entry: std::marker::PhantomData,
+        })
+    }
+
     /// Reserves disk blocks for `more` entries past the current ones (as far as capacity allows),
     /// so that appending them cannot fail for want of space.
     pub fn reserve_entries(&self, more: usize) -> io::Result<()> {

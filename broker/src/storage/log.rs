@@ -10,15 +10,20 @@
 //! - everything below `recovery_point` is on disk (flushed); on an unclean start only segments from
 //!   the one holding the recovery point onwards are scanned, and a torn or corrupt tail is cut off;
 //! - retention deletes whole sealed segments, oldest first, and never the data an active read needs
-//!   (readers hold the mapping; a deleted file's pages live until the last slice is dropped).
+//!   (readers hold the mapping; a deleted file's pages live until the last slice is dropped);
+//! - only the active segment (and a rolled one until its seal) holds its files; sealed ones open
+//!   theirs on demand under the broker-wide [`OpenSegments`] bound. Retention and the clean
+//!   close need no sealed segment's files.
 
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use strata_protocol::record_batch::RecordSetInfo;
 
+use super::open_segments::OpenSegments;
 use super::segment::{FlushTarget, Segment, SegmentLimits, SegmentRead};
 use crate::ids::{LeaderEpoch, Offset};
 
@@ -51,9 +56,22 @@ pub struct OffsetOutOfRange {
     pub log_end_offset: Offset,
 }
 
+/// Why a read found nothing to return.
+#[derive(Debug)]
+pub enum LogReadError {
+    OutOfRange(OffsetOutOfRange),
+    /// A sealed segment's files could not be opened again (missing, or changed on disk).
+    Storage(io::Error),
+}
+
+/// Sealed segments held open by a log opened without a shared bound ([`Log::open`]).
+pub const SEGMENT_OPEN_MAX_DEFAULT: usize = 2000;
+
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
+    /// The bound on open sealed segments this log shares with every other.
+    open_segments: Arc<OpenSegments>,
     segments: VecDeque<Segment>,
     recovery_point: Offset,
     /// The base offset of the segment the last roll started, until taken: the partition
@@ -64,12 +82,26 @@ pub struct Log {
 impl Log {
     /// Opens the log in `dir`, creating it if empty. `recovery_point` is the last checkpointed
     /// flushed offset; `None` (no checkpoint) recovers every segment. With `clean_shutdown`, the
-    /// files were closed cleanly and are trusted (indexes are still checked).
+    /// files were closed cleanly and are trusted (indexes are still checked). Sealed segments
+    /// hold their files under a bound of this log's own ([`SEGMENT_OPEN_MAX_DEFAULT`]).
     pub fn open(
         dir: &Path,
         config: LogConfig,
         recovery_point: Option<Offset>,
         clean_shutdown: bool,
+    ) -> io::Result<(Log, RecoveryReport)> {
+        let open_segments = OpenSegments::new(SEGMENT_OPEN_MAX_DEFAULT);
+        Log::open_shared(dir, config, recovery_point, clean_shutdown, &open_segments)
+    }
+
+    /// [`Log::open`], with sealed segments holding their files under `open_segments`, a bound
+    /// shared with other logs.
+    pub fn open_shared(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: Option<Offset>,
+        clean_shutdown: bool,
+        open_segments: &Arc<OpenSegments>,
     ) -> io::Result<(Log, RecoveryReport)> {
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)?;
@@ -108,9 +140,9 @@ impl Log {
             let scanned = scan_from.is_some_and(|from| i >= from) || i + 1 == bases.len();
             let (seg, cut) = if scanned {
                 report.segments_scanned += 1;
-                Segment::recover(dir, *base, config.limits)?
+                Segment::recover(dir, *base, config.limits, open_segments)?
             } else {
-                Segment::open_sealed(dir, *base, config.limits)?
+                Segment::open_sealed(dir, *base, config.limits, open_segments)?
             };
             if let Some(position) = cut {
                 tracing::warn!(dir = %dir.display(), base = base.0, position, "cut a torn or corrupt tail");
@@ -147,14 +179,19 @@ impl Log {
         let mut log = Log {
             dir: dir.to_path_buf(),
             config,
+            open_segments: Arc::clone(open_segments),
             segments,
             recovery_point: Offset(0),
             rolled: None,
         };
         let n = log.segments.len();
         if n == 0 {
-            log.segments
-                .push_back(Segment::create(dir, Offset(0), config.limits)?);
+            log.segments.push_back(Segment::create(
+                dir,
+                Offset(0),
+                config.limits,
+                open_segments,
+            )?);
         }
         for seg in log.segments.iter_mut().take(n.saturating_sub(1)) {
             seg.seal()?;
@@ -280,7 +317,7 @@ impl Log {
     fn new_segment(&self, base: Offset, min_bytes: usize) -> io::Result<Segment> {
         let mut limits = self.config.limits;
         limits.segment_bytes = limits.segment_bytes.max(min_bytes);
-        Segment::create_unsynced(&self.dir, base, limits)
+        Segment::create_unsynced(&self.dir, base, limits, &self.open_segments)
     }
 
     /// Reads whole batches from `offset`, at most `max_bytes` (but at least one batch), none at or
@@ -290,33 +327,45 @@ impl Log {
         offset: Offset,
         max_bytes: usize,
         limit: Offset,
-    ) -> Result<Option<SegmentRead>, OffsetOutOfRange> {
+    ) -> Result<Option<SegmentRead>, LogReadError> {
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset < start || offset > end {
-            return Err(OffsetOutOfRange {
+            return Err(LogReadError::OutOfRange(OffsetOutOfRange {
                 log_start_offset: start,
                 log_end_offset: end,
-            });
+            }));
         }
         let first = self
             .segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
-        Ok(self
-            .segments
-            .iter()
-            .skip(first)
-            .find_map(|s| s.read(offset, max_bytes, limit)))
+        for segment in self.segments.iter().skip(first) {
+            if let Some(read) = segment
+                .read(offset, max_bytes, limit)
+                .map_err(LogReadError::Storage)?
+            {
+                return Ok(Some(read));
+            }
+        }
+        Ok(None)
     }
 
     /// The first batch that may hold a record at or after `from` (and the log start) with a
     /// timestamp `>= target_ms`, below `limit`: a zero-copy slice, decoded outside the partition
     /// lock by `segment::first_record_at_or_after`.
-    pub fn batch_by_timestamp(&self, target_ms: i64, from: Offset, limit: Offset) -> Option<Bytes> {
+    pub fn batch_by_timestamp(
+        &self,
+        target_ms: i64,
+        from: Offset,
+        limit: Offset,
+    ) -> io::Result<Option<Bytes>> {
         let from = from.max(self.log_start_offset());
-        self.segments
-            .iter()
-            .find_map(|s| s.batch_by_timestamp(target_ms, from, limit))
+        for segment in &self.segments {
+            if let Some(batch) = segment.batch_by_timestamp(target_ms, from, limit)? {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
     }
 
     /// The first record with a timestamp `>= target_ms` below `limit`: (offset, timestamp). For
@@ -324,7 +373,7 @@ impl Log {
     #[cfg(test)]
     pub fn offset_for_timestamp(&self, target_ms: i64, limit: Offset) -> Option<(Offset, i64)> {
         let from = self.log_start_offset();
-        let batch = self.batch_by_timestamp(target_ms, from, limit)?;
+        let batch = self.batch_by_timestamp(target_ms, from, limit).ok()??;
         let limits = strata_protocol::record_batch::RecordLimits::DEFAULT;
         super::segment::first_record_at_or_after(&batch, target_ms, from, limit, &limits)
     }
@@ -332,7 +381,7 @@ impl Log {
     /// The record with the largest timestamp below `limit`. For tests, as above.
     #[cfg(test)]
     pub fn max_timestamp_record(&self, limit: Offset) -> Option<(Offset, i64)> {
-        let batch = self.max_timestamp_batch()?;
+        let batch = self.max_timestamp_batch().ok()??;
         let h = strata_protocol::record_batch::BatchHeader::parse(&batch).ok()?;
         let limits = strata_protocol::record_batch::RecordLimits::DEFAULT;
         let (target, from) = (h.max_timestamp(), Offset(h.base_offset()));
@@ -340,15 +389,18 @@ impl Log {
     }
 
     /// The batch holding the record with the largest timestamp (the earliest such on ties).
-    pub fn max_timestamp_batch(&self) -> Option<Bytes> {
-        let best = self
+    pub fn max_timestamp_batch(&self) -> io::Result<Option<Bytes>> {
+        let Some(best) = self
             .segments
             .iter()
             .filter(|s| s.max_timestamp_ms() >= 0)
             .fold(None::<&Segment>, |best, s| match best {
                 Some(b) if b.max_timestamp_ms() >= s.max_timestamp_ms() => Some(b),
                 _ => Some(s),
-            })?;
+            })
+        else {
+            return Ok(None);
+        };
         best.max_timestamp_batch()
     }
 

@@ -115,6 +115,31 @@ impl MappedFile {
         })
     }
 
+    /// Opens an existing file that must hold at least `min_len` bytes (a sealed segment's, opened
+    /// again on demand), mapped at its length and never extended: a missing or short file is an
+    /// error, not a new file.
+    pub fn open_existing(path: &Path, min_len: usize) -> io::Result<MappedFile> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len() as usize;
+        if len < min_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {len} bytes, expected at least {min_len}",
+                    path.display()
+                ),
+            ));
+        }
+        let map = MmapRaw::map_raw(&file)?;
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            file,
+            map,
+            capacity_bytes: len,
+            reserved_bytes: AtomicUsize::new(len),
+        })
+    }
+
     /// Makes sure disk blocks back `[0, end)`, reserving ahead as much again as the file will
     /// hold (bounded by [`RESERVE_MIN_BYTES`] and [`RESERVE_MAX_BYTES`]).
     pub fn reserve(&self, end: usize) -> io::Result<()> {

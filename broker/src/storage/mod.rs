@@ -6,6 +6,7 @@
 //! - [`index`]: the offset and time indexes.
 //! - [`segment`]: one `.log` with its indexes: append, read, seal, recover.
 //! - [`log`]: the ordered segments of a partition: roll, read, retention, recovery on open.
+//! - [`open_segments`]: the broker-wide bound on sealed segments holding open files.
 //! - [`checkpoint`]: atomic, checksummed small files.
 
 pub mod checkpoint;
@@ -13,11 +14,13 @@ pub mod fatal;
 pub mod index;
 pub mod log;
 pub mod mapped_file;
+pub mod open_segments;
 pub mod segment;
 #[cfg(test)]
 pub mod sim_disk;
 
-pub use self::log::{Log, LogConfig, OffsetOutOfRange, RecoveryReport};
+pub use self::log::{Log, LogConfig, LogReadError, OffsetOutOfRange, RecoveryReport};
+pub use open_segments::OpenSegments;
 pub use segment::SegmentLimits;
 
 /// Makes `dir`'s entries durable: a created, renamed or removed file survives a power cut only

@@ -10,6 +10,10 @@
 //!   (`trimmed`) either at once ([`Segment::seal`]) or, after a roll, by the flush thread through
 //!   its [`FlushTarget`] (msync and trim outside the partition lock, then the indexes);
 //! - a failed append changes nothing: the fields and index entries it touched are restored;
+//! - the active segment, and a sealed one until its trim, hold their files ([`Files::Held`]); a
+//!   sealed and trimmed one keeps only its metadata and opens its files on demand, in a slot the
+//!   broker-wide [`OpenSegments`] bound releases (`log.segment.open.max`). Reopened files must
+//!   match what the segment remembers (log length, index entries), or the read fails cleanly;
 //! - nothing in a segment counts as flushed before its files' names are durable: a segment made
 //!   by a roll ([`Segment::create_unsynced`]) leaves the directory sync to its first flush
 //!   ([`FlushTarget::sync_dir`]), so the produce path never waits for it.
@@ -26,6 +30,7 @@ use strata_protocol::record_batch::{
 
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::mapped_file::MappedFile;
+use super::open_segments::{OpenSegments, SegmentSlot};
 use crate::ids::{LeaderEpoch, Offset};
 
 /// Sizes that shape a segment, from the topic's configuration.
@@ -51,14 +56,53 @@ pub struct SegmentRead {
     pub next_offset: Offset,
 }
 
-pub struct Segment {
-    base_offset: Offset,
+/// A segment's three open files.
+pub struct SegmentFiles {
     log: Arc<MappedFile>,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+}
+
+/// Where a segment's files are.
+enum Files {
+    /// Open for the segment's whole life so far: the active one, or sealed but not yet trimmed.
+    Held(SegmentFiles),
+    /// Sealed and trimmed: opened on demand into `slot`, which `open` may empty at any time.
+    Lazy {
+        slot: Arc<SegmentSlot>,
+        open: Arc<OpenSegments>,
+        /// What the files held when they were released: a reopen checks it finds the same.
+        offset_entries: usize,
+        time_entries: usize,
+    },
+}
+
+/// A segment's files for one operation: borrowed if held, or an `Arc` that keeps them open while
+/// the operation runs even if the bound releases them meanwhile.
+enum FilesRef<'a> {
+    Held(&'a SegmentFiles),
+    Opened(Arc<SegmentFiles>),
+}
+
+impl std::ops::Deref for FilesRef<'_> {
+    type Target = SegmentFiles;
+    fn deref(&self) -> &SegmentFiles {
+        match self {
+            FilesRef::Held(f) => f,
+            FilesRef::Opened(f) => f,
+        }
+    }
+}
+
+pub struct Segment {
+    dir: PathBuf,
+    base_offset: Offset,
+    files: Files,
+    /// The bound this segment's files join once it is sealed and trimmed.
+    open: Arc<OpenSegments>,
     size_bytes: usize,
     flushed_bytes: usize,
     next_offset: Offset,
-    offset_index: OffsetIndex,
-    time_index: TimeIndex,
     bytes_since_index_entry: usize,
     max_timestamp_ms: i64,
     /// Base offset of the batch that holds `max_timestamp_ms`.
@@ -77,9 +121,15 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Creates an empty segment at `base_offset`, its files' names durable.
-    pub fn create(dir: &Path, base_offset: Offset, limits: SegmentLimits) -> io::Result<Segment> {
-        let mut seg = Segment::create_unsynced(dir, base_offset, limits)?;
+    /// Creates an empty segment at `base_offset`, its files' names durable; once sealed and
+    /// trimmed, its files join `open`.
+    pub fn create(
+        dir: &Path,
+        base_offset: Offset,
+        limits: SegmentLimits,
+        open: &Arc<OpenSegments>,
+    ) -> io::Result<Segment> {
+        let mut seg = Segment::create_unsynced(dir, base_offset, limits, open)?;
         super::sync_dir(dir)?;
         seg.names_synced = true;
         Ok(seg)
@@ -91,6 +141,7 @@ impl Segment {
         dir: &Path,
         base_offset: Offset,
         limits: SegmentLimits,
+        open: &Arc<OpenSegments>,
     ) -> io::Result<Segment> {
         let log = MappedFile::open(
             &dir.join(file_name(base_offset, "log")),
@@ -106,14 +157,29 @@ impl Segment {
             limits.index_bytes,
             0,
         )?;
-        Ok(Segment {
-            base_offset,
+        let files = SegmentFiles {
             log: Arc::new(log),
+            offset_index,
+            time_index,
+        };
+        Ok(Segment::new(dir, base_offset, files, limits, open))
+    }
+
+    fn new(
+        dir: &Path,
+        base_offset: Offset,
+        files: SegmentFiles,
+        limits: SegmentLimits,
+        open: &Arc<OpenSegments>,
+    ) -> Segment {
+        Segment {
+            dir: dir.to_path_buf(),
+            base_offset,
+            files: Files::Held(files),
+            open: Arc::clone(open),
             size_bytes: 0,
             flushed_bytes: 0,
             next_offset: base_offset,
-            offset_index,
-            time_index,
             bytes_since_index_entry: 0,
             max_timestamp_ms: -1,
             batch_of_max_timestamp: base_offset,
@@ -122,53 +188,59 @@ impl Segment {
             trimmed: false,
             names_synced: false,
             limits,
-        })
+        }
     }
 
     /// Opens a segment that was sealed (or cleanly closed): its files hold exactly their content.
     /// The indexes are checked and rebuilt from the log if they break an invariant; if the log
     /// itself breaks one (offsets that do not chain), it is cut there and the position returned.
+    /// The files are then handed to the open-segment bound, which may close them at once.
     pub fn open_sealed(
         dir: &Path,
         base_offset: Offset,
         limits: SegmentLimits,
+        open: &Arc<OpenSegments>,
     ) -> io::Result<(Segment, Option<usize>)> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let size_bytes = std::fs::metadata(&log_path)?.len() as usize;
-        let log = MappedFile::open(&log_path, size_bytes)?;
-        let offset_index = OffsetIndex::open_sealed(&dir.join(file_name(base_offset, "index")))?;
-        let time_index = TimeIndex::open_sealed(&dir.join(file_name(base_offset, "timeindex")))?;
-        let mut seg = Segment {
-            base_offset,
-            log: Arc::new(log),
-            size_bytes,
-            flushed_bytes: size_bytes,
-            next_offset: base_offset,
-            offset_index,
-            time_index,
-            bytes_since_index_entry: 0,
-            max_timestamp_ms: -1,
-            batch_of_max_timestamp: base_offset,
-            first_append_ms: None,
-            sealed: true,
-            trimmed: true,
-            names_synced: true,
-            limits,
+        let files = SegmentFiles {
+            log: Arc::new(MappedFile::open(&log_path, size_bytes)?),
+            offset_index: OffsetIndex::open_sealed(&dir.join(file_name(base_offset, "index")))?,
+            time_index: TimeIndex::open_sealed(&dir.join(file_name(base_offset, "timeindex")))?,
         };
-        let indexes_ok = seg.offset_index.check(size_bytes as i64).is_ok()
-            && seg.time_index.check(i64::from(u32::MAX)).is_ok();
+        let indexes_ok = files.offset_index.check(size_bytes as i64).is_ok()
+            && files.time_index.check(i64::from(u32::MAX)).is_ok();
         // The tail after the last index entry is scanned to find the end; cheap (headers only).
-        match seg.scan_tail() {
-            Ok(()) if indexes_ok => {}
-            _ => {
+        let tail = if indexes_ok {
+            scan_tail(&files, base_offset, size_bytes).ok()
+        } else {
+            None
+        };
+        let mut seg = Segment::new(dir, base_offset, files, limits, open);
+        seg.size_bytes = size_bytes;
+        seg.flushed_bytes = size_bytes;
+        seg.sealed = true;
+        seg.trimmed = true;
+        seg.names_synced = true;
+        let mut cut = None;
+        match tail {
+            Some(tail) => {
+                seg.next_offset = tail.next_offset;
+                if let Some((max_timestamp_ms, batch)) = tail.max_timestamp {
+                    seg.max_timestamp_ms = max_timestamp_ms;
+                    seg.batch_of_max_timestamp = batch;
+                }
+            }
+            None => {
                 tracing::warn!(segment = %log_path.display(), "index damaged; rebuilding it from the log");
                 // Room to rebuild in; trimmed again below.
-                seg.offset_index = OffsetIndex::open(
+                let files = seg.held_mut()?;
+                files.offset_index = OffsetIndex::open(
                     &dir.join(file_name(base_offset, "index")),
                     limits.index_bytes,
                     0,
                 )?;
-                seg.time_index = TimeIndex::open(
+                files.time_index = TimeIndex::open(
                     &dir.join(file_name(base_offset, "timeindex")),
                     limits.index_bytes,
                     0,
@@ -178,17 +250,19 @@ impl Segment {
                 if valid < size_bytes {
                     // Zeroes after the last batch are a seal whose trim did not happen (rolled,
                     // synced, then a crash), not corruption: nothing later is cut for them.
-                    let after = seg.log.slice(
+                    let log = Arc::clone(&seg.held()?.log);
+                    let after = log.slice(
                         valid,
                         (size_bytes - valid).min(record_batch::BATCH_HEADER_BYTES),
                     );
                     let torn = after.iter().any(|b| *b != 0);
-                    seg.log.trim(valid)?;
-                    return Ok((seg, torn.then_some(valid)));
+                    log.trim(valid)?;
+                    cut = torn.then_some(valid);
                 }
             }
         }
-        Ok((seg, None))
+        seg.release_files();
+        Ok((seg, cut))
     }
 
     /// Opens a segment that may hold a torn or corrupt tail (it was written after the last
@@ -199,37 +273,102 @@ impl Segment {
         dir: &Path,
         base_offset: Offset,
         limits: SegmentLimits,
+        open: &Arc<OpenSegments>,
     ) -> io::Result<(Segment, Option<usize>)> {
         let log_path = dir.join(file_name(base_offset, "log"));
         let file_bytes = std::fs::metadata(&log_path)?.len() as usize;
-        let mut seg = Segment::create(dir, base_offset, limits)?;
-        if seg.log.capacity_bytes() < file_bytes {
-            seg.log = Arc::new(MappedFile::open(&log_path, file_bytes)?);
+        let mut seg = Segment::create(dir, base_offset, limits, open)?;
+        if seg.held()?.log.capacity_bytes() < file_bytes {
+            seg.held_mut()?.log = Arc::new(MappedFile::open(&log_path, file_bytes)?);
         }
         seg.size_bytes = file_bytes;
         let valid = seg.rebuild(true)?;
-        let after = seg.log.slice(
+        let log = Arc::clone(&seg.held()?.log);
+        let after = log.slice(
             valid,
             (file_bytes - valid).min(record_batch::BATCH_HEADER_BYTES),
         );
         let torn = after.iter().any(|b| *b != 0);
         if torn {
-            seg.log.zero_tail(valid)?;
+            log.zero_tail(valid)?;
         }
         Ok((seg, torn.then_some(valid)))
+    }
+
+    /// The files of a segment that holds them (active, or sealed but not yet trimmed).
+    fn held(&self) -> io::Result<&SegmentFiles> {
+        match &self.files {
+            Files::Held(files) => Ok(files),
+            Files::Lazy { .. } => Err(not_held(self.base_offset)),
+        }
+    }
+
+    fn held_mut(&mut self) -> io::Result<&mut SegmentFiles> {
+        match &mut self.files {
+            Files::Held(files) => Ok(files),
+            Files::Lazy { .. } => Err(not_held(self.base_offset)),
+        }
+    }
+
+    /// The files for one read, opened (and checked against what this segment remembers) if the
+    /// bound released them.
+    fn files(&self) -> io::Result<FilesRef<'_>> {
+        let Files::Lazy {
+            slot,
+            open,
+            offset_entries,
+            time_entries,
+        } = &self.files
+        else {
+            return self.held().map(FilesRef::Held);
+        };
+        if let Some(files) = open.get(slot) {
+            return Ok(FilesRef::Opened(files));
+        }
+        let path = |ext| self.dir.join(file_name(self.base_offset, ext));
+        let files = SegmentFiles {
+            log: Arc::new(MappedFile::open_existing(&path("log"), self.size_bytes)?),
+            offset_index: OffsetIndex::open_existing(&path("index"), *offset_entries)?,
+            time_index: TimeIndex::open_existing(&path("timeindex"), *time_entries)?,
+        };
+        Ok(FilesRef::Opened(open.insert(slot, Arc::new(files))))
+    }
+
+    /// Hands the files of a sealed, trimmed segment to the open-segment bound: they stay open
+    /// while recently used, and are reopened on demand after that.
+    fn release_files(&mut self) {
+        if !(self.sealed && self.trimmed) {
+            return;
+        }
+        let Files::Held(files) = &self.files else {
+            return;
+        };
+        let (offset_entries, time_entries) = (files.offset_index.len(), files.time_index.len());
+        let lazy = Files::Lazy {
+            slot: Arc::default(),
+            open: Arc::clone(&self.open),
+            offset_entries,
+            time_entries,
+        };
+        if let (Files::Held(files), Files::Lazy { slot, open, .. }) =
+            (std::mem::replace(&mut self.files, lazy), &self.files)
+        {
+            open.insert(slot, Arc::new(files));
+        }
     }
 
     /// Walks the batches from the start, rebuilding the indexes and the derived fields. With
     /// `validate`, checks every CRC and stops at the first bad batch. Returns the valid length.
     fn rebuild(&mut self, validate: bool) -> io::Result<usize> {
-        self.offset_index.truncate_entries(0);
-        self.time_index.truncate_entries(0);
+        let files = self.held_mut()?;
+        files.offset_index.truncate_entries(0);
+        files.time_index.truncate_entries(0);
+        let log = Arc::clone(&files.log);
         self.bytes_since_index_entry = 0;
         self.max_timestamp_ms = -1;
         self.next_offset = self.base_offset;
         let end = self.size_bytes;
         self.size_bytes = 0;
-        let log = Arc::clone(&self.log);
         let data = log.slice(0, end);
         let iter = BatchIter::new(data);
         let mut valid_end = 0;
@@ -253,45 +392,6 @@ impl Segment {
         Ok(valid_end)
     }
 
-    /// For a sealed segment with trusted indexes: scan from the last index entry to the end.
-    fn scan_tail(&mut self) -> Result<(), String> {
-        let start = self
-            .offset_index
-            .last()
-            .map(|e| e.position as usize)
-            .unwrap_or(0);
-        let data = self.log.slice(start, self.size_bytes - start);
-        let mut end = start;
-        // Offsets are not covered by the CRC: check they chain from the last index entry.
-        let mut expected = self.offset_index.last().map_or(self.base_offset.0, |e| {
-            self.base_offset.0 + i64::from(e.relative_offset)
-        });
-        for (position, batch) in BatchIter::new(data) {
-            let sane = batch.base_offset() == expected
-                && batch.last_offset_delta() >= 0
-                && batch.last_offset() - self.base_offset.0 <= i64::from(u32::MAX);
-            if !sane {
-                return Err(format!(
-                    "batch at {} has base offset {}, expected {expected}",
-                    start + position,
-                    batch.base_offset()
-                ));
-            }
-            expected = batch.last_offset() + 1;
-            end = start + position + batch.total_bytes();
-        }
-        if end != self.size_bytes {
-            return Err(format!("log ends in a partial batch at {end}"));
-        }
-        self.next_offset = Offset(expected);
-        if let Some(last) = self.time_index.last() {
-            self.max_timestamp_ms = last.timestamp_ms;
-            self.batch_of_max_timestamp =
-                Offset(self.base_offset.0 + i64::from(last.relative_offset));
-        }
-        Ok(())
-    }
-
     fn would_overflow_index(&self, batch: &BatchHeader<'_>) -> bool {
         batch.last_offset() - self.base_offset.0 > i64::from(u32::MAX)
     }
@@ -303,16 +403,16 @@ impl Segment {
             self.max_timestamp_ms = batch.max_timestamp;
             self.batch_of_max_timestamp = Offset(batch.base_offset);
         }
-        if self.offset_index.is_empty()
+        if self.offset_index_is_empty()?
             || self.bytes_since_index_entry >= self.limits.index_interval_bytes
         {
-            if !self.offset_index.is_full()
-                && self
-                    .offset_index
+            let offset_index = &mut self.held_mut()?.offset_index;
+            if !offset_index.is_full()
+                && offset_index
                     .last()
                     .is_none_or(|e| e.relative_offset < relative)
             {
-                self.offset_index.append(OffsetEntry {
+                offset_index.append(OffsetEntry {
                     relative_offset: relative,
                     position: position as u32,
                 })?;
@@ -325,19 +425,23 @@ impl Segment {
         Ok(())
     }
 
+    fn offset_index_is_empty(&self) -> io::Result<bool> {
+        Ok(self.held()?.offset_index.is_empty())
+    }
+
     fn maybe_append_time_entry(&mut self) -> io::Result<()> {
-        let newer = self
-            .time_index
-            .last()
-            .is_none_or(|e| self.max_timestamp_ms > e.timestamp_ms);
+        let max_timestamp_ms = self.max_timestamp_ms;
         let relative = (self.batch_of_max_timestamp.0 - self.base_offset.0) as u32;
-        let ordered = self
-            .time_index
+        let time_index = &mut self.held_mut()?.time_index;
+        let newer = time_index
+            .last()
+            .is_none_or(|e| max_timestamp_ms > e.timestamp_ms);
+        let ordered = time_index
             .last()
             .is_none_or(|e| relative > e.relative_offset);
-        if self.max_timestamp_ms >= 0 && newer && ordered && !self.time_index.is_full() {
-            self.time_index.append(TimeEntry {
-                timestamp_ms: self.max_timestamp_ms,
+        if max_timestamp_ms >= 0 && newer && ordered && !time_index.is_full() {
+            time_index.append(TimeEntry {
+                timestamp_ms: max_timestamp_ms,
                 relative_offset: relative,
             })?;
         }
@@ -363,11 +467,15 @@ impl Segment {
         self.size_bytes == 0
     }
 
-    /// Whether `bytes` more (holding offsets up to `last_offset`) would not fit this segment.
+    /// Whether `bytes` more (holding offsets up to `last_offset`) would not fit this segment (a
+    /// segment without its files, sealed, takes nothing).
     pub fn is_full_for(&self, bytes: usize, last_offset: Offset) -> bool {
-        self.size_bytes + bytes > self.log.capacity_bytes()
-            || self.offset_index.is_full()
-            || self.time_index.is_full()
+        let Ok(files) = self.held() else {
+            return true;
+        };
+        self.size_bytes + bytes > files.log.capacity_bytes()
+            || files.offset_index.is_full()
+            || files.time_index.is_full()
             || last_offset.0 - self.base_offset.0 > i64::from(u32::MAX)
     }
 
@@ -388,9 +496,10 @@ impl Segment {
                 self.base_offset.0
             )));
         }
+        let files = self.held()?;
         let undo = (
-            self.offset_index.len(),
-            self.time_index.len(),
+            files.offset_index.len(),
+            files.time_index.len(),
             self.next_offset,
             self.bytes_since_index_entry,
             self.max_timestamp_ms,
@@ -400,8 +509,10 @@ impl Segment {
         let result = self.append_unchecked(records, info, epoch, now_ms);
         if result.is_err() {
             // Bytes past `size_bytes` are never read and are overwritten by the next append.
-            self.offset_index.truncate_entries(undo.0);
-            self.time_index.truncate_entries(undo.1);
+            if let Ok(files) = self.held_mut() {
+                files.offset_index.truncate_entries(undo.0);
+                files.time_index.truncate_entries(undo.1);
+            }
             self.next_offset = undo.2;
             self.bytes_since_index_entry = undo.3;
             self.max_timestamp_ms = undo.4;
@@ -420,8 +531,10 @@ impl Segment {
     ) -> io::Result<Offset> {
         // Disk for the index entries these batches may add (and the one sealing adds) first: a
         // full disk then fails the append before any byte of it is written.
-        self.offset_index.reserve_entries(info.batches.len() + 1)?;
-        self.time_index.reserve_entries(info.batches.len() + 1)?;
+        let files = self.held()?;
+        files.offset_index.reserve_entries(info.batches.len() + 1)?;
+        files.time_index.reserve_entries(info.batches.len() + 1)?;
+        let log = Arc::clone(&files.log);
         self.first_append_ms.get_or_insert(now_ms);
         let start = self.size_bytes;
         let first_offset = self.next_offset;
@@ -441,7 +554,7 @@ impl Segment {
                 &records[span.position + BATCH_HEADER_BYTES..span.position + span.size_bytes],
             ));
         }
-        self.log.write_vectored_at(start, &iov)?;
+        log.write_vectored_at(start, &iov)?;
         let mut base = first_offset.0;
         for span in &info.batches {
             let last_offset = base + i64::from(span.record_count) - 1;
@@ -460,14 +573,16 @@ impl Segment {
     }
 
     /// Position of the first batch that holds `offset` or later, scanning from the index.
-    fn position_of(&self, offset: Offset) -> Option<usize> {
+    fn position_of(&self, files: &SegmentFiles, offset: Offset) -> Option<usize> {
         let relative = (offset.0 - self.base_offset.0).max(0);
-        let start = self
+        let start = files
             .offset_index
             .floor(relative)
             .map(|e| e.position as usize)
-            .unwrap_or(0);
-        let data = self.log.slice(start, self.size_bytes - start);
+            .unwrap_or(0)
+            // Checked when opened; a reopened index only by its length.
+            .min(self.size_bytes);
+        let data = files.log.slice(start, self.size_bytes - start);
         BatchIter::new(data)
             .find(|(_, b)| b.last_offset() >= offset.0)
             .map(|(p, _)| start + p)
@@ -475,9 +590,18 @@ impl Segment {
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (the first batch is returned
     /// even if larger, as KIP-74 asks) and only batches that end before `limit` (the high watermark).
-    pub fn read(&self, offset: Offset, max_bytes: usize, limit: Offset) -> Option<SegmentRead> {
-        let start = self.position_of(offset)?;
-        let data = self.log.slice(start, self.size_bytes - start);
+    /// Fails only if the files of a released segment cannot be opened again.
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        limit: Offset,
+    ) -> io::Result<Option<SegmentRead>> {
+        let files = self.files()?;
+        let Some(start) = self.position_of(&files, offset) else {
+            return Ok(None);
+        };
+        let data = files.log.slice(start, self.size_bytes - start);
         let mut end = 0;
         let mut next_offset = offset;
         for (position, batch) in BatchIter::new(data) {
@@ -489,56 +613,70 @@ impl Segment {
             end = position + batch.total_bytes();
             next_offset = Offset(batch.last_offset() + 1);
         }
-        (end > 0).then(|| SegmentRead {
-            records: self.log.bytes(start, end),
+        Ok((end > 0).then(|| SegmentRead {
+            records: files.log.bytes(start, end),
             next_offset,
-        })
+        }))
     }
 
     /// The first batch that may hold a record at or after `from` with a timestamp `>= target_ms`
     /// (below `limit`): a zero-copy slice for [`first_record_at_or_after`], which decodes it
     /// outside the partition lock.
-    pub fn batch_by_timestamp(&self, target_ms: i64, from: Offset, limit: Offset) -> Option<Bytes> {
-        if self.max_timestamp_ms < target_ms {
-            return None;
+    pub fn batch_by_timestamp(
+        &self,
+        target_ms: i64,
+        from: Offset,
+        limit: Offset,
+    ) -> io::Result<Option<Bytes>> {
+        if self.max_timestamp_ms < target_ms || self.next_offset <= from {
+            return Ok(None);
         }
+        let files = self.files()?;
         // Every record up to a time-index entry below the target is too old: start there.
         let mut start_offset = from;
-        if let Some(e) = self.time_index.floor(target_ms - 1) {
+        if let Some(e) = files.time_index.floor(target_ms - 1) {
             start_offset =
                 start_offset.max(Offset(self.base_offset.0 + i64::from(e.relative_offset)));
         }
-        let start = self.position_of(start_offset)?;
-        let data = self.log.slice(start, self.size_bytes - start);
+        let Some(start) = self.position_of(&files, start_offset) else {
+            return Ok(None);
+        };
+        let data = files.log.slice(start, self.size_bytes - start);
         for (position, batch) in BatchIter::new(data) {
             if batch.base_offset() >= limit.0 {
-                return None;
+                return Ok(None);
             }
             if batch.max_timestamp() >= target_ms && batch.last_offset() >= from.0 {
-                return Some(self.log.bytes(start + position, batch.total_bytes()));
+                return Ok(Some(files.log.bytes(start + position, batch.total_bytes())));
             }
         }
-        None
+        Ok(None)
     }
 
     /// The batch holding the record with the largest timestamp (ListOffsets `MAX_TIMESTAMP`), for
     /// [`first_record_at_or_after`] outside the partition lock.
-    pub fn max_timestamp_batch(&self) -> Option<Bytes> {
+    pub fn max_timestamp_batch(&self) -> io::Result<Option<Bytes>> {
         if self.max_timestamp_ms < 0 {
-            return None;
+            return Ok(None);
         }
-        let start = self.position_of(self.batch_of_max_timestamp)?;
-        let batch = BatchHeader::parse(self.log.slice(start, self.size_bytes - start)).ok()?;
-        Some(self.log.bytes(start, batch.total_bytes()))
+        let files = self.files()?;
+        let Some(start) = self.position_of(&files, self.batch_of_max_timestamp) else {
+            return Ok(None);
+        };
+        let Ok(batch) = BatchHeader::parse(files.log.slice(start, self.size_bytes - start)) else {
+            return Ok(None);
+        };
+        Ok(Some(files.log.bytes(start, batch.total_bytes())))
     }
 
     /// Byte ranges written but not yet flushed (and, for a rolled segment, the trim of its file
     /// that finishes the seal), for a flush outside the partition lock.
     pub fn unflushed(&self) -> Option<FlushTarget> {
         let seal = self.sealed && !self.trimmed;
+        let log = &self.held().ok()?.log;
         (self.flushed_bytes < self.size_bytes || seal).then(|| FlushTarget {
             base_offset: self.base_offset,
-            file: Arc::clone(&self.log),
+            file: Arc::clone(log),
             from_bytes: self.flushed_bytes,
             to_bytes: self.size_bytes,
             seal,
@@ -563,6 +701,7 @@ impl Segment {
         }
         self.trim_indexes()?;
         self.trimmed = true;
+        self.release_files();
         Ok(())
     }
 
@@ -579,35 +718,94 @@ impl Segment {
         if self.trimmed {
             return Ok(());
         }
-        self.log
-            .flush_range(self.flushed_bytes, self.size_bytes - self.flushed_bytes)?;
-        self.log.trim(self.size_bytes)?;
+        let log = &self.held()?.log;
+        log.flush_range(self.flushed_bytes, self.size_bytes - self.flushed_bytes)?;
+        log.trim(self.size_bytes)?;
         if !self.names_synced {
-            sync_dir_of(&self.log)?;
+            super::sync_dir(&self.dir)?;
             self.names_synced = true;
         }
         self.flushed_bytes = self.size_bytes;
         self.trim_indexes()?;
         self.trimmed = true;
+        self.release_files();
         Ok(())
     }
 
     fn trim_indexes(&mut self) -> io::Result<()> {
         self.maybe_append_time_entry()?;
-        self.offset_index.trim()?;
-        self.time_index.trim()
+        let files = self.held()?;
+        files.offset_index.trim()?;
+        files.time_index.trim()
     }
 
     /// The paths of this segment's three files.
     pub fn paths(&self) -> [PathBuf; 3] {
-        let dir = self
-            .log
-            .path()
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        ["log", "index", "timeindex"].map(|ext| dir.join(file_name(self.base_offset, ext)))
+        ["log", "index", "timeindex"].map(|ext| self.dir.join(file_name(self.base_offset, ext)))
     }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Files::Lazy { slot, open, .. } = &self.files {
+            open.release(slot);
+        }
+    }
+}
+
+fn not_held(base_offset: Offset) -> io::Error {
+    io::Error::other(format!(
+        "segment {} is sealed and its files were released",
+        base_offset.0
+    ))
+}
+
+/// What scanning a sealed segment's tail found.
+struct Tail {
+    next_offset: Offset,
+    /// The time index's last entry: the largest timestamp and its batch.
+    max_timestamp: Option<(i64, Offset)>,
+}
+
+/// For a sealed segment with trusted indexes: scan from the last index entry to the end.
+fn scan_tail(files: &SegmentFiles, base_offset: Offset, size_bytes: usize) -> Result<Tail, String> {
+    let start = files
+        .offset_index
+        .last()
+        .map(|e| e.position as usize)
+        .unwrap_or(0);
+    let data = files.log.slice(start, size_bytes - start);
+    let mut end = start;
+    // Offsets are not covered by the CRC: check they chain from the last index entry.
+    let mut expected = files.offset_index.last().map_or(base_offset.0, |e| {
+        base_offset.0 + i64::from(e.relative_offset)
+    });
+    for (position, batch) in BatchIter::new(data) {
+        let sane = batch.base_offset() == expected
+            && batch.last_offset_delta() >= 0
+            && batch.last_offset() - base_offset.0 <= i64::from(u32::MAX);
+        if !sane {
+            return Err(format!(
+                "batch at {} has base offset {}, expected {expected}",
+                start + position,
+                batch.base_offset()
+            ));
+        }
+        expected = batch.last_offset() + 1;
+        end = start + position + batch.total_bytes();
+    }
+    if end != size_bytes {
+        return Err(format!("log ends in a partial batch at {end}"));
+    }
+    Ok(Tail {
+        next_offset: Offset(expected),
+        max_timestamp: files.time_index.last().map(|last| {
+            (
+                last.timestamp_ms,
+                Offset(base_offset.0 + i64::from(last.relative_offset)),
+            )
+        }),
+    })
 }
 
 /// What the indexes need to know of a batch.
@@ -652,15 +850,11 @@ impl FlushTarget {
             self.file.trim(self.to_bytes)?;
         }
         if self.sync_dir {
-            sync_dir_of(&self.file)?;
+            let dir = self.file.path().parent().unwrap_or(Path::new("."));
+            super::sync_dir(dir)?;
         }
         Ok(())
     }
-}
-
-/// Syncs the directory holding `file` (and the segment's other files).
-fn sync_dir_of(file: &MappedFile) -> io::Result<()> {
-    super::sync_dir(file.path().parent().unwrap_or(Path::new(".")))
 }
 
 /// The first record of `batch` at or after `from` and below `limit` whose timestamp is

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use strata_protocol::record_batch::{build_batch, validate_batches, BatchIter};
 
+use super::log::LogReadError;
 use super::*;
 use crate::ids::{LeaderEpoch, Offset};
 
@@ -51,8 +52,10 @@ fn read_all(log: &Log) -> Vec<(i64, i32)> {
     out
 }
 
+/// Opens a log whose sealed segments keep at most one open at a time, so that every story here
+/// also reads segments whose files were released and opened again.
 fn open(dir: &Path, cfg: LogConfig, rp: Option<Offset>, clean: bool) -> (Log, RecoveryReport) {
-    Log::open(dir, cfg, rp, clean).unwrap()
+    Log::open_shared(dir, cfg, rp, clean, &OpenSegments::new(1)).unwrap()
 }
 
 #[test]
@@ -445,4 +448,163 @@ fn a_roll_leaves_the_directory_sync_to_the_flush_which_makes_the_new_segments_du
     );
     assert!(end > start);
     assert_eq!(read_all(&log), records);
+}
+
+/// Open file descriptors and mappings of this process whose file lies under `dir` (other tests
+/// running in the same process open files elsewhere).
+fn open_files_under(dir: &Path) -> (usize, usize) {
+    let dir = dir.to_string_lossy().to_string();
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with(&dir))
+        .count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains(&dir))
+        .count();
+    (fds, maps)
+}
+
+#[test]
+fn many_logs_with_many_sealed_segments_keep_within_the_open_segment_bound() {
+    const LOGS: usize = 6;
+    const BOUND: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let bound = OpenSegments::new(BOUND);
+    let dirs: Vec<_> = (0..LOGS)
+        .map(|i| dir.path().join(format!("t-{i}")))
+        .collect();
+    let mut logs: Vec<Log> = dirs
+        .iter()
+        .map(|d| {
+            Log::open_shared(d, config(2000), None, false, &bound)
+                .unwrap()
+                .0
+        })
+        .collect();
+    for log in &mut logs {
+        append_n(log, 100, 1000);
+        // The flush thread's work: sync and trim the rolled segments, which seals them.
+        log.flush_all().unwrap();
+        assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+    }
+    // Each log holds its active segment's 3 files and mappings; sealed ones only within the bound.
+    let most = 3 * (LOGS + BOUND);
+    let within = |when: &str| {
+        let (fds, maps) = open_files_under(dir.path());
+        assert!(
+            bound.open_count() <= BOUND,
+            "{when}: {} open",
+            bound.open_count()
+        );
+        assert!(fds <= most, "{when}: {fds} fds open (at most {most})");
+        assert!(maps <= most, "{when}: {maps} mappings (at most {most})");
+    };
+    within("after appending");
+    // Every record of every log reads back, whichever segments had to be opened again.
+    for log in &logs {
+        assert_eq!(read_all(log).len(), 100);
+        within("while reading");
+    }
+    // A clean restart opens every sealed segment to check it, but keeps no more than the bound.
+    for log in &mut logs {
+        log.close().unwrap();
+    }
+    drop(logs);
+    assert_eq!(bound.open_count(), 0, "closed logs hold nothing open");
+    let bound = OpenSegments::new(BOUND);
+    let logs: Vec<Log> = dirs
+        .iter()
+        .map(|d| {
+            Log::open_shared(d, config(2000), Some(Offset(200)), true, &bound)
+                .unwrap()
+                .0
+        })
+        .collect();
+    within("after a clean restart");
+    for log in &logs {
+        assert_eq!(read_all(log).len(), 100);
+    }
+    within("after reading everything again");
+}
+
+#[test]
+fn a_read_outlives_the_release_and_the_deletion_of_its_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let bound = OpenSegments::new(1);
+    let mut cfg = config(2000);
+    let (mut log, _) = Log::open_shared(dir.path(), cfg, None, false, &bound).unwrap();
+    append_n(&mut log, 100, 1000);
+    log.flush_all().unwrap();
+    let first = log
+        .read(Offset(0), 1000, log.log_end_offset())
+        .unwrap()
+        .unwrap();
+    let copy = first.records.to_vec();
+    // Reading the rest releases the first segment's files; retention then deletes them.
+    assert_eq!(read_all(&log).len(), 100);
+    cfg.retention_bytes = 0;
+    log.set_config(cfg);
+    assert!(log.apply_retention(2_000).unwrap() > 0);
+    assert!(!dir
+        .path()
+        .join(segment::file_name(Offset(0), "log"))
+        .exists());
+    assert_eq!(
+        bound.open_count(),
+        0,
+        "deleted segments are no longer counted"
+    );
+    // The fetch response still holding the bytes sees them unchanged.
+    assert_eq!(&first.records[..], &copy[..]);
+    BatchIter::new(&first.records).for_each(|(_, b)| b.validate().unwrap());
+}
+
+#[test]
+fn a_released_segment_whose_files_changed_fails_its_reads_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bound = OpenSegments::new(0);
+    let (mut log, _) = Log::open_shared(dir.path(), config(2000), None, false, &bound).unwrap();
+    append_n(&mut log, 100, 1000);
+    log.flush_all().unwrap();
+    assert_eq!(
+        bound.open_count(),
+        0,
+        "a bound of 0 keeps no sealed segment open"
+    );
+    let log_file = dir.path().join(segment::file_name(Offset(0), "log"));
+    let end = log.log_end_offset();
+    // A short .log: reads of it fail, later segments still read.
+    let len = std::fs::metadata(&log_file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log_file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert!(matches!(
+        log.read(Offset(0), 1000, end),
+        Err(LogReadError::Storage(_))
+    ));
+    assert!(log.read(Offset(90), 1000, end).unwrap().is_some());
+    // A missing .log is an error, and is not created again.
+    std::fs::remove_file(&log_file).unwrap();
+    assert!(matches!(
+        log.read(Offset(0), 1000, end),
+        Err(LogReadError::Storage(_))
+    ));
+    assert!(!log_file.exists());
+    // A grown index is noticed too; a ListOffsets by time that needs it fails the same way.
+    let second_base = log.read(Offset(90), 1, end).unwrap().unwrap();
+    drop(second_base);
+    let index = dir.path().join(segment::file_name(Offset(0), "timeindex"));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&index)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    assert!(log.batch_by_timestamp(0, Offset(0), end).is_err());
 }

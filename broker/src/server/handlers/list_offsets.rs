@@ -38,7 +38,7 @@ pub fn handle(node: &Node, request: &ListOffsetsRequest, version: i16) -> ListOf
                             } else {
                                 -1
                             };
-                            Ok((partition.list_offset(p.timestamp), epoch))
+                            Ok((partition.list_offset(p.timestamp)?, epoch))
                         });
                     match outcome {
                         Ok((Some((offset, timestamp)), epoch)) => result
