@@ -19,7 +19,7 @@
 //! - idempotent batches are checked against the producer state (`producer_state`) under the same
 //!   lock as their append, all batches of a record set before any is written; the state always
 //!   describes exactly the batches in the log (rebuilt on open from the newest usable snapshot
-//!   plus the batches after it; snapshotted at each segment roll and on clean close).
+//!   plus the batches after it; snapshotted at each segment roll, written by the flush thread, and on clean close).
 
 pub mod epoch_cache;
 pub mod flusher;
@@ -28,7 +28,7 @@ pub mod producer_state;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -110,6 +110,16 @@ pub struct Partition {
     /// Bounds every walk of this partition's records (validation, ListOffsets by timestamp):
     /// derived from `message.max.bytes`, fixed at open like it.
     record_limits: RecordLimits,
+    /// Producer-state snapshots taken at rolls, written by the flush thread: a file and a
+    /// directory fsync would otherwise block the produce's runtime thread.
+    pending_snapshots: Mutex<Vec<PendingSnapshot>>,
+}
+
+/// A producer-state snapshot taken under the lock at a roll, not yet on disk.
+struct PendingSnapshot {
+    at: Offset,
+    text: String,
+    log_start: Offset,
 }
 
 /// Per-partition settings derived from the topic's configuration.
@@ -177,6 +187,7 @@ impl Partition {
             flush_timer: Mutex::new(None),
             producer_recovery,
             record_limits: RecordLimits::for_batch_bytes(settings.max_message_bytes),
+            pending_snapshots: Mutex::new(Vec::new()),
         });
         if settings.flush.flush_ms < i64::MAX {
             let timer = tokio::spawn(flush_periodically(
@@ -342,15 +353,17 @@ impl Partition {
             (appended, snapshot)
         };
         if let Some((at, text, log_start)) = snapshot {
-            // The rolled segment is synced and trimmed by the flush thread, not under the lock.
+            // The rolled segment is synced and trimmed by the flush thread, not under the lock,
+            // and the snapshot taken under it is written there too.
+            self.pending_snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(PendingSnapshot {
+                    at,
+                    text,
+                    log_start,
+                });
             self.request_flush();
-            // Written outside the lock: the text was taken under it, and rolls are rare.
-            if let Err(e) = producer_state::write_snapshot(&self.dir, at, &text, log_start) {
-                if let BrokerError::Storage(io) = &e {
-                    self.fail_if_fatal("producer-state snapshot", io);
-                }
-                tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "producer-state snapshot failed");
-            }
         }
         self.appended.notify_waiters();
         Ok(appended)
@@ -551,6 +564,7 @@ impl Partition {
     fn flush_now(&self) {
         // Cleared first: an append from here on queues another flush.
         self.flush_queued.store(false, Ordering::Release);
+        self.write_pending_snapshots();
         let Some(job) = self.flush_begin() else {
             return;
         };
@@ -561,6 +575,31 @@ impl Partition {
             return;
         }
         self.flush_finish(job);
+    }
+
+    /// Writes the producer-state snapshots taken at rolls. A snapshot only shortens recovery
+    /// (the log holds every batch it describes), so a failed one is logged, unless fatal.
+    fn write_pending_snapshots(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .pending_snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for snap in pending {
+            if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
+                // A close writes a newer snapshot of its own.
+                return;
+            }
+            if let Err(e) =
+                producer_state::write_snapshot(&self.dir, snap.at, &snap.text, snap.log_start)
+            {
+                if let BrokerError::Storage(io) = &e {
+                    self.fail_if_fatal("producer-state snapshot", io);
+                }
+                tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "producer-state snapshot failed");
+            }
+        }
     }
 
     /// Reports a fatal error once this partition saw one (see `storage::fatal`).
