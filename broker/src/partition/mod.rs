@@ -19,7 +19,9 @@
 //! - idempotent batches are checked against the producer state (`producer_state`) under the same
 //!   lock as their append, all batches of a record set before any is written; the state always
 //!   describes exactly the batches in the log (rebuilt on open from the newest usable snapshot
-//!   plus the batches after it; snapshotted at each segment roll, written by the flush thread, and on clean close).
+//!   plus the batches after it; snapshotted at each segment roll and on clean close);
+//! - a roll's producer-state snapshot is taken under the lock and written by the flush thread
+//!   before `durable` passes the roll.
 
 pub mod epoch_cache;
 pub mod flusher;
@@ -28,7 +30,7 @@ pub mod producer_state;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,6 +88,9 @@ struct State {
     policy: FlushPolicy,
     max_message_bytes: usize,
     producers: ProducerStates,
+    /// Producer-state snapshots taken at rolls, written by the next flush before it advances
+    /// `durable` (a file and a directory fsync would block the produce's runtime thread).
+    pending_snapshots: Vec<PendingSnapshot>,
 }
 
 pub struct Partition {
@@ -110,9 +115,6 @@ pub struct Partition {
     /// Bounds every walk of this partition's records (validation, ListOffsets by timestamp):
     /// derived from `message.max.bytes`, fixed at open like it.
     record_limits: RecordLimits,
-    /// Producer-state snapshots taken at rolls, written by the flush thread: a file and a
-    /// directory fsync would otherwise block the produce's runtime thread.
-    pending_snapshots: Mutex<Vec<PendingSnapshot>>,
 }
 
 /// A producer-state snapshot taken under the lock at a roll, not yet on disk.
@@ -175,6 +177,7 @@ impl Partition {
                 policy: settings.flush,
                 max_message_bytes: settings.max_message_bytes,
                 producers,
+                pending_snapshots: Vec::new(),
             }),
             appended: Notify::new(),
             flush_queued: AtomicBool::new(false),
@@ -187,7 +190,6 @@ impl Partition {
             flush_timer: Mutex::new(None),
             producer_recovery,
             record_limits: RecordLimits::for_batch_bytes(settings.max_message_bytes),
-            pending_snapshots: Mutex::new(Vec::new()),
         });
         if settings.flush.flush_ms < i64::MAX {
             let timer = tokio::spawn(flush_periodically(
@@ -288,7 +290,7 @@ impl Partition {
                 ));
             }
         }
-        let (appended, snapshot) = {
+        let (appended, rolled) = {
             let mut st = self.lock();
             // Checked again under the lock: a close that ran since the first check sealed the log.
             if self.closed.load(Ordering::Acquire) {
@@ -333,10 +335,18 @@ impl Partition {
                 .append(records, &info, epoch, now_ms)
                 .inspect_err(|e| self.fail_if_fatal("append", e))?;
             // A roll happened before these records: the state so far describes the log below it.
-            let snapshot = st
-                .log
-                .take_rolled()
-                .map(|at| (at, st.producers.to_snapshot(), st.log.log_start_offset()));
+            let rolled = match st.log.take_rolled() {
+                Some(at) => {
+                    let snapshot = PendingSnapshot {
+                        at,
+                        text: st.producers.to_snapshot(),
+                        log_start: st.log.log_start_offset(),
+                    };
+                    st.pending_snapshots.push(snapshot);
+                    true
+                }
+                None => false,
+            };
             if !staged.is_empty() {
                 st.producers.commit(staged);
             }
@@ -350,19 +360,11 @@ impl Partition {
                 log_start_offset: st.log.log_start_offset(),
                 flush_before_ack: st.policy.before_acks_all,
             };
-            (appended, snapshot)
+            (appended, rolled)
         };
-        if let Some((at, text, log_start)) = snapshot {
-            // The rolled segment is synced and trimmed by the flush thread, not under the lock,
-            // and the snapshot taken under it is written there too.
-            self.pending_snapshots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(PendingSnapshot {
-                    at,
-                    text,
-                    log_start,
-                });
+        if rolled {
+            // The rolled segment is synced and trimmed, and its snapshot written, by the flush
+            // thread, not under the lock or on this runtime thread.
             self.request_flush();
         }
         self.appended.notify_waiters();
@@ -564,7 +566,6 @@ impl Partition {
     fn flush_now(&self) {
         // Cleared first: an append from here on queues another flush.
         self.flush_queued.store(false, Ordering::Release);
-        self.write_pending_snapshots();
         let Some(job) = self.flush_begin() else {
             return;
         };
@@ -574,23 +575,17 @@ impl Partition {
             self.fail(format!("flush: {e}"));
             return;
         }
+        self.write_snapshots(&job.snapshots);
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
         self.flush_finish(job);
     }
 
     /// Writes the producer-state snapshots taken at rolls. A snapshot only shortens recovery
     /// (the log holds every batch it describes), so a failed one is logged, unless fatal.
-    fn write_pending_snapshots(&self) {
-        let pending = std::mem::take(
-            &mut *self
-                .pending_snapshots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for snap in pending {
-            if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
-                // A close writes a newer snapshot of its own.
-                return;
-            }
+    fn write_snapshots(&self, snapshots: &[PendingSnapshot]) {
+        for snap in snapshots {
             if let Err(e) =
                 producer_state::write_snapshot(&self.dir, snap.at, &snap.text, snap.log_start)
             {
@@ -622,10 +617,11 @@ impl Partition {
         if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
             return None;
         }
-        let st = self.lock();
+        let mut st = self.lock();
         Some(FlushJob {
             targets: st.log.unflushed(),
             end: st.log.log_end_offset(),
+            snapshots: std::mem::take(&mut st.pending_snapshots),
         })
     }
 
@@ -655,6 +651,8 @@ impl Partition {
 struct FlushJob {
     targets: Vec<crate::storage::segment::FlushTarget>,
     end: Offset,
+    /// Taken from the state with the targets: written before `end` counts as durable.
+    snapshots: Vec<PendingSnapshot>,
 }
 
 impl FlushJob {

@@ -130,6 +130,8 @@ async fn recovery_starts_from_the_newest_snapshot_and_skips_a_corrupt_one() {
         for i in 0..40 {
             p.append(&idempotent_batch(PID, 0, i, 1), 1).unwrap();
         }
+        // The flush thread writes the rolls' snapshots before the records count as durable.
+        p.wait_durable(Offset(40)).await;
     }
     let snaps = snapshot_offsets(dir.path()).unwrap();
     assert_eq!(snaps.len(), 2, "old snapshots pruned: {snaps:?}");
