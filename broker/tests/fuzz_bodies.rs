@@ -18,10 +18,9 @@ fn hand_written_scripts_keep_the_partition_invariants() {
     script.extend_from_slice(&[2, 3, 5, 6, 7, 200]); // claims 199 records, holds 4
     script.push(0x0f); // reopen after a crash
     script.extend_from_slice(&[1, 0, 9]);
-    script.push(0x1f); // clean reopen
-    script.extend_from_slice(&[0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
-    // A second input on the same partition appends after the first one's records.
-    let second = [1u8, 3, 10, 20, 30, 40, 0x0f, 1, 0, 5];
+    // A second input on the same partition (one reopen an input): a clean reopen, then appends
+    // after the first input's records.
+    let second = [0x1f, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 10, 20, 30, 40];
     body::check_from_fresh(&[script.as_slice(), &second]);
 }
 
