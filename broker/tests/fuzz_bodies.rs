@@ -16,19 +16,20 @@ fn hand_written_scripts_keep_the_partition_invariants() {
         script.extend(std::iter::repeat_n(20 + i, 16));
     }
     script.extend_from_slice(&[2, 3, 5, 6, 7, 200]); // claims 199 records, holds 4
-    script.push(0x0f); // reopen after a crash
+    script.push(0x7f); // reopen after a crash
     script.extend_from_slice(&[1, 0, 9]);
     // A second input on the same partition (one reopen an input): a clean reopen, then appends
     // after the first input's records.
-    let second = [0x1f, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 10, 20, 30, 40];
+    let second = [0xff, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 10, 20, 30, 40];
     body::check_from_fresh(&[script.as_slice(), &second]);
 }
 
 #[test]
 fn the_long_lived_partition_is_retired_and_replaced() {
     // More inputs than a log lives for: `check` retires it (recovery, comparison) and goes on.
-    for i in 0..150u8 {
-        body::check(&[1, 3, i, i, i]);
+    for i in 0..300u16 {
+        let size = (i % 200) as u8;
+        body::check(&[1, 3, size, size, size]);
     }
 }
 
