@@ -533,6 +533,9 @@ struct SnappyReader<'a> {
 
 const SNAPPY_JAVA_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 const SNAPPY_JAVA_HEADER_BYTES: usize = 16;
+/// Bytes of output per byte of a raw snappy block, at most: the densest element is a 3-byte copy
+/// of 64 bytes (64/3 < 22), so a block claiming more than this times its size is corrupt.
+const SNAPPY_EXPANSION_MAX: usize = 22;
 
 impl<'a> SnappyReader<'a> {
     fn new(input: &'a [u8], limits: &RecordLimits) -> Self {
@@ -580,6 +583,13 @@ impl<'a> SnappyReader<'a> {
         };
         let len = snap::raw::decompress_len(compressed)
             .map_err(|e| Error::new(ErrorKind::InvalidData, e))?;
+        // Checked before `block` is sized from it: a few bytes may claim tens of MiB.
+        if len > compressed.len().saturating_mul(SNAPPY_EXPANSION_MAX) {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                "snappy block claims more than its bytes can hold",
+            ));
+        }
         if len > self.left_bytes {
             return Err(Error::other(TooLarge));
         }

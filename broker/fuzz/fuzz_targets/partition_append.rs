@@ -7,4 +7,7 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../bodies/partition_append.rs"]
 mod body;
 
-fuzz_target!(|data: &[u8]| body::check(data));
+fuzz_target!(|data: &[u8]| {
+    body::record_history_on_panic();
+    body::check(data)
+});
