@@ -16,9 +16,9 @@
 
 pub mod image;
 pub mod placement;
+pub mod quorum;
 pub mod records;
 pub mod upgrade;
-pub mod quorum;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
