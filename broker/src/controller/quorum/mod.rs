@@ -174,9 +174,15 @@ impl Quorum {
             cluster_name: "strata".into(),
             // openraft 0.9 waits out the dead leader's lease (its `election_timeout_max`) plus a
             // random election timeout before standing: a silent leader is replaced after between
-            // three quarters and all of `controller.quorum.election.timeout.ms`.
-            election_timeout_min: settings.election_timeout_ms / 4,
-            election_timeout_max: settings.election_timeout_ms / 2,
+            // half and three quarters of `controller.quorum.election.timeout.ms`; a node that saw
+            // a longer log in a vote answer waits twice `election_timeout_max` more (openraft's
+            // rule, kept until it next stands), which is why the maximum is only 3/8 of it: that
+            // wait made fail-over take 2 s at a 1 s timeout. The random part is drawn once per
+            // node and checked on ticks of 1.5 heartbeats: a wide window keeps two survivors from
+            // standing in the same tick. The heartbeat is at most an eighth of the timeout, so the
+            // minimum stays above it, as openraft requires.
+            election_timeout_min: settings.election_timeout_ms / 8 + 1,
+            election_timeout_max: settings.election_timeout_ms * 3 / 8,
             heartbeat_interval: settings.heartbeat_interval_ms,
             install_snapshot_timeout: settings.rpc_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
