@@ -366,6 +366,53 @@ impl super::Quorum {
 mod tests {
     use super::*;
 
+    /// A peer that answers the first proposal on its first connection, then reads every later
+    /// request and closes without answering (as if it died after committing). Counts requests.
+    async fn peer_that_dies_after_reading(
+        seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut first = true;
+            // Bounded: the test makes at most three connections.
+            for _ in 0..3 {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                while let Ok(Some(_)) = wire::read_frame::<Request>(&mut stream, 1 << 20).await {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if !std::mem::replace(&mut first, false) {
+                        break;
+                    }
+                    let answer = Response::Propose(Ok(1));
+                    wire::write_frame(&mut stream, &answer, 1 << 20)
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_proposal_is_not_sent_again_once_written() {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let addr = peer_that_dies_after_reading(seen.clone()).await;
+        let pool = Pool::new(&QuorumSettings::new(1, Vec::new(), addr));
+        let timeout = Duration::from_secs(5);
+        // The first answers and leaves its connection pooled.
+        assert_eq!(pool.propose(2, addr, b"one".to_vec(), timeout).await, Ok(1));
+        // The second reaches the peer on the pooled connection, which then closes: the outcome is
+        // unknown, so it is an error and the batch is not sent on a fresh connection.
+        let second = pool.propose(2, addr, b"two".to_vec(), timeout).await;
+        assert!(
+            matches!(second, Err(QuorumError::Unreachable { .. })),
+            "{second:?}"
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
     #[test]
     fn a_snapshot_mismatch_reaches_openraft_as_the_remote_error_it_is() {
         let client = Client {
