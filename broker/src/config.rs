@@ -145,7 +145,7 @@ pub static BROKER_KEYS: &[Key] = &[
         Kind::Int,
         "1000",
         40,
-        "A controller that hears no leader for between three quarters and all of this starts an election.",
+        "A controller that hears no leader for between half and three quarters of this starts an election (three quarters more once it saw a longer log than its own).",
     ),
     key(
         "controller.quorum.heartbeat.interval.ms",

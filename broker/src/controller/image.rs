@@ -121,6 +121,15 @@ pub enum ApplyError {
         current: PartitionEpoch,
         new: PartitionEpoch,
     },
+    #[error(
+        "partition {topic}/{partition}: leader epoch {new:?} is below the current {current:?}"
+    )]
+    LeaderEpochBackwards {
+        topic: Uuid,
+        partition: PartitionId,
+        current: LeaderEpoch,
+        new: LeaderEpoch,
+    },
     #[error("partition {topic}/{partition}: {reason}")]
     InvalidPartition {
         topic: Uuid,
@@ -361,6 +370,15 @@ impl MetadataImage {
                         partition: p.partition,
                         current: current.partition_epoch,
                         new: new.partition_epoch,
+                    });
+                }
+                // Replicas fenced at the current leader epoch must stay fenced.
+                if new.leader_epoch < current.leader_epoch {
+                    return Err(ApplyError::LeaderEpochBackwards {
+                        topic: p.topic,
+                        partition: p.partition,
+                        current: current.leader_epoch,
+                        new: new.leader_epoch,
                     });
                 }
                 Some(current.clone())

@@ -7,7 +7,10 @@
 //!   INVALID_REPLICATION_FACTOR, never a partition with fewer replicas than asked;
 //! - the replicas of one partition are distinct brokers; when brokers name racks, they are in
 //!   distinct racks as long as there are at least as many racks as replicas (Kafka's
-//!   rack-alternating assignment), otherwise every rack holds one before any holds two;
+//!   rack-alternating assignment), otherwise every rack holds one before any holds two; when any
+//!   live broker names no rack, racks are ignored altogether (Kafka refuses rack-aware placement
+//!   over such a mix unless told otherwise; we place as if no broker named one, rather than
+//!   count "no rack" as a rack that would then hold a replica of every partition);
 //! - leaders (first replicas) go round-robin over the brokers, followers are shifted by a step
 //!   that changes every full round, so leaders and replicas spread evenly;
 //! - an explicit assignment is taken as given only if partitions are numbered in order, each
@@ -145,7 +148,21 @@ pub fn assign_replicas(
     start: usize,
 ) -> Result<Vec<Vec<BrokerId>>, BrokerError> {
     check_replication_factor(brokers, rf)?;
-    let arranged = rack_alternated(&live(brokers));
+    let live = live(brokers);
+    let unracked: Vec<PlacementBroker>;
+    let live = if live.iter().any(|b| b.rack.is_none()) {
+        unracked = live
+            .iter()
+            .map(|b| PlacementBroker {
+                rack: None,
+                ..(*b).clone()
+            })
+            .collect();
+        unracked.iter().collect()
+    } else {
+        live
+    };
+    let arranged = rack_alternated(&live);
     let n = arranged.len();
     let racks = arranged
         .iter()
@@ -310,6 +327,17 @@ mod tests {
                 "start {start}: replicas {replicas:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_broker_without_a_rack_is_not_a_rack_of_its_own() {
+        // Three brokers in rack a, one that names none: racks are ignored, so the one without
+        // does not get a replica of every partition.
+        let mixed = brokers(&[Some("a"), Some("a"), Some("a"), None]);
+        let a = assign_replicas(&mixed, 0, 8, 2, 0).unwrap();
+        let replicas = counts(&a, false);
+        assert_eq!(replicas.len(), 4);
+        assert!(spread(&replicas) <= 1, "replicas {replicas:?}");
     }
 
     #[test]

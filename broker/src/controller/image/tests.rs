@@ -20,7 +20,11 @@ fn ids(list: &[i32]) -> Vec<BrokerId> {
 }
 
 fn partition(topic: Uuid, p: i32, replicas: &[i32]) -> MetadataRecord {
-    MetadataRecord::Partition(PartitionRecord {
+    MetadataRecord::Partition(partition_record(topic, p, replicas))
+}
+
+fn partition_record(topic: Uuid, p: i32, replicas: &[i32]) -> PartitionRecord {
+    PartitionRecord {
         topic,
         partition: PartitionId(p),
         replicas: ids(replicas),
@@ -28,7 +32,7 @@ fn partition(topic: Uuid, p: i32, replicas: &[i32]) -> MetadataRecord {
         leader: Some(BrokerId(replicas[0])),
         leader_epoch: LeaderEpoch(0),
         partition_epoch: PartitionEpoch(0),
-    })
+    }
 }
 
 fn change(topic: Uuid, p: i32) -> PartitionChange {
@@ -181,6 +185,39 @@ fn a_broker_moved_off_a_partition_or_whose_topic_is_deleted_stops_hosting_it() {
         )
         .unwrap();
     assert!(delta.is_empty(), "{delta:?}");
+}
+
+#[test]
+fn a_partition_record_cannot_take_the_leader_epoch_back() {
+    let image = three_brokers_and_orders();
+    let (after, _) = image
+        .apply(
+            Offset(8),
+            &[MetadataRecord::PartitionChange(PartitionChange {
+                leader: Some(Some(BrokerId(2))),
+                ..change(ORDERS, 0)
+            })],
+        )
+        .unwrap();
+    // A newer partition epoch does not excuse an older leader epoch: fetchers fenced at epoch 1
+    // would be let back in.
+    let restated = MetadataRecord::Partition(PartitionRecord {
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(5),
+        ..partition_record(ORDERS, 0, &[2, 1])
+    });
+    let refused = after.apply(Offset(9), &[restated]);
+    assert!(
+        matches!(refused, Err(ApplyError::LeaderEpochBackwards { .. })),
+        "leader epoch went back: {refused:?}"
+    );
+    // The same epoch is fine: a restatement that changes something else.
+    let same = MetadataRecord::Partition(PartitionRecord {
+        leader_epoch: LeaderEpoch(1),
+        partition_epoch: PartitionEpoch(5),
+        ..partition_record(ORDERS, 0, &[2, 1])
+    });
+    assert!(after.apply(Offset(9), &[same]).is_ok());
 }
 
 #[test]

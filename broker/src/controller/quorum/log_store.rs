@@ -170,6 +170,7 @@ impl LogStore {
             path: path.display().to_string(),
             source,
         };
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -177,6 +178,10 @@ impl LogStore {
             .truncate(false)
             .open(&path)
             .map_err(io_err)?;
+        if !existed {
+            // The new file's entry is durable before any append to it is called durable.
+            crate::storage::sync_dir(dir).map_err(io_err)?;
+        }
         let bytes = std::fs::read(&path).map_err(io_err)?;
         let mut entries = BTreeMap::new();
         let mut purged_bytes = 0u64;
@@ -295,11 +300,13 @@ impl Inner {
         let path = self.dir.join(LOG_FILE);
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let mut buf = Vec::new();
-        let mut placed = BTreeMap::new();
-        for (index, (_, _, entry)) in std::mem::take(&mut self.entries) {
+        let mut placed = Vec::with_capacity(self.entries.len());
+        // Positions only: the entries stay where they are until the new file is in place, so a
+        // failed rewrite leaves the log as it was.
+        for (&index, (_, _, entry)) in &self.entries {
             let start = buf.len();
-            encode_record(&entry, &mut buf)?;
-            placed.insert(index, (start as u64, (buf.len() - start) as u64, entry));
+            encode_record(entry, &mut buf)?;
+            placed.push((index, start as u64, (buf.len() - start) as u64));
         }
         let file = File::create(&tmp)?;
         file.write_all_at(&buf, 0)?;
@@ -308,7 +315,11 @@ impl Inner {
         crate::storage::sync_dir(&self.dir).map_err(fatal::sync_failed)?;
         self.file = OpenOptions::new().read(true).write(true).open(&path)?;
         self.end = buf.len() as u64;
-        self.entries = placed;
+        for (index, pos, len) in placed {
+            if let Some(slot) = self.entries.get_mut(&index) {
+                (slot.0, slot.1) = (pos, len);
+            }
+        }
         self.purged_bytes = 0;
         Ok(())
     }
@@ -423,6 +434,32 @@ mod tests {
             .keys()
             .copied()
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_rewrite_keeps_the_live_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let big = vec![7u8; 100 * 1024];
+        append(&store, (1..=30).map(|i| entry(1, i, &big)).collect());
+        // Purging 25 of 30 asks for a rewrite; its temp file cannot be created.
+        std::fs::create_dir(dir.path().join(format!("{LOG_FILE}.tmp"))).unwrap();
+        let purged = store
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), 25))
+            .await;
+        assert!(purged.is_err());
+        assert_eq!(indexes(&store), vec![26, 27, 28, 29, 30]);
+        let got = store.try_get_log_entries(26..31).await.unwrap();
+        assert_eq!(got.len(), 5);
+        // Once it can, the next purge rewrites, and a restart reads the same live entries.
+        std::fs::remove_dir(dir.path().join(format!("{LOG_FILE}.tmp"))).unwrap();
+        store
+            .purge(LogId::new(CommittedLeaderId::new(1, 1), 26))
+            .await
+            .unwrap();
+        drop(store);
+        let store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store), vec![27, 28, 29, 30]);
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   from the newest snapshot plus the committed log entries after it.
 //! - Nothing read from the network or disk panics the node: bad frames close their connection, a
 //!   torn or corrupt log tail is cut at open, a corrupt vote or snapshot refuses the start.
+//! - A committed batch the state machine rejects is a no-op on every member (the proposer gets
+//!   `Rejected`); only a failure of a node's own storage stops Raft on that node.
+//! - `<data>/controller/` and the files in it are fsynced into their directories when created.
 //! - A proposal answered `Ok(index)` is committed by a majority of voters at `index`; a proposal
 //!   that times out may still commit later (as in any Raft: the outcome is unknown).
 
@@ -50,23 +53,47 @@ impl std::fmt::Display for Batch {
     }
 }
 
+/// Why the state machine refused a committed batch; the batch changed nothing. Deterministic: every
+/// member refuses the same batch for the same reason, on every replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+/// Why applying a batch failed in a way the node cannot go on from (its own storage broke).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Fatal(pub String);
+
+/// The answer to one applied entry: `Err` when the state machine refused the batch.
+pub type Applied = Result<(), Rejected>;
+
 openraft::declare_raft_types!(
     /// The quorum's openraft types: node ids are `u64`, a node is its controller address.
     pub TypeConfig:
         D = Batch,
-        R = (),
+        R = Applied,
         Node = BasicNode,
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
 
 /// The replicated state the quorum drives (the metadata image, later). Calls come one at a time.
 pub trait MetadataStateMachine: Send + Sync + 'static {
-    /// Applies one committed batch at `index`; an Err is fatal for this node (logged, Raft stops).
-    fn apply(&mut self, index: u64, batch: &[u8]) -> Result<(), String>;
+    /// Applies one committed batch at `index`.
+    ///
+    /// A batch that does not decode or contradicts the state is `Ok(Err(Rejected))`: the state must
+    /// be left unchanged and the answer must depend only on the state and the batch (every member
+    /// replays the same committed batch and must skip it alike). The proposer gets the rejection;
+    /// the entry still counts as applied. `Err(Fatal)` only for a failure of this node itself (its
+    /// storage): Raft stops on this node.
+    fn apply(&mut self, index: u64, batch: &[u8]) -> Result<Applied, Fatal>;
     /// The whole state, for Raft snapshots.
     fn snapshot(&self) -> Vec<u8>;
-    /// Replaces the whole state by a snapshot taken at `index`.
+    /// Replaces the whole state by a snapshot taken at `index`; on Err the state is unchanged.
+    /// An installed snapshot is checked with [`MetadataStateMachine::fresh`] first.
     fn install(&mut self, index: u64, snapshot: &[u8]) -> Result<(), String>;
+    /// An empty state of the same kind: a received snapshot is installed into it before it
+    /// replaces this one, so a snapshot that does not install leaves the good state in place.
+    fn fresh(&self) -> Box<dyn MetadataStateMachine>;
 }
 
 /// Why a quorum operation failed.
@@ -82,11 +109,26 @@ pub enum QuorumError {
     Unreachable { node: u64, reason: String },
     #[error("controller refused: {0}")]
     Refused(String),
+    /// Committed at `index`, but the state machine refused it: it changed nothing.
+    #[error("metadata batch at {index} rejected: {reason}")]
+    Rejected { index: u64, reason: String },
+    /// Larger than a controller frame can carry (with room for the request around it).
+    #[error("batch of {len} bytes is over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
     #[error("controller stopped: {0}")]
     Stopped(String),
     #[error("controller start: {0}")]
     Start(String),
 }
+
+/// Bytes of a frame around a proposed batch (the request's framing, an entry's log id): a batch
+/// must leave this much of `controller.socket.request.max.bytes` free, so that it fits one
+/// AppendEntries on its own.
+const FRAME_HEADROOM_BYTES: usize = 1024;
+
+/// Election timeouts a controller connection may stay silent before the listener closes it (the
+/// leader heartbeats many times per election timeout; pooled connections are reused within one).
+const CONNECTION_IDLE_ELECTIONS: u64 = 3;
 
 struct Shared {
     id: u64,
@@ -114,7 +156,13 @@ impl Quorum {
     ) -> Result<Quorum, QuorumError> {
         let start_err = |e: String| QuorumError::Start(e);
         let dir = data_dir.join("controller");
-        std::fs::create_dir_all(&dir).map_err(|e| start_err(format!("{}: {e}", dir.display())))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| start_err(format!("{}: {e}", dir.display())))?;
+            // The new directory's entry is durable before anything in it is trusted.
+            crate::storage::sync_dir(data_dir)
+                .map_err(|e| start_err(format!("{}: {e}", data_dir.display())))?;
+        }
         let log = log_store::LogStore::open(&dir).map_err(|e| start_err(e.to_string()))?;
         let sm = state_machine::StateMachineStore::open(&dir, Box::new(state_machine))
             .map_err(|e| start_err(e.to_string()))?;
@@ -126,9 +174,15 @@ impl Quorum {
             cluster_name: "strata".into(),
             // openraft 0.9 waits out the dead leader's lease (its `election_timeout_max`) plus a
             // random election timeout before standing: a silent leader is replaced after between
-            // three quarters and all of `controller.quorum.election.timeout.ms`.
-            election_timeout_min: settings.election_timeout_ms / 4,
-            election_timeout_max: settings.election_timeout_ms / 2,
+            // half and three quarters of `controller.quorum.election.timeout.ms`; a node that saw
+            // a longer log in a vote answer waits twice `election_timeout_max` more (openraft's
+            // rule, kept until it next stands), which is why the maximum is only 3/8 of it: that
+            // wait made fail-over take 2 s at a 1 s timeout. The random part is drawn once per
+            // node and checked on ticks of 1.5 heartbeats: a wide window keeps two survivors from
+            // standing in the same tick. The heartbeat is at most an eighth of the timeout, so the
+            // minimum stays above it, as openraft requires.
+            election_timeout_min: settings.election_timeout_ms / 8 + 1,
+            election_timeout_max: settings.election_timeout_ms * 3 / 8,
             heartbeat_interval: settings.heartbeat_interval_ms,
             install_snapshot_timeout: settings.rpc_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
@@ -150,7 +204,11 @@ impl Quorum {
         )
         .await
         .map_err(|e| start_err(e.to_string()))?;
-        let server = server::spawn(listener, raft.clone(), settings.request_bytes_max);
+        let timeouts = server::Timeouts {
+            idle: Duration::from_millis(settings.election_timeout_ms * CONNECTION_IDLE_ELECTIONS),
+            frame: Duration::from_millis(settings.rpc_timeout_ms),
+        };
+        let server = server::spawn(listener, raft.clone(), settings.request_bytes_max, timeouts);
         let quorum = Quorum {
             shared: Arc::new(Shared {
                 id: settings.node_id,
@@ -241,7 +299,20 @@ impl Quorum {
 
     /// Replicates `batch` and answers its index once a majority has it; a non-leader forwards it to
     /// the leader. Bounded by `controller.quorum.request.timeout.ms`.
+    /// A batch too large for one frame is refused at once (`TooLarge`); one the state machine
+    /// rejects is committed, changes nothing and is answered `Rejected`.
     pub async fn propose(&self, batch: Vec<u8>) -> Result<u64, QuorumError> {
+        let max = self
+            .shared
+            .settings
+            .request_bytes_max
+            .saturating_sub(FRAME_HEADROOM_BYTES);
+        if batch.len() > max {
+            return Err(QuorumError::TooLarge {
+                len: batch.len(),
+                max,
+            });
+        }
         let timeout = Duration::from_millis(self.shared.settings.request_timeout_ms);
         match tokio::time::timeout(timeout, self.propose_unbounded(batch)).await {
             Ok(r) => r,
@@ -324,10 +395,12 @@ impl Quorum {
 
 /// Proposes on this node's Raft, answering `NotLeader` when it is not the leader.
 async fn propose_local(raft: &Raft<TypeConfig>, batch: Vec<u8>) -> Result<u64, QuorumError> {
-    raft.client_write(Batch(batch))
-        .await
-        .map(|r| r.log_id.index)
-        .map_err(write_error)
+    let written = raft.client_write(Batch(batch)).await.map_err(write_error)?;
+    let index = written.log_id.index;
+    written
+        .data
+        .map(|()| index)
+        .map_err(|Rejected(reason)| QuorumError::Rejected { index, reason })
 }
 
 fn write_error(e: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> QuorumError {

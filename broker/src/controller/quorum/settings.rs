@@ -31,8 +31,9 @@ pub struct QuorumSettings {
     pub voters: Vec<Voter>,
     /// Where this node's controller listener binds.
     pub listen: SocketAddr,
-    /// A follower that hears no leader for this long (randomised between three quarters and all
-    /// of it) starts an election.
+    /// A follower that hears no leader for about this long (randomised between half and three
+    /// quarters of it; openraft adds three quarters more once it saw a longer log) starts an
+    /// election.
     pub election_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     /// Bound on one RPC (connect, send, answer).

@@ -4,10 +4,13 @@
 //! renamed, directory fsynced).
 //!
 //! Invariants:
-//! - the state machine sees committed batches once each, in order; blank and membership entries
-//!   only move the applied id;
+//! - the state machine sees committed batches once each, in order; blank and membership entries,
+//!   and batches it rejects, only move the applied id;
 //! - a snapshot is on disk before openraft learns of it (so the log it covers may be purged), and
-//!   an installed snapshot is on disk before the state machine takes it;
+//!   an installed snapshot is on disk before the state machine takes it; a received snapshot is
+//!   installed into a fresh state before its file is written, so one that does not install leaves
+//!   the state and the file as they were;
+//! - leftover `snapshot.N.tmp` files (a crash mid-write) are removed at open;
 //! - at open the state machine is rebuilt from the snapshot file; a corrupt one refuses the start
 //!   (the log it covered is gone: guessing would lose metadata).
 
@@ -21,7 +24,7 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 
-use super::{MetadataStateMachine, TypeConfig};
+use super::{Applied, MetadataStateMachine, TypeConfig};
 use crate::storage::fatal;
 
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -115,12 +118,35 @@ fn read_snapshot(dir: &Path) -> std::result::Result<Option<(Meta, Vec<u8>)>, Ope
     }
 }
 
+/// Removes `snapshot.N.tmp` files a crash left behind (never renamed: not a snapshot). A file that
+/// cannot be removed is only logged: it is never read.
+fn remove_temp_snapshots(dir: &Path) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_temp = name
+            .strip_prefix(SNAPSHOT_FILE)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_temp {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!("{}: not removed: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
 impl StateMachineStore {
     /// Loads the newest snapshot in `dir` (if any) into `sm`.
     pub fn open(
         dir: &Path,
         mut sm: Box<dyn MetadataStateMachine>,
     ) -> std::result::Result<StateMachineStore, OpenError> {
+        remove_temp_snapshots(dir);
         let mut last_applied = None;
         let mut membership = StoredMembership::default();
         if let Some((meta, data)) = read_snapshot(dir)? {
@@ -203,7 +229,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((inner.last_applied, inner.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -211,23 +237,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut inner = self.lock()?;
         let mut answers = Vec::new();
         for entry in entries {
+            let mut answer = Ok(());
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    if let Err(e) = inner.sm.apply(entry.log_id.index, &batch.0) {
+                EntryPayload::Normal(batch) => match inner.sm.apply(entry.log_id.index, &batch.0) {
+                    Ok(applied) => {
+                        if let Err(why) = &applied {
+                            // Committed but refused: every member skips it alike.
+                            tracing::warn!(
+                                "metadata batch at {} rejected, skipped: {why}",
+                                entry.log_id.index
+                            );
+                        }
+                        answer = applied;
+                    }
+                    Err(e) => {
                         tracing::error!(
                             "metadata batch at {} does not apply: {e}; the controller stops",
                             entry.log_id.index
                         );
                         return Err(StorageIOError::apply(entry.log_id, AnyError::error(e)).into());
                     }
-                }
+                },
                 EntryPayload::Membership(m) => {
                     inner.membership = StoredMembership::new(Some(entry.log_id), m);
                 }
             }
             inner.last_applied = Some(entry.log_id);
-            answers.push(());
+            answers.push(answer);
         }
         Ok(answers)
     }
@@ -248,15 +285,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let mut inner = self.lock()?;
         let signature = || Some(meta.signature());
-        write_snapshot(&inner.dir, meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(signature(), &e))?;
+        // Into a fresh state first: a snapshot that does not install must not replace the good
+        // state, nor the good snapshot file a restart starts from.
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        inner.sm.install(index, &data).map_err(|e| {
-            tracing::error!(
-                "metadata snapshot at {index} does not install: {e}; the controller stops"
-            );
+        let mut fresh = inner.sm.fresh();
+        fresh.install(index, &data).map_err(|e| {
+            tracing::error!("metadata snapshot at {index} does not install: {e}; refused");
             StorageIOError::write_snapshot(signature(), AnyError::error(e))
         })?;
+        write_snapshot(&inner.dir, meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(signature(), &e))?;
+        inner.sm = fresh;
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         Ok(())
@@ -277,6 +316,76 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state that is one byte string; a snapshot that starts with `bad` does not install.
+    struct Bytes(Vec<u8>);
+
+    impl MetadataStateMachine for Bytes {
+        fn apply(
+            &mut self,
+            _index: u64,
+            batch: &[u8],
+        ) -> std::result::Result<Applied, crate::controller::quorum::Fatal> {
+            self.0 = batch.to_vec();
+            Ok(Ok(()))
+        }
+        fn fresh(&self) -> Box<dyn MetadataStateMachine> {
+            Box::new(Bytes(Vec::new()))
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.clone()
+        }
+        fn install(&mut self, _index: u64, snapshot: &[u8]) -> std::result::Result<(), String> {
+            if snapshot.starts_with(b"bad") {
+                return Err("not a state".into());
+            }
+            self.0 = snapshot.to_vec();
+            Ok(())
+        }
+    }
+
+    fn meta_at(index: u64) -> Meta {
+        Meta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("1-{index}-1"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_install_leaves_the_good_one_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateMachineStore::open(dir.path(), Box::new(Bytes(Vec::new()))).unwrap();
+        store
+            .install_snapshot(&meta_at(5), Box::new(Cursor::new(b"good".to_vec())))
+            .await
+            .unwrap();
+        let refused = store
+            .install_snapshot(&meta_at(9), Box::new(Cursor::new(b"bad state".to_vec())))
+            .await;
+        assert!(refused.is_err());
+        // The state, the applied id and the file are still the good snapshot's.
+        let (applied, _) = store.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(5));
+        assert_eq!(store.lock().unwrap().sm.snapshot(), b"good");
+        let (meta, data) = read_snapshot(dir.path()).unwrap().unwrap();
+        assert_eq!((meta, data), (meta_at(5), b"good".to_vec()));
+        // And a restart in that directory starts from it.
+        store.close();
+        let reopened = StateMachineStore::open(dir.path(), Box::new(Bytes(Vec::new()))).unwrap();
+        assert_eq!(reopened.lock().unwrap().sm.snapshot(), b"good");
+    }
+
+    #[test]
+    fn leftover_temp_snapshots_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write_snapshot(dir.path(), &meta_at(3), b"state").unwrap();
+        let leftover = dir.path().join(format!("{SNAPSHOT_FILE}.7.tmp"));
+        std::fs::write(&leftover, b"half a snapshot").unwrap();
+        let store = StateMachineStore::open(dir.path(), Box::new(Bytes(Vec::new()))).unwrap();
+        assert!(!leftover.exists());
+        assert_eq!(store.lock().unwrap().sm.snapshot(), b"state");
+    }
 
     #[test]
     fn snapshot_files_round_trip_and_corruption_is_refused() {

@@ -28,9 +28,17 @@ impl Applied {
 }
 
 impl MetadataStateMachine for Applied {
-    fn apply(&mut self, index: u64, batch: &[u8]) -> Result<(), String> {
+    fn apply(&mut self, index: u64, batch: &[u8]) -> Result<super::Applied, Fatal> {
+        if batch.starts_with(b"bad") {
+            return Ok(Err(Rejected(format!("batch at {index} starts with 'bad'"))));
+        }
         self.batches.lock().unwrap().push((index, batch.to_vec()));
-        Ok(())
+        Ok(Ok(()))
+    }
+
+    fn fresh(&self) -> Box<dyn MetadataStateMachine> {
+        // Shares the lists with the test: the test reads whatever state the node holds.
+        Box::new(self.clone())
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -311,6 +319,123 @@ async fn a_learner_added_after_the_log_was_purged_catches_up_from_a_snapshot() {
     learner.q().wait_applied(next, WAIT).await.unwrap();
     assert_eq!(learner.applied.list(), cluster.node(leader).applied.list());
     learner.stop().await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_state_machine_refuses_changes_nothing_and_the_quorum_goes_on() {
+    let mut cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.agreed_leader().await;
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    cluster
+        .node(leader)
+        .q()
+        .propose(b"one".to_vec())
+        .await
+        .unwrap();
+
+    // Refused on the leader and when forwarded; both are committed entries every voter skips.
+    let refused = cluster.node(leader).q().propose(b"bad 1".to_vec()).await;
+    assert!(
+        matches!(&refused, Err(QuorumError::Rejected { reason, .. }) if reason.contains("bad")),
+        "{refused:?}"
+    );
+    let refused = cluster.node(follower).q().propose(b"bad 2".to_vec()).await;
+    assert!(
+        matches!(refused, Err(QuorumError::Rejected { .. })),
+        "{refused:?}"
+    );
+
+    // The quorum goes on, and every voter holds the same state without the refused batches.
+    let index = cluster
+        .node(follower)
+        .q()
+        .propose(b"two".to_vec())
+        .await
+        .unwrap();
+    let state = cluster.assert_same_state(index).await;
+    assert_eq!(batches_of(&state), vec![b"one".to_vec(), b"two".to_vec()]);
+
+    // A restart replays the refused entries from the log and skips them again.
+    cluster.node_mut(follower).stop().await;
+    cluster.node_mut(follower).start().await;
+    let index = cluster.propose_retrying(follower, b"three").await;
+    let state = cluster.assert_same_state(index).await;
+    assert_eq!(batches_of(&state).len(), 3);
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_catches_up_on_entries_that_do_not_fit_one_frame() {
+    const FRAME: usize = 64 * 1024;
+    let mut cluster = Cluster::start(3, |s| {
+        s.request_bytes_max = FRAME;
+        s.snapshot_interval_entries = 10_000;
+    })
+    .await;
+    let leader = cluster.agreed_leader().await;
+    let lagging = (1..=3).find(|&n| n != leader).unwrap();
+    cluster.node_mut(lagging).stop().await;
+    // Two dozen entries of 16 KiB: six frames' worth for the follower that comes back.
+    let mut last = 0;
+    for i in 0..24u8 {
+        last = cluster
+            .node(leader)
+            .q()
+            .propose(vec![i; 16 * 1024])
+            .await
+            .unwrap();
+    }
+    cluster.node_mut(lagging).start().await;
+    cluster
+        .node(lagging)
+        .q()
+        .wait_applied(last, WAIT)
+        .await
+        .unwrap();
+    let state = cluster.assert_same_state(last).await;
+    assert_eq!(state.len(), 24);
+
+    // A batch that cannot fit a frame is refused at once, not left to wedge replication.
+    let started = Instant::now();
+    let refused = cluster.node(leader).q().propose(vec![7; FRAME]).await;
+    assert!(
+        matches!(refused, Err(QuorumError::TooLarge { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_stalled_connections_to_the_controller_listener_are_closed() {
+    let mut cluster = Cluster::start(1, |s| s.rpc_timeout_ms = 500).await;
+    cluster.agreed_leader().await;
+    let addr = cluster.node(1).settings.listen;
+    // One says nothing at all, one stops in the middle of a frame.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0, 0, 0, 9, 1, 2]).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_by_peer(&mut stalled).await,
+        "a stalled frame stays open"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        closed_by_peer(&mut idle).await,
+        "an idle connection stays open"
+    );
+    // The node still serves.
+    cluster.node(1).q().propose(b"ok".to_vec()).await.unwrap();
     cluster.stop_all().await;
 }
 

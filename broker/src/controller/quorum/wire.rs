@@ -3,7 +3,10 @@
 //!
 //! Invariants: no frame longer than the configured maximum is read (the length is checked before
 //! anything is allocated, and the body's buffer grows only with the bytes that arrive) or written; a frame that does not decode is an error for that connection
-//! only; errors cross the wire as strings, never as openraft's error types.
+//! only; errors cross the wire as [`RemoteError`]: strings, except the few openraft must act on
+//! (a snapshot chunk out of order), carried as their plain data;
+//! - [`read_frame_bounded`] waits a bounded time for a frame's first byte, and a bounded time for
+//!   the rest of it: a silent or stalled peer cannot hold a connection forever.
 
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -28,7 +31,11 @@ pub enum Request {
 pub enum RemoteError {
     /// The remote node is not the leader (a proposal is never forwarded twice).
     NotLeader { leader: Option<u64> },
-    /// Anything else, in words (the remote Raft stopped, a snapshot chunk out of order, ...).
+    /// The state machine refused the proposed batch, committed at `index`: it changed nothing.
+    Rejected { index: u64, reason: String },
+    /// A snapshot chunk that is not the one the remote node expects: the sender starts over.
+    SnapshotMismatch(openraft::error::SnapshotMismatch),
+    /// Anything else, in words (the remote Raft stopped, ...).
     Failed(String),
 }
 
@@ -51,6 +58,10 @@ pub enum FrameError {
     Decode(postcard::Error),
     #[error("message does not encode: {0}")]
     Encode(postcard::Error),
+    #[error("no frame within {0:?}")]
+    Idle(std::time::Duration),
+    #[error("frame not complete within {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 /// Writes one message as a frame.
@@ -78,12 +89,42 @@ pub async fn read_frame<T: for<'a> Deserialize<'a>>(
     io: &mut (impl AsyncRead + Unpin),
     max: usize,
 ) -> Result<Option<T>, FrameError> {
-    let mut prefix = [0u8; 4];
-    match io.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let mut first = [0u8; 1];
+    if io.read(&mut first).await? == 0 {
+        return Ok(None);
     }
+    read_rest(io, first[0], max).await.map(Some)
+}
+
+/// As [`read_frame`], but waits at most `idle` for the frame's first byte and at most `rest` for
+/// the rest of it.
+pub async fn read_frame_bounded<T: for<'a> Deserialize<'a>>(
+    io: &mut (impl AsyncRead + Unpin),
+    max: usize,
+    idle: std::time::Duration,
+    rest: std::time::Duration,
+) -> Result<Option<T>, FrameError> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(idle, io.read(&mut first)).await {
+        Err(_) => return Err(FrameError::Idle(idle)),
+        Ok(Ok(0)) => return Ok(None),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.into()),
+    }
+    match tokio::time::timeout(rest, read_rest(io, first[0], max)).await {
+        Err(_) => Err(FrameError::Stalled(rest)),
+        Ok(r) => r.map(Some),
+    }
+}
+
+/// Reads the frame whose first byte was `first`: the rest of its length, then its body.
+async fn read_rest<T: for<'a> Deserialize<'a>>(
+    io: &mut (impl AsyncRead + Unpin),
+    first: u8,
+    max: usize,
+) -> Result<T, FrameError> {
+    let mut prefix = [first, 0, 0, 0];
+    io.read_exact(&mut prefix[1..]).await?;
     let len = u32::from_be_bytes(prefix) as usize;
     if len > max {
         return Err(FrameError::TooLarge { len, max });
@@ -94,9 +135,7 @@ pub async fn read_frame<T: for<'a> Deserialize<'a>>(
     if body.len() < len {
         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
     }
-    postcard::from_bytes(&body)
-        .map(Some)
-        .map_err(FrameError::Decode)
+    postcard::from_bytes(&body).map_err(FrameError::Decode)
 }
 
 #[cfg(test)]
@@ -134,5 +173,28 @@ mod tests {
         // A peer that closes between frames is a clean end.
         drop(a);
         assert!(read_frame::<Request>(&mut b, 1024).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_mismatch_crosses_the_wire_as_itself() {
+        let mismatch = openraft::error::SnapshotMismatch {
+            expect: openraft::SnapshotSegmentId {
+                id: "1-9-1".into(),
+                offset: 0,
+            },
+            got: openraft::SnapshotSegmentId {
+                id: "1-9-1".into(),
+                offset: 4096,
+            },
+        };
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let sent = Response::InstallSnapshot(Err(RemoteError::SnapshotMismatch(mismatch.clone())));
+        write_frame(&mut a, &sent, 1024).await.unwrap();
+        match read_frame::<Response>(&mut b, 1024).await.unwrap() {
+            Some(Response::InstallSnapshot(Err(RemoteError::SnapshotMismatch(got)))) => {
+                assert_eq!(got, mismatch)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }
