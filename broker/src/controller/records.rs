@@ -551,14 +551,16 @@ impl<'a> Reader<'a> {
     }
 
     fn bool(&mut self) -> Result<bool, RecordError> {
+        self.flag("boolean is neither 0 nor 1")
+    }
+
+    /// A byte that must be 0 or 1; `what` names the refusal.
+    fn flag(&mut self, what: &'static str) -> Result<bool, RecordError> {
         let at = self.at;
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(RecordError::BadValue {
-                at,
-                what: "boolean is neither 0 nor 1",
-            }),
+            _ => Err(RecordError::BadValue { at, what }),
         }
     }
 
@@ -599,15 +601,7 @@ impl<'a> Reader<'a> {
     }
 
     fn present(&mut self) -> Result<bool, RecordError> {
-        let at = self.at;
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(RecordError::BadValue {
-                at,
-                what: "presence tag is neither 0 nor 1",
-            }),
-        }
+        self.flag("presence tag is neither 0 nor 1")
     }
 
     fn opt_string(&mut self) -> Result<Option<String>, RecordError> {
