@@ -131,8 +131,30 @@ impl QuorumSettings {
             })?,
             text => resolve(text).map_err(|r| bad("controller.listener", r))?,
         };
+        let settings = QuorumSettings::with_limits_of(config, node_id, roles, voters, listen);
+        settings.validate()?;
+        Ok(Some(settings))
+    }
+
+    /// Settings for `node_id` among `voters` with the defaults of the config table (tests, tools).
+    pub fn new(node_id: u64, voters: Vec<Voter>, listen: SocketAddr) -> QuorumSettings {
+        let roles = Roles {
+            broker: true,
+            controller: voters.iter().any(|v| v.id == node_id),
+        };
+        QuorumSettings::with_limits_of(&BrokerConfig::default(), node_id, roles, voters, listen)
+    }
+
+    /// The timeouts and limits of `config` for this node.
+    fn with_limits_of(
+        config: &BrokerConfig,
+        node_id: u64,
+        roles: Roles,
+        voters: Vec<Voter>,
+        listen: SocketAddr,
+    ) -> QuorumSettings {
         let ms = |key: &str| config.i64(key) as u64;
-        let settings = QuorumSettings {
+        QuorumSettings {
             node_id,
             roles,
             voters,
@@ -142,29 +164,6 @@ impl QuorumSettings {
             rpc_timeout_ms: ms("controller.quorum.rpc.timeout.ms"),
             request_timeout_ms: ms("controller.quorum.request.timeout.ms"),
             request_bytes_max: config.i64("controller.socket.request.max.bytes") as usize,
-            snapshot_interval_entries: ms("metadata.log.snapshot.interval.records"),
-        };
-        settings.validate()?;
-        Ok(Some(settings))
-    }
-
-    /// Settings for `node_id` among `voters` with the defaults of the config table (tests, tools).
-    pub fn new(node_id: u64, voters: Vec<Voter>, listen: SocketAddr) -> QuorumSettings {
-        let defaults = BrokerConfig::default();
-        let ms = |key: &str| defaults.i64(key) as u64;
-        QuorumSettings {
-            node_id,
-            roles: Roles {
-                broker: true,
-                controller: voters.iter().any(|v| v.id == node_id),
-            },
-            voters,
-            listen,
-            election_timeout_ms: ms("controller.quorum.election.timeout.ms"),
-            heartbeat_interval_ms: ms("controller.quorum.heartbeat.interval.ms"),
-            rpc_timeout_ms: ms("controller.quorum.rpc.timeout.ms"),
-            request_timeout_ms: ms("controller.quorum.request.timeout.ms"),
-            request_bytes_max: defaults.i64("controller.socket.request.max.bytes") as usize,
             snapshot_interval_entries: ms("metadata.log.snapshot.interval.records"),
         }
     }
