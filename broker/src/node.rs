@@ -341,20 +341,26 @@ fn open_offsets_topic(
     Ok(OffsetStore::new(list))
 }
 
+/// A node on 127.0.0.1:9092 over `dir`, the defaults changed by `settings` (unit tests).
+#[cfg(test)]
+pub(crate) fn open_for_test(dir: &Path, settings: &[(&str, &str)]) -> Node {
+    let mut config = BrokerConfig::default();
+    for (k, v) in settings {
+        config.set(k, v).unwrap();
+    }
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: 9092,
+    };
+    Node::open(Arc::new(config), endpoint, dir).unwrap().0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn open_node(dir: &Path, settings: &[(&str, &str)]) -> Node {
-        let mut config = BrokerConfig::default();
-        for (k, v) in settings {
-            config.set(k, v).unwrap();
-        }
-        let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port: 9092,
-        };
-        Node::open(Arc::new(config), endpoint, dir).unwrap().0
+        open_for_test(dir, settings)
     }
 
     fn new_topic(name: &str, partitions: i32) -> NewTopic {

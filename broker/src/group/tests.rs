@@ -7,19 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::state::{JoinRequest, SyncRequest};
-use crate::config::BrokerConfig;
-use crate::node::{Endpoint, Node};
+use crate::node::Node;
 
 fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
-    let mut config = BrokerConfig::default();
-    for (k, v) in settings {
-        config.set(k, v).unwrap();
-    }
-    let endpoint = Endpoint {
-        host: "127.0.0.1".into(),
-        port: 9092,
-    };
-    Arc::new(Node::open(Arc::new(config), endpoint, dir).unwrap().0)
+    Arc::new(crate::node::open_for_test(dir, settings))
 }
 
 fn join(member_id: &str, session_timeout_ms: i32) -> JoinRequest {

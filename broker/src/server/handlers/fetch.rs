@@ -184,20 +184,12 @@ mod tests {
     use strata_protocol::record_batch::build_batch;
 
     use super::*;
-    use crate::config::BrokerConfig;
-    use crate::node::{Endpoint, NewTopic, Node};
+    use crate::node::{NewTopic, Node};
 
     fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
-        let mut config = BrokerConfig::default();
-        config.set("log.segment.bytes", "4194304").unwrap();
-        for (k, v) in settings {
-            config.set(k, v).unwrap();
-        }
-        let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port: 9092,
-        };
-        Arc::new(Node::open(Arc::new(config), endpoint, dir).unwrap().0)
+        let mut all = vec![("log.segment.bytes", "4194304")];
+        all.extend_from_slice(settings);
+        Arc::new(crate::node::open_for_test(dir, &all))
     }
 
     /// A topic whose every partition holds `batches` batches of one ~`value_bytes` record each.
