@@ -87,6 +87,15 @@ pub enum BrokerError {
     InvalidCommitOffsetSize,
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,
+    /// The controller quorum is not reachable from here, or this node is not its leader.
+    #[error("{0}")]
+    NotController(String),
+    /// The controller quorum did not answer in time (no majority?); the change may still commit.
+    #[error("{0}")]
+    ControllerTimeout(String),
+    /// The committed change contradicted the metadata (it lost a race); it changed nothing.
+    #[error("the controller refused the change: {0}")]
+    ControllerRejected(String),
     #[error("metadata store: {0}")]
     Metadata(#[from] crate::controller::MetadataError),
     #[error("leader epoch cache: {0}")]
@@ -154,7 +163,9 @@ impl BrokerError {
             BrokerError::PolicyViolation(_) => K::PolicyViolation,
             BrokerError::InvalidRequiredAcks(_) => K::InvalidRequiredAcks,
             BrokerError::UnsupportedForMessageFormat(_) => K::UnsupportedForMessageFormat,
-            BrokerError::RequestTimedOut => K::RequestTimedOut,
+            BrokerError::RequestTimedOut | BrokerError::ControllerTimeout(_) => K::RequestTimedOut,
+            BrokerError::NotController(_) => K::NotController,
+            BrokerError::ControllerRejected(_) => K::InvalidRequest,
             BrokerError::UnsupportedEndpointType(_) => K::UnsupportedEndpointType,
             BrokerError::FencedLeaderEpoch { .. } => K::FencedLeaderEpoch,
             BrokerError::UnknownLeaderEpoch { .. } => K::UnknownLeaderEpoch,

@@ -124,18 +124,8 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
             config.set(key, &v).map_err(|e| e.to_string())?;
         }
     }
-    // The controller quorum's keys are checked like every other; `serve` does not run the quorum
-    // yet, so naming voters is refused rather than silently ignored.
-    if QuorumSettings::from_config(&config)
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        return Err(
-            "config 'controller.quorum.voters': this build does not run the controller \
-             quorum in `strata serve` yet; leave it empty for a single node"
-                .to_string(),
-        );
-    }
+    // The controller quorum's keys are checked before anything starts.
+    QuorumSettings::from_config(&config).map_err(|e| e.to_string())?;
     Ok(config)
 }
 
@@ -274,6 +264,7 @@ async fn run(
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     };
     let (node, report) = Node::open(Arc::clone(&config), endpoint.clone(), &data_dir)
+        .await
         .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     let node = Arc::new(node);
     if new_data_dir {
@@ -312,6 +303,7 @@ async fn run(
     // and expire even before the first request.
     node.groups.load(node.offsets.take_loaded_groups());
     node.groups.start_timers(&node);
+    let follower = tokio::spawn(Arc::clone(&node).follow_metadata());
     if let Some(topic) = strata_broker::storage::fatal::fail_syncs_topic() {
         tracing::warn!(
             topic,
@@ -373,6 +365,8 @@ async fn run(
     // Returns once every connection task has ended: no request touches a partition below.
     server::serve(listener, Arc::clone(&node), stop).await;
     background.abort();
+    follower.abort();
+    let _ = follower.await;
     // Wait for it to stop: a checkpoint it is writing finishes first (no await inside one).
     let _ = background.await;
     if let Some(why) = fatal.get() {
@@ -396,6 +390,7 @@ async fn run(
     for timer in flush_timers {
         let _ = timer.await;
     }
+    node.controller.shutdown().await;
     tracing::info!("shutting down: flushing and closing every partition");
     node.partitions
         .shutdown()

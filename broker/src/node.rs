@@ -1,28 +1,39 @@
-//! This node: its identity and configuration, the cluster metadata and the partitions it hosts,
-//! and the topic lifecycle (create, auto-create, grow, delete) that changes both together.
+//! This node: its identity and configuration, its member of the controller quorum and the
+//! metadata image it follows, the partitions it hosts, and the topic lifecycle (create,
+//! auto-create, grow, delete) as this node proposes it to the controller.
+//!
+//! A topic change is a batch of metadata records committed by the quorum; every broker (this one
+//! included) then applies the new image to its partitions in [`Node::catch_up`]: it opens what it
+//! now hosts and removes what it no longer does. A broker answers a topic change only after its own
+//! partitions follow the committed image.
 //!
 //! Invariants:
-//! - New partitions are opened (directories made) before the metadata names them, and removed
-//!   again if any of them or the metadata write fails: the metadata never names a partition that
-//!   could not be opened, so a failed creation cannot leave a broker that refuses to start.
-//!   Deletions are written to the metadata (durably) before the partitions are removed. After a
-//!   crash the data directory is reconciled to the metadata at start (`PartitionManager::open`
-//!   removes orphans, and creates what is missing).
-//! - The partitions of all topics together never pass `max.partitions`: a creation that would is
-//!   refused (POLICY_VIOLATION) before anything is written.
-//! - Deleting a topic also tombstones every group's committed offsets on it (as Kafka does), so
+//! - `catch_up` is the only place partitions are opened or removed after start, one image at a
+//!   time, in offset order; the partitions reflect `applied` (an image offset) or a newer image;
+//! - the proposing broker opens its own replicas of new partitions before it proposes them (and
+//!   removes them if the proposal fails): a creation this broker cannot serve (no disk, a file in
+//!   the way) is refused before anything is committed. Other brokers open theirs as they apply
+//!   the image; one that cannot logs it and does not serve that partition;
+//! - the partitions of all topics together never pass `max.partitions` on any broker: a creation
+//!   that would is refused (POLICY_VIOLATION) before anything is proposed;
+//! - deleting a topic also tombstones every group's committed offsets on it (as Kafka does), so
 //!   a topic created again under the same name starts with no committed offsets.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
 
 use crate::config::{BrokerConfig, TopicOverrides};
+use crate::controller::image::{MetadataDelta, MetadataImage};
+use crate::controller::member::{self, Controller};
 use crate::controller::placement::{self, PlacementBroker, TopicDefaults};
-use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
+use crate::controller::records::{BrokerEndpoint, MetadataRecord, PartitionRecord};
+use crate::controller::{random_uuid, upgrade, validate_topic_name, MetadataStore};
 use crate::error::BrokerError;
 use crate::group::offsets::{self, Durable, OffsetStore};
 use crate::group::GroupCoordinator;
-use crate::ids::BrokerId;
+use crate::ids::{BrokerId, LeaderEpoch, Offset, PartitionEpoch, PartitionId};
 use crate::partition::manager::{PartitionManager, StartupReport};
 use crate::producer_ids::ProducerIds;
 
@@ -35,129 +46,230 @@ pub struct Endpoint {
 
 pub use crate::controller::placement::NewTopic;
 
+/// The listener name of the Kafka endpoint in a broker's registration.
+pub const CLIENT_LISTENER: &str = "PLAINTEXT";
+/// The listener name of the controller endpoint in a broker's registration.
+pub const CONTROLLER_LISTENER: &str = "CONTROLLER";
+
 pub struct Node {
     pub id: BrokerId,
     pub endpoint: Endpoint,
     pub rack: Option<String>,
     pub config: Arc<BrokerConfig>,
     pub data_dir: PathBuf,
-    metadata: Mutex<MetadataStore>,
+    /// This node's quorum member and the metadata image it applied.
+    pub controller: Controller,
     pub partitions: PartitionManager,
-    /// Durable, never-reused producer ids for InitProducerId.
+    /// Producer ids for InitProducerId, in blocks the controller hands out.
     pub producer_ids: ProducerIds,
     /// The group coordinator: membership of every consumer group.
     pub groups: GroupCoordinator,
     /// Committed offsets and group metadata, in `__consumer_offsets`. Empty until
     /// `offsets.load()` (start-up does it before serving).
     pub offsets: OffsetStore,
+    /// The image the partitions were last brought in line with (`catch_up`).
+    applied: Mutex<Arc<MetadataImage>>,
+}
+
+/// What a successful creation answers.
+#[derive(Debug, Clone)]
+pub struct CreatedTopic {
+    pub id: Uuid,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub overrides: TopicOverrides,
 }
 
 impl Node {
-    /// Loads metadata and opens (recovering where needed) every partition under `data_dir`.
-    pub fn open(
+    /// Starts this node's quorum member, upgrades a single-node data directory's `meta/topics`
+    /// into the metadata log, registers this broker, and opens (recovering where needed) every
+    /// partition the image says it hosts.
+    pub async fn open(
         config: Arc<BrokerConfig>,
         endpoint: Endpoint,
         data_dir: &Path,
     ) -> Result<(Node, StartupReport), BrokerError> {
         std::fs::create_dir_all(data_dir)?;
-        let metadata = MetadataStore::open(data_dir)?;
-        let mut metadata = metadata;
-        // Before the partitions open: they run with the settings the overrides imply.
-        pin_offsets_topic_overrides(&mut metadata)?;
-        let (partitions, report) =
-            PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
-        let producer_ids = ProducerIds::open(data_dir)?;
-        let offsets = open_offsets_topic(&config, &mut metadata, &partitions)?;
+        let id = BrokerId(config.i64("node.id") as i32);
+        let settings = member::settings_from_config(&config)
+            .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        let controller_addr = settings.listen;
+        let legacy = MetadataStore::open_existing(data_dir)?;
+        let controller = Controller::start(settings, data_dir, id).await?;
         let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
+        let endpoints = vec![
+            BrokerEndpoint {
+                listener: CLIENT_LISTENER.into(),
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+            },
+            BrokerEndpoint {
+                listener: CONTROLLER_LISTENER.into(),
+                host: controller_addr.ip().to_string(),
+                port: controller.quorum().local_addr().port(),
+            },
+        ];
+        let first = match &legacy {
+            Some(store) => upgrade_records(store, &controller, id, data_dir)?,
+            None => vec![],
+        };
+        controller.register(endpoints, rack.clone(), first).await?;
+        if let Some(store) = legacy {
+            store.retire()?;
+            tracing::info!(
+                "upgraded: the topics of meta/topics are now the first records of the metadata log"
+            );
+        }
+        // Before the partitions open: they run with the settings the overrides imply.
+        pin_offsets_topic_overrides(&controller).await?;
+        let image = controller.image();
+        let (partitions, report) =
+            PartitionManager::open(data_dir, Arc::clone(&config), &image, id)?;
+        let producer_ids = ProducerIds::new(id);
         let groups = GroupCoordinator::new(&config);
-        let node = Node {
-            id: BrokerId(config.i64("node.id") as i32),
+        let mut node = Node {
+            id,
             endpoint,
             rack,
             data_dir: data_dir.to_path_buf(),
             config,
-            metadata: Mutex::new(metadata),
+            controller,
             partitions,
             producer_ids,
             groups,
-            offsets,
+            offsets: OffsetStore::new(vec![]),
+            applied: Mutex::new(image),
         };
+        node.ensure_offsets_topic().await?;
+        node.offsets = node.offsets_store()?;
         Ok((node, report))
     }
 
-    /// The metadata, locked. Admin and Metadata requests only; never the produce/fetch path.
-    pub fn metadata(&self) -> MutexGuard<'_, MetadataStore> {
-        self.metadata.lock().unwrap_or_else(|p| p.into_inner())
+    /// The metadata image this node follows (no lock).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.controller.image()
     }
 
-    /// Validates a new topic without creating it; returns its metadata as it would be.
+    /// The brokers placement may use: every registered broker of the image.
+    fn placement_brokers(image: &MetadataImage) -> Vec<PlacementBroker> {
+        image
+            .brokers()
+            .values()
+            .map(|b| PlacementBroker {
+                id: b.id,
+                rack: b.rack.clone(),
+                fenced: b.fenced,
+            })
+            .collect()
+    }
+
+    /// Validates a new topic against `image` without creating it; returns the records that
+    /// would create it.
     pub fn check_new_topic(
         &self,
-        metadata: &MetadataStore,
+        image: &MetadataImage,
         t: &NewTopic,
-    ) -> Result<TopicMeta, BrokerError> {
+    ) -> Result<(CreatedTopic, Vec<MetadataRecord>), BrokerError> {
         validate_topic_name(&t.name).map_err(BrokerError::InvalidTopic)?;
-        if metadata.topic(&t.name).is_some() {
+        if image.topic_by_name(&t.name).is_some() {
             return Err(BrokerError::TopicAlreadyExists(t.name.clone()));
         }
         let defaults = TopicDefaults {
             partitions: self.config.i64("num.partitions") as i32,
             replication_factor: self.config.i64("default.replication.factor") as i16,
         };
-        let partitions =
-            placement::plan_new_topic(t, defaults, &self.placement_brokers())?.partitions;
+        let brokers = Self::placement_brokers(image);
+        let plan = placement::plan_new_topic(t, defaults, &brokers)?;
         let overrides =
             TopicOverrides::parse(t.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-        self.check_partition_limit(metadata, i64::from(partitions))?;
-        Ok(TopicMeta {
-            name: t.name.clone(),
-            id: random_uuid(),
-            partitions,
-            overrides,
-        })
+        // The count alone first: a huge one is refused before any placement is computed.
+        self.check_partition_limit(
+            image,
+            i64::from(plan.partitions) * i64::from(plan.replication_factor),
+            &[],
+        )?;
+        let start = image.topics().count();
+        let assignment = plan.assignment(&brokers, start)?;
+        self.check_partition_limit(image, 0, &assignment)?;
+        let id = random_uuid();
+        let records = topic_records(&t.name, id, 0, &assignment, &overrides);
+        Ok((
+            CreatedTopic {
+                id,
+                partitions: plan.partitions,
+                replication_factor: plan.replication_factor,
+                overrides,
+            },
+            records,
+        ))
     }
 
-    /// Refuses `more` partitions if the broker would then host more than `max.partitions`.
+    /// Refuses a change that would make any broker host more than `max.partitions` replicas:
+    /// `more` replicas on one broker (a bound before placement), or the replicas of `added`.
     fn check_partition_limit(
         &self,
-        metadata: &MetadataStore,
+        image: &MetadataImage,
         more: i64,
+        added: &[Vec<BrokerId>],
     ) -> Result<(), BrokerError> {
         let limit = self.config.i64("max.partitions");
-        let hosted: i64 = metadata.topics().map(|t| i64::from(t.partitions)).sum();
-        if hosted.saturating_add(more) > limit {
+        let mut hosted: std::collections::BTreeMap<BrokerId, i64> = Default::default();
+        for t in image.topics() {
+            for p in &t.partitions {
+                for r in &p.replicas {
+                    *hosted.entry(*r).or_default() += 1;
+                }
+            }
+        }
+        let mut after = hosted.clone();
+        for replicas in added {
+            for r in replicas {
+                *after.entry(*r).or_default() += 1;
+            }
+        }
+        let busiest =
+            |m: &std::collections::BTreeMap<BrokerId, i64>| m.values().copied().max().unwrap_or(0);
+        let now = busiest(&hosted);
+        let would = busiest(&after).max(now.saturating_add(more));
+        if would > limit {
+            let added_here = would - now;
             return Err(BrokerError::PolicyViolation(format!(
-                "{more} more partitions would make {} on this broker, past max.partitions {limit} \
-                 ({hosted} hosted now)",
-                hosted.saturating_add(more)
+                "{added_here} more partitions would make {would} on a broker, past max.partitions \
+                 {limit} ({now} hosted now)"
             )));
         }
         Ok(())
     }
 
-    /// The brokers placement may use: this node alone, until the cluster's image replaces it.
-    fn placement_brokers(&self) -> [PlacementBroker; 1] {
-        [PlacementBroker {
-            id: self.id,
-            rack: self.rack.clone(),
-            fenced: false,
-        }]
-    }
-
-    /// Creates a topic: its partitions, then the metadata (durable) that names them, then serves
-    /// them. A failure at any step removes what was made.
-    pub fn create_topic(&self, t: &NewTopic) -> Result<TopicMeta, BrokerError> {
-        let mut metadata = self.metadata();
-        let meta = self.check_new_topic(&metadata, t)?;
-        self.partitions
-            .add_partitions(&meta, || metadata.create_topic(meta.clone()))?;
-        tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
-        Ok(meta)
+    /// Creates a topic: opens this broker's replicas of it, commits its records, then waits until
+    /// this node serves them. A failure before the commit removes what was opened.
+    pub async fn create_topic(&self, t: &NewTopic) -> Result<CreatedTopic, BrokerError> {
+        let image = self.image();
+        let (created, records) = self.check_new_topic(&image, t)?;
+        let prepared = self.partitions.prepare(
+            &t.name,
+            &created.overrides,
+            &hosted_here(&records, self.id),
+        )?;
+        match self.controller.propose(&records).await {
+            Ok(_) => prepared.keep(),
+            // Lost a race (the same name created meanwhile): answer as the newer image says.
+            Err(BrokerError::ControllerRejected(why)) => {
+                drop(prepared);
+                let image = self.image();
+                self.check_new_topic(&image, t)?;
+                return Err(BrokerError::InvalidRequest(why));
+            }
+            Err(e) => return Err(e),
+        }
+        let _ = self.catch_up()?;
+        tracing::info!(topic = %t.name, partitions = created.partitions, "created topic");
+        Ok(created)
     }
 
     /// Auto-creation for Metadata requests, when `auto.create.topics.enable` allows it.
-    pub fn auto_create_topic(&self, name: &str) -> Result<TopicMeta, BrokerError> {
+    pub async fn auto_create_topic(&self, name: &str) -> Result<(), BrokerError> {
         let t = NewTopic {
             name: name.to_string(),
             partitions: -1,
@@ -165,48 +277,47 @@ impl Node {
             assignments: vec![],
             configs: vec![],
         };
-        match self.create_topic(&t) {
+        match self.create_topic(&t).await {
             // Created meanwhile by another request: fine.
-            Err(BrokerError::TopicAlreadyExists(_)) => self
-                .metadata()
-                .topic(name)
-                .cloned()
-                .ok_or(BrokerError::UnknownTopicOrPartition),
-            other => other,
+            Err(BrokerError::TopicAlreadyExists(_)) => Ok(()),
+            other => other.map(|_| ()),
         }
     }
 
-    /// Deletes a topic: metadata first (durable), then its data, then the committed offsets of
-    /// every group on it (tombstones appended here; await the returned [`Durable`] to know they
-    /// are on disk). The offsets are removed under the metadata lock, so no topic of the same
-    /// name can be created in between and lose offsets committed to it.
-    pub fn delete_topic(&self, name: &str) -> Result<(TopicMeta, Durable), BrokerError> {
+    /// Deletes a topic: commits its removal, then (in `catch_up`) this node removes its data and
+    /// the committed offsets of every group on it (await the returned [`Durable`] to know the
+    /// tombstones are on disk).
+    pub async fn delete_topic(&self, name: &str) -> Result<(Uuid, Durable), BrokerError> {
         if name == offsets::TOPIC {
             return Err(BrokerError::InvalidTopic(format!(
                 "Cannot delete the internal topic {name}"
             )));
         }
-        let mut metadata = self.metadata();
-        let meta = metadata
-            .delete_topic(name)?
+        let id = self
+            .image()
+            .topic_by_name(name)
+            .map(|t| t.id)
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
-        self.partitions.remove_topic(name)?;
-        // The topic is gone whatever happens here: a failed tombstone write is logged, not
-        // reported, as Kafka's own cleanup of a deleted topic's offsets is (its offsets would
-        // come back after a restart; deleting the groups removes them).
-        let (offsets, durable) = match self.offsets.append_topic_deletes(name) {
-            Ok(written) => written,
-            Err(e) => {
-                tracing::error!(topic = name, error = %e, "deleting the topic's committed offsets failed");
-                (0, Durable::none())
+        match self
+            .controller
+            .propose(&[MetadataRecord::RemoveTopic { id }])
+            .await
+        {
+            Ok(_) => {}
+            // Deleted meanwhile.
+            Err(BrokerError::ControllerRejected(_)) => {
+                return Err(BrokerError::UnknownTopicOrPartition)
             }
-        };
-        tracing::info!(topic = name, offsets, "deleted topic");
-        Ok((meta, durable))
+            Err(e) => return Err(e),
+        }
+        // Another caller may have applied the removal (and appended the tombstones) first.
+        let _ = self.catch_up()?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok((id, self.offsets.everything_appended()))
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn create_partitions(
+    pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
@@ -219,47 +330,275 @@ impl Node {
                 "the partition count of the internal topic {name} is fixed"
             )));
         }
-        let mut metadata = self.metadata();
-        let current = metadata
-            .topic(name)
-            .ok_or(BrokerError::UnknownTopicOrPartition)?
-            .partitions;
+        let image = self.image();
+        let topic = image
+            .topic_by_name(name)
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(
                 "topic currently has {current} partitions; {count} would not increase it"
             )));
         }
-        if let Some(a) = assignments {
-            if a.len() != (count - current) as usize {
-                return Err(BrokerError::InvalidReplicaAssignment(format!(
-                    "{} assignments for {} new partitions",
-                    a.len(),
-                    count - current
-                )));
+        let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+        let brokers = Self::placement_brokers(&image);
+        self.check_partition_limit(&image, i64::from(count - current) * rf as i64, &[])?;
+        let added = match assignments {
+            Some(a) => {
+                if a.len() != (count - current) as usize {
+                    return Err(BrokerError::InvalidReplicaAssignment(format!(
+                        "{} assignments for {} new partitions",
+                        a.len(),
+                        count - current
+                    )));
+                }
+                let numbered: Vec<(i32, Vec<i32>)> = a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (current + i as i32, r.clone()))
+                    .collect();
+                placement::check_assignments(&brokers, current, &numbered, Some(rf))?
             }
-            let numbered: Vec<(i32, Vec<i32>)> = a
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (current + i as i32, r.clone()))
-                .collect();
-            // Every topic on one node has one replica per partition.
-            placement::check_assignments(&self.placement_brokers(), current, &numbered, Some(1))?;
-        }
-        self.check_partition_limit(&metadata, i64::from(count - current))?;
+            None => placement::assign_replicas(
+                &brokers,
+                current,
+                count - current,
+                rf as i16,
+                image.topics().count(),
+            )?,
+        };
+        self.check_partition_limit(&image, 0, &added)?;
         if validate_only {
             return Ok(());
         }
-        let mut meta = metadata
-            .topic(name)
-            .cloned()
-            .ok_or(BrokerError::UnknownTopicOrPartition)?;
-        meta.partitions = count;
-        // As for a new topic: partitions first, then the metadata naming them.
-        self.partitions
-            .add_partitions(&meta, || metadata.set_partitions(name, count))?;
+        let records: Vec<MetadataRecord> = added
+            .iter()
+            .enumerate()
+            .map(|(i, replicas)| partition_record(topic.id, current + i as i32, replicas))
+            .collect();
+        let prepared =
+            self.partitions
+                .prepare(name, &topic.overrides(), &hosted_here(&records, self.id))?;
+        match self.controller.propose(&records).await {
+            Ok(_) => prepared.keep(),
+            Err(BrokerError::ControllerRejected(why)) => {
+                return Err(BrokerError::InvalidPartitions(format!(
+                    "the topic changed meanwhile: {why}"
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+        let _ = self.catch_up()?;
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
+
+    /// Brings the partitions in line with the newest image: opens what this node now hosts,
+    /// removes what it no longer does, and tombstones the committed offsets of deleted topics.
+    /// Serialised: one image at a time. Returns the tombstones' durability.
+    pub fn catch_up(&self) -> Result<Durable, BrokerError> {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let image = self.image();
+        if image.offset() <= applied.offset() {
+            return Ok(Durable::none());
+        }
+        let delta = MetadataDelta::between(&applied, &image);
+        let changes = delta.local_changes(self.id);
+        let opened = self.partitions.apply(&changes, &image);
+        let mut durable = Durable::none();
+        for name in delta.topics_deleted.values() {
+            match self.offsets.append_topic_deletes(name) {
+                Ok((_, d)) => durable = d,
+                // The topic is gone whatever happens here: a failed tombstone write is logged, as
+                // Kafka's own cleanup of a deleted topic's offsets is.
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "deleting the topic's committed offsets failed")
+                }
+            }
+        }
+        *applied = image;
+        opened.map(|()| durable)
+    }
+
+    /// The offset of the image the partitions follow.
+    pub fn applied_offset(&self) -> Offset {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offset()
+    }
+
+    /// Creates `__consumer_offsets` if the cluster has none (an existing one had its pinned
+    /// overrides made sure of at start, before its partitions opened).
+    async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
+        if self.image().topic_by_name(offsets::TOPIC).is_none() {
+            let segment_bytes = self.config.get("offsets.topic.segment.bytes").to_string();
+            let configs = OFFSETS_TOPIC_PINNED
+                .into_iter()
+                .chain([("segment.bytes", segment_bytes.as_str())])
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let t = NewTopic {
+                name: offsets::TOPIC.to_string(),
+                partitions: self.config.i64("offsets.topic.num.partitions") as i32,
+                replication_factor: 1,
+                assignments: vec![],
+                configs,
+            };
+            match self.create_topic(&t).await {
+                Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = self.catch_up()?;
+        Ok(())
+    }
+
+    /// Follows the image until the process ends: each newly applied image is brought to the
+    /// partitions (off the runtime's threads: opening and removing partitions blocks).
+    pub async fn follow_metadata(self: Arc<Self>) {
+        let mut published = self.controller.view().subscribe();
+        while published.changed().await.is_ok() {
+            let node = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || node.catch_up()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "following the metadata image failed"),
+                Err(e) => tracing::error!(error = %e, "following the metadata image panicked"),
+            }
+        }
+    }
+
+    /// The offset store over the partitions of `__consumer_offsets` this node leads.
+    fn offsets_store(&self) -> Result<OffsetStore, BrokerError> {
+        let image = self.image();
+        let topic = image.topic_by_name(offsets::TOPIC).ok_or_else(|| {
+            BrokerError::Storage(std::io::Error::other(format!(
+                "{} is missing",
+                offsets::TOPIC
+            )))
+        })?;
+        let hosted = self.partitions.topic(offsets::TOPIC);
+        let list = (0..topic.partitions.len())
+            .map(|p| hosted.as_ref().and_then(|h| h.get(p).cloned()))
+            .collect();
+        Ok(OffsetStore::new(list))
+    }
+}
+
+/// The records that create topic `name` (id `id`) with partitions numbered from `first`.
+fn topic_records(
+    name: &str,
+    id: Uuid,
+    first: i32,
+    assignment: &[Vec<BrokerId>],
+    overrides: &TopicOverrides,
+) -> Vec<MetadataRecord> {
+    let mut records = vec![MetadataRecord::Topic {
+        name: name.to_string(),
+        id,
+    }];
+    records.extend(
+        assignment
+            .iter()
+            .enumerate()
+            .map(|(i, replicas)| partition_record(id, first + i as i32, replicas)),
+    );
+    records.extend(
+        overrides
+            .0
+            .iter()
+            .map(|(k, v)| MetadataRecord::TopicConfig {
+                topic: id,
+                key: k.clone(),
+                value: Some(v.clone()),
+            }),
+    );
+    records
+}
+
+/// The partitions of `records` that broker `me` hosts.
+fn hosted_here(records: &[MetadataRecord], me: BrokerId) -> Vec<i32> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            MetadataRecord::Partition(p) if p.replicas.contains(&me) => Some(p.partition.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A new partition: every replica in sync (it holds nothing yet), the first replica leading.
+fn partition_record(topic: Uuid, p: i32, replicas: &[BrokerId]) -> MetadataRecord {
+    MetadataRecord::Partition(PartitionRecord {
+        topic,
+        partition: PartitionId(p),
+        replicas: replicas.to_vec(),
+        isr: replicas.to_vec(),
+        leader: replicas.first().copied(),
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(0),
+    })
+}
+
+/// The records that carry a single-node data directory's `meta/topics` into the metadata log,
+/// unless an earlier start already did (a crash before the file was retired).
+fn upgrade_records(
+    store: &MetadataStore,
+    controller: &Controller,
+    me: BrokerId,
+    data_dir: &Path,
+) -> Result<Vec<MetadataRecord>, BrokerError> {
+    let image = controller.image();
+    match image.cluster_id() {
+        None => {
+            let reserved_end = crate::producer_ids::legacy_reserved_end(data_dir)?;
+            let this = crate::controller::records::BrokerRegistration {
+                id: me,
+                incarnation: controller.incarnation(),
+                endpoints: vec![],
+                rack: None,
+                fenced: false,
+            };
+            let records = upgrade::records_from_single_node(store, &this, reserved_end);
+            // The registration that follows carries the endpoints.
+            Ok(records
+                .into_iter()
+                .filter(|r| !matches!(r, MetadataRecord::RegisterBroker(_)))
+                .collect())
+        }
+        Some(id) if id == store.cluster_id() => Ok(vec![]),
+        Some(id) => Err(BrokerError::InvalidConfig(format!(
+            "meta/topics belongs to cluster {} but the metadata log to cluster {id}: refusing to \
+             mix them",
+            store.cluster_id()
+        ))),
+    }
+}
+
+/// Gives an existing `__consumer_offsets` any pinned override it lacks (one created by an older
+/// version had only `retention.ms`), committed before its partitions open.
+async fn pin_offsets_topic_overrides(controller: &Controller) -> Result<(), BrokerError> {
+    let image = controller.image();
+    let Some(topic) = image.topic_by_name(offsets::TOPIC) else {
+        return Ok(());
+    };
+    let missing: Vec<MetadataRecord> = OFFSETS_TOPIC_PINNED
+        .iter()
+        .filter(|(k, v)| topic.configs.get(*k).map(String::as_str) != Some(*v))
+        .map(|(k, v)| MetadataRecord::TopicConfig {
+            topic: topic.id,
+            key: k.to_string(),
+            value: Some(v.to_string()),
+        })
+        .collect();
+    if !missing.is_empty() {
+        controller.propose(&missing).await?;
+        tracing::info!(
+            topic = offsets::TOPIC,
+            "retention of the internal topic turned off"
+        );
+    }
+    Ok(())
 }
 
 /// Overrides `__consumer_offsets` always has. Retention is off, by time and by size: without
@@ -269,81 +608,9 @@ impl Node {
 /// IncrementalAlterConfigs are not supported.)
 const OFFSETS_TOPIC_PINNED: [(&str, &str); 2] = [("retention.ms", "-1"), ("retention.bytes", "-1")];
 
-/// Gives an existing `__consumer_offsets` any pinned override it lacks (one created by an older
-/// version had only `retention.ms`), durably, before its partitions open.
-fn pin_offsets_topic_overrides(metadata: &mut MetadataStore) -> Result<(), BrokerError> {
-    let Some(meta) = metadata.topic(offsets::TOPIC) else {
-        return Ok(());
-    };
-    let pinned = |o: &TopicOverrides| {
-        OFFSETS_TOPIC_PINNED
-            .iter()
-            .all(|(k, v)| o.0.get(*k).map(String::as_str) == Some(*v))
-    };
-    if pinned(&meta.overrides) {
-        return Ok(());
-    }
-    let mut overrides = meta.overrides.clone();
-    for (k, v) in OFFSETS_TOPIC_PINNED {
-        overrides.0.insert(k.to_string(), v.to_string());
-    }
-    metadata.set_overrides(offsets::TOPIC, overrides)?;
-    tracing::info!(
-        topic = offsets::TOPIC,
-        "retention of the internal topic turned off"
-    );
-    Ok(())
-}
-
-/// Creates `__consumer_offsets` if it is missing (partitions, then metadata, as any topic)
-/// and returns the offset store over its partitions. Its retention is off
-/// ([`OFFSETS_TOPIC_PINNED`]).
-fn open_offsets_topic(
-    config: &BrokerConfig,
-    metadata: &mut MetadataStore,
-    partitions: &PartitionManager,
-) -> Result<OffsetStore, BrokerError> {
-    let meta = match metadata.topic(offsets::TOPIC) {
-        Some(meta) => meta.clone(),
-        None => {
-            let segment_bytes = config.get("offsets.topic.segment.bytes").to_string();
-            let overrides = TopicOverrides::parse(
-                OFFSETS_TOPIC_PINNED
-                    .into_iter()
-                    .chain([("segment.bytes", segment_bytes.as_str())]),
-            )
-            .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-            let meta = TopicMeta {
-                name: offsets::TOPIC.to_string(),
-                id: random_uuid(),
-                partitions: config.i64("offsets.topic.num.partitions") as i32,
-                overrides,
-            };
-            partitions.add_partitions(&meta, || metadata.create_topic(meta.clone()))?;
-            tracing::info!(
-                topic = offsets::TOPIC,
-                partitions = meta.partitions,
-                "created topic"
-            );
-            meta
-        }
-    };
-    let list = (0..meta.partitions)
-        .map(|p| {
-            partitions.partition(offsets::TOPIC, p).ok_or_else(|| {
-                BrokerError::Storage(std::io::Error::other(format!(
-                    "{} partition {p} is missing",
-                    offsets::TOPIC
-                )))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(OffsetStore::new(list))
-}
-
 /// A node on 127.0.0.1:9092 over `dir`, the defaults changed by `settings` (unit tests).
 #[cfg(test)]
-pub(crate) fn open_for_test(dir: &Path, settings: &[(&str, &str)]) -> Node {
+pub(crate) async fn open_for_test(dir: &Path, settings: &[(&str, &str)]) -> Node {
     let mut config = BrokerConfig::default();
     for (k, v) in settings {
         config.set(k, v).unwrap();
@@ -352,15 +619,15 @@ pub(crate) fn open_for_test(dir: &Path, settings: &[(&str, &str)]) -> Node {
         host: "127.0.0.1".into(),
         port: 9092,
     };
-    Node::open(Arc::new(config), endpoint, dir).unwrap().0
+    Node::open(Arc::new(config), endpoint, dir).await.unwrap().0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn open_node(dir: &Path, settings: &[(&str, &str)]) -> Node {
-        open_for_test(dir, settings)
+    async fn open_node(dir: &Path, settings: &[(&str, &str)]) -> Node {
+        open_for_test(dir, settings).await
     }
 
     fn new_topic(name: &str, partitions: i32) -> NewTopic {
@@ -386,54 +653,67 @@ mod tests {
             .count()
     }
 
-    #[test]
-    fn partitions_past_max_partitions_are_refused_before_anything_is_written() {
+    #[tokio::test]
+    async fn partitions_past_max_partitions_are_refused_before_anything_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let node = open_node(dir.path(), &[("max.partitions", "100")]);
+        let node = open_node(dir.path(), &[("max.partitions", "100")]).await;
         // __consumer_offsets holds 50 of the 100.
         let started = std::time::Instant::now();
         let err = node
             .create_topic(&new_topic("huge", 10_000_000))
+            .await
             .unwrap_err();
         assert_eq!(err.code(), 44, "{err}");
         assert!(err.to_string().contains("max.partitions"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        assert!(node.metadata().topic("huge").is_none());
+        assert!(node.image().topic_by_name("huge").is_none());
         assert_eq!(partition_dirs(dir.path(), "huge"), 0);
 
-        node.create_topic(&new_topic("fits", 50)).unwrap();
-        let err = node.create_topic(&new_topic("one-more", 1)).unwrap_err();
+        node.create_topic(&new_topic("fits", 50)).await.unwrap();
+        let err = node
+            .create_topic(&new_topic("one-more", 1))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), 44);
-        let _durable = node.delete_topic("fits").unwrap();
-        node.create_topic(&new_topic("grows", 40)).unwrap();
+        let _durable = node.delete_topic("fits").await.unwrap();
+        node.create_topic(&new_topic("grows", 40)).await.unwrap();
         let err = node
             .create_partitions("grows", 51, None, false)
+            .await
             .unwrap_err();
         assert_eq!(err.code(), 44, "{err}");
-        let err = node.create_partitions("grows", 51, None, true).unwrap_err();
+        let err = node
+            .create_partitions("grows", 51, None, true)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), 44, "validate_only is refused alike");
-        assert_eq!(node.metadata().topic("grows").unwrap().partitions, 40);
+        assert_eq!(
+            node.image()
+                .topic_by_name("grows")
+                .unwrap()
+                .partitions
+                .len(),
+            40
+        );
         assert_eq!(partition_dirs(dir.path(), "grows"), 40);
-        node.create_partitions("grows", 50, None, false).unwrap();
+        node.create_partitions("grows", 50, None, false)
+            .await
+            .unwrap();
         assert_eq!(node.partitions.count(), 100);
     }
 
     /// Placement moved to `controller::placement`; on one node it answers as it did.
-    #[test]
-    fn on_one_node_only_this_node_may_hold_replicas() {
+    #[tokio::test]
+    async fn on_one_node_only_this_node_may_hold_replicas() {
         let dir = tempfile::tempdir().unwrap();
-        let node = open_node(dir.path(), &[]);
+        let node = open_node(dir.path(), &[]).await;
         let me = node.id.0;
         let assigned = |assignments: Vec<(i32, Vec<i32>)>| NewTopic {
             assignments,
             partitions: -1,
             ..new_topic("assigned", -1)
         };
-        let code = |t: &NewTopic| {
-            node.check_new_topic(&node.metadata(), t)
-                .unwrap_err()
-                .code()
-        };
+        let code = |t: &NewTopic| node.check_new_topic(&node.image(), t).unwrap_err().code();
         assert_eq!(code(&assigned(vec![(0, vec![me + 1])])), 39);
         assert_eq!(code(&assigned(vec![(0, vec![me, me])])), 39);
         assert_eq!(code(&assigned(vec![(1, vec![me])])), 39);
@@ -454,61 +734,75 @@ mod tests {
         assert_eq!(code(&new_topic("none", 0)), 37);
         let meta = node
             .create_topic(&assigned(vec![(0, vec![me]), (1, vec![me])]))
+            .await
             .unwrap();
         assert_eq!(meta.partitions, 2);
         let err = node
             .create_partitions("assigned", 3, Some(&[vec![me + 1]]), false)
+            .await
             .unwrap_err();
         assert_eq!(err.code(), 39);
         node.create_partitions("assigned", 3, Some(&[vec![me]]), false)
+            .await
             .unwrap();
     }
 
-    #[test]
-    fn auto_creation_past_max_partitions_is_refused() {
+    #[tokio::test]
+    async fn auto_creation_past_max_partitions_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let node = open_node(
             dir.path(),
             &[("max.partitions", "60"), ("num.partitions", "20")],
-        );
-        let err = node.auto_create_topic("auto").unwrap_err();
+        )
+        .await;
+        let err = node.auto_create_topic("auto").await.unwrap_err();
         assert_eq!(err.code(), 44);
-        assert!(node.metadata().topic("auto").is_none());
+        assert!(node.image().topic_by_name("auto").is_none());
     }
 
     /// The story of the issue: a creation fails part way (there, out of file descriptors; here a
     /// file sits where partition 300's directory must go). Nothing of it may stay behind, and the
     /// broker must start again.
-    #[test]
-    fn a_creation_that_fails_part_way_leaves_nothing_and_the_broker_restarts() {
+    #[tokio::test]
+    async fn a_creation_that_fails_part_way_leaves_nothing_and_the_broker_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let node = open_node(dir.path(), &[]);
+        let node = open_node(dir.path(), &[]).await;
         std::fs::write(dir.path().join("big-300"), b"in the way").unwrap();
-        let err = node.create_topic(&new_topic("big", 600)).unwrap_err();
+        let err = node.create_topic(&new_topic("big", 600)).await.unwrap_err();
         assert_eq!(err.code(), 56, "{err}");
-        assert!(node.metadata().topic("big").is_none());
+        assert!(node.image().topic_by_name("big").is_none());
         assert!(node.partitions.topic("big").is_none());
         assert_eq!(partition_dirs(dir.path(), "big"), 0);
-        node.create_topic(&new_topic("grown", 2)).unwrap();
+        node.create_topic(&new_topic("grown", 2)).await.unwrap();
         std::fs::write(dir.path().join("grown-5"), b"in the way").unwrap();
         assert_eq!(
             node.create_partitions("grown", 8, None, false)
+                .await
                 .unwrap_err()
                 .code(),
             56
         );
-        assert_eq!(node.metadata().topic("grown").unwrap().partitions, 2);
+        assert_eq!(
+            node.image()
+                .topic_by_name("grown")
+                .unwrap()
+                .partitions
+                .len(),
+            2
+        );
         assert_eq!(partition_dirs(dir.path(), "grown"), 2);
         node.partitions.shutdown().unwrap();
+        node.controller.shutdown().await;
         drop(node);
 
-        let node = open_node(dir.path(), &[]);
-        assert!(node.metadata().topic("big").is_none());
+        let node = open_node(dir.path(), &[]).await;
+        assert!(node.image().topic_by_name("big").is_none());
         std::fs::remove_file(dir.path().join("big-300")).unwrap();
-        node.create_topic(&new_topic("big", 600)).unwrap();
+        node.create_topic(&new_topic("big", 600)).await.unwrap();
         node.partitions.shutdown().unwrap();
+        node.controller.shutdown().await;
         drop(node);
-        let node = open_node(dir.path(), &[]);
-        assert_eq!(node.partitions.topic("big").unwrap().len(), 600);
+        let node = open_node(dir.path(), &[]).await;
+        assert!((0..600).all(|p| node.partitions.partition("big", p).is_some()));
     }
 }

@@ -1,80 +1,107 @@
-//! Producer ids for InitProducerId, allocated monotonically and never reused, across restarts
-//! and crashes.
+//! Producer ids for InitProducerId, handed out from blocks the controller allocates
+//! (`MetadataRecord::ProducerIds`, Kafka's AllocateProducerIds shape): a block is committed to
+//! the metadata log before any id of it is used, and blocks only move forward, so no id is ever
+//! handed out twice in the cluster, across restarts and crashes (a restart takes a new block and
+//! skips what was left of the old one).
 //!
-//! Ids are reserved in blocks of [`BLOCK_IDS`]: before the first id of a block is handed out, the
-//! end of the block is written durably (a checksummed file replaced atomically, via
-//! `storage::checkpoint`). After a `kill -9` the next start begins at the recorded end, so ids of
-//! a partly used block are skipped, never handed out twice.
+//! Before the quorum, a single node reserved ids in `<data>/producer-ids`; the upgrade reads its
+//! end ([`legacy_reserved_end`]) and the first block covers everything below it.
 //!
 //! Invariants:
-//! - every id handed out is below the durably recorded `reserved_end`;
-//! - ids only grow; `next <= reserved_end`;
-//! - a corrupt file stops the broker at start rather than risk reusing ids.
+//! - every id handed out is in a block committed to this broker;
+//! - ids this broker hands out only grow.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
+use crate::controller::image::MetadataImage;
+use crate::controller::records::{MetadataRecord, ProducerIdBlock};
 use crate::error::BrokerError;
+use crate::ids::BrokerId;
 use crate::storage::checkpoint;
 
-/// Ids reserved by one durable write.
+/// Ids in one block the controller hands out.
 pub const BLOCK_IDS: i64 = 1000;
+/// Attempts at taking a block when other brokers take theirs at the same time.
+const BLOCK_ATTEMPTS_MAX: usize = 10;
 
-const FILE_NAME: &str = "producer-ids";
-const KEY: &str = "reserved_end ";
+const LEGACY_FILE_NAME: &str = "producer-ids";
+const LEGACY_KEY: &str = "reserved_end ";
 
-struct Range {
+/// The end of what a single node reserved in `<data>/producer-ids` (0 without the file).
+pub fn legacy_reserved_end(data_dir: &Path) -> Result<i64, BrokerError> {
+    let path = data_dir.join(LEGACY_FILE_NAME);
+    let bad = |what: String| BrokerError::ProducerIds(format!("{}: {what}", path.display()));
+    match checkpoint::read(&path).map_err(|e| bad(e.to_string()))? {
+        None => Ok(0),
+        Some(body) => body
+            .trim()
+            .strip_prefix(LEGACY_KEY)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad(format!("unreadable contents {body:?}"))),
+    }
+}
+
+/// This broker's current block: ids `[next, end)` are still free.
+#[derive(Default)]
+struct Block {
     next: i64,
-    reserved_end: i64,
+    end: i64,
 }
 
 pub struct ProducerIds {
-    path: PathBuf,
-    range: Mutex<Range>,
+    me: BrokerId,
+    /// An async mutex: taking a new block waits on the controller, and callers queue behind it.
+    block: tokio::sync::Mutex<Block>,
 }
 
 impl ProducerIds {
-    /// Opens the allocator of `data_dir`; ids continue after everything ever reserved there.
-    pub fn open(data_dir: &Path) -> Result<ProducerIds, BrokerError> {
-        let path = data_dir.join(FILE_NAME);
-        let bad = |what: String| BrokerError::ProducerIds(format!("{}: {what}", path.display()));
-        let reserved_end = match checkpoint::read(&path).map_err(|e| bad(e.to_string()))? {
-            None => 0,
-            Some(body) => body
-                .trim()
-                .strip_prefix(KEY)
-                .and_then(|n| n.parse::<i64>().ok())
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| bad(format!("unreadable contents {body:?}")))?,
-        };
-        Ok(ProducerIds {
-            path,
-            range: Mutex::new(Range {
-                next: reserved_end,
-                reserved_end,
-            }),
-        })
-    }
-
-    /// Whether `id` was ever handed out (or reserved, before a restart, and skipped).
-    pub fn is_allocated(&self, id: i64) -> bool {
-        let r = self.range.lock().unwrap_or_else(|p| p.into_inner());
-        (0..r.next).contains(&id)
-    }
-
-    /// A new producer id, durable before it is returned (a block write once per [`BLOCK_IDS`]).
-    pub fn allocate(&self) -> Result<i64, BrokerError> {
-        let mut r = self.range.lock().unwrap_or_else(|p| p.into_inner());
-        if r.next >= r.reserved_end {
-            let end = r.reserved_end.checked_add(BLOCK_IDS).ok_or_else(|| {
-                BrokerError::ProducerIds("the producer id space is exhausted".into())
-            })?;
-            checkpoint::write(&self.path, &format!("{KEY}{end}\n"))
-                .map_err(|e| BrokerError::ProducerIds(e.to_string()))?;
-            r.reserved_end = end;
+    /// An allocator for broker `me`; it takes its first block on the first allocation.
+    pub fn new(me: BrokerId) -> ProducerIds {
+        ProducerIds {
+            me,
+            block: tokio::sync::Mutex::new(Block::default()),
         }
-        let id = r.next;
-        r.next += 1;
+    }
+
+    /// Whether `id` was ever handed out by any broker (or reserved, and skipped).
+    pub fn is_allocated(image: &MetadataImage, id: i64) -> bool {
+        (0..image.producer_id_high_mark()).contains(&id)
+    }
+
+    /// A new producer id, from a block committed to this broker.
+    pub async fn allocate(
+        &self,
+        controller: &crate::controller::member::Controller,
+    ) -> Result<i64, BrokerError> {
+        let mut block = self.block.lock().await;
+        if block.next >= block.end {
+            let mut attempts = 0;
+            let taken = loop {
+                let first_id = controller.image().producer_id_high_mark();
+                let end = first_id.checked_add(BLOCK_IDS).ok_or_else(|| {
+                    BrokerError::ProducerIds("the producer id space is exhausted".into())
+                })?;
+                let record = MetadataRecord::ProducerIds(ProducerIdBlock {
+                    broker: self.me,
+                    first_id,
+                    size: BLOCK_IDS,
+                });
+                match controller.propose(&[record]).await {
+                    Ok(_) => break (first_id, end),
+                    // Another broker took the block: again from the new high mark.
+                    Err(BrokerError::ControllerRejected(why)) if attempts < BLOCK_ATTEMPTS_MAX => {
+                        attempts += 1;
+                        tracing::debug!(why, "producer id block taken meanwhile; retrying");
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            block.next = taken.0;
+            block.end = taken.1;
+        }
+        let id = block.next;
+        block.next += 1;
         Ok(id)
     }
 }
@@ -82,34 +109,47 @@ impl ProducerIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::open_for_test;
 
-    #[test]
-    fn ids_grow_and_a_restart_never_reuses_one() {
+    /// Ids come from committed blocks: they grow, and a restart takes a new block instead of
+    /// reusing what was left of the old one.
+    #[tokio::test]
+    async fn ids_grow_and_a_restart_never_reuses_one() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(ids.allocate().unwrap(), 0);
-        assert_eq!(ids.allocate().unwrap(), 1);
-        // A crash: the rest of the block is skipped.
-        drop(ids);
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(ids.allocate().unwrap(), BLOCK_IDS);
+        let node = open_for_test(dir.path(), &[]).await;
+        let ids = &node.producer_ids;
+        assert_eq!(ids.allocate(&node.controller).await.unwrap(), 0);
+        assert_eq!(ids.allocate(&node.controller).await.unwrap(), 1);
+        assert!(ProducerIds::is_allocated(&node.image(), 1));
+        assert!(!ProducerIds::is_allocated(&node.image(), BLOCK_IDS));
+        node.controller.shutdown().await;
+        drop(node);
+
+        let node = open_for_test(dir.path(), &[]).await;
+        let ids = &node.producer_ids;
+        assert_eq!(ids.allocate(&node.controller).await.unwrap(), BLOCK_IDS);
         for i in 1..=BLOCK_IDS {
-            assert_eq!(ids.allocate().unwrap(), BLOCK_IDS + i);
+            assert_eq!(ids.allocate(&node.controller).await.unwrap(), BLOCK_IDS + i);
         }
-        drop(ids);
-        let ids = ProducerIds::open(dir.path()).unwrap();
-        assert_eq!(ids.allocate().unwrap(), 3 * BLOCK_IDS);
+        assert_eq!(node.image().producer_id_high_mark(), 3 * BLOCK_IDS);
+        node.controller.shutdown().await;
     }
 
     #[test]
-    fn a_corrupt_file_is_refused() {
+    fn a_corrupt_legacy_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        ProducerIds::open(dir.path()).unwrap().allocate().unwrap();
+        assert_eq!(legacy_reserved_end(dir.path()).unwrap(), 0);
+        crate::storage::checkpoint::write(
+            &dir.path().join(LEGACY_FILE_NAME),
+            "reserved_end 5000\n",
+        )
+        .unwrap();
+        assert_eq!(legacy_reserved_end(dir.path()).unwrap(), 5000);
         std::fs::write(
-            dir.path().join(FILE_NAME),
+            dir.path().join(LEGACY_FILE_NAME),
             "reserved_end 5\ncrc32 00000000\n",
         )
         .unwrap();
-        assert!(ProducerIds::open(dir.path()).is_err());
+        assert!(legacy_reserved_end(dir.path()).is_err());
     }
 }

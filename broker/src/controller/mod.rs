@@ -15,10 +15,12 @@
 //! - a change is durable (the checkpoint replaced and fsynced) before the caller sees it succeed.
 
 pub mod image;
+pub mod member;
 pub mod placement;
 pub mod quorum;
 pub mod records;
 pub mod upgrade;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -145,6 +147,41 @@ impl MetadataStore {
         Ok(store)
     }
 
+    /// The store of a data directory that ran as a single node before the quorum: `None` when
+    /// there is no `meta/topics` (a new directory, or one already upgraded). A directory with
+    /// partition data but neither `meta/topics` nor a metadata log lost its metadata: refused,
+    /// since starting empty would delete every partition as an orphan.
+    pub fn open_existing(data_dir: &Path) -> Result<Option<MetadataStore>, MetadataError> {
+        let path = data_dir.join("meta").join("topics");
+        if path.exists() {
+            return MetadataStore::open(data_dir).map(Some);
+        }
+        if !data_dir.join("controller").exists() {
+            if let Some(partition) = partition_with_data(data_dir) {
+                return Err(MetadataError::MissingWithData {
+                    path: path.display().to_string(),
+                    partition,
+                });
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renames the file to `meta/topics.upgraded` (durably) once its records are in the
+    /// metadata log: kept for a person to read, never read again by the broker.
+    pub fn retire(self) -> Result<(), MetadataError> {
+        let io = |source: std::io::Error| CheckpointError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let retired = self.path.with_file_name("topics.upgraded");
+        std::fs::rename(&self.path, &retired).map_err(io)?;
+        if let Some(dir) = self.path.parent() {
+            crate::storage::sync_dir(dir).map_err(io)?;
+        }
+        Ok(())
+    }
+
     fn parse(&mut self, text: &str) -> Result<(), MetadataError> {
         let err = |line: usize, reason: &str| MetadataError::Parse {
             path: self.path.display().to_string(),
@@ -259,7 +296,7 @@ impl MetadataStore {
 }
 
 /// Kafka cluster ids are 22-character URL-safe base64 of a UUID.
-fn cluster_id_from(id: Uuid) -> String {
+pub(crate) fn cluster_id_from(id: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = id.as_u128();
     (0..22i32)
@@ -281,7 +318,7 @@ fn partition_with_data(data_dir: &Path) -> Option<String> {
     let entries = std::fs::read_dir(data_dir).ok()?;
     entries.flatten().find_map(|entry| {
         let name = entry.file_name().to_string_lossy().to_string();
-        if name == "meta" || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if name == "meta" || name == "controller" || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             return None;
         }
         let files = std::fs::read_dir(entry.path()).ok()?;

@@ -101,8 +101,9 @@ impl Durable {
 }
 
 pub struct OffsetStore {
-    /// `__consumer_offsets` partitions, by index.
-    partitions: Vec<Arc<Partition>>,
+    /// `__consumer_offsets` partitions, by index; `None` where this broker does not lead it (its
+    /// groups have another coordinator: NOT_COORDINATOR).
+    partitions: Vec<Option<Arc<Partition>>>,
     shards: Vec<Mutex<Shard>>,
     loaded_groups: Mutex<Vec<(String, GroupMetadata)>>,
 }
@@ -135,12 +136,35 @@ fn append_error(e: BrokerError) -> BrokerError {
 impl OffsetStore {
     /// A store over the partitions of `__consumer_offsets` (index = partition id); empty until
     /// [`OffsetStore::load`].
-    pub fn new(partitions: Vec<Arc<Partition>>) -> OffsetStore {
+    pub fn new(partitions: Vec<Option<Arc<Partition>>>) -> OffsetStore {
         let shards = partitions.iter().map(|_| Mutex::default()).collect();
         OffsetStore {
             partitions,
             shards,
             loaded_groups: Mutex::default(),
+        }
+    }
+
+    /// Waits for everything appended so far to every partition this broker leads (the tombstones
+    /// of a deleted topic, whoever appended them).
+    pub fn everything_appended(&self) -> Durable {
+        Durable(
+            self.partitions
+                .iter()
+                .flatten()
+                .map(|p| (Arc::clone(p), p.high_watermark()))
+                .collect(),
+        )
+    }
+
+    /// Partition `i`, if this broker leads it.
+    fn led(&self, i: usize) -> Result<&Arc<Partition>, BrokerError> {
+        match self.partitions.get(i) {
+            Some(Some(p)) => Ok(p),
+            Some(None) => Err(BrokerError::NotCoordinator),
+            None => Err(BrokerError::CoordinatorNotAvailable(format!(
+                "{TOPIC} is not loaded"
+            ))),
         }
     }
 
@@ -194,7 +218,7 @@ impl OffsetStore {
             update(&mut shard, planned);
             return Ok(Durable(Vec::new()));
         };
-        let partition = self.partitions.get(i).ok_or_else(not_loaded)?;
+        let partition = self.led(i)?;
         let now = crate::clock::now_ms();
         let appended = partition.append(&batch, now).map_err(append_error)?;
         update(&mut shard, planned);
@@ -403,7 +427,7 @@ impl OffsetStore {
         let not_loaded = || BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"));
         let i = self.shard_of(group_id);
         let shard = self.shards.get(i).ok_or_else(not_loaded)?;
-        let partition = self.partitions.get(i).ok_or_else(not_loaded)?;
+        let partition = self.led(i)?;
         let mut shard = lock(shard);
         let targets: Vec<(String, i32)> = shard
             .offsets
@@ -534,7 +558,8 @@ impl OffsetStore {
                     s.spawn(move || {
                         (t..self.partitions.len())
                             .step_by(threads)
-                            .map(|i| load_partition(&self.partitions[i]).map(|l| (i, l)))
+                            .filter_map(|i| Some((i, self.partitions[i].as_ref()?)))
+                            .map(|(i, p)| load_partition(p).map(|l| (i, l)))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -551,7 +576,7 @@ impl OffsetStore {
                 .collect()
         });
         let mut report = LoadReport {
-            partitions: self.partitions.len(),
+            partitions: self.partitions.iter().flatten().count(),
             ..LoadReport::default()
         };
         let mut groups = Vec::new();

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use super::state::{JoinRequest, SyncRequest};
 use crate::node::Node;
 
-fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
-    Arc::new(crate::node::open_for_test(dir, settings))
+async fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
+    Arc::new(crate::node::open_for_test(dir, settings).await)
 }
 
 fn join(member_id: &str, session_timeout_ms: i32) -> JoinRequest {
@@ -31,7 +31,7 @@ fn join(member_id: &str, session_timeout_ms: i32) -> JoinRequest {
 #[tokio::test]
 async fn concurrent_joiners_of_a_new_group_share_one_generation_within_the_initial_delay() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path(), &[]);
+    let node = node(dir.path(), &[]).await;
     let started = Instant::now();
     let joins: Vec<_> = (0..3)
         .map(|_| {
@@ -66,7 +66,8 @@ async fn the_timer_task_expires_a_silent_member_at_its_session_timeout() {
             ("group.min.session.timeout.ms", "100"),
             ("group.initial.rebalance.delay.ms", "0"),
         ],
-    );
+    )
+    .await;
     let reply = node.groups.join(&node, "g", join("", 300)).await;
     assert!(reply.error.is_none());
     let sync = SyncRequest {
@@ -120,7 +121,8 @@ async fn a_group_whose_metadata_write_is_stuck_does_not_delay_other_groups_expir
             ("group.min.session.timeout.ms", "100"),
             ("group.initial.rebalance.delay.ms", "0"),
         ],
-    );
+    )
+    .await;
     // "slow" expires first, and its write cannot finish (its write lock is held here, as a
     // stuck fsync would hold it); "fast" expires a little later.
     stable_alone(&node, "slow", 200).await;
@@ -155,7 +157,7 @@ async fn a_group_whose_metadata_write_is_stuck_does_not_delay_other_groups_expir
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_is_checked_and_written_in_one_step_so_a_fenced_member_cannot_rewind() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]).await;
     let reply = node.groups.join(&node, "g", join("", 10_000)).await;
     let member = reply.member_id.clone();
     let sync = SyncRequest {
@@ -199,14 +201,15 @@ async fn a_commit_is_checked_and_written_in_one_step_so_a_fenced_member_cannot_r
 }
 
 /// A node whose `__consumer_offsets` batches hold at most `bytes` (`message.max.bytes`).
-fn node_with_small_batches(dir: &std::path::Path, bytes: &str) -> Arc<Node> {
+async fn node_with_small_batches(dir: &std::path::Path, bytes: &str) -> Arc<Node> {
     let node = node(
         dir,
         &[
             ("group.initial.rebalance.delay.ms", "0"),
             ("message.max.bytes", bytes),
         ],
-    );
+    )
+    .await;
     node.offsets.load().unwrap();
     node
 }
@@ -215,7 +218,7 @@ fn node_with_small_batches(dir: &std::path::Path, bytes: &str) -> Arc<Node> {
 async fn a_sync_whose_group_cannot_be_stored_is_refused_and_the_group_rebalances() {
     let dir = tempfile::tempdir().unwrap();
     // Group metadata with a 4 KB subscription does not fit a 2 KB batch: storing it fails.
-    let node = node_with_small_batches(dir.path(), "2000");
+    let node = node_with_small_batches(dir.path(), "2000").await;
     let mut req = join("", 10_000);
     req.protocols = vec![("range".into(), Bytes::from(vec![7u8; 4096]))];
     let reply = node.groups.join(&node, "g", req).await;
@@ -253,8 +256,8 @@ async fn a_sync_whose_group_cannot_be_stored_is_refused_and_the_group_rebalances
 #[tokio::test]
 async fn a_group_with_more_offsets_than_one_batch_holds_can_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node_with_small_batches(dir.path(), "2000");
-    node.auto_create_topic("orders").unwrap();
+    let node = node_with_small_batches(dir.path(), "2000").await;
+    node.auto_create_topic("orders").await.unwrap();
     // 200 offsets: their tombstones take several 2 KB batches.
     for p in 0..200 {
         let commit = crate::group::offsets::Commit {
@@ -274,15 +277,16 @@ async fn a_group_with_more_offsets_than_one_batch_holds_can_be_deleted() {
     assert!(node.offsets.group_offsets("g").is_empty());
 
     // And it stays deleted after a restart.
+    node.controller.shutdown().await;
     drop(node);
-    let node = node_with_small_batches(dir.path(), "2000");
+    let node = node_with_small_batches(dir.path(), "2000").await;
     assert!(node.offsets.group_offsets("g").is_empty());
 }
 
 #[tokio::test]
 async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_rebalances() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node_with_small_batches(dir.path(), "2000");
+    let node = node_with_small_batches(dir.path(), "2000").await;
     let mut first = join("", 10_000);
     first.group_instance_id = Some("pod-1".into());
     let reply = node.groups.join(&node, "g", first).await;
@@ -322,7 +326,7 @@ async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offset_delete_is_checked_and_written_in_one_step_so_a_joining_member_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]).await;
 
     // Nobody is in the group, so its offsets of "t" may go. While their tombstones are being
     // written, a consumer's JoinGroup waits: it cannot join (and commit) between the check and
@@ -376,7 +380,8 @@ async fn stopping_ends_the_timers_and_waits_for_the_group_writes_in_flight() {
             ("group.min.session.timeout.ms", "100"),
             ("group.initial.rebalance.delay.ms", "0"),
         ],
-    );
+    )
+    .await;
     // The member's session expires while the group's write cannot finish (its write lock is
     // held here, as a slow fsync would hold it): the expiry's write is in flight.
     stable_alone(&node, "g", 200).await;

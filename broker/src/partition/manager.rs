@@ -1,10 +1,15 @@
 //! All partitions this broker hosts, their directories (`<data>/<topic>-<partition>`), the
-//! recovery-point checkpoint and the clean-shutdown marker.
+//! recovery-point checkpoint and the clean-shutdown marker. Which partitions it hosts, and which
+//! of them it leads, is the metadata image's to say: `open` opens what the image at start names,
+//! `apply` follows each later image's local changes.
 //!
 //! Invariants:
-//! - a partition directory exists only for a topic in the metadata; leftovers of an interrupted
-//!   deletion are removed at start (a data directory that lost its metadata never gets here:
-//!   `MetadataStore::open` refuses it, so nothing is deleted on a guess);
+//! - a partition directory exists only for a partition the image says this broker hosts; leftovers
+//!   of a deletion (or of a topic removed while the broker was down) are removed at start (a data
+//!   directory that lost its metadata never gets here: `MetadataStore::open_existing` refuses it,
+//!   so nothing is deleted on a guess);
+//! - requests reach only partitions this broker leads (`HostedTopic::get`); a follower replica is
+//!   open (its directory made) but serves nothing until replication lands;
 //! - the recovery checkpoint never names an offset above what is flushed;
 //! - the `clean-shutdown` marker exists only between a clean close and the next start; without it
 //!   every partition recovers from its checkpointed recovery point.
@@ -20,16 +25,54 @@ use std::sync::{Arc, RwLock};
 use super::flusher::Flushers;
 use super::{Partition, PartitionSettings};
 use crate::config::{self, BrokerConfig, TopicOverrides};
-use crate::controller::{MetadataStore, TopicMeta};
+use crate::controller::image::{LocalChanges, MetadataImage};
 use crate::error::BrokerError;
-use crate::ids::{Offset, PartitionId};
+use crate::ids::{BrokerId, Offset, PartitionId};
 use crate::storage::{checkpoint, OpenSegments};
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 const DELETED_SUFFIX: &str = ".deleted";
 
-pub type TopicPartitions = Arc<Vec<Arc<Partition>>>;
+/// One hosted replica: the partition, and whether this broker leads it.
+#[derive(Clone)]
+struct Hosted {
+    partition: Arc<Partition>,
+    leader: bool,
+}
+
+/// The partitions of one topic this broker hosts, by partition number (`None`: not hosted here).
+#[derive(Clone, Default)]
+pub struct HostedTopic {
+    slots: Vec<Option<Hosted>>,
+}
+
+impl HostedTopic {
+    /// Partition `i` if this broker leads it (what requests may use).
+    pub fn get(&self, i: usize) -> Option<&Arc<Partition>> {
+        match self.slots.get(i) {
+            Some(Some(h)) if h.leader => Some(&h.partition),
+            _ => None,
+        }
+    }
+
+    /// Every hosted partition, led or followed.
+    fn all(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.slots.iter().flatten().map(|h| &h.partition)
+    }
+
+    fn set(&mut self, i: usize, hosted: Option<Hosted>) {
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, None);
+        }
+        self.slots[i] = hosted;
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+    }
+}
+
+pub type TopicPartitions = Arc<HostedTopic>;
 
 /// What start-up found.
 #[derive(Debug, Default)]
@@ -45,6 +88,43 @@ pub struct PartitionManager {
     config: Arc<BrokerConfig>,
     flushers: Arc<Flushers>,
     topics: RwLock<HashMap<String, TopicPartitions>>,
+    /// Partitions opened by [`PartitionManager::prepare`] for a change not yet committed: `apply`
+    /// serves these instead of opening them again.
+    prepared: std::sync::Mutex<HashMap<(String, i32), Arc<Partition>>>,
+}
+
+/// Partitions a proposer opened before proposing the change that names them; dropped without
+/// [`Prepared::keep`] (the change failed), they are closed and their directories removed.
+pub struct Prepared<'a> {
+    manager: &'a PartitionManager,
+    keys: Vec<(String, i32)>,
+}
+
+impl Prepared<'_> {
+    /// The change was committed: `apply` serves them.
+    pub fn keep(mut self) {
+        self.keys.clear();
+    }
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        let discarded: Vec<Arc<Partition>> = {
+            let mut prepared = self.manager.lock_prepared();
+            self.keys
+                .iter()
+                .filter_map(|k| prepared.remove(k))
+                .collect()
+        };
+        for partition in discarded {
+            if let Err(e) = partition.close() {
+                tracing::warn!(topic = partition.topic(), partition = %partition.id(), error = %e, "closing a discarded partition");
+            }
+            if let Err(e) = std::fs::remove_dir_all(partition.dir()) {
+                tracing::warn!(dir = %partition.dir().display(), error = %e, "removing a discarded partition");
+            }
+        }
+    }
 }
 
 /// The settings a partition of a topic with `overrides` runs with.
@@ -61,12 +141,13 @@ fn partition_dir(data_dir: &Path, topic: &str, p: i32) -> PathBuf {
 }
 
 impl PartitionManager {
-    /// Opens every partition of every topic in `metadata`, recovering where the last run did
-    /// not shut down cleanly.
+    /// Opens every partition `image` says broker `me` hosts, recovering where the last run did
+    /// not shut down cleanly, and removes the directories of partitions it no longer hosts.
     pub fn open(
         data_dir: &Path,
         config: Arc<BrokerConfig>,
-        metadata: &MetadataStore,
+        image: &MetadataImage,
+        me: BrokerId,
     ) -> Result<(PartitionManager, StartupReport), BrokerError> {
         let marker = data_dir.join(CLEAN_SHUTDOWN);
         let clean_shutdown = marker.exists();
@@ -80,15 +161,27 @@ impl PartitionManager {
             OpenSegments::new(config.i64("log.segment.open.max") as usize),
         )?;
         let mut topics = HashMap::new();
-        for meta in metadata.topics() {
-            let mut partitions = Vec::with_capacity(meta.partitions as usize);
-            for p in 0..meta.partitions {
-                let rp = recovery_points.get(&(meta.name.clone(), p)).copied();
+        for topic in image.topics() {
+            let overrides = topic.overrides();
+            let mut hosted = HostedTopic::default();
+            for (i, p) in topic.partitions.iter().enumerate() {
+                if !p.hosted_by(me) {
+                    continue;
+                }
+                let dir = partition_dir(data_dir, &topic.name, i as i32);
+                // A partition first named while this broker was down has no directory yet.
+                let rp = if dir.exists() {
+                    recovery_points
+                        .get(&(topic.name.clone(), i as i32))
+                        .copied()
+                } else {
+                    Some(Offset(0))
+                };
                 let (partition, r) = Partition::open(
-                    &partition_dir(data_dir, &meta.name, p),
-                    Arc::from(meta.name.as_str()),
-                    PartitionId(p),
-                    settings_for(&config, &meta.overrides),
+                    &dir,
+                    Arc::from(topic.name.as_str()),
+                    PartitionId(i as i32),
+                    settings_for(&config, &overrides),
                     rp,
                     clean_shutdown,
                     &flushers,
@@ -96,11 +189,19 @@ impl PartitionManager {
                 report.partitions += 1;
                 report.tails_cut += r.tails_cut;
                 report.segments_scanned += r.segments_scanned;
-                partitions.push(partition);
+                hosted.set(
+                    i,
+                    Some(Hosted {
+                        partition,
+                        leader: p.leader == Some(me),
+                    }),
+                );
             }
-            topics.insert(meta.name.clone(), Arc::new(partitions));
+            if !hosted.slots.is_empty() {
+                topics.insert(topic.name.clone(), Arc::new(hosted));
+            }
         }
-        remove_orphans(data_dir, metadata)?;
+        remove_orphans(data_dir, &topics)?;
         // From here on a crash must be detected as unclean.
         if clean_shutdown {
             std::fs::remove_file(&marker)?;
@@ -110,6 +211,7 @@ impl PartitionManager {
             config,
             flushers,
             topics: RwLock::new(topics),
+            prepared: Default::default(),
         };
         manager.write_recovery_checkpoint()?;
         Ok((manager, report))
@@ -123,10 +225,57 @@ impl PartitionManager {
         self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<Partition>>> {
+        self.prepared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens (creating their directories) partitions `numbers` of topic `name` before the change
+    /// that names them is proposed, so that a change this broker cannot serve is refused before
+    /// it is committed (no disk, no file descriptors, a file in the way). All or nothing: if one
+    /// fails, the ones opened are closed and removed.
+    pub fn prepare(
+        &self,
+        name: &str,
+        overrides: &TopicOverrides,
+        numbers: &[i32],
+    ) -> Result<Prepared<'_>, BrokerError> {
+        let mut prepared = Prepared {
+            manager: self,
+            keys: Vec::with_capacity(numbers.len()),
+        };
+        for &p in numbers {
+            let dir = partition_dir(&self.data_dir, name, p);
+            match Partition::open(
+                &dir,
+                Arc::from(name),
+                PartitionId(p),
+                settings_for(&self.config, overrides),
+                Some(Offset(0)),
+                false,
+                &self.flushers,
+            ) {
+                Ok((partition, _)) => {
+                    self.lock_prepared()
+                        .insert((name.to_string(), p), partition);
+                    prepared.keys.push((name.to_string(), p));
+                }
+                Err(e) => {
+                    // This one may have made its directory before failing; `prepared` removes
+                    // the others as it drops.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// The partitions of `name` this broker hosts (requests use the ones it leads).
     pub fn topic(&self, name: &str) -> Option<TopicPartitions> {
         self.read().get(name).cloned()
     }
 
+    /// Partition `p` of `topic`, if this broker leads it.
     pub fn partition(&self, topic: &str, p: i32) -> Option<Arc<Partition>> {
         let partitions = self.topic(topic)?;
         usize::try_from(p)
@@ -134,95 +283,83 @@ impl PartitionManager {
             .and_then(|i| partitions.get(i).cloned())
     }
 
-    /// Adds partitions `[existing, meta.partitions)` of a topic (a new topic starts at 0): opens
-    /// them, then runs `record` (the durable metadata write that names them), then serves them.
-    /// If either step fails, what was opened is closed and removed, so the metadata never names
-    /// a partition that could not be opened.
-    pub fn add_partitions<E: Into<BrokerError>>(
-        &self,
-        meta: &TopicMeta,
-        record: impl FnOnce() -> Result<(), E>,
-    ) -> Result<(), BrokerError> {
-        let opened = self.open_new_partitions(meta)?;
-        if let Err(e) = record() {
-            self.discard_partitions(opened);
-            return Err(e.into());
-        }
-        self.install_partitions(meta, opened);
-        Ok(())
-    }
-
-    /// Creates the directories of partitions `[existing, meta.partitions)` of a topic and opens
-    /// them, without serving them yet. All or nothing: if one fails (no disk, no file
-    /// descriptors) the ones opened are closed and their directories removed, so a failed
-    /// creation leaves no half-made partition behind. Until the metadata names them they are
-    /// orphans, removed at start after a crash.
-    fn open_new_partitions(&self, meta: &TopicMeta) -> Result<Vec<Arc<Partition>>, BrokerError> {
-        let existing = self.topic(&meta.name).map_or(0, |t| t.len()) as i32;
-        let mut opened = Vec::with_capacity((meta.partitions - existing).max(0) as usize);
-        for p in existing..meta.partitions {
-            let dir = partition_dir(&self.data_dir, &meta.name, p);
-            let result = Partition::open(
-                &dir,
-                Arc::from(meta.name.as_str()),
-                PartitionId(p),
-                settings_for(&self.config, &meta.overrides),
-                Some(Offset(0)),
-                false,
-                &self.flushers,
-            );
-            match result {
-                Ok((partition, _)) => opened.push(partition),
-                Err(e) => {
-                    // This one may have made its directory before failing.
-                    let _ = std::fs::remove_dir_all(&dir);
-                    self.discard_partitions(opened);
-                    return Err(e);
+    /// Follows one image's local changes: opens (creating their directories) the partitions this
+    /// broker hosts from now on, updates which it leads, and closes and removes the ones it no
+    /// longer hosts. Every change is tried; the first failure is the answer (a partition that
+    /// could not be opened is not served, and its directory is removed).
+    pub fn apply(&self, changes: &LocalChanges, image: &MetadataImage) -> Result<(), BrokerError> {
+        let mut first_error = None;
+        let mut removed = Vec::new();
+        {
+            let mut topics = self.write();
+            for (local, leader) in changes
+                .leads
+                .iter()
+                .map(|l| (l, true))
+                .chain(changes.follows.iter().map(|l| (l, false)))
+            {
+                let i = local.partition.0 as usize;
+                let mut hosted = topics
+                    .get(&local.topic_name)
+                    .map(|t| t.as_ref().clone())
+                    .unwrap_or_default();
+                let existing = hosted.slots.get(i).cloned().flatten();
+                let prepared = self
+                    .lock_prepared()
+                    .remove(&(local.topic_name.clone(), i as i32));
+                let partition = match existing.map(|h| h.partition).or(prepared) {
+                    Some(p) => p,
+                    None => {
+                        let overrides = image
+                            .topic(local.topic_id)
+                            .map(|t| t.overrides())
+                            .unwrap_or_default();
+                        let dir = partition_dir(&self.data_dir, &local.topic_name, i as i32);
+                        match Partition::open(
+                            &dir,
+                            Arc::from(local.topic_name.as_str()),
+                            local.partition,
+                            settings_for(&self.config, &overrides),
+                            Some(Offset(0)),
+                            false,
+                            &self.flushers,
+                        ) {
+                            Ok((partition, _)) => partition,
+                            Err(e) => {
+                                // It may have made its directory before failing.
+                                let _ = std::fs::remove_dir_all(&dir);
+                                tracing::error!(topic = %local.topic_name, partition = i, error = %e, "opening a new partition failed");
+                                first_error.get_or_insert(e);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                hosted.set(i, Some(Hosted { partition, leader }));
+                topics.insert(local.topic_name.clone(), Arc::new(hosted));
+            }
+            for (_, name, p) in &changes.removes {
+                let Some(topic) = topics.get(name) else {
+                    continue;
+                };
+                let mut hosted = topic.as_ref().clone();
+                let i = p.0 as usize;
+                if let Some(Some(h)) = hosted.slots.get(i) {
+                    removed.push(Arc::clone(&h.partition));
+                }
+                hosted.set(i, None);
+                if hosted.slots.is_empty() {
+                    topics.remove(name);
+                } else {
+                    topics.insert(name.clone(), Arc::new(hosted));
                 }
             }
         }
-        Ok(opened)
-    }
-
-    /// Closes partitions from `open_new_partitions` that will not be served
-    /// (their creation failed) and removes their directories.
-    fn discard_partitions(&self, partitions: Vec<Arc<Partition>>) {
-        for partition in partitions {
+        // Out of the lock: closing waits on syncs. In-flight reads keep their slices (the
+        // mappings outlive the files).
+        let results = self.on_close_threads(&removed, |partition| {
             if let Err(e) = partition.close() {
-                tracing::warn!(topic = partition.topic(), partition = %partition.id(), error = %e, "closing a discarded partition");
-            }
-            if let Err(e) = std::fs::remove_dir_all(partition.dir()) {
-                tracing::warn!(dir = %partition.dir().display(), error = %e, "removing a discarded partition");
-            }
-        }
-    }
-
-    /// Serves partitions opened by `open_new_partitions`, once the metadata
-    /// names them.
-    fn install_partitions(&self, meta: &TopicMeta, opened: Vec<Arc<Partition>>) {
-        let mut topics = self.write();
-        let mut partitions = topics
-            .get(&meta.name)
-            .map(|t| t.as_ref().clone())
-            .unwrap_or_default();
-        partitions.extend(opened);
-        topics.insert(meta.name.clone(), Arc::new(partitions));
-    }
-
-    /// Partitions of every topic together (what `max.partitions` limits).
-    pub fn count(&self) -> usize {
-        self.read().values().map(|t| t.len()).sum()
-    }
-
-    /// Closes a topic's partitions and removes their data. In-flight reads keep their slices
-    /// (the mappings outlive the files).
-    pub fn remove_topic(&self, name: &str) -> Result<(), BrokerError> {
-        let Some(partitions) = self.write().remove(name) else {
-            return Ok(());
-        };
-        let removed = self.on_close_threads(&partitions, |partition| {
-            if let Err(e) = partition.close() {
-                tracing::warn!(topic = name, partition = %partition.id(), error = %e, "closing a deleted partition");
+                tracing::warn!(topic = partition.topic(), partition = %partition.id(), error = %e, "closing a removed partition");
             }
             let dir = partition.dir();
             let doomed = dir.with_file_name(format!(
@@ -234,10 +371,21 @@ impl PartitionManager {
             std::fs::rename(dir, &doomed)?;
             std::fs::remove_dir_all(&doomed)
         });
-        // Every partition was tried; the first failure is the answer (a restart removes what a
-        // failed removal left, as an orphan or a `.deleted` directory).
-        removed.into_iter().collect::<std::io::Result<Vec<()>>>()?;
-        Ok(())
+        for r in results {
+            // A restart removes what a failed removal left, as an orphan or a `.deleted` directory.
+            if let Err(e) = r {
+                first_error.get_or_insert(BrokerError::Storage(e));
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Partitions hosted, led or followed.
+    pub fn count(&self) -> usize {
+        self.read().values().map(|t| t.all().count()).sum()
     }
 
     /// The broker's fatal signal: set by the first failed sync of any partition (`main` halts).
@@ -248,7 +396,7 @@ impl PartitionManager {
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.read()
             .values()
-            .flat_map(|t| t.iter().cloned())
+            .flat_map(|t| t.all().cloned().collect::<Vec<_>>())
             .collect()
     }
 
@@ -373,28 +521,29 @@ fn read_recovery_points(data_dir: &Path) -> Result<HashMap<(String, i32), Offset
     Ok(points)
 }
 
-/// Removes partition directories of topics no longer in the metadata, and half-deleted ones.
-fn remove_orphans(data_dir: &Path, metadata: &MetadataStore) -> Result<(), BrokerError> {
+/// Removes partition directories of partitions this broker does not host, and half-deleted ones.
+fn remove_orphans(
+    data_dir: &Path,
+    hosted: &HashMap<String, TopicPartitions>,
+) -> Result<(), BrokerError> {
     for entry in std::fs::read_dir(data_dir)? {
         let entry = entry?;
         if !entry.file_type()?.is_dir() {
             continue;
         }
         let name = entry.file_name().to_string_lossy().to_string();
-        if name == "meta" {
-            continue;
-        }
         let orphan = name.ends_with(DELETED_SUFFIX)
             || match name.rsplit_once('-') {
-                Some((topic, p)) => match (metadata.topic(topic), p.parse::<i32>()) {
-                    (Some(t), Ok(p)) => p >= t.partitions,
-                    (None, Ok(_)) => true,
-                    _ => false,
+                Some((topic, p)) => match p.parse::<usize>() {
+                    Ok(p) => !hosted
+                        .get(topic)
+                        .is_some_and(|t| matches!(t.slots.get(p), Some(Some(_)))),
+                    Err(_) => false,
                 },
                 None => false,
             };
         if orphan {
-            tracing::info!(dir = %entry.path().display(), "removing data of a deleted topic");
+            tracing::info!(dir = %entry.path().display(), "removing data of a partition this broker no longer hosts");
             std::fs::remove_dir_all(entry.path())?;
         }
     }

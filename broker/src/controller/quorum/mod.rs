@@ -136,6 +136,8 @@ struct Shared {
     pool: Arc<network::Pool>,
     state_machine: state_machine::StateMachineStore,
     settings: QuorumSettings,
+    /// Where the controller listener is bound (its port, when configured as 0).
+    local_addr: std::net::SocketAddr,
     listener: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -168,6 +170,9 @@ impl Quorum {
             .map_err(|e| start_err(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
+            .map_err(|e| start_err(format!("controller listener {}: {e}", settings.listen)))?;
+        let local_addr = listener
+            .local_addr()
             .map_err(|e| start_err(format!("controller listener {}: {e}", settings.listen)))?;
         let pool = Arc::new(network::Pool::new(&settings));
         let config = openraft::Config {
@@ -216,6 +221,7 @@ impl Quorum {
                 pool,
                 state_machine: sm,
                 settings,
+                local_addr,
                 listener: std::sync::Mutex::new(Some(server)),
             }),
         };
@@ -263,6 +269,11 @@ impl Quorum {
     /// This node's id.
     pub fn id(&self) -> u64 {
         self.shared.id
+    }
+
+    /// Where this node's controller listener is bound.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.shared.local_addr
     }
 
     /// The leader this node knows of.

@@ -146,7 +146,7 @@ impl QuorumSettings {
     }
 
     /// The timeouts and limits of `config` for this node.
-    fn with_limits_of(
+    pub fn with_limits_of(
         config: &BrokerConfig,
         node_id: u64,
         roles: Roles,

@@ -11,7 +11,7 @@ use crate::config::BrokerConfig;
 use crate::group::records::{self, MemberMetadata};
 use crate::node::{Endpoint, Node};
 
-fn open(dir: &std::path::Path) -> Node {
+async fn open(dir: &std::path::Path) -> Node {
     let mut config = BrokerConfig::default();
     config.set("log.segment.bytes", "1048576").unwrap();
     config.set("offsets.topic.num.partitions", "4").unwrap();
@@ -23,6 +23,7 @@ fn open(dir: &std::path::Path) -> Node {
         },
         dir,
     )
+    .await
     .unwrap();
     let report = node.offsets.load().unwrap();
     assert_eq!(report.partitions, 4);
@@ -69,7 +70,7 @@ fn groups_are_placed_as_kafka_places_them() {
 #[tokio::test]
 async fn committed_offsets_are_fetched_replaced_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let node = open(dir.path());
+    let node = open(dir.path()).await;
     let offsets = &node.offsets;
     offsets
         .commit("g", vec![commit("t", 0, 10, "a"), commit("t", 1, 20, "")])
@@ -103,7 +104,7 @@ async fn committed_offsets_are_fetched_replaced_and_deleted() {
 #[tokio::test]
 async fn a_commit_is_on_disk_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let node = open(dir.path());
+    let node = open(dir.path()).await;
     node.offsets
         .commit("g", vec![commit("t", 0, 1, "")])
         .await
@@ -142,7 +143,7 @@ async fn everything_comes_back_after_a_restart_with_tombstones_applied() {
         }],
     };
     {
-        let node = open(dir.path());
+        let node = open(dir.path()).await;
         for i in 0..50 {
             node.offsets
                 .commit(
@@ -182,7 +183,7 @@ async fn everything_comes_back_after_a_restart_with_tombstones_applied() {
             })
             .collect()
     };
-    let node = open(dir.path());
+    let node = open(dir.path()).await;
     for (g, want) in expected.iter().enumerate() {
         assert_eq!(&offsets_of(&node, &format!("g{g}")), want, "group g{g}");
     }
@@ -200,7 +201,7 @@ async fn everything_comes_back_after_a_restart_with_tombstones_applied() {
 async fn bad_records_in_the_log_are_skipped_with_a_warning_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let node = open(dir.path());
+        let node = open(dir.path()).await;
         node.offsets
             .commit("g", vec![commit("t", 0, 5, "")])
             .await
@@ -228,7 +229,7 @@ async fn bad_records_in_the_log_are_skipped_with_a_warning_not_a_panic() {
         partition.append(&batch, 1_000).unwrap();
         partition.wait_durable(partition.high_watermark()).await;
     }
-    let node = open(dir.path());
+    let node = open(dir.path()).await;
     assert_eq!(
         offsets_of(&node, "g"),
         vec![("t".into(), 0, 5), ("t".into(), 1, 6)]
@@ -241,19 +242,29 @@ async fn bad_records_in_the_log_are_skipped_with_a_warning_not_a_panic() {
 #[tokio::test]
 async fn the_internal_topic_is_created_once_and_cannot_be_deleted_or_grown() {
     let dir = tempfile::tempdir().unwrap();
-    let node = open(dir.path());
-    assert_eq!(node.metadata().topic(TOPIC).unwrap().partitions, 4);
-    assert_eq!(node.delete_topic(TOPIC).err().map(|e| e.code()), Some(17));
-    assert!(node.create_partitions(TOPIC, 8, None, false).is_err());
+    let node = open(dir.path()).await;
+    assert_eq!(
+        node.image().topic_by_name(TOPIC).unwrap().partitions.len(),
+        4
+    );
+    assert_eq!(
+        node.delete_topic(TOPIC).await.err().map(|e| e.code()),
+        Some(17)
+    );
+    assert!(node.create_partitions(TOPIC, 8, None, false).await.is_err());
+    node.controller.shutdown().await;
     drop(node);
-    let node = open(dir.path());
-    assert_eq!(node.metadata().topic(TOPIC).unwrap().partitions, 4);
+    let node = open(dir.path()).await;
+    assert_eq!(
+        node.image().topic_by_name(TOPIC).unwrap().partitions.len(),
+        4
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_racing_a_group_delete_is_never_lost_from_the_log_but_kept_in_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Arc::new(open(dir.path()));
+    let node = Arc::new(open(dir.path()).await);
     // A committer that never stops writing new partitions of "g" while the group is deleted
     // over and over: each commit either lands before a delete (and is tombstoned with it) or
     // after it (and stays, in memory and in the log alike).
@@ -283,8 +294,9 @@ async fn a_commit_racing_a_group_delete_is_never_lost_from_the_log_but_kept_in_m
         .unwrap();
     partition.wait_durable(partition.high_watermark()).await;
     drop(partition);
+    node.controller.shutdown().await;
     drop(node);
-    let node = open(dir.path());
+    let node = open(dir.path()).await;
     let reloaded = offsets_of(&node, "g");
     assert_eq!(
         reloaded.len(),
@@ -301,7 +313,7 @@ async fn a_commit_racing_a_group_delete_is_never_lost_from_the_log_but_kept_in_m
 async fn size_retention_of_the_broker_never_deletes_group_offsets() {
     let dir = tempfile::tempdir().unwrap();
     // A broker that keeps 1 byte of any partition, and rolls the offsets topic at 1 MiB.
-    let open_small = || {
+    let open_small = || async {
         let mut config = BrokerConfig::default();
         config.set("log.retention.bytes", "1").unwrap();
         config.set("offsets.topic.num.partitions", "1").unwrap();
@@ -312,11 +324,13 @@ async fn size_retention_of_the_broker_never_deletes_group_offsets() {
             host: "127.0.0.1".into(),
             port: 9092,
         };
-        let (node, _) = Node::open(Arc::new(config), endpoint, dir.path()).unwrap();
+        let (node, _) = Node::open(Arc::new(config), endpoint, dir.path())
+            .await
+            .unwrap();
         node.offsets.load().unwrap();
         node
     };
-    let node = open_small();
+    let node = open_small().await;
     // Some 2 MiB of commits, one batch each: the first segments are full and closed.
     let note = "n".repeat(3_000);
     for i in 0..700 {
@@ -335,9 +349,10 @@ async fn size_retention_of_the_broker_never_deletes_group_offsets() {
         0,
         "no segment deleted"
     );
+    node.controller.shutdown().await;
     drop(node);
 
-    let node = open_small();
+    let node = open_small().await;
     assert_eq!(
         offsets_of(&node, "g"),
         vec![
@@ -349,7 +364,7 @@ async fn size_retention_of_the_broker_never_deletes_group_offsets() {
         ],
         "every group offset is back after a restart"
     );
-    let overrides = node.metadata().topic(TOPIC).unwrap().overrides.clone();
+    let overrides = node.image().topic_by_name(TOPIC).unwrap().overrides();
     assert_eq!(
         overrides.0.get("retention.bytes").map(String::as_str),
         Some("-1")
@@ -364,10 +379,18 @@ async fn size_retention_of_the_broker_never_deletes_group_offsets() {
 async fn an_offsets_topic_created_before_retention_bytes_was_pinned_gets_it_at_start() {
     let dir = tempfile::tempdir().unwrap();
     {
-        // What an older version left: retention.ms pinned, retention.bytes not.
-        let node = open(dir.path());
+        // What an older version left in its single-node metadata file: retention.ms pinned,
+        // retention.bytes not. The start upgrades the file into the metadata log, then pins.
+        let mut store = crate::controller::MetadataStore::open(dir.path()).unwrap();
         let old = crate::config::TopicOverrides::parse([("retention.ms", "-1")]).unwrap();
-        node.metadata().set_overrides(TOPIC, old).unwrap();
+        store
+            .create_topic(crate::controller::TopicMeta {
+                name: TOPIC.into(),
+                id: crate::controller::random_uuid(),
+                partitions: 4,
+                overrides: old,
+            })
+            .unwrap();
     }
     let mut config = BrokerConfig::default();
     config.set("log.retention.bytes", "1").unwrap();
@@ -377,8 +400,10 @@ async fn an_offsets_topic_created_before_retention_bytes_was_pinned_gets_it_at_s
         host: "127.0.0.1".into(),
         port: 9092,
     };
-    let (node, _) = Node::open(Arc::new(config), endpoint, dir.path()).unwrap();
-    let overrides = node.metadata().topic(TOPIC).unwrap().overrides.clone();
+    let (node, _) = Node::open(Arc::new(config), endpoint, dir.path())
+        .await
+        .unwrap();
+    let overrides = node.image().topic_by_name(TOPIC).unwrap().overrides();
     assert_eq!(
         overrides.0.get("retention.bytes").map(String::as_str),
         Some("-1"),
@@ -404,7 +429,7 @@ async fn an_offsets_topic_created_before_retention_bytes_was_pinned_gets_it_at_s
 #[tokio::test]
 async fn a_commit_to_a_topic_deleted_since_its_check_is_refused_not_kept_as_a_live_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let node = open(dir.path());
+    let node = open(dir.path()).await;
     // The handler checked "gone" before the delete; under the store's lock it is gone, so the
     // offset is refused, while the one for a topic that still exists is written.
     let (durable, refused) = node
@@ -429,8 +454,9 @@ async fn a_commit_to_a_topic_deleted_since_its_check_is_refused_not_kept_as_a_li
     assert!(!node.offsets.has_offsets("h"));
 
     // And a restart replays the same.
+    node.controller.shutdown().await;
     drop(node);
-    let node = open(dir.path());
+    let node = open(dir.path()).await;
     assert_eq!(offsets_of(&node, "g"), vec![("kept".into(), 0, 5)]);
     assert!(!node.offsets.has_offsets("h"));
 }

@@ -7,12 +7,11 @@ use super::{repeated_names, str_bytes};
 use crate::error::BrokerError;
 use crate::node::Node;
 
-pub fn handle(node: &Node, request: &CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(node: &Node, request: &CreatePartitionsRequest) -> CreatePartitionsResponse {
     let repeated = repeated_names(request.topics.iter().map(|t| &**t.name));
-    let results = request
-        .topics
-        .iter()
-        .map(|t| {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for t in &request.topics {
+        results.push({
             let assignments: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
                 a.iter()
                     .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
@@ -30,6 +29,7 @@ pub fn handle(node: &Node, request: &CreatePartitionsRequest) -> CreatePartition
                     assignments.as_deref(),
                     request.validate_only,
                 )
+                .await
             };
             let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             match outcome {
@@ -38,7 +38,7 @@ pub fn handle(node: &Node, request: &CreatePartitionsRequest) -> CreatePartition
                     .with_error_code(e.code())
                     .with_error_message(Some(str_bytes(e.message()))),
             }
-        })
-        .collect();
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }

@@ -11,12 +11,17 @@ use crate::config::{topic_value, TopicOverrides, TOPIC_KEYS};
 use crate::error::BrokerError;
 use crate::node::{NewTopic, Node};
 
-pub fn handle(node: &Node, request: &CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+/// Topics are created one after another, in request order; each is answered once committed and
+/// applied on this broker.
+pub async fn handle(
+    node: &Node,
+    request: &CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let repeated = repeated_names(request.topics.iter().map(|t| &**t.name));
-    let results = request
-        .topics
-        .iter()
-        .map(|t| {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for t in &request.topics {
+        results.push({
             let result = CreatableTopicResult::default().with_name(t.name.clone());
             let new = NewTopic {
                 name: t.name.to_string(),
@@ -49,16 +54,17 @@ pub fn handle(node: &Node, request: &CreateTopicsRequest, version: i16) -> Creat
                     &**t.name
                 )))
             } else if request.validate_only {
-                node.check_new_topic(&node.metadata(), &new)
+                node.check_new_topic(&node.image(), &new)
+                    .map(|(created, _)| created)
             } else {
-                node.create_topic(&new)
+                node.create_topic(&new).await
             };
             match outcome {
                 Ok(meta) => {
                     let result = result
                         .with_topic_id(meta.id)
                         .with_num_partitions(meta.partitions)
-                        .with_replication_factor(1);
+                        .with_replication_factor(meta.replication_factor);
                     if version >= 5 {
                         result.with_configs(Some(effective_configs(node, &meta.overrides)))
                     } else {
@@ -71,8 +77,8 @@ pub fn handle(node: &Node, request: &CreateTopicsRequest, version: i16) -> Creat
                     .with_num_partitions(-1)
                     .with_replication_factor(-1),
             }
-        })
-        .collect();
+        });
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 

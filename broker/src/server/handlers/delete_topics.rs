@@ -5,6 +5,8 @@
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::ResponseError;
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::{encode, str_bytes, Pending};
@@ -12,14 +14,15 @@ use crate::group::offsets::Durable;
 use crate::node::Node;
 
 pub fn handle(
-    node: &Node,
-    request: &DeleteTopicsRequest,
+    node: &Arc<Node>,
+    request: DeleteTopicsRequest,
     correlation_id: i32,
     version: i16,
 ) -> Pending {
-    let mut written = Vec::new();
-    let response = delete(node, request, version, &mut written);
+    let node = Arc::clone(node);
     Box::pin(async move {
+        let mut written = Vec::new();
+        let response = delete(&node, &request, version, &mut written).await;
         for durable in written {
             durable.wait().await;
         }
@@ -28,7 +31,7 @@ pub fn handle(
 }
 
 /// Deletes the topics in request order; the offset tombstones they wrote go to `written`.
-fn delete(
+async fn delete(
     node: &Node,
     request: &DeleteTopicsRequest,
     version: i16,
@@ -47,26 +50,26 @@ fn delete(
             .map(|n| (Some(n.to_string()), Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let name = name.or_else(|| node.metadata().topic_by_id(id).map(|t| t.name.clone()));
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        responses.push({
+            let name = name.or_else(|| node.image().topic(id).map(|t| t.name.clone()));
             let result = DeletableTopicResult::default()
                 .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
                 .with_topic_id(id);
-            let Some(name) = name else {
-                return result.with_error_code(ResponseError::UnknownTopicId.code());
-            };
-            match node.delete_topic(&name) {
-                Ok((meta, durable)) => {
-                    written.push(durable);
-                    result.with_topic_id(meta.id)
-                }
-                Err(e) => result
-                    .with_error_code(e.code())
-                    .with_error_message(Some(str_bytes(e.message()))),
+            match name {
+                None => result.with_error_code(ResponseError::UnknownTopicId.code()),
+                Some(name) => match node.delete_topic(&name).await {
+                    Ok((id, durable)) => {
+                        written.push(durable);
+                        result.with_topic_id(id)
+                    }
+                    Err(e) => result
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(e.message()))),
+                },
             }
-        })
-        .collect();
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }

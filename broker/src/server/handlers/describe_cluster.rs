@@ -1,4 +1,5 @@
-//! DescribeCluster (key 60): this node, as broker and controller.
+//! DescribeCluster (key 60): the live brokers and the active controller, from the image (the
+//! same brokers Metadata lists).
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -11,10 +12,11 @@ use crate::node::Node;
 const ENDPOINT_BROKERS: i8 = 1;
 
 pub fn handle(node: &Node, request: &DescribeClusterRequest) -> DescribeClusterResponse {
+    let image = node.image();
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
-        .with_cluster_id(str_bytes(node.metadata().cluster_id()))
-        .with_controller_id(BrokerId(node.id.0));
+        .with_cluster_id(str_bytes(image.cluster_id().unwrap_or_default()))
+        .with_controller_id(BrokerId(node.controller.active().map_or(-1, |b| b.0)));
     if request.endpoint_type != ENDPOINT_BROKERS {
         return response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
@@ -22,12 +24,16 @@ pub fn handle(node: &Node, request: &DescribeClusterRequest) -> DescribeClusterR
                 "only broker endpoints (endpoint_type 1) are served",
             )));
     }
-    let broker = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(node.id.0))
-        .with_host(str_bytes(node.endpoint.host.clone()))
-        .with_port(i32::from(node.endpoint.port))
-        .with_rack(node.rack.clone().map(str_bytes));
-    let response = response.with_brokers(vec![broker]);
+    let brokers = super::metadata::live_brokers(&image)
+        .map(|(id, host, port, rack)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id.0))
+                .with_host(str_bytes(host))
+                .with_port(i32::from(port))
+                .with_rack(rack.map(str_bytes))
+        })
+        .collect();
+    let response = response.with_brokers(brokers);
     if request.include_cluster_authorized_operations {
         response.with_cluster_authorized_operations(super::metadata::CLUSTER_OPERATIONS)
     } else {

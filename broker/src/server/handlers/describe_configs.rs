@@ -53,7 +53,11 @@ pub fn handle(
             };
             match r.resource_type {
                 RESOURCE_TOPIC => {
-                    let Some(meta) = node.metadata().topic(&r.resource_name).cloned() else {
+                    let Some(overrides) = node
+                        .image()
+                        .topic_by_name(&r.resource_name)
+                        .map(|t| t.overrides())
+                    else {
                         return result
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_error_message(Some(str_bytes(format!(
@@ -65,7 +69,7 @@ pub fn handle(
                         .iter()
                         .filter(|k| wanted(k))
                         .map(|k| {
-                            let (value, source) = topic_value(&node.config, &meta.overrides, k);
+                            let (value, source) = topic_value(&node.config, &overrides, k);
                             let mut synonyms = Vec::new();
                             if source == Source::Topic {
                                 synonyms.push(synonym(k.name, value, Source::Topic));

@@ -186,14 +186,14 @@ mod tests {
     use super::*;
     use crate::node::{NewTopic, Node};
 
-    fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
+    async fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
         let mut all = vec![("log.segment.bytes", "4194304")];
         all.extend_from_slice(settings);
-        Arc::new(crate::node::open_for_test(dir, &all))
+        Arc::new(crate::node::open_for_test(dir, &all).await)
     }
 
     /// A topic whose every partition holds `batches` batches of one ~`value_bytes` record each.
-    fn topic_with_big_batches(node: &Node, name: &str, partitions: i32, batches: usize) {
+    async fn topic_with_big_batches(node: &Node, name: &str, partitions: i32, batches: usize) {
         node.create_topic(&NewTopic {
             name: name.into(),
             partitions,
@@ -201,6 +201,7 @@ mod tests {
             assignments: vec![],
             configs: vec![],
         })
+        .await
         .unwrap();
         let value = vec![b'x'; 900_000];
         for p in 0..partitions {
@@ -246,8 +247,8 @@ mod tests {
     #[tokio::test]
     async fn only_the_first_partition_with_data_may_pass_max_bytes_kip_74() {
         let dir = tempfile::tempdir().unwrap();
-        let node = node(dir.path(), &[]);
-        topic_with_big_batches(&node, "big", 2, 1);
+        let node = node(dir.path(), &[]).await;
+        topic_with_big_batches(&node, "big", 2, 1).await;
         // librdkafka's fetch-max-bytes case: 1 MB asked, two partitions of ~0.9 MB batches.
         let response = fetch(&node, request("big", 2, 1_000_000, 1_000_000)).await;
         let sizes = record_bytes(&response);
@@ -270,8 +271,8 @@ mod tests {
     #[tokio::test]
     async fn max_bytes_of_zero_or_less_means_the_brokers_cap_not_unlimited() {
         let dir = tempfile::tempdir().unwrap();
-        let node = node(dir.path(), &[("fetch.max.bytes", "2000000")]);
-        topic_with_big_batches(&node, "capped", 1, 4);
+        let node = node(dir.path(), &[("fetch.max.bytes", "2000000")]).await;
+        topic_with_big_batches(&node, "capped", 1, 4).await;
         for max_bytes in [0, -1, i32::MIN, i32::MAX] {
             let response = fetch(&node, request("capped", 1, max_bytes, i32::MAX)).await;
             let sizes = record_bytes(&response);
@@ -285,8 +286,8 @@ mod tests {
     #[tokio::test]
     async fn partition_max_bytes_of_zero_or_less_reads_at_most_one_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let node = node(dir.path(), &[]);
-        topic_with_big_batches(&node, "small-asks", 2, 2);
+        let node = node(dir.path(), &[]).await;
+        topic_with_big_batches(&node, "small-asks", 2, 2).await;
         for partition_max_bytes in [0, -1, i32::MIN] {
             let response = fetch(
                 &node,

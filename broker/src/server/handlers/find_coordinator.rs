@@ -1,4 +1,6 @@
-//! FindCoordinator (key 10), v0-4. This single node coordinates every group (key type 0). There
+//! FindCoordinator (key 10), v0-4. A group's coordinator (key type 0) is the leader of the
+//! `__consumer_offsets` partition its id hashes to, as the image says (COORDINATOR_NOT_AVAILABLE
+//! while it has no live leader). There
 //! is no transaction coordinator yet: key type 1 gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED with a
 //! message saying so, which librdkafka, kafka-python and the Java client treat as fatal, so
 //! `init_transactions()` fails at once (COORDINATOR_NOT_AVAILABLE made them retry until their
@@ -10,16 +12,33 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 
 use super::str_bytes;
 use crate::error::BrokerError;
+use crate::group::offsets;
+use crate::ids::PartitionId;
 use crate::node::Node;
 
-/// This node for a group key; an error for anything else.
-fn lookup(node: &Node, key_type: i8) -> Result<(i32, String, i32), BrokerError> {
+/// The coordinator of a group key; an error for anything else.
+fn lookup(node: &Node, key_type: i8, key: &str) -> Result<(i32, String, i32), BrokerError> {
     match key_type {
-        0 => Ok((
-            node.id.0,
-            node.endpoint.host.clone(),
-            i32::from(node.endpoint.port),
-        )),
+        0 => {
+            let image = node.image();
+            let p = PartitionId(node.offsets.partition_for(key));
+            let unavailable = || {
+                BrokerError::CoordinatorNotAvailable(format!(
+                    "{} partition {} has no live leader",
+                    offsets::TOPIC,
+                    p.0
+                ))
+            };
+            let leader = image
+                .topic_by_name(offsets::TOPIC)
+                .and_then(|t| t.partition(p))
+                .and_then(|p| p.leader)
+                .ok_or_else(unavailable)?;
+            let (id, host, port, _) = super::metadata::live_brokers(&image)
+                .find(|b| b.0 == leader)
+                .ok_or_else(unavailable)?;
+            Ok((id.0, host, i32::from(port)))
+        }
         1 => Err(BrokerError::TransactionsUnsupported),
         other => Err(BrokerError::InvalidRequest(format!(
             "unknown coordinator key type {other}"
@@ -38,7 +57,7 @@ pub fn handle(
             .iter()
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
-                match lookup(node, request.key_type) {
+                match lookup(node, request.key_type, key) {
                     Ok((id, host, port)) => c
                         .with_node_id(BrokerId(id))
                         .with_host(str_bytes(host))
@@ -56,7 +75,7 @@ pub fn handle(
     }
     let key_type = if version >= 1 { request.key_type } else { 0 };
     let response = FindCoordinatorResponse::default();
-    match lookup(node, key_type) {
+    match lookup(node, key_type, &request.key) {
         Ok((id, host, port)) => response
             .with_node_id(BrokerId(id))
             .with_host(str_bytes(host))

@@ -20,12 +20,13 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 
 use crate::error::BrokerError;
 use crate::node::Node;
+use crate::producer_ids::ProducerIds;
 
 /// The epoch above which a bump gives a new id instead (Kafka's `Short.MAX_VALUE - 1`).
 const EPOCH_BUMP_MAX: i16 = i16::MAX - 1;
 
-pub fn handle(node: &Arc<Node>, r: &InitProducerIdRequest) -> InitProducerIdResponse {
-    let outcome = init(node, r);
+pub async fn handle(node: &Arc<Node>, r: &InitProducerIdRequest) -> InitProducerIdResponse {
+    let outcome = init(node, r).await;
     let response = InitProducerIdResponse::default().with_throttle_time_ms(0);
     match outcome {
         Ok((id, epoch)) => response
@@ -41,7 +42,7 @@ pub fn handle(node: &Arc<Node>, r: &InitProducerIdRequest) -> InitProducerIdResp
     }
 }
 
-fn init(node: &Node, r: &InitProducerIdRequest) -> Result<(i64, i16), BrokerError> {
+async fn init(node: &Node, r: &InitProducerIdRequest) -> Result<(i64, i16), BrokerError> {
     if let Some(tid) = &r.transactional_id {
         return Err(BrokerError::InvalidRequest(format!(
             "transactional id '{}': transactions are not supported by this broker",
@@ -54,8 +55,11 @@ fn init(node: &Node, r: &InitProducerIdRequest) -> Result<(i64, i16), BrokerErro
             "producer id {id} and epoch {epoch}: both or neither must be given"
         )));
     }
-    if id >= 0 && (0..EPOCH_BUMP_MAX).contains(&epoch) && node.producer_ids.is_allocated(id) {
+    if id >= 0
+        && (0..EPOCH_BUMP_MAX).contains(&epoch)
+        && ProducerIds::is_allocated(&node.image(), id)
+    {
         return Ok((id, epoch + 1));
     }
-    Ok((node.producer_ids.allocate()?, 0))
+    Ok((node.producer_ids.allocate(&node.controller).await?, 0))
 }

@@ -1,5 +1,6 @@
-//! Metadata (key 3): brokers (this node), and topics with their partitions, leaders, replicas and
-//! ISR. Unknown topics are auto-created when the request allows it (v4+; always before v4) and
+//! Metadata (key 3): the live brokers, the active controller, and topics with their partitions,
+//! leaders, replicas and ISR, all from the metadata image this broker follows (every broker
+//! answers alike once it has applied the same image). Unknown topics are auto-created when the request allows it (v4+; always before v4) and
 //! `auto.create.topics.enable` is set, as Kafka does. `__consumer_offsets` is reported as internal.
 
 use kafka_protocol::messages::metadata_response::{
@@ -10,10 +11,11 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::str_bytes;
-use crate::controller::{validate_topic_name, TopicMeta};
+use crate::controller::image::{MetadataImage, TopicImage};
+use crate::controller::validate_topic_name;
 use crate::error::BrokerError;
 use crate::group::offsets;
-use crate::node::Node;
+use crate::node::{Node, CLIENT_LISTENER};
 
 /// Without an authorizer every operation is allowed; Kafka reports the operations a resource
 /// supports, as bit positions of `AclOperation` codes.
@@ -32,7 +34,8 @@ pub const TOPIC_OPERATIONS: i32 = acl_bits(&[3, 4, 5, 6, 7, 8, 10, 11]);
 /// CREATE_TOKENS, DESCRIBE_TOKENS.
 pub const CLUSTER_OPERATIONS: i32 = acl_bits(&[5, 7, 8, 9, 10, 11, 12, 13, 14]);
 
-pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataResponse {
+/// Answers from the image this broker follows; auto-creation (where allowed) commits first.
+pub async fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataResponse {
     let auto_create = node.config.bool("auto.create.topics.enable")
         && (version < 4 || request.allow_auto_topic_creation);
     // v0: an empty list means every topic; v1+: null means every topic.
@@ -46,13 +49,16 @@ pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataR
     };
     let topics: Vec<MetadataResponseTopic> = match wanted {
         None => {
-            let metadata = node.metadata();
-            metadata.topics().map(|t| topic_entry(node, t)).collect()
+            let image = node.image();
+            image.topics().map(|t| topic_entry(&image, t)).collect()
         }
-        Some(list) => list
-            .into_iter()
-            .map(|(name, id)| lookup(node, name, id, auto_create))
-            .collect(),
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (name, id) in list {
+                out.push(lookup(node, name, id, auto_create).await);
+            }
+            out
+        }
     };
     // `is_internal` exists from v1 on.
     let topics: Vec<MetadataResponseTopic> = if version >= 1 {
@@ -80,11 +86,17 @@ pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataR
     } else {
         topics
     };
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node.id.0))
-        .with_host(str_bytes(node.endpoint.host.clone()))
-        .with_port(i32::from(node.endpoint.port))
-        .with_rack(node.rack.clone().map(str_bytes));
+    // The image after any auto-creation above.
+    let image = node.image();
+    let brokers = live_brokers(&image)
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id.0))
+                .with_host(str_bytes(host))
+                .with_port(i32::from(port))
+                .with_rack(rack.map(str_bytes))
+        })
+        .collect();
     let response = MetadataResponse::default();
     // The cluster field exists in v8-v10 only (later versions moved it to DescribeCluster).
     let response = if request.include_cluster_authorized_operations && (8..=10).contains(&version) {
@@ -93,13 +105,33 @@ pub fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataR
         response
     };
     response
-        .with_brokers(vec![broker])
-        .with_cluster_id(Some(str_bytes(node.metadata().cluster_id())))
-        .with_controller_id(BrokerId(node.id.0))
+        .with_brokers(brokers)
+        .with_cluster_id(image.cluster_id().map(str_bytes))
+        .with_controller_id(BrokerId(node.controller.active().map_or(-1, |b| b.0)))
         .with_topics(topics)
 }
 
-fn lookup(node: &Node, name: Option<String>, id: Uuid, auto_create: bool) -> MetadataResponseTopic {
+/// The brokers clients may use: registered, not fenced, with a client endpoint: id, host, port,
+/// rack. (DescribeCluster answers the same list.)
+pub fn live_brokers(
+    image: &MetadataImage,
+) -> impl Iterator<Item = (crate::ids::BrokerId, String, u16, Option<String>)> + '_ {
+    image
+        .brokers()
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.iter().find(|e| e.listener == CLIENT_LISTENER)?;
+            Some((b.id, e.host.clone(), e.port, b.rack.clone()))
+        })
+}
+
+async fn lookup(
+    node: &Node,
+    name: Option<String>,
+    id: Uuid,
+    auto_create: bool,
+) -> MetadataResponseTopic {
     let error = |code: i16, name: Option<String>| {
         MetadataResponseTopic::default()
             .with_error_code(code)
@@ -108,23 +140,31 @@ fn lookup(node: &Node, name: Option<String>, id: Uuid, auto_create: bool) -> Met
     };
     let Some(name) = name else {
         // By topic id (v10+).
-        let metadata = node.metadata();
-        return match metadata.topic_by_id(id) {
-            Some(t) => topic_entry(node, t),
+        let image = node.image();
+        return match image.topic(id) {
+            Some(t) => topic_entry(&image, t),
             None => error(ResponseError::UnknownTopicId.code(), None),
         };
     };
     if let Err(e) = validate_topic_name(&name) {
         return error(BrokerError::InvalidTopic(e).code(), Some(name));
     }
-    if let Some(t) = node.metadata().topic(&name).cloned() {
-        return topic_entry(node, &t);
+    let image = node.image();
+    if let Some(t) = image.topic_by_name(&name) {
+        return topic_entry(&image, t);
     }
     if !auto_create {
         return error(ResponseError::UnknownTopicOrPartition.code(), Some(name));
     }
-    match node.auto_create_topic(&name) {
-        Ok(t) => topic_entry(node, &t),
+    match node.auto_create_topic(&name).await {
+        Ok(()) => {
+            let image = node.image();
+            match image.topic_by_name(&name) {
+                Some(t) => topic_entry(&image, t),
+                // Deleted again at once.
+                None => error(ResponseError::UnknownTopicOrPartition.code(), Some(name)),
+            }
+        }
         Err(e) => {
             tracing::warn!(topic = %name, error = %e, "auto-creation failed");
             error(e.code(), Some(name))
@@ -132,21 +172,29 @@ fn lookup(node: &Node, name: Option<String>, id: Uuid, auto_create: bool) -> Met
     }
 }
 
-fn topic_entry(node: &Node, t: &TopicMeta) -> MetadataResponseTopic {
-    let me = BrokerId(node.id.0);
-    let partitions = (0..t.partitions)
-        .map(|p| {
-            let epoch = node
-                .partitions
-                .partition(&t.name, p)
-                .map(|p| p.leader_epoch().0)
-                .unwrap_or(0);
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(me)
-                .with_leader_epoch(epoch)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+/// A topic as the image has it: each partition's leader (-1 and LEADER_NOT_AVAILABLE when it has
+/// none, or its leader is fenced), leader epoch, replicas and ISR.
+fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
+    let ids = |list: &[crate::ids::BrokerId]| list.iter().map(|b| BrokerId(b.0)).collect();
+    let partitions = t
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let leader = p
+                .leader
+                .filter(|l| image.broker(*l).is_some_and(|b| !b.fenced));
+            let entry = MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(leader.map_or(-1, |l| l.0)))
+                .with_leader_epoch(p.leader_epoch.0)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr));
+            if leader.is_none() {
+                entry.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                entry
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -44,6 +44,21 @@ pub fn ready<R: Encodable + HeaderVersion>(correlation_id: i32, version: i16, bo
     Box::pin(std::future::ready(encoded))
 }
 
+/// A response its handler computes later, waiting (on the controller quorum, say).
+pub fn later<R, F>(
+    correlation_id: i32,
+    version: i16,
+    node: &Arc<Node>,
+    handler: impl FnOnce(Arc<Node>) -> F,
+) -> Pending
+where
+    R: Encodable + HeaderVersion,
+    F: Future<Output = R> + Send + 'static,
+{
+    let answer = handler(Arc::clone(node));
+    Box::pin(async move { encode(correlation_id, version, &answer.await).map(Some) })
+}
+
 pub fn encode<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     version: i16,
@@ -73,16 +88,24 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest, peer: Option<IpAddr>)
     let (cid, v) = (request.correlation_id(), request.version());
     match request.body {
         Request::ApiVersions(r) => ready(cid, v, &api_versions::handle(&r, v)),
-        Request::Metadata(r) => ready(cid, v, &metadata::handle(node, &r, v)),
+        Request::Metadata(r) => later(cid, v, node, |node| async move {
+            metadata::handle(&node, &r, v).await
+        }),
         Request::Produce(r) => produce::handle(node, r, cid, v),
         Request::Fetch(r) => fetch::handle(node, r, cid, v),
         Request::ListOffsets(r) => ready(cid, v, &list_offsets::handle(node, &r, v)),
-        Request::CreateTopics(r) => ready(cid, v, &create_topics::handle(node, &r, v)),
-        Request::DeleteTopics(r) => delete_topics::handle(node, &r, cid, v),
-        Request::CreatePartitions(r) => ready(cid, v, &create_partitions::handle(node, &r)),
+        Request::CreateTopics(r) => later(cid, v, node, |node| async move {
+            create_topics::handle(&node, &r, v).await
+        }),
+        Request::DeleteTopics(r) => delete_topics::handle(node, r, cid, v),
+        Request::CreatePartitions(r) => later(cid, v, node, |node| async move {
+            create_partitions::handle(&node, &r).await
+        }),
         Request::DescribeConfigs(r) => ready(cid, v, &describe_configs::handle(node, &r, v)),
         Request::DescribeCluster(r) => ready(cid, v, &describe_cluster::handle(node, &r)),
-        Request::InitProducerId(r) => ready(cid, v, &init_producer_id::handle(node, &r)),
+        Request::InitProducerId(r) => later(cid, v, node, |node| async move {
+            init_producer_id::handle(&node, &r).await
+        }),
         Request::FindCoordinator(r) => ready(cid, v, &find_coordinator::handle(node, &r, v)),
         Request::JoinGroup(r) => {
             let client_id = request

@@ -40,7 +40,11 @@ pub fn handle(
     let mut accepted = Vec::new();
     let mut topics = Vec::with_capacity(request.topics.len());
     for (ti, t) in request.topics.into_iter().enumerate() {
-        let known = node.partitions.topic(&t.name);
+        // The image, not this broker's partitions: a coordinator need not host the topic.
+        let known = node
+            .image()
+            .topic_by_name(&t.name)
+            .map(|t| t.partitions.len());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.into_iter().enumerate() {
             let metadata = p
@@ -49,7 +53,7 @@ pub fn handle(
                 .unwrap_or_default();
             let exists = known
                 .as_ref()
-                .is_some_and(|k| usize::try_from(p.partition_index).is_ok_and(|i| i < k.len()));
+                .is_some_and(|k| usize::try_from(p.partition_index).is_ok_and(|i| i < *k));
             let outcome = if !group_id_ok {
                 Err(BrokerError::InvalidGroupId.code())
             } else if !exists {
@@ -111,10 +115,12 @@ pub fn handle(
             if commits.is_empty() {
                 return Ok((None, Vec::new()));
             }
-            let partitions = &node.partitions;
+            let image = node.image();
             node.offsets
                 .append_existing_commits(&group, commits, |t, p| {
-                    partitions.partition(t, p).is_some()
+                    image
+                        .topic_by_name(t)
+                        .is_some_and(|t| usize::try_from(p).is_ok_and(|p| p < t.partitions.len()))
                 })
                 .map(|(durable, refused)| (Some(durable), refused))
         },

@@ -35,13 +35,16 @@ pub fn handle(
         .topics
         .iter()
         .map(|t| {
-            let known = node.partitions.topic(&t.name);
+            let known = node
+                .image()
+                .topic_by_name(&t.name)
+                .map(|t| t.partitions.len());
             t.partitions
                 .iter()
                 .map(|p| {
-                    known.as_ref().is_some_and(|k| {
-                        usize::try_from(p.partition_index).is_ok_and(|i| i < k.len())
-                    })
+                    known
+                        .as_ref()
+                        .is_some_and(|k| usize::try_from(p.partition_index).is_ok_and(|i| i < *k))
                 })
                 .collect()
         })

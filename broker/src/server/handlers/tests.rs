@@ -13,7 +13,7 @@ use super::dispatch;
 use crate::config::BrokerConfig;
 use crate::node::{Endpoint, Node};
 
-fn node(dir: &std::path::Path) -> Arc<Node> {
+async fn node(dir: &std::path::Path) -> Arc<Node> {
     let mut config = BrokerConfig::default();
     config.set("log.segment.bytes", "1048576").unwrap();
     let (node, _) = Node::open(
@@ -24,6 +24,7 @@ fn node(dir: &std::path::Path) -> Arc<Node> {
         },
         dir,
     )
+    .await
     .unwrap();
     Arc::new(node)
 }
@@ -65,7 +66,7 @@ fn versions(key: ApiKey) -> std::ops::RangeInclusive<i16> {
 #[tokio::test]
 async fn every_handler_answers_at_every_advertised_version() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = node(dir.path()).await;
     for v in versions(ApiKey::ApiVersions) {
         let r = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("test"))
@@ -290,8 +291,8 @@ async fn every_handler_answers_at_every_advertised_version() {
 #[tokio::test]
 async fn a_corrupt_batch_is_refused_and_nothing_is_appended() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    node.auto_create_topic("t").unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("t").await.unwrap();
     let mut bad = build_batch(0, 1_000, &[(None, b"value")]).to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 0x40;
@@ -350,8 +351,8 @@ fn fetched_bytes(mut response: Bytes) -> usize {
 #[tokio::test]
 async fn a_long_polling_fetch_is_woken_by_an_append_not_by_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    node.auto_create_topic("poll").unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("poll").await.unwrap();
     let started = std::time::Instant::now();
     let waiting = tokio::spawn({
         let node = Arc::clone(&node);
@@ -385,8 +386,8 @@ async fn a_long_polling_fetch_is_woken_by_an_append_not_by_its_timeout() {
 #[tokio::test]
 async fn a_fetch_with_nothing_to_read_returns_empty_after_max_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    node.auto_create_topic("idle").unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("idle").await.unwrap();
     let started = std::time::Instant::now();
     let response = answer(&node, ApiKey::Fetch, 12, fetch_request("idle", 0, 1, 300)).await;
     let waited = started.elapsed();
@@ -404,7 +405,7 @@ async fn a_fetch_with_nothing_to_read_returns_empty_after_max_wait() {
 #[tokio::test]
 async fn a_record_set_larger_than_a_segment_is_refused_as_kafka_does() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = node(dir.path()).await;
     let topic = crate::node::NewTopic {
         name: "small-segments".into(),
         partitions: 1,
@@ -412,7 +413,7 @@ async fn a_record_set_larger_than_a_segment_is_refused_as_kafka_does() {
         assignments: vec![],
         configs: vec![("segment.bytes".into(), "2048".into())],
     };
-    node.create_topic(&topic).unwrap();
+    node.create_topic(&topic).await.unwrap();
     let big = vec![b'x'; 3000];
     let batch = build_batch(0, 1_000, &[(None, &big)]);
     let partition = node.partitions.partition("small-segments", 0).unwrap();
@@ -427,19 +428,19 @@ async fn a_record_set_larger_than_a_segment_is_refused_as_kafka_does() {
 #[tokio::test]
 async fn authorized_operations_are_reported_as_kafka_does_without_an_authorizer() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    node.auto_create_topic("ops").unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("ops").await.unwrap();
     let mut r = MetadataRequest::default()
         .with_include_topic_authorized_operations(true)
         .with_include_cluster_authorized_operations(true);
     r.topics = Some(vec![
         metadata_request::MetadataRequestTopic::default().with_name(Some(name("ops")))
     ]);
-    let resp = super::metadata::handle(&node, &r, 9);
+    let resp = super::metadata::handle(&node, &r, 9).await;
     assert_eq!(resp.topics[0].topic_authorized_operations, 0b1101_1111_1000);
     assert_ne!(resp.cluster_authorized_operations, i32::MIN);
     let r = MetadataRequest::default();
-    let resp = super::metadata::handle(&node, &r, 9);
+    let resp = super::metadata::handle(&node, &r, 9).await;
     assert_eq!(
         resp.cluster_authorized_operations,
         i32::MIN,
@@ -474,7 +475,7 @@ async fn init_producer_id(
 #[tokio::test]
 async fn init_producer_id_hands_out_new_ids_bumps_epochs_and_refuses_transactions() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = node(dir.path()).await;
     let mut seen = std::collections::HashSet::new();
     for v in versions(ApiKey::InitProducerId) {
         let r = init_producer_id(&node, v, idempotent()).await;
@@ -513,8 +514,9 @@ async fn init_producer_id_hands_out_new_ids_bumps_epochs_and_refuses_transaction
         assert_eq!(r.error_code, 42, "v{v}: an id without an epoch");
     }
     // Ids are never reused after a restart.
+    node.controller.shutdown().await;
     drop(node);
-    let node = super::tests::node(dir.path());
+    let node = super::tests::node(dir.path()).await;
     let r = init_producer_id(&node, 4, idempotent()).await;
     assert!(seen.iter().all(|id| *id < r.producer_id.0));
 }
@@ -573,7 +575,7 @@ async fn join_at(
 #[tokio::test]
 async fn every_group_handler_answers_at_every_advertised_version() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = node(dir.path()).await;
     for v in versions(ApiKey::FindCoordinator) {
         for key_type in [0i8, 1] {
             let r = if v >= 4 {
@@ -809,8 +811,8 @@ async fn commit_code(node: &Arc<Node>, request: Request) -> i16 {
 #[tokio::test]
 async fn a_committed_offset_is_fetched_back_and_bad_commits_get_kafkas_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    node.auto_create_topic("orders").unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("orders").await.unwrap();
     assert_eq!(
         commit_code(&node, commit_request("billing", "orders", 0, 42, "note")).await,
         0
@@ -904,10 +906,10 @@ async fn a_committed_offset_is_fetched_back_and_bad_commits_get_kafkas_codes() {
 #[tokio::test]
 async fn the_offsets_topic_is_internal_and_clients_cannot_write_or_delete_it() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = node(dir.path()).await;
     let mut all = MetadataRequest::default();
     all.topics = None;
-    let resp = super::metadata::handle(&node, &all, 12);
+    let resp = super::metadata::handle(&node, &all, 12).await;
     let internal: Vec<_> = resp
         .topics
         .iter()
@@ -935,7 +937,7 @@ async fn the_offsets_topic_is_internal_and_clients_cannot_write_or_delete_it() {
     let bytes = answer(&node, ApiKey::DeleteTopics, 5, Request::DeleteTopics(r)).await;
     let resp: DeleteTopicsResponse = decode_flexible(bytes, 5, true);
     assert_eq!(resp.responses[0].error_code, 17);
-    assert!(node.metadata().topic("__consumer_offsets").is_some());
+    assert!(node.image().topic_by_name("__consumer_offsets").is_some());
 }
 
 fn fetch_offset(group: &str, topic: &str, partition: i32) -> Request {
@@ -965,9 +967,9 @@ async fn fetched_offset(node: &Arc<Node>, group: &str, topic: &str, partition: i
 #[tokio::test]
 async fn deleting_a_topic_deletes_every_groups_offsets_on_it_for_good() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    node.auto_create_topic("orders").unwrap();
-    node.auto_create_topic("keep").unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("orders").await.unwrap();
+    node.auto_create_topic("keep").await.unwrap();
     for (group, topic, offset) in [("billing", "orders", 42), ("billing", "keep", 7)] {
         let code = commit_code(&node, commit_request(group, topic, 0, offset, "")).await;
         assert_eq!(code, 0, "{group} commits {topic}");
@@ -990,21 +992,22 @@ async fn deleting_a_topic_deletes_every_groups_offsets_on_it_for_good() {
 
     // The answer came once the tombstones were on disk: a restart does not bring them back,
     // and a topic created again under the name starts with no committed offsets.
+    node.controller.shutdown().await;
     drop(node);
-    let node = node_reloaded(dir.path());
+    let node = node_reloaded(dir.path()).await;
     assert_eq!(node.offsets.fetch("billing", "orders", 0), None);
     assert_eq!(node.offsets.fetch("audit", "orders", 0), None);
     assert_eq!(
         node.offsets.fetch("billing", "keep", 0).map(|c| c.offset),
         Some(7)
     );
-    node.auto_create_topic("orders").unwrap();
+    node.auto_create_topic("orders").await.unwrap();
     assert_eq!(fetched_offset(&node, "billing", "orders", 0).await, -1);
 }
 
 /// A node opened again on `dir`, its committed offsets loaded as start-up does.
-fn node_reloaded(dir: &std::path::Path) -> Arc<Node> {
-    let node = node(dir);
+async fn node_reloaded(dir: &std::path::Path) -> Arc<Node> {
+    let node = node(dir).await;
     node.offsets.load().unwrap();
     node
 }
@@ -1020,7 +1023,9 @@ async fn delete_groups_reports_a_tombstone_it_could_not_write() {
         host: "127.0.0.1".into(),
         port: 9092,
     };
-    let (node, _) = Node::open(Arc::new(config), endpoint, dir.path()).unwrap();
+    let (node, _) = Node::open(Arc::new(config), endpoint, dir.path())
+        .await
+        .unwrap();
     let node = Arc::new(node);
     node.offsets.load().unwrap();
     node.create_topic(&crate::node::NewTopic {
@@ -1030,6 +1035,7 @@ async fn delete_groups_reports_a_tombstone_it_could_not_write() {
         assignments: vec![],
         configs: vec![],
     })
+    .await
     .unwrap();
 
     // A real group (not only offsets): joined, then left, so it is Empty and deletable.
@@ -1075,7 +1081,7 @@ async fn delete_groups_reports_a_tombstone_it_could_not_write() {
 #[tokio::test]
 async fn a_restarted_static_leader_learns_it_leads_only_where_it_can_skip_the_assignment() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = node(dir.path()).await;
     for v in [5i16, 9] {
         let g = format!("static-{v}");
         let (old_id, generation) = join_at(&node, &g, v, Some("pod-1")).await;
@@ -1114,8 +1120,8 @@ async fn a_restarted_static_leader_learns_it_leads_only_where_it_can_skip_the_as
 #[tokio::test]
 async fn a_commit_for_a_group_id_longer_than_a_stored_string_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    node.auto_create_topic("orders").unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("orders").await.unwrap();
     let long = "g".repeat(40_000);
     assert_eq!(
         commit_code(&node, commit_request(&long, "orders", 0, 1, "")).await,
@@ -1128,12 +1134,12 @@ async fn a_commit_for_a_group_id_longer_than_a_stored_string_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_racing_delete_topics_never_leaves_a_live_offset_of_the_deleted_topic() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let node = node(dir.path()).await;
     // Each round: a commit and the topic's deletion at once. The commit either lands first
     // (answered 0, then tombstoned with the topic's offsets) or finds the topic gone (3).
     for round in 0..20 {
         let topic = format!("orders-{round}");
-        node.auto_create_topic(&topic).unwrap();
+        node.auto_create_topic(&topic).await.unwrap();
         let committer = Arc::clone(&node);
         let name = topic.clone();
         let commit = tokio::spawn(async move {
@@ -1141,7 +1147,7 @@ async fn a_commit_racing_delete_topics_never_leaves_a_live_offset_of_the_deleted
         });
         let deleter = Arc::clone(&node);
         let name = topic.clone();
-        let delete = tokio::task::spawn_blocking(move || deleter.delete_topic(&name).is_ok());
+        let delete = tokio::spawn(async move { deleter.delete_topic(&name).await.is_ok() });
         let code = commit.await.unwrap();
         assert!(delete.await.unwrap());
         assert!(
@@ -1156,7 +1162,8 @@ async fn a_commit_racing_delete_topics_never_leaves_a_live_offset_of_the_deleted
             "round {round}: a live offset of the deleted topic {topic}"
         );
     }
+    node.controller.shutdown().await;
     drop(node);
-    let node = node_reloaded(dir.path());
+    let node = node_reloaded(dir.path()).await;
     assert!(node.offsets.group_offsets("billing").is_empty());
 }

@@ -1,0 +1,213 @@
+//! This node as a member of the controller quorum, as the rest of the broker uses it: start the
+//! quorum with the image as its state machine, register this broker, and propose metadata records
+//! (answered once they are committed and applied to this node's image).
+//!
+//! `strata serve` with no `controller.quorum.voters` is a quorum of one: this node is the only
+//! voter, on a controller listener of its own (`controller.listener`, or a free port on
+//! 127.0.0.1 when unset: no other node ever connects to it).
+//!
+//! Invariants:
+//! - a proposal answered `Ok(offset)` is committed by a majority of voters and this node's image
+//!   is at `offset` or later;
+//! - a broker serves only after its own registration is applied to its image, so its image holds
+//!   every change committed before it started (a restarted broker has caught up);
+//! - each process start draws a new incarnation id: the image tells a restarted broker from a
+//!   zombie of its previous run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::image::MetadataImage;
+use super::quorum::{Quorum, QuorumError, QuorumSettings, Voter};
+use super::records::{encode_batch, BrokerEndpoint, BrokerRegistration, MetadataRecord};
+use super::view::{ImageStateMachine, MetadataView};
+use super::{cluster_id_from, random_uuid};
+use crate::config::{BrokerConfig, ConfigError};
+use crate::error::BrokerError;
+use crate::ids::{BrokerId, Offset};
+
+/// How often start-up says it is still waiting for a controller leader.
+const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// Attempts at a proposal that lost a race (say, two brokers writing the first cluster id).
+const PROPOSE_ATTEMPTS_MAX: usize = 5;
+
+/// The quorum settings `serve` runs with: the configured quorum, or a quorum of one.
+pub fn settings_from_config(config: &BrokerConfig) -> Result<QuorumSettings, ConfigError> {
+    if let Some(settings) = QuorumSettings::from_config(config)? {
+        return Ok(settings);
+    }
+    let node_id = u64::try_from(config.i64("node.id")).map_err(|_| ConfigError {
+        key: "node.id".into(),
+        reason: "negative".into(),
+    })?;
+    let listen: SocketAddr = match config.get("controller.listener").trim() {
+        "" => SocketAddr::from(([127, 0, 0, 1], 0)),
+        text => text.parse().map_err(|_| ConfigError {
+            key: "controller.listener".into(),
+            reason: format!("'{text}' is not IP:PORT"),
+        })?,
+    };
+    let mut settings = QuorumSettings::with_limits_of(
+        config,
+        node_id,
+        super::quorum::settings::Roles {
+            broker: true,
+            controller: true,
+        },
+        vec![Voter {
+            id: node_id,
+            addr: listen,
+        }],
+        listen,
+    );
+    // A quorum of one elects itself at once; nothing to wait for.
+    settings.election_timeout_ms = settings.election_timeout_ms.min(400);
+    settings.heartbeat_interval_ms = settings
+        .heartbeat_interval_ms
+        .min(settings.election_timeout_ms / 8);
+    Ok(settings)
+}
+
+/// This node's quorum member and its image.
+#[derive(Clone)]
+pub struct Controller {
+    quorum: Quorum,
+    view: MetadataView,
+    me: BrokerId,
+    incarnation: Uuid,
+    request_timeout: Duration,
+}
+
+impl Controller {
+    /// Starts this node's quorum member and waits until the quorum has a leader (logging while it
+    /// waits: the other voters may not be up yet).
+    pub async fn start(
+        settings: QuorumSettings,
+        data_dir: &std::path::Path,
+        me: BrokerId,
+    ) -> Result<Controller, BrokerError> {
+        let view = MetadataView::new();
+        let request_timeout = Duration::from_millis(settings.request_timeout_ms);
+        let quorum = Quorum::start(settings, data_dir, ImageStateMachine::new(view.clone()))
+            .await
+            .map_err(controller_error)?;
+        let controller = Controller {
+            quorum,
+            view,
+            me,
+            incarnation: random_uuid(),
+            request_timeout,
+        };
+        loop {
+            match controller
+                .quorum
+                .wait_for_leader(WAITING_LOG_INTERVAL)
+                .await
+            {
+                Ok(_) => break,
+                Err(QuorumError::Timeout(_)) => {
+                    tracing::info!("waiting for a controller leader (are the other voters up?)")
+                }
+                Err(e) => return Err(controller_error(e)),
+            }
+        }
+        Ok(controller)
+    }
+
+    /// The current metadata image (no lock: a reference-count increment).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.view.image()
+    }
+
+    pub fn view(&self) -> &MetadataView {
+        &self.view
+    }
+
+    /// The active controller (the quorum's leader) this node knows of.
+    pub fn active(&self) -> Option<BrokerId> {
+        self.quorum.leader().map(|id| BrokerId(id as i32))
+    }
+
+    /// This process's incarnation id.
+    pub fn incarnation(&self) -> Uuid {
+        self.incarnation
+    }
+
+    /// This node's quorum member.
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// Commits `records` as one batch and waits until this node's image has applied it.
+    pub async fn propose(&self, records: &[MetadataRecord]) -> Result<Offset, BrokerError> {
+        let index = self
+            .quorum
+            .propose(encode_batch(records))
+            .await
+            .map_err(controller_error)?;
+        self.quorum
+            .wait_applied(index, self.request_timeout)
+            .await
+            .map_err(controller_error)?;
+        Ok(Offset(index as i64))
+    }
+
+    /// Registers this broker (a new incarnation) with its endpoints and rack, writing the cluster
+    /// id first if the cluster has none, and waits until its image holds the registration.
+    /// `first` are records to commit in the same batch (the upgrade of a single-node data dir).
+    pub async fn register(
+        &self,
+        endpoints: Vec<BrokerEndpoint>,
+        rack: Option<String>,
+        first: Vec<MetadataRecord>,
+    ) -> Result<Offset, BrokerError> {
+        let registration = BrokerRegistration {
+            id: self.me,
+            incarnation: self.incarnation,
+            endpoints,
+            rack,
+            fenced: false,
+        };
+        let mut last = None;
+        for _ in 0..PROPOSE_ATTEMPTS_MAX {
+            let mut records = first.clone();
+            let has_cluster_id = records
+                .iter()
+                .any(|r| matches!(r, MetadataRecord::ClusterId(_)));
+            if self.image().cluster_id().is_none() && !has_cluster_id {
+                records.insert(0, MetadataRecord::ClusterId(cluster_id_from(random_uuid())));
+            }
+            records.push(MetadataRecord::RegisterBroker(registration.clone()));
+            match self.propose(&records).await {
+                Ok(offset) => return Ok(offset),
+                // Another broker wrote the cluster id first: the image has it now; again.
+                Err(BrokerError::ControllerRejected(why)) => last = Some(why),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(BrokerError::ControllerRejected(last.unwrap_or_default()))
+    }
+
+    /// Stops the quorum member (awaited).
+    pub async fn shutdown(&self) {
+        self.quorum.shutdown().await;
+    }
+}
+
+/// The broker's error for a failed quorum operation.
+pub fn controller_error(e: QuorumError) -> BrokerError {
+    match e {
+        QuorumError::Rejected { reason, .. } => BrokerError::ControllerRejected(reason),
+        QuorumError::NotLeader { .. }
+        | QuorumError::Unreachable { .. }
+        | QuorumError::Refused(_) => BrokerError::NotController(e.to_string()),
+        QuorumError::Timeout(_) => BrokerError::ControllerTimeout(e.to_string()),
+        QuorumError::TooLarge { .. } => BrokerError::PolicyViolation(e.to_string()),
+        QuorumError::Stopped(_) | QuorumError::Start(_) => {
+            BrokerError::ControllerTimeout(e.to_string())
+        }
+    }
+}
