@@ -20,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [[ -z ${STRATA_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release -p strata-broker) >&2
+    (cd "$repo" && cargo build --release -p strata-cli) >&2
 fi
 STRATA_BIN=${STRATA_BIN:-$repo/target/release/strata}
 if [[ -z $bootstrap ]]; then

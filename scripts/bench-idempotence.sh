@@ -21,7 +21,7 @@ die() { echo "bench-idempotence: error: $*" >&2; exit 1; }
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer"
 
 if [ -z "${STRATA_BIN:-}" ]; then
-  (cd "$repo" && cargo build --release -p strata-broker) >&2 || die "cargo build failed"
+  (cd "$repo" && cargo build --release -p strata-cli) >&2 || die "cargo build failed"
   export STRATA_BIN=${CARGO_TARGET_DIR:-$repo/target}/release/strata
 fi
 export STRATA_BIN

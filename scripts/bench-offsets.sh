@@ -21,7 +21,7 @@ GROUPS_PER_CONNECTION=${GROUPS_PER_CONNECTION:-1000}  # not GROUPS: bash owns th
 PARTITIONS=${PARTITIONS:-8}
 
 if [[ -z ${STRATA_BIN:-} || -z ${LOAD_BIN:-} ]]; then
-    (cd "$repo" && cargo build --release -p strata-broker -p strata-benches --bin strata --bin commit-load) >&2
+    (cd "$repo" && cargo build --release -p strata-cli -p strata-benches --bin strata --bin commit-load) >&2
 fi
 STRATA_BIN=${STRATA_BIN:-$target/release/strata}
 LOAD_BIN=${LOAD_BIN:-$target/release/commit-load}

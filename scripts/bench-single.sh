@@ -12,7 +12,7 @@
 # new segment during the run (segment files of the topic at the end, minus one per partition).
 #
 # Environment (all optional):
-#   STRATA_BIN      broker binary to use; unset: cargo build --release -p strata-broker
+#   STRATA_BIN      broker binary to use; unset: cargo build --release -p strata-cli
 #   RDPERF          rdperf binary to use; unset: build ../shared/tools/rdperf.c into RDPERF_DIR
 #   RDPERF_DIR      where rdperf is built and cached (default: <target>/rdperf)
 #   REPEAT=3        runs per scenario; the median of each column is printed
@@ -112,8 +112,8 @@ build_broker() {
     return
   fi
   need cargo "install Rust, or set STRATA_BIN to a built broker"
-  note "building the broker (cargo build --release -p strata-broker)"
-  (cd "$repo" && cargo build --release -p strata-broker) || die "cargo build of strata-broker failed"
+  note "building the broker (cargo build --release -p strata-cli)"
+  (cd "$repo" && cargo build --release -p strata-cli) || die "cargo build of strata-cli failed"
   STRATA_BIN=$target/release/strata
   [ -x "$STRATA_BIN" ] || die "cargo build succeeded but $STRATA_BIN is missing (is the bin target still named 'strata'?)"
 }

@@ -15,7 +15,7 @@ read -r -a strata_extra <<<"${STRATA_PERF_ARGS:-}"
 strata="$repo/target/release/strata"
 rdperf="$repo/target/rdperf/rdperf"
 [ -x "$rdperf" ] || { echo "error: $rdperf missing: run ./scripts/bench-single.sh once to build it" >&2; exit 1; }
-cargo build --release --quiet -p strata-broker --manifest-path "$repo/Cargo.toml"
+cargo build --release --quiet -p strata-cli --manifest-path "$repo/Cargo.toml"
 command -v /usr/bin/time >/dev/null || { echo "error: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
 
 broker_pid=""

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${STRATA_BIN:-}" ]; then
-    cargo build -p strata-broker
+    cargo build -p strata-cli
     export STRATA_BIN="$PWD/target/debug/strata"
 fi
 export HOSTILE_LONG=1

@@ -7,7 +7,7 @@
 # Usage: scripts/load-test.sh [-b HOST:PORT]
 #   -b HOST:PORT  use this running broker instead of starting one
 #
-# Without -b it builds the release binary (cargo build --release -p strata-broker), starts
+# Without -b it builds the release binary (cargo build --release -p strata-cli), starts
 # `strata serve` on a free loopback port with a temporary data directory, and stops it (by pid) and
 # removes the directory on exit. Runs in about a minute or two on 2 cores with the defaults.
 #
@@ -75,8 +75,8 @@ if [ -n "${STRATA_BIN:-}" ]; then
   [ -x "$STRATA_BIN" ] || die "STRATA_BIN=$STRATA_BIN is not an executable file"
 else
   command -v cargo >/dev/null || die "cargo not found: install Rust or set STRATA_BIN"
-  note "building (cargo build --release -p strata-broker)"
-  (cd "$repo" && cargo build --release -p strata-broker >&2) || die "cargo build failed"
+  note "building (cargo build --release -p strata-cli)"
+  (cd "$repo" && cargo build --release -p strata-cli >&2) || die "cargo build failed"
   target=${CARGO_TARGET_DIR:-$repo/target}
   case $target in /*) ;; *) target=$repo/$target ;; esac
   STRATA_BIN=$target/release/strata

@@ -37,8 +37,8 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-log "building the broker for the integration tests"
-cargo build --quiet -p strata-broker
+log "building the strata binary for the integration tests"
+cargo build --quiet -p strata-cli
 export STRATA_BIN="$PWD/target/debug/strata"
 
 log "running every test"

@@ -10,5 +10,6 @@ pub mod ids;
 pub mod node;
 pub mod partition;
 pub mod producer_ids;
+pub mod serve;
 pub mod server;
 pub mod storage;

@@ -181,3 +181,30 @@ fn a_port_in_use_is_a_clear_error() {
     assert!(!out.success());
     assert!(out.stderr.contains("cannot listen"), "{}", out.describe());
 }
+
+/// The broker is a library the CLI builds on, not the other way round: the `strata` binary and
+/// its client subcommands live in `cli/`, so the broker's normal dependencies name neither the
+/// client nor the CLI (a dev-dependency for tests would be fine).
+#[test]
+fn the_broker_library_depends_on_neither_the_client_nor_the_cli() {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(common::workspace_root()).args([
+        "tree",
+        "--offline",
+        "--package",
+        "strata-broker",
+        "--edges",
+        "normal",
+        "--prefix",
+        "none",
+    ]);
+    let out = run(cmd, None, CLI_TIMEOUT);
+    assert!(out.success(), "{}", out.describe());
+    for crate_name in ["strata-client ", "strata-cli "] {
+        assert!(
+            !out.stdout.lines().any(|line| line.starts_with(crate_name)),
+            "strata-broker depends on {crate_name}:{}",
+            out.describe()
+        );
+    }
+}

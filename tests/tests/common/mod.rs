@@ -94,7 +94,7 @@ pub fn broker_binary() -> PathBuf {
     }
     panic!(
         "strata broker binary not found (looked at: {}). Build it with \
-         `cargo build --release -p strata-broker` or point STRATA_BIN at it.",
+         `cargo build --release -p strata-cli` or point STRATA_BIN at it.",
         looked.join(", ")
     );
 }
@@ -395,7 +395,8 @@ impl Broker {
         let log_out = log.try_clone().expect("clone log handle");
         // Plain text log (tracing-subscriber honours NO_COLOR).
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        // Start-up waits for the binary's "strata is serving" line (info, target `strata`).
+        // Start-up waits for the "strata is serving" line (info, target `strata_broker::serve`,
+        // which the filter's `strata` matches as a prefix).
         if let Ok(filter) = std::env::var("RUST_LOG") {
             cmd.env("RUST_LOG", format!("{filter},strata=info"));
         }

@@ -1,5 +1,6 @@
-//! The client subcommands of `strata` (everything but `serve`), built on `strata-client`. Each
-//! returns `Err(one-line message)` on failure; `main` prints it and exits non-zero.
+//! The client subcommands of `strata` (everything but `serve`, which is `strata_broker::serve`),
+//! built on `strata-client`. Each returns `Err(one-line message)` on failure; `main` prints it
+//! and exits non-zero.
 
 pub mod consume;
 pub mod group;

@@ -1,101 +1,45 @@
-//! The `strata` binary. `strata serve` with no flags is a working single-node broker on
-//! 127.0.0.1:9092 with its data in ./strata-data.
-
-mod cli;
+//! `strata serve`: a broker's start-up and shutdown, called by the `strata` binary (`cli/`) once it
+//! has parsed the flags. Config assembly (defaults < `--config` file < `--set` < flags), the
+//! listener, opening storage and replaying committed offsets before the first request, the
+//! background checkpoint/retention/producer-expiry task, and the shutdown order.
+//!
+//! Invariants:
+//! - Nothing is served before storage is open and `__consumer_offsets` is replayed.
+//! - On SIGTERM/SIGINT connections stop first, then every task that can touch a partition (the
+//!   background task, group timers and metadata writes, `flush.ms` timers), then partitions close.
+//! - A fatal storage error stops serving and exits non-zero without a clean close (which would
+//!   sync again).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use strata_broker::config::BrokerConfig;
-use strata_broker::controller::quorum::QuorumSettings;
-use strata_broker::node::{Endpoint, Node};
-use strata_broker::server;
+use crate::config::BrokerConfig;
+use crate::controller::quorum::QuorumSettings;
+use crate::node::{Endpoint, Node};
+use crate::server;
 
-#[derive(Parser)]
-#[command(
-    name = "strata",
-    version,
-    about = "Strata: a Kafka-compatible, replicated log broker"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a broker. With no flags: node 1 on 127.0.0.1:9092, data in ./strata-data.
-    Serve(ServeArgs),
-    /// Create, list, describe and delete topics.
-    #[command(subcommand)]
-    Topic(cli::topic::TopicCommand),
-    /// Produce records read from stdin, one per line.
-    Produce(cli::produce::ProduceArgs),
-    /// Print records of a topic.
-    Consume(cli::consume::ConsumeArgs),
-    /// List, describe, reset the offsets of, and delete consumer groups.
-    #[command(subcommand)]
-    Group(cli::group::GroupCommand),
-    /// Measure produce or consume throughput and latency (like kafka-*-perf-test).
-    #[command(subcommand)]
-    Perf(cli::perf::PerfCommand),
-}
-
-#[derive(Args)]
-struct ServeArgs {
-    /// This broker's node id (`node.id`).
-    #[arg(long, value_name = "N")]
-    node_id: Option<u32>,
-    /// Address to accept Kafka clients on (`listeners`); port 0 picks a free port.
-    #[arg(long, value_name = "HOST:PORT")]
-    listen: Option<String>,
-    /// Address clients are told to connect to (`advertised.listeners`); defaults to the listener.
-    #[arg(long, value_name = "HOST:PORT")]
-    advertise: Option<String>,
-    /// Directory for all data (`log.dirs`).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+/// What `strata serve`'s flags say; each `None` leaves the key to `--set`, the file or the
+/// default.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// `node.id`.
+    pub node_id: Option<u32>,
+    /// `listeners`.
+    pub listen: Option<String>,
+    /// `advertised.listeners`.
+    pub advertise: Option<String>,
+    /// `log.dirs`.
+    pub data_dir: Option<PathBuf>,
     /// A Kafka-style properties file of `key=value` lines.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Sets one configuration key, overriding the file; repeat as needed.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-}
-
-/// Colour only for a person at a terminal: logs written to a file or pipe stay plain text, and
-/// `NO_COLOR` (set and not empty, per no-color.org) turns colour off everywhere.
-fn log_colour() -> bool {
-    use std::io::IsTerminal;
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    !no_color && std::io::stderr().is_terminal()
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(log_colour())
-        .init();
-    match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Topic(command) => cli::run_client(cli::topic::run(command)),
-        Command::Produce(args) => cli::run_client(cli::produce::run(args)),
-        Command::Consume(args) => cli::run_client(cli::consume::run(args)),
-        Command::Perf(command) => cli::run_client(cli::perf::run(command)),
-        Command::Group(command) => cli::run_client(cli::group::run(command)),
-    }
+    pub config: Option<PathBuf>,
+    /// `KEY=VALUE` overrides of the file, in order.
+    pub set: Vec<String>,
 }
 
 /// Builds the configuration: defaults, then the file, then `--set`, then the explicit flags.
-fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
+pub fn build_config(args: &ServeOptions) -> Result<BrokerConfig, String> {
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
@@ -130,7 +74,7 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
 }
 
 /// `HOST:PORT`, optionally behind `PLAINTEXT://`; the first of a comma-separated list.
-fn parse_address(key: &str, value: &str) -> Result<(String, u16), String> {
+pub fn parse_address(key: &str, value: &str) -> Result<(String, u16), String> {
     let first = value.split(',').next().unwrap_or("").trim();
     let addr = first.strip_prefix("PLAINTEXT://").unwrap_or(first);
     let (host, port) = addr
@@ -185,7 +129,9 @@ fn raise_open_file_limit() {
     );
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+/// Runs a broker until SIGTERM/SIGINT or a fatal storage error, on a runtime of its own; returns
+/// the process exit code (2: the configuration is refused, 1: the broker failed).
+pub fn serve(args: ServeOptions) -> ExitCode {
     raise_open_file_limit();
     let config = match build_config(&args) {
         Ok(c) => c,
@@ -232,7 +178,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn run(
+/// Serves `config` on `listen` (advertising `advertised`, else the bound address) until
+/// SIGTERM/SIGINT or a fatal storage error, then shuts down; `Err` is a one-line reason.
+pub async fn run(
     config: BrokerConfig,
     listen: (String, u16),
     advertised: Option<(String, u16)>,
@@ -304,11 +252,11 @@ async fn run(
     node.groups.load(node.offsets.take_loaded_groups());
     node.groups.start_timers(&node);
     let follower = tokio::spawn(Arc::clone(&node).follow_metadata());
-    if let Some(topic) = strata_broker::storage::fatal::fail_syncs_topic() {
+    if let Some(topic) = crate::storage::fatal::fail_syncs_topic() {
         tracing::warn!(
             topic,
             "TEST HOOK {}: every msync of this topic fails",
-            strata_broker::storage::fatal::FAIL_SYNCS_ENV
+            crate::storage::fatal::FAIL_SYNCS_ENV
         );
     }
     tracing::info!(node = node.id.0, listen = %local, advertise = %format!("{}:{}", endpoint.host, endpoint.port), data = %data_dir.display(), "strata is serving");
@@ -334,13 +282,13 @@ async fn run(
                         }
                     }
                     _ = retention.tick() => {
-                        let deleted = node.partitions.apply_retention(strata_broker::clock::now_ms());
+                        let deleted = node.partitions.apply_retention(crate::clock::now_ms());
                         if deleted > 0 {
                             tracing::info!(segments = deleted, "retention deleted segments");
                         }
                     }
                     _ = producer_expiry.tick() => {
-                        let now = strata_broker::clock::now_ms();
+                        let now = crate::clock::now_ms();
                         let removed = node.partitions.remove_expired_producers(now, producer_expiration_ms);
                         if removed > 0 {
                             tracing::info!(producers = removed, "expired idle producer ids");
@@ -414,5 +362,73 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_give_the_documented_single_node() {
+        let config = build_config(&ServeOptions::default()).unwrap();
+        assert_eq!(config.i64("node.id"), 1);
+        assert_eq!(
+            parse_address("listeners", config.get("listeners")).unwrap(),
+            ("127.0.0.1".to_string(), 9092)
+        );
+        assert_eq!(config.get("log.dirs"), "./strata-data");
+    }
+
+    #[test]
+    fn a_flag_beats_set_which_beats_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("broker.properties");
+        std::fs::write(&file, "node.id=7\nnum.partitions=3\nlog.dirs=/from/file\n").unwrap();
+        let options = ServeOptions {
+            config: Some(file),
+            set: vec!["node.id=8".to_string(), "log.dirs=/from/set".to_string()],
+            data_dir: Some(PathBuf::from("/from/flag")),
+            ..ServeOptions::default()
+        };
+        let config = build_config(&options).unwrap();
+        assert_eq!(config.i64("num.partitions"), 3, "the file");
+        assert_eq!(config.i64("node.id"), 8, "--set over the file");
+        assert_eq!(config.get("log.dirs"), "/from/flag", "the flag over --set");
+    }
+
+    #[test]
+    fn a_bad_set_or_flag_is_refused_naming_it() {
+        let bad_set = ServeOptions {
+            set: vec!["no.such.key=1".to_string()],
+            ..ServeOptions::default()
+        };
+        assert!(build_config(&bad_set).unwrap_err().contains("no.such.key"));
+        let no_equals = ServeOptions {
+            set: vec!["novalue".to_string()],
+            ..ServeOptions::default()
+        };
+        assert!(build_config(&no_equals).unwrap_err().contains("novalue"));
+        let missing_file = ServeOptions {
+            config: Some(PathBuf::from("/nonexistent/strata.properties")),
+            ..ServeOptions::default()
+        };
+        assert!(build_config(&missing_file)
+            .unwrap_err()
+            .contains("/nonexistent/strata.properties"));
+    }
+
+    #[test]
+    fn addresses_take_the_first_listener_without_its_scheme() {
+        let parse = |v| parse_address("listeners", v);
+        assert_eq!(parse("127.0.0.1:9092").unwrap(), ("127.0.0.1".into(), 9092));
+        assert_eq!(
+            parse("PLAINTEXT://10.0.0.1:19092,PLAINTEXT://10.0.0.2:19092").unwrap(),
+            ("10.0.0.1".into(), 19092)
+        );
+        assert_eq!(parse(":0").unwrap(), ("0.0.0.0".into(), 0));
+        assert_eq!(parse("[::1]:9092").unwrap(), ("::1".into(), 9092));
+        assert!(parse("not-an-address").unwrap_err().contains("listeners"));
+        assert!(parse("host:99999").unwrap_err().contains("99999"));
     }
 }
