@@ -131,7 +131,7 @@ pub static BROKER_KEYS: &[Key] = &[
         Kind::String,
         "",
         0,
-        "The controller voters, id@host:port,...; empty: a single node with its own metadata file.",
+        "The controller voters, id@host:port,...; empty: a single node that is its own controller (its controller listener on a free port of 127.0.0.1 unless controller.listener is set).",
     ),
     key(
         "controller.listener",
@@ -167,6 +167,20 @@ pub static BROKER_KEYS: &[Key] = &[
         "5000",
         1,
         "Bound on one metadata proposal, forwarded to the leader or not, until it commits.",
+    ),
+    key(
+        "broker.heartbeat.interval.ms",
+        Kind::Int,
+        "2000",
+        10,
+        "How often a broker tells the active controller it is alive.",
+    ),
+    key(
+        "broker.session.timeout.ms",
+        Kind::Int,
+        "9000",
+        20,
+        "A broker the active controller has not heard from for this long is fenced (no longer listed to clients, given no new replicas) until it heartbeats again.",
     ),
     key(
         "controller.socket.request.max.bytes",

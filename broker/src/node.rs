@@ -805,4 +805,121 @@ mod tests {
         let node = open_node(dir.path(), &[]).await;
         assert!((0..600).all(|p| node.partitions.partition("big", p).is_some()));
     }
+
+    /// A data directory from before the quorum: `meta/topics`, partition data and the
+    /// `producer-ids` file. The first start carries the topics (ids, counts, overrides) and the
+    /// cluster id into the metadata log, keeps every record, continues producer ids after the old
+    /// reservation, and retires the file; later starts read the log alone. A crash after the
+    /// records were committed but before the file was retired does not upgrade twice.
+    #[tokio::test]
+    async fn a_single_node_data_dir_upgrades_in_place_and_loses_nothing() {
+        use bytes::Bytes;
+        use strata_protocol::record_batch::build_batch;
+
+        let dir = tempfile::tempdir().unwrap();
+        // Data written by this version, then the directory turned into what the old one left:
+        // no metadata log, a meta/topics naming the same topics.
+        let orders_id = {
+            let node = open_node(dir.path(), &[]).await;
+            node.create_topic(&NewTopic {
+                configs: vec![("retention.ms".into(), "86400000".into())],
+                ..new_topic("orders", 2)
+            })
+            .await
+            .unwrap();
+            let p = node.partitions.partition("orders", 1).unwrap();
+            for i in 0..3 {
+                let value = format!("order-{i}");
+                let batch =
+                    Bytes::from(build_batch(0, 1_000, &[(None, value.as_bytes())]).to_vec());
+                p.append(&batch, 1_000).unwrap();
+            }
+            let id = node.image().topic_by_name("orders").unwrap().id;
+            let offsets_topic = node.image().topic_by_name(offsets::TOPIC).unwrap().clone();
+            node.controller.shutdown().await;
+            node.partitions.shutdown().unwrap();
+            drop(node);
+            std::fs::remove_dir_all(dir.path().join("controller")).unwrap();
+            let mut store = MetadataStore::open(dir.path()).unwrap();
+            for (name, id, count, overrides) in [
+                (
+                    "orders",
+                    id,
+                    2,
+                    TopicOverrides::parse([("retention.ms", "86400000")]).unwrap(),
+                ),
+                (
+                    offsets::TOPIC,
+                    offsets_topic.id,
+                    offsets_topic.partitions.len() as i32,
+                    offsets_topic.overrides(),
+                ),
+            ] {
+                store
+                    .create_topic(crate::controller::TopicMeta {
+                        name: name.into(),
+                        id,
+                        partitions: count,
+                        overrides,
+                    })
+                    .unwrap();
+            }
+            crate::storage::checkpoint::write(
+                &dir.path().join("producer-ids"),
+                "reserved_end 3000\n",
+            )
+            .unwrap();
+            id
+        };
+        let cluster_id = MetadataStore::open(dir.path())
+            .unwrap()
+            .cluster_id()
+            .to_string();
+
+        for start in 0..3 {
+            if start == 2 {
+                // A crash between the commit and the file's retirement: the file is back.
+                std::fs::copy(
+                    dir.path().join("meta/topics.upgraded"),
+                    dir.path().join("meta/topics"),
+                )
+                .unwrap();
+            }
+            let node = open_node(dir.path(), &[]).await;
+            let image = node.image();
+            assert_eq!(
+                image.cluster_id(),
+                Some(cluster_id.as_str()),
+                "start {start}"
+            );
+            let orders = image.topic_by_name("orders").unwrap();
+            assert_eq!(orders.id, orders_id);
+            assert_eq!(orders.partitions.len(), 2);
+            assert_eq!(
+                orders.configs.get("retention.ms").map(String::as_str),
+                Some("86400000")
+            );
+            assert_eq!(
+                orders.partitions[1].leader,
+                Some(node.id),
+                "this node leads what it served"
+            );
+            let p = node.partitions.partition("orders", 1).unwrap();
+            assert_eq!(p.high_watermark(), Offset(3), "every record kept");
+            assert!(p.read(Offset(0), 1 << 20).unwrap().records.is_some());
+            assert!(
+                !dir.path().join("meta/topics").exists(),
+                "the file is retired"
+            );
+            assert!(dir.path().join("meta/topics.upgraded").exists());
+            let id = node.producer_ids.allocate(&node.controller).await.unwrap();
+            assert!(
+                id >= 3000,
+                "producer id {id} continues after the old reservation"
+            );
+            assert_eq!(image.topics().count(), 2, "no topic twice, nothing else");
+            node.controller.shutdown().await;
+            node.partitions.shutdown().unwrap();
+        }
+    }
 }

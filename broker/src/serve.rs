@@ -36,6 +36,14 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// `KEY=VALUE` overrides of the file, in order.
     pub set: Vec<String>,
+    /// `process.roles`.
+    pub roles: Option<String>,
+    /// `controller.quorum.voters`.
+    pub voters: Option<String>,
+    /// `controller.listener`.
+    pub controller_listen: Option<String>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
 }
 
 /// Builds the configuration: defaults, then the file, then `--set`, then the explicit flags.
@@ -62,6 +70,10 @@ pub fn build_config(args: &ServeOptions) -> Result<BrokerConfig, String> {
             "log.dirs",
             args.data_dir.as_ref().map(|d| d.display().to_string()),
         ),
+        ("process.roles", args.roles.clone()),
+        ("controller.quorum.voters", args.voters.clone()),
+        ("controller.listener", args.controller_listen.clone()),
+        ("broker.rack", args.rack.clone()),
     ];
     for (key, value) in flags {
         if let Some(v) = value {
@@ -185,6 +197,11 @@ pub async fn run(
     listen: (String, u16),
     advertised: Option<(String, u16)>,
 ) -> Result<(), String> {
+    let roles = crate::controller::quorum::settings::parse_roles(config.get("process.roles"))
+        .map_err(|e| e.to_string())?;
+    if !roles.broker {
+        return run_controller_only(config).await;
+    }
     let listener = tokio::net::TcpListener::bind((listen.0.as_str(), listen.1))
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", listen.0, listen.1))?;
@@ -252,6 +269,11 @@ pub async fn run(
     node.groups.load(node.offsets.take_loaded_groups());
     node.groups.start_timers(&node);
     let follower = tokio::spawn(Arc::clone(&node).follow_metadata());
+    let duties = tokio::spawn(crate::controller::duties::run(
+        node.controller.clone(),
+        Some(node.id),
+        duty_timing(&config),
+    ));
     if let Some(topic) = crate::storage::fatal::fail_syncs_topic() {
         tracing::warn!(
             topic,
@@ -315,6 +337,8 @@ pub async fn run(
     background.abort();
     follower.abort();
     let _ = follower.await;
+    duties.abort();
+    let _ = duties.await;
     // Wait for it to stop: a checkpoint it is writing finishes first (no await inside one).
     let _ = background.await;
     if let Some(why) = fatal.get() {
@@ -345,6 +369,40 @@ pub async fn run(
         .map_err(|e| format!("clean shutdown failed: {e}"))?;
     tracing::info!("clean shutdown complete");
     Ok(())
+}
+
+/// A node with only the controller role: a voter of the quorum and, while it leads, the active
+/// controller's duties; no Kafka listener, no partitions.
+async fn run_controller_only(config: BrokerConfig) -> Result<(), String> {
+    let data_dir = PathBuf::from(config.get("log.dirs"));
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let settings =
+        crate::controller::member::settings_from_config(&config).map_err(|e| e.to_string())?;
+    let id = crate::ids::BrokerId(config.i64("node.id") as i32);
+    let controller = crate::controller::member::Controller::start(settings, &data_dir, id)
+        .await
+        .map_err(|e| format!("cannot start the controller: {e}"))?;
+    let duties = tokio::spawn(crate::controller::duties::run(
+        controller.clone(),
+        None,
+        duty_timing(&config),
+    ));
+    tracing::info!(node = id.0, controller = %controller.quorum().local_addr(), data = %data_dir.display(), "strata is serving as a controller");
+    shutdown_signal().await;
+    duties.abort();
+    let _ = duties.await;
+    controller.shutdown().await;
+    tracing::info!("clean shutdown complete");
+    Ok(())
+}
+
+/// The heartbeat and session of brokers, as the controller duties use them.
+fn duty_timing(config: &BrokerConfig) -> crate::controller::duties::Timing {
+    crate::controller::duties::Timing {
+        heartbeat_interval: Duration::from_millis(config.i64("broker.heartbeat.interval.ms") as u64),
+        session_timeout: Duration::from_millis(config.i64("broker.session.timeout.ms") as u64),
+    }
 }
 
 /// How long a shutdown waits for group metadata writes in flight.

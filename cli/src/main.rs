@@ -59,6 +59,20 @@ struct ServeArgs {
     /// Sets one configuration key, overriding the file; repeat as needed.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// What this node is: `broker,controller`, `broker` or `controller` (`process.roles`).
+    #[arg(long, value_name = "ROLES")]
+    roles: Option<String>,
+    /// The controller voters, `ID@HOST:PORT,...` (`controller.quorum.voters`); unset: a single
+    /// node that is its own controller.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
+    /// Address of this node's controller listener (`controller.listener`); defaults to its
+    /// entry in the voters.
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// This broker's rack (`broker.rack`): replicas of a partition go to different racks.
+    #[arg(long, value_name = "NAME")]
+    rack: Option<String>,
 }
 
 /// Colour only for a person at a terminal: logs written to a file or pipe stay plain text, and
@@ -74,7 +88,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(log_colour())
@@ -98,6 +112,10 @@ impl From<ServeArgs> for ServeOptions {
             data_dir: args.data_dir,
             config: args.config,
             set: args.set,
+            roles: args.roles,
+            voters: args.voters,
+            controller_listen: args.controller_listen,
+            rack: args.rack,
         }
     }
 }

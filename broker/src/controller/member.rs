@@ -31,8 +31,10 @@ use crate::ids::{BrokerId, Offset};
 
 /// How often start-up says it is still waiting for a controller leader.
 const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(5);
-/// Attempts at a proposal that lost a race (say, two brokers writing the first cluster id).
+/// Attempts at a registration that lost a race (say, two brokers writing the first cluster id).
 const PROPOSE_ATTEMPTS_MAX: usize = 5;
+/// Pause between registration attempts while the quorum has no leader.
+const REGISTER_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The quorum settings `serve` runs with: the configured quorum, or a quorum of one.
 pub fn settings_from_config(config: &BrokerConfig) -> Result<QuorumSettings, ConfigError> {
@@ -101,7 +103,9 @@ impl Controller {
             incarnation: random_uuid(),
             request_timeout,
         };
-        loop {
+        // A voter waits for the quorum to elect a leader; a node that is not a voter hears of
+        // none until the leader adds it as a learner, which its registration brings about.
+        while controller.quorum.votes() {
             match controller
                 .quorum
                 .wait_for_leader(WAITING_LOG_INTERVAL)
@@ -171,24 +175,66 @@ impl Controller {
             rack,
             fenced: false,
         };
-        let mut last = None;
-        for _ in 0..PROPOSE_ATTEMPTS_MAX {
+        let mut lost_races = 0;
+        let mut last_log = std::time::Instant::now();
+        loop {
             let mut records = first.clone();
             let has_cluster_id = records
                 .iter()
                 .any(|r| matches!(r, MetadataRecord::ClusterId(_)));
-            if self.image().cluster_id().is_none() && !has_cluster_id {
+            // Only voters write the cluster id: a broker that is not one has no image before it
+            // registers, and could not wait for a rejected attempt to be applied.
+            if self.quorum.votes() && self.image().cluster_id().is_none() && !has_cluster_id {
                 records.insert(0, MetadataRecord::ClusterId(cluster_id_from(random_uuid())));
             }
             records.push(MetadataRecord::RegisterBroker(registration.clone()));
-            match self.propose(&records).await {
-                Ok(offset) => return Ok(offset),
-                // Another broker wrote the cluster id first: the image has it now; again.
-                Err(BrokerError::ControllerRejected(why)) => last = Some(why),
-                Err(e) => return Err(e),
+            let index = match self.quorum.propose(encode_batch(&records)).await {
+                Ok(index) => index,
+                // Another broker wrote the cluster id first: the image has it once this node
+                // caught up; again.
+                Err(QuorumError::Rejected { index, reason }) => {
+                    lost_races += 1;
+                    if lost_races >= PROPOSE_ATTEMPTS_MAX {
+                        return Err(BrokerError::ControllerRejected(reason));
+                    }
+                    self.wait_applied_patiently(index).await?;
+                    continue;
+                }
+                // No leader yet (an election, or the voters still starting): a broker waits
+                // for its quorum, as long as it takes.
+                Err(
+                    e @ (QuorumError::NotLeader { .. }
+                    | QuorumError::Unreachable { .. }
+                    | QuorumError::Timeout(_)
+                    | QuorumError::Refused(_)),
+                ) => {
+                    if last_log.elapsed() >= WAITING_LOG_INTERVAL {
+                        tracing::info!(error = %e, "waiting for the controller quorum to register");
+                        last_log = std::time::Instant::now();
+                    }
+                    tokio::time::sleep(REGISTER_RETRY_INTERVAL).await;
+                    continue;
+                }
+                Err(e) => return Err(controller_error(e)),
+            };
+            self.wait_applied_patiently(index).await?;
+            return Ok(Offset(index as i64));
+        }
+    }
+
+    /// Waits until this node's image reached `index`, however long it takes (a broker that is not
+    /// a voter hears the log only once the leader made it a learner), logging while it waits.
+    async fn wait_applied_patiently(&self, index: u64) -> Result<(), BrokerError> {
+        loop {
+            match self.quorum.wait_applied(index, WAITING_LOG_INTERVAL).await {
+                Ok(()) => return Ok(()),
+                Err(QuorumError::Timeout(_)) => tracing::info!(
+                    index,
+                    "waiting to receive the metadata log up to this broker's registration"
+                ),
+                Err(e) => return Err(controller_error(e)),
             }
         }
-        Err(BrokerError::ControllerRejected(last.unwrap_or_default()))
     }
 
     /// Stops the quorum member (awaited).

@@ -14,6 +14,7 @@
 //! - partition counts only grow;
 //! - a change is durable (the checkpoint replaced and fsynced) before the caller sees it succeed.
 
+pub mod duties;
 pub mod image;
 pub mod member;
 pub mod placement;

@@ -289,6 +289,51 @@ impl Broker {
         b
     }
 
+    /// A node of a cluster, node id `node_id`, launched without waiting until it serves (its
+    /// start waits for a majority of the controller voters, which may not run yet): call
+    /// [`Broker::wait_until_serving`] once the others are launched too.
+    pub fn launch(node_id: i32, set_args: &[String]) -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-test-")
+            .tempdir()
+            .expect("create temp dir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        let mut b = Broker {
+            bin: broker_binary(),
+            node_id,
+            port: free_port(),
+            set_args: set_args.to_vec(),
+            dir,
+            child: None,
+            env: Vec::new(),
+            starts: 0,
+            logs_shown: Cell::new(false),
+        };
+        b.launch_once();
+        b
+    }
+
+    /// Waits until a [`Broker::launch`]ed node serves; panics if it does not.
+    pub fn wait_until_serving(&mut self) {
+        assert!(
+            self.wait_until_accepting(),
+            "node {} could not bind its port {}{}",
+            self.node_id,
+            self.port,
+            self.logs()
+        );
+    }
+
+    /// Starts a stopped node again on the same ports and data directory, without waiting.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "node {} is running", self.node_id);
+        self.launch_once();
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
     /// `127.0.0.1:PORT`, for clients' `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -367,6 +412,12 @@ impl Broker {
 
     /// One start; false if the broker exited because it could not bind its port.
     fn spawn_once(&mut self) -> bool {
+        self.launch_once();
+        self.wait_until_accepting()
+    }
+
+    /// Starts the process, without waiting for it to serve.
+    fn launch_once(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         self.starts += 1;
         let mut cmd = Command::new(&self.bin);
@@ -415,7 +466,6 @@ impl Broker {
             self.data_dir().display()
         );
         self.child = Some(child);
-        self.wait_until_accepting()
     }
 
     /// The log of the latest start only.

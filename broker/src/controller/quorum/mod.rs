@@ -130,8 +130,36 @@ const FRAME_HEADROOM_BYTES: usize = 1024;
 /// leader heartbeats many times per election timeout; pooled connections are reused within one).
 const CONNECTION_IDLE_ELECTIONS: u64 = 3;
 
+/// The brokers' heartbeats as the leader heard them: broker id -> (incarnation, when). Only the
+/// leader's table is used (for fencing); a new leader starts empty.
+#[derive(Default)]
+pub struct Liveness {
+    heard: std::sync::Mutex<std::collections::HashMap<i32, (u128, std::time::Instant)>>,
+}
+
+impl Liveness {
+    fn heard(&self, hb: wire::BrokerHeartbeat) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.insert(hb.broker, (hb.incarnation, std::time::Instant::now()));
+    }
+
+    /// When `broker` last said it is alive as `incarnation`, if it did to this node.
+    pub fn last_heard(&self, broker: i32, incarnation: u128) -> Option<std::time::Instant> {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .get(&broker)
+            .filter(|(i, _)| *i == incarnation)
+            .map(|(_, at)| *at)
+    }
+
+    fn clear(&self) {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
 struct Shared {
     id: u64,
+    liveness: Arc<Liveness>,
     raft: Raft<TypeConfig>,
     pool: Arc<network::Pool>,
     state_machine: state_machine::StateMachineStore,
@@ -213,10 +241,18 @@ impl Quorum {
             idle: Duration::from_millis(settings.election_timeout_ms * CONNECTION_IDLE_ELECTIONS),
             frame: Duration::from_millis(settings.rpc_timeout_ms),
         };
-        let server = server::spawn(listener, raft.clone(), settings.request_bytes_max, timeouts);
+        let liveness = Arc::new(Liveness::default());
+        let server = server::spawn(
+            listener,
+            raft.clone(),
+            Arc::clone(&liveness),
+            settings.request_bytes_max,
+            timeouts,
+        );
         let quorum = Quorum {
             shared: Arc::new(Shared {
                 id: settings.node_id,
+                liveness,
                 raft,
                 pool,
                 state_machine: sm,
@@ -264,6 +300,11 @@ impl Quorum {
             .iter()
             .map(|v| (v.id, BasicNode::new(v.addr.to_string())))
             .collect()
+    }
+
+    /// Whether this node is one of the configured voters.
+    pub fn votes(&self) -> bool {
+        self.is_voter()
     }
 
     /// This node's id.
@@ -332,20 +373,128 @@ impl Quorum {
     }
 
     async fn propose_unbounded(&self, batch: Vec<u8>) -> Result<u64, QuorumError> {
+        let timeout = Duration::from_millis(self.shared.settings.request_timeout_ms);
         match propose_local(&self.shared.raft, batch.clone()).await {
             Err(QuorumError::NotLeader {
                 leader: Some(leader),
             }) if leader != self.shared.id => match self.node_addr(leader) {
-                Some(addr) => {
-                    let timeout = Duration::from_millis(self.shared.settings.request_timeout_ms);
-                    self.shared.pool.propose(leader, addr, batch, timeout).await
-                }
+                Some(addr) => self.shared.pool.propose(leader, addr, batch, timeout).await,
                 None => Err(QuorumError::NotLeader {
                     leader: Some(leader),
                 }),
             },
+            // A node that is not yet a member (a broker registering before it is made a
+            // learner) knows no leader: it asks the configured voters.
+            Err(QuorumError::NotLeader { leader: None }) if !self.is_voter() => {
+                self.propose_via_voters(batch, timeout).await
+            }
             r => r,
         }
+    }
+
+    fn is_voter(&self) -> bool {
+        self.shared
+            .settings
+            .voters
+            .iter()
+            .any(|v| v.id == self.shared.id)
+    }
+
+    /// Offers `batch` to the configured voters in turn until the leader takes it; a voter that
+    /// is not the leader refuses it unwritten and names the leader, which is asked next.
+    async fn propose_via_voters(
+        &self,
+        batch: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<u64, QuorumError> {
+        let voters = &self.shared.settings.voters;
+        let addr_of = |id: u64| voters.iter().find(|v| v.id == id).map(|v| v.addr);
+        let mut last = QuorumError::NotLeader { leader: None };
+        for voter in voters {
+            match self
+                .shared
+                .pool
+                .propose(voter.id, voter.addr, batch.clone(), timeout)
+                .await
+            {
+                Err(QuorumError::NotLeader {
+                    leader: Some(leader),
+                }) => {
+                    if let Some(addr) = addr_of(leader) {
+                        return self.shared.pool.propose(leader, addr, batch, timeout).await;
+                    }
+                }
+                Err(e @ (QuorumError::NotLeader { .. } | QuorumError::Unreachable { .. })) => {
+                    last = e
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// Tells the leader that broker `broker` (this process, as `incarnation`) is alive; the leader
+    /// records it at once if that is this node.
+    pub async fn heartbeat(&self, broker: i32, incarnation: u128) -> Result<(), QuorumError> {
+        let hb = wire::BrokerHeartbeat {
+            broker,
+            incarnation,
+        };
+        let timeout = Duration::from_millis(self.shared.settings.rpc_timeout_ms);
+        match self.leader() {
+            None => Err(QuorumError::NotLeader { leader: None }),
+            Some(leader) if leader == self.shared.id => {
+                self.shared.liveness.heard(hb);
+                Ok(())
+            }
+            Some(leader) => match self.node_addr(leader) {
+                Some(addr) => self.shared.pool.heartbeat(leader, addr, hb, timeout).await,
+                None => Err(QuorumError::NotLeader {
+                    leader: Some(leader),
+                }),
+            },
+        }
+    }
+
+    /// The heartbeats this node heard as leader.
+    pub fn liveness(&self) -> &Liveness {
+        &self.shared.liveness
+    }
+
+    /// Forgets every heartbeat (a node that just became leader: its table is not to be trusted).
+    pub fn forget_heartbeats(&self) {
+        self.shared.liveness.clear();
+    }
+
+    /// Every member of the quorum, voters and learners.
+    pub fn members(&self) -> std::collections::BTreeSet<u64> {
+        self.shared
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The voters of the quorum, as its membership has them.
+    pub fn voter_ids(&self) -> std::collections::BTreeSet<u64> {
+        self.shared
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// The Raft term this node is in, and the last log index it has.
+    pub fn term_and_last_index(&self) -> (u64, Option<u64>) {
+        let m = self.shared.raft.metrics().borrow().clone();
+        (m.current_term, m.last_log_index)
     }
 
     /// Waits until this node applied `index` (or later).

@@ -207,6 +207,32 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Sends a broker heartbeat to `node` (the leader, as this node believes).
+    pub async fn heartbeat(
+        &self,
+        node: u64,
+        addr: SocketAddr,
+        heartbeat: wire::BrokerHeartbeat,
+        timeout: Duration,
+    ) -> Result<(), QuorumError> {
+        let unreachable = |reason: String| QuorumError::Unreachable { node, reason };
+        match self
+            .call(addr, &Request::BrokerHeartbeat(heartbeat), timeout)
+            .await
+        {
+            Ok(Response::BrokerHeartbeat(Ok(()))) => Ok(()),
+            Ok(Response::BrokerHeartbeat(Err(RemoteError::NotLeader { leader }))) => {
+                Err(QuorumError::NotLeader { leader })
+            }
+            Ok(Response::BrokerHeartbeat(Err(e))) => Err(QuorumError::Refused(format!("{e:?}"))),
+            Ok(_) => Err(unreachable("unexpected answer to a heartbeat".into())),
+            Err(CallError::Timeout(t)) => Err(QuorumError::Timeout(t)),
+            Err(e) => Err(unreachable(e.to_string())),
+        }
+    }
+}
+
 /// Makes openraft's per-peer clients.
 pub struct Factory {
     pool: std::sync::Arc<Pool>,

@@ -10,6 +10,7 @@
 //!   send the rest of a frame it started, or to take its answer: the cap is never held by the
 //!   silent. (No TCP keepalive: a dead peer is found by these timeouts.)
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -18,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::wire::{self, RemoteError, Request, Response};
-use super::{QuorumError, TypeConfig};
+use super::{Liveness, QuorumError, TypeConfig};
 
 /// Connections served at once: peers need a few each (the pool keeps at most four per peer).
 const CONNECTIONS_MAX: usize = 128;
@@ -34,6 +35,7 @@ pub struct Timeouts {
 pub fn spawn(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
+    liveness: Arc<Liveness>,
     request_bytes_max: usize,
     timeouts: Timeouts,
 ) -> JoinHandle<()> {
@@ -48,8 +50,9 @@ pub fn spawn(
                     }
                     Ok((stream, peer)) => {
                         let raft = raft.clone();
+                        let liveness = Arc::clone(&liveness);
                         connections.spawn(async move {
-                            match serve(stream, raft, request_bytes_max, timeouts).await {
+                            match serve(stream, raft, liveness, request_bytes_max, timeouts).await {
                                 Ok(()) => {}
                                 // A pooled connection the peer stopped using: routine.
                                 Err(e @ wire::FrameError::Idle(_)) => {
@@ -77,6 +80,7 @@ pub fn spawn(
 async fn serve(
     mut stream: TcpStream,
     raft: Raft<TypeConfig>,
+    liveness: Arc<Liveness>,
     request_bytes_max: usize,
     timeouts: Timeouts,
 ) -> Result<(), wire::FrameError> {
@@ -85,7 +89,7 @@ async fn serve(
     while let Some(request) =
         wire::read_frame_bounded::<Request>(&mut stream, request_bytes_max, idle, frame).await?
     {
-        let response = answer(&raft, request).await;
+        let response = answer(&raft, &liveness, request).await;
         tokio::time::timeout(
             frame,
             wire::write_frame(&mut stream, &response, request_bytes_max),
@@ -110,7 +114,7 @@ fn snapshot_failed(e: RaftError<u64, InstallSnapshotError>) -> RemoteError {
     }
 }
 
-async fn answer(raft: &Raft<TypeConfig>, request: Request) -> Response {
+async fn answer(raft: &Raft<TypeConfig>, liveness: &Liveness, request: Request) -> Response {
     match request {
         Request::AppendEntries(rpc) => {
             Response::AppendEntries(raft.append_entries(rpc).await.map_err(failed))
@@ -118,6 +122,18 @@ async fn answer(raft: &Raft<TypeConfig>, request: Request) -> Response {
         Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await.map_err(failed)),
         Request::InstallSnapshot(rpc) => {
             Response::InstallSnapshot(raft.install_snapshot(rpc).await.map_err(snapshot_failed))
+        }
+        // Only the leader keeps heartbeats (it alone fences); others point to it.
+        Request::BrokerHeartbeat(hb) => {
+            let metrics = raft.metrics().borrow().clone();
+            Response::BrokerHeartbeat(if metrics.current_leader == Some(metrics.id) {
+                liveness.heard(hb);
+                Ok(())
+            } else {
+                Err(RemoteError::NotLeader {
+                    leader: metrics.current_leader,
+                })
+            })
         }
         // Never forwarded again: a node that is not the leader says so, with its hint.
         Request::Propose(batch) => Response::Propose(

@@ -24,6 +24,15 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A batch a non-leader forwards to the leader.
     Propose(Vec<u8>),
+    /// A broker says it is alive, to the leader (the active controller).
+    BrokerHeartbeat(BrokerHeartbeat),
+}
+
+/// One broker's heartbeat: its id and the incarnation it registered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerHeartbeat {
+    pub broker: i32,
+    pub incarnation: u128,
 }
 
 /// Why a remote call failed on the remote node.
@@ -45,6 +54,7 @@ pub enum Response {
     Vote(Result<VoteResponse<u64>, RemoteError>),
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RemoteError>),
     Propose(Result<u64, RemoteError>),
+    BrokerHeartbeat(Result<(), RemoteError>),
 }
 
 /// Why a frame could not be read or written.

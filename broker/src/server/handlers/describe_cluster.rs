@@ -16,7 +16,9 @@ pub fn handle(node: &Node, request: &DescribeClusterRequest) -> DescribeClusterR
     let response = DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(image.cluster_id().unwrap_or_default()))
-        .with_controller_id(BrokerId(node.controller.active().map_or(-1, |b| b.0)));
+        .with_controller_id(BrokerId(
+            super::metadata::controller_for_clients(node, &image).0,
+        ));
     if request.endpoint_type != ENDPOINT_BROKERS {
         return response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())

@@ -107,8 +107,19 @@ pub async fn handle(node: &Node, request: &MetadataRequest, version: i16) -> Met
     response
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id().map(str_bytes))
-        .with_controller_id(BrokerId(node.controller.active().map_or(-1, |b| b.0)))
+        .with_controller_id(BrokerId(controller_for_clients(node, &image).0))
         .with_topics(topics)
+}
+
+/// The controller id clients are told (Metadata, DescribeCluster): the active controller when it
+/// is a live broker, else this broker. Clients send admin requests there, and every broker
+/// forwards them to the quorum (Kafka's KRaft brokers answer a live broker too: clients cannot
+/// reach a controller that is not a broker).
+pub fn controller_for_clients(node: &Node, image: &MetadataImage) -> crate::ids::BrokerId {
+    node.controller
+        .active()
+        .filter(|id| live_brokers(image).any(|b| b.0 == *id))
+        .unwrap_or(node.id)
 }
 
 /// The brokers clients may use: registered, not fenced, with a client endpoint: id, host, port,
