@@ -311,7 +311,7 @@ async fn run(
     // The groups as they were after their last rebalance; their members' sessions restart now,
     // and expire even before the first request.
     node.groups.load(node.offsets.take_loaded_groups());
-    node.groups.start_timers(&node);
+    node.groups.start_timers();
     if let Some(topic) = strata_broker::storage::fatal::fail_syncs_topic() {
         tracing::warn!(
             topic,

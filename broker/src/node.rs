@@ -46,10 +46,10 @@ pub struct Node {
     /// Durable, never-reused producer ids for InitProducerId.
     pub producer_ids: ProducerIds,
     /// The group coordinator: membership of every consumer group.
-    pub groups: GroupCoordinator,
+    pub groups: Arc<GroupCoordinator>,
     /// Committed offsets and group metadata, in `__consumer_offsets`. Empty until
     /// `offsets.load()` (start-up does it before serving).
-    pub offsets: OffsetStore,
+    pub offsets: Arc<OffsetStore>,
 }
 
 impl Node {
@@ -67,9 +67,9 @@ impl Node {
         let (partitions, report) =
             PartitionManager::open(data_dir, Arc::clone(&config), &metadata)?;
         let producer_ids = ProducerIds::open(data_dir)?;
-        let offsets = open_offsets_topic(&config, &mut metadata, &partitions)?;
+        let offsets = Arc::new(open_offsets_topic(&config, &mut metadata, &partitions)?);
         let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
-        let groups = GroupCoordinator::new(&config);
+        let groups = Arc::new(GroupCoordinator::new(&config, Arc::clone(&offsets)));
         let node = Node {
             id: BrokerId(config.i64("node.id") as i32),
             endpoint,
@@ -512,3 +512,6 @@ mod tests {
         assert_eq!(node.partitions.topic("big").unwrap().len(), 600);
     }
 }
+
+#[cfg(test)]
+mod offsets_topic_tests;
