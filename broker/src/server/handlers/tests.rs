@@ -1160,3 +1160,73 @@ async fn a_commit_racing_delete_topics_never_leaves_a_live_offset_of_the_deleted
     let node = node_reloaded(dir.path());
     assert!(node.offsets.group_offsets("billing").is_empty());
 }
+
+/// Refusals whose codes are chosen in `error.rs` answer as they always did: DescribeConfigs of
+/// a missing topic, of another broker and of an unknown resource type; ApiVersions from a client
+/// with a malformed software name, and at a version the broker does not know.
+#[tokio::test]
+async fn refused_describe_configs_and_api_versions_keep_their_codes_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let resource = |kind: i8, name: &'static str| {
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(StrBytes::from_static_str(name))
+    };
+    let r = DescribeConfigsRequest::default().with_resources(vec![
+        resource(2, "missing"),
+        resource(4, "2"),
+        resource(7, "x"),
+    ]);
+    let bytes = answer(
+        &node,
+        ApiKey::DescribeConfigs,
+        4,
+        Request::DescribeConfigs(r),
+    )
+    .await;
+    let resp: DescribeConfigsResponse = decode(&bytes, 4);
+    let refusals: Vec<(i16, String)> = resp
+        .results
+        .iter()
+        .map(|r| {
+            let message = r.error_message.as_deref().unwrap_or_default();
+            (r.error_code, message.to_string())
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        vec![
+            (3, "unknown topic 'missing'".to_string()),
+            (42, "this is broker 1, not '2'".to_string()),
+            (
+                42,
+                "resource type 7 is not supported; use 2 (topic) or 4 (broker)".to_string()
+            ),
+        ]
+    );
+
+    let bad_name = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("-bad"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"));
+    let bytes = answer(
+        &node,
+        ApiKey::ApiVersions,
+        3,
+        Request::ApiVersions(bad_name),
+    )
+    .await;
+    let resp: ApiVersionsResponse = decode(&bytes, 3);
+    assert_eq!(resp.error_code, 42, "INVALID_REQUEST");
+
+    let bytes = super::api_versions::unsupported_version(9)
+        .await
+        .unwrap()
+        .unwrap();
+    let resp: ApiVersionsResponse = decode(&bytes, 0);
+    assert_eq!(resp.error_code, 35, "UNSUPPORTED_VERSION");
+    assert!(
+        !resp.api_keys.is_empty(),
+        "with the ranges the client may pick from"
+    );
+}
