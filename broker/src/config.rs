@@ -3,7 +3,9 @@
 //! [`BROKER_KEYS`] and [`TOPIC_KEYS`] are the one table of every key the broker accepts: its
 //! type, default and meaning. A properties file (`--config`) and `--set key=value` are checked
 //! against it at start; an unknown key or a bad value stops the broker with a message naming the
-//! key. Topic keys default to the broker key named in `broker_synonym`, as in Kafka.
+//! key. Topic keys default to the broker key named in `broker_synonym`, as in Kafka. A value
+//! nothing honours yet (`min.insync.replicas` above 1, until replication) is refused the same
+//! way, at start and in CreateTopics (INVALID_CONFIG), never accepted and ignored.
 //!
 //! Flush policy (what each setting guarantees):
 //! - `log.flush.acks.all.enable=true` (default): an `acks=-1` produce is answered only after its
@@ -459,7 +461,7 @@ pub static BROKER_KEYS: &[Key] = &[
         Kind::Int,
         "1",
         1,
-        "Replicas that must have a write for acks=-1.",
+        "Replicas that must have a write for acks=-1; only 1 until replication honours more.",
     ),
     key(
         "log.message.timestamp.type",
@@ -533,7 +535,7 @@ pub static TOPIC_KEYS: &[Key] = &[
         "min.insync.replicas",
         Kind::Int,
         1,
-        "Replicas that must have a write for acks=-1.",
+        "Replicas that must have a write for acks=-1; only 1 until replication honours more.",
     ),
     topic(
         "retention.bytes",
@@ -582,6 +584,16 @@ fn choices(name: &str) -> &'static [&'static str] {
     }
 }
 
+/// Numbers a key admits by its type but nothing honours yet: above the bound they are refused
+/// with the reason, rather than accepted and silently not kept.
+fn honoured_max(name: &str) -> Option<(i64, &'static str)> {
+    match name {
+        // Until partitions replicate, an acks=-1 write waits for the leader alone.
+        "min.insync.replicas" => Some((1, "replication does not honour it yet")),
+        _ => None,
+    }
+}
+
 /// A configuration value refused, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -622,6 +634,9 @@ fn check(key: &Key, value: &str) -> Result<String, ConfigError> {
             }
             if n < key.min {
                 return Err(err(format!("{n} is below the minimum {}", key.min)));
+            }
+            if let Some((max, why)) = honoured_max(key.name).filter(|(max, _)| n > *max) {
+                return Err(err(format!("{n} is above {max}: {why}")));
             }
             Ok(n.to_string())
         }
@@ -859,6 +874,27 @@ mod tests {
         assert!(c.apply_properties("just-a-line").is_err());
         assert!(TopicOverrides::parse([("segment.bytes", "-5")]).is_err());
         assert!(TopicOverrides::parse([("bogus", "1")]).is_err());
+    }
+
+    #[test]
+    fn min_insync_replicas_above_one_is_refused_until_replication_honours_it() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.i64("min.insync.replicas"), 1, "Kafka's default");
+        c.set("min.insync.replicas", "1").unwrap();
+        let e = c.set("min.insync.replicas", "2").unwrap_err();
+        assert_eq!(e.key, "min.insync.replicas");
+        assert!(e.to_string().contains("replication does not honour"), "{e}");
+        assert_eq!(
+            c.i64("min.insync.replicas"),
+            1,
+            "the refused value is not kept"
+        );
+        assert!(c.apply_properties("min.insync.replicas=3").is_err());
+
+        TopicOverrides::parse([("min.insync.replicas", "1")]).unwrap();
+        let e = TopicOverrides::parse([("min.insync.replicas", "2")]).unwrap_err();
+        assert_eq!(e.key, "min.insync.replicas");
+        assert!(e.to_string().contains("replication does not honour"), "{e}");
     }
 
     #[test]

@@ -1230,3 +1230,42 @@ async fn refused_describe_configs_and_api_versions_keep_their_codes_and_messages
         "with the ranges the client may pick from"
     );
 }
+
+/// Replication does not honour `min.insync.replicas` yet: a topic asking for more than 1 is
+/// refused with INVALID_CONFIG saying so (validated or created), and nothing is created; 1 is
+/// fine.
+#[tokio::test]
+async fn a_topic_asking_for_min_insync_replicas_above_one_is_refused_as_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let topic = |name: &str, min_insync: &'static str| {
+        create_topics_request::CreatableTopic::default()
+            .with_name(self::name(name))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)
+            .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                .with_value(Some(StrBytes::from_static_str(min_insync)))])
+    };
+    for validate_only in [true, false] {
+        let r = CreateTopicsRequest::default()
+            .with_topics(vec![topic("safe", "2"), topic("plain", "1")])
+            .with_validate_only(validate_only);
+        let bytes = answer(&node, ApiKey::CreateTopics, 7, Request::CreateTopics(r)).await;
+        let resp: CreateTopicsResponse = decode(&bytes, 7);
+        let refused = &resp.topics[0];
+        assert_eq!(refused.error_code, 40, "INVALID_CONFIG");
+        let message = refused.error_message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("min.insync.replicas")
+                && message.contains("replication does not honour it yet"),
+            "{message}"
+        );
+        assert_eq!(
+            resp.topics[1].error_code, 0,
+            "min.insync.replicas=1 is fine"
+        );
+    }
+    assert!(node.metadata().topic("safe").is_none());
+    assert!(node.metadata().topic("plain").is_some());
+}
