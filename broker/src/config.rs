@@ -728,6 +728,27 @@ impl BrokerConfig {
     }
 }
 
+/// The broker limits requests consult, read once at start: a typed field per request instead
+/// of a look-up by name on the request path.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// `fetch.max.bytes`: the most record bytes one Fetch answer carries (beyond a first batch).
+    pub fetch_bytes_max: usize,
+    /// `offset.metadata.max.bytes`: the longest metadata a committed offset may carry.
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl RequestLimits {
+    pub fn from_config(config: &BrokerConfig) -> RequestLimits {
+        // Both keys are checked as non-negative numbers when set.
+        let bytes = |name: &str| usize::try_from(config.i64(name)).unwrap_or(0);
+        RequestLimits {
+            fetch_bytes_max: bytes("fetch.max.bytes"),
+            offset_metadata_bytes_max: bytes("offset.metadata.max.bytes"),
+        }
+    }
+}
+
 /// A topic's own settings (only those set for it); the rest come from the broker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicOverrides(pub BTreeMap<String, String>);
@@ -895,6 +916,20 @@ mod tests {
         let e = TopicOverrides::parse([("min.insync.replicas", "2")]).unwrap_err();
         assert_eq!(e.key, "min.insync.replicas");
         assert!(e.to_string().contains("replication does not honour"), "{e}");
+    }
+
+    #[test]
+    fn request_limits_are_read_once_from_their_keys() {
+        let d = RequestLimits::from_config(&BrokerConfig::default());
+        assert_eq!(
+            (d.fetch_bytes_max, d.offset_metadata_bytes_max),
+            (57_671_680, 4096)
+        );
+        let mut c = BrokerConfig::default();
+        c.set("fetch.max.bytes", "2048").unwrap();
+        c.set("offset.metadata.max.bytes", "0").unwrap();
+        let l = RequestLimits::from_config(&c);
+        assert_eq!((l.fetch_bytes_max, l.offset_metadata_bytes_max), (2048, 0));
     }
 
     #[test]

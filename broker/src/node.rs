@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::config::{BrokerConfig, TopicOverrides};
+use crate::config::{BrokerConfig, RequestLimits, TopicOverrides};
 use crate::controller::placement::{self, PlacementBroker, TopicDefaults};
 use crate::controller::{random_uuid, validate_topic_name, MetadataStore, TopicMeta};
 use crate::error::BrokerError;
@@ -40,6 +40,8 @@ pub struct Node {
     pub endpoint: Endpoint,
     pub rack: Option<String>,
     pub config: Arc<BrokerConfig>,
+    /// The limits requests consult, read from `config` once.
+    pub request_limits: RequestLimits,
     pub data_dir: PathBuf,
     metadata: Mutex<MetadataStore>,
     pub partitions: PartitionManager,
@@ -75,6 +77,7 @@ impl Node {
             endpoint,
             rack,
             data_dir: data_dir.to_path_buf(),
+            request_limits: RequestLimits::from_config(&config),
             config,
             metadata: Mutex::new(metadata),
             partitions,
