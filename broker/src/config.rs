@@ -3,7 +3,9 @@
 //! [`BROKER_KEYS`] and [`TOPIC_KEYS`] are the one table of every key the broker accepts: its
 //! type, default and meaning. A properties file (`--config`) and `--set key=value` are checked
 //! against it at start; an unknown key or a bad value stops the broker with a message naming the
-//! key. Topic keys default to the broker key named in `broker_synonym`, as in Kafka.
+//! key. Topic keys default to the broker key named in `broker_synonym`, as in Kafka. A value
+//! nothing honours yet (`min.insync.replicas` above 1, until replication) is refused the same
+//! way, at start and in CreateTopics (INVALID_CONFIG), never accepted and ignored.
 //!
 //! Flush policy (what each setting guarantees):
 //! - `log.flush.acks.all.enable=true` (default): an `acks=-1` produce is answered only after its
@@ -473,7 +475,7 @@ pub static BROKER_KEYS: &[Key] = &[
         Kind::Int,
         "1",
         1,
-        "Replicas that must have a write for acks=-1.",
+        "Replicas that must have a write for acks=-1; only 1 until replication honours more.",
     ),
     key(
         "log.message.timestamp.type",
@@ -547,7 +549,7 @@ pub static TOPIC_KEYS: &[Key] = &[
         "min.insync.replicas",
         Kind::Int,
         1,
-        "Replicas that must have a write for acks=-1.",
+        "Replicas that must have a write for acks=-1; only 1 until replication honours more.",
     ),
     topic(
         "retention.bytes",
@@ -596,6 +598,16 @@ fn choices(name: &str) -> &'static [&'static str] {
     }
 }
 
+/// Numbers a key admits by its type but nothing honours yet: above the bound they are refused
+/// with the reason, rather than accepted and silently not kept.
+fn honoured_max(name: &str) -> Option<(i64, &'static str)> {
+    match name {
+        // Until partitions replicate, an acks=-1 write waits for the leader alone.
+        "min.insync.replicas" => Some((1, "replication does not honour it yet")),
+        _ => None,
+    }
+}
+
 /// A configuration value refused, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -636,6 +648,9 @@ fn check(key: &Key, value: &str) -> Result<String, ConfigError> {
             }
             if n < key.min {
                 return Err(err(format!("{n} is below the minimum {}", key.min)));
+            }
+            if let Some((max, why)) = honoured_max(key.name).filter(|(max, _)| n > *max) {
+                return Err(err(format!("{n} is above {max}: {why}")));
             }
             Ok(n.to_string())
         }
@@ -724,6 +739,27 @@ impl BrokerConfig {
     /// All keys with their values, for DescribeConfigs of the broker.
     pub fn entries(&self) -> impl Iterator<Item = (&'static Key, &str)> {
         BROKER_KEYS.iter().map(|k| (k, self.get(k.name)))
+    }
+}
+
+/// The broker limits requests consult, read once at start: a typed field per request instead
+/// of a look-up by name on the request path.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// `fetch.max.bytes`: the most record bytes one Fetch answer carries (beyond a first batch).
+    pub fetch_bytes_max: usize,
+    /// `offset.metadata.max.bytes`: the longest metadata a committed offset may carry.
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl RequestLimits {
+    pub fn from_config(config: &BrokerConfig) -> RequestLimits {
+        // Both keys are checked as non-negative numbers when set.
+        let bytes = |name: &str| usize::try_from(config.i64(name)).unwrap_or(0);
+        RequestLimits {
+            fetch_bytes_max: bytes("fetch.max.bytes"),
+            offset_metadata_bytes_max: bytes("offset.metadata.max.bytes"),
+        }
     }
 }
 
@@ -873,6 +909,41 @@ mod tests {
         assert!(c.apply_properties("just-a-line").is_err());
         assert!(TopicOverrides::parse([("segment.bytes", "-5")]).is_err());
         assert!(TopicOverrides::parse([("bogus", "1")]).is_err());
+    }
+
+    #[test]
+    fn min_insync_replicas_above_one_is_refused_until_replication_honours_it() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.i64("min.insync.replicas"), 1, "Kafka's default");
+        c.set("min.insync.replicas", "1").unwrap();
+        let e = c.set("min.insync.replicas", "2").unwrap_err();
+        assert_eq!(e.key, "min.insync.replicas");
+        assert!(e.to_string().contains("replication does not honour"), "{e}");
+        assert_eq!(
+            c.i64("min.insync.replicas"),
+            1,
+            "the refused value is not kept"
+        );
+        assert!(c.apply_properties("min.insync.replicas=3").is_err());
+
+        TopicOverrides::parse([("min.insync.replicas", "1")]).unwrap();
+        let e = TopicOverrides::parse([("min.insync.replicas", "2")]).unwrap_err();
+        assert_eq!(e.key, "min.insync.replicas");
+        assert!(e.to_string().contains("replication does not honour"), "{e}");
+    }
+
+    #[test]
+    fn request_limits_are_read_once_from_their_keys() {
+        let d = RequestLimits::from_config(&BrokerConfig::default());
+        assert_eq!(
+            (d.fetch_bytes_max, d.offset_metadata_bytes_max),
+            (57_671_680, 4096)
+        );
+        let mut c = BrokerConfig::default();
+        c.set("fetch.max.bytes", "2048").unwrap();
+        c.set("offset.metadata.max.bytes", "0").unwrap();
+        let l = RequestLimits::from_config(&c);
+        assert_eq!((l.fetch_bytes_max, l.offset_metadata_bytes_max), (2048, 0));
     }
 
     #[test]

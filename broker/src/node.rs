@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::config::{BrokerConfig, TopicOverrides};
+use crate::config::{BrokerConfig, RequestLimits, TopicOverrides};
 use crate::controller::image::{MetadataDelta, MetadataImage};
 use crate::controller::member::{self, Controller};
 use crate::controller::placement::{self, PlacementBroker, TopicDefaults};
@@ -56,6 +56,8 @@ pub struct Node {
     pub endpoint: Endpoint,
     pub rack: Option<String>,
     pub config: Arc<BrokerConfig>,
+    /// The limits requests consult, read from `config` once.
+    pub request_limits: RequestLimits,
     pub data_dir: PathBuf,
     /// This node's quorum member and the metadata image it applied.
     pub controller: Controller,
@@ -63,10 +65,10 @@ pub struct Node {
     /// Producer ids for InitProducerId, in blocks the controller hands out.
     pub producer_ids: ProducerIds,
     /// The group coordinator: membership of every consumer group.
-    pub groups: GroupCoordinator,
+    pub groups: Arc<GroupCoordinator>,
     /// Committed offsets and group metadata, in `__consumer_offsets`. Empty until
     /// `offsets.load()` (start-up does it before serving).
-    pub offsets: OffsetStore,
+    pub offsets: Arc<OffsetStore>,
     /// The image the partitions were last brought in line with (`catch_up`).
     applied: Mutex<Arc<MetadataImage>>,
 }
@@ -126,22 +128,29 @@ impl Node {
         let (partitions, report) =
             PartitionManager::open(data_dir, Arc::clone(&config), &image, id)?;
         let producer_ids = ProducerIds::new(id);
-        let groups = GroupCoordinator::new(&config);
+        // Placeholders until `__consumer_offsets` exists (creating it takes a node).
+        let offsets = Arc::new(OffsetStore::new(vec![]));
+        let groups = Arc::new(GroupCoordinator::new(&config, Arc::clone(&offsets)));
         let mut node = Node {
             id,
             endpoint,
             rack,
             data_dir: data_dir.to_path_buf(),
+            request_limits: RequestLimits::from_config(&config),
             config,
             controller,
             partitions,
             producer_ids,
             groups,
-            offsets: OffsetStore::new(vec![]),
+            offsets,
             applied: Mutex::new(image),
         };
         node.ensure_offsets_topic().await?;
-        node.offsets = node.offsets_store()?;
+        node.offsets = Arc::new(node.offsets_store()?);
+        node.groups = Arc::new(GroupCoordinator::new(
+            &node.config,
+            Arc::clone(&node.offsets),
+        ));
         Ok((node, report))
     }
 
@@ -923,3 +932,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod offsets_topic_tests;

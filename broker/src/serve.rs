@@ -267,7 +267,7 @@ pub async fn run(
     // The groups as they were after their last rebalance; their members' sessions restart now,
     // and expire even before the first request.
     node.groups.load(node.offsets.take_loaded_groups());
-    node.groups.start_timers(&node);
+    node.groups.start_timers();
     let follower = tokio::spawn(Arc::clone(&node).follow_metadata());
     let duties = tokio::spawn(crate::controller::duties::run(
         node.controller.clone(),

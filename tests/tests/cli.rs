@@ -105,6 +105,28 @@ fn bad_flags_keys_and_values_exit_non_zero_naming_the_problem() {
     }
 }
 
+/// Replication does not honour `min.insync.replicas` yet: a broker asked for more than 1 refuses
+/// to start rather than promise what `acks=all` would not keep.
+#[test]
+fn min_insync_replicas_above_one_is_refused_until_replication_honours_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = strata(&[
+        "serve",
+        "--data-dir",
+        data,
+        "--set",
+        "min.insync.replicas=2",
+    ]);
+    assert!(!out.success(), "should fail:\n{}", out.describe());
+    assert!(
+        out.stderr.contains("min.insync.replicas") && out.stderr.contains("replication"),
+        "the message should name the key and say why:\n{}",
+        out.describe()
+    );
+}
+
 #[test]
 fn controller_quorum_keys_are_checked_at_start() {
     let dir = tempfile::tempdir().unwrap();

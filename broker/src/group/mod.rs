@@ -1,7 +1,8 @@
 //! The group coordinator: every consumer group this node coordinates (all of them, on one
 //! node). Membership rules live in the pure state machine [`state::Group`]; this module owns the
 //! groups, delivers answers to waiting JoinGroup/SyncGroup requests, persists group metadata and
-//! runs the timers.
+//! runs the timers. It depends on its offset store (where group metadata is written), never on
+//! the node that hosts it: its tasks hold the coordinator, not the node.
 //!
 //! Invariants:
 //! - Groups sit in a sharded map (read-locked to find a group, write-locked only to add or remove
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use tokio::sync::{oneshot, Notify};
 
+use self::offsets::OffsetStore;
 use self::records::GroupMetadata;
 use self::state::{
     Group, GroupState, GroupSummary, JoinReply, JoinRequest, Limits, Output, Reply, SyncReply,
@@ -44,7 +46,6 @@ use self::state::{
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::node::Node;
 
 /// The handle of a waiting JoinGroup or SyncGroup.
 pub type Waiter = oneshot::Sender<Reply>;
@@ -84,6 +85,8 @@ pub struct GroupCoordinator {
     timer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// How many effects tasks are running (each holds an [`EffectsRunning`]).
     effects_running: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Where group metadata and tombstones are written, and which groups hold offsets.
+    offsets: Arc<OffsetStore>,
 }
 
 /// Counts one running effects task while it lives (aborted or not).
@@ -108,7 +111,8 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: &BrokerConfig) -> GroupCoordinator {
+    /// A coordinator whose groups are stored in `offsets`.
+    pub fn new(config: &BrokerConfig, offsets: Arc<OffsetStore>) -> GroupCoordinator {
         let limits = Limits {
             session_timeout_min_ms: config.i64("group.min.session.timeout.ms"),
             session_timeout_max_ms: config.i64("group.max.session.timeout.ms"),
@@ -124,6 +128,7 @@ impl GroupCoordinator {
             timer_started: AtomicBool::new(false),
             timer_task: Mutex::new(None),
             effects_running: Arc::new(tokio::sync::watch::Sender::new(0)),
+            offsets,
         }
     }
 
@@ -243,16 +248,17 @@ impl GroupCoordinator {
         ))
     }
 
-    /// Starts the timer task once (it holds the node weakly, and ends when the node is gone).
-    pub fn start_timers(&self, node: &Arc<Node>) {
+    /// Starts the timer task once (it holds the coordinator weakly, and ends when the
+    /// coordinator is gone).
+    pub fn start_timers(self: &Arc<Self>) {
         if self.timer_started.load(Ordering::Acquire)
             || self.timer_started.swap(true, Ordering::AcqRel)
         {
             return;
         }
         let timers = Arc::clone(&self.timers);
-        let node: Weak<Node> = Arc::downgrade(node);
-        *lock(&self.timer_task) = Some(tokio::spawn(run_timers(timers, node)));
+        let coordinator: Weak<GroupCoordinator> = Arc::downgrade(self);
+        *lock(&self.timer_task) = Some(tokio::spawn(run_timers(timers, coordinator)));
     }
 
     /// Shutdown: ends the timer task (no timer starts again) and waits for every running effects
@@ -293,23 +299,23 @@ impl GroupCoordinator {
 
     /// One group's timer event. The state changes at once; its persisting and answers run in
     /// their own task, so a slow write for this group delays no other group's deadlines.
-    fn on_timer(&self, node: &Arc<Node>, group_id: &str) {
+    fn on_timer(self: &Arc<Self>, group_id: &str) {
         let now = now_ms();
         if let Some(((), effects)) = self.apply(group_id, false, |g| ((), g.on_timer(now))) {
-            effects.spawn(node);
+            effects.spawn(self);
         }
     }
 
     /// JoinGroup: answers when the rebalance completes (or at once, for errors and repeats).
-    pub async fn join(&self, node: &Arc<Node>, group_id: &str, req: JoinRequest) -> JoinReply {
-        self.start_timers(node);
+    pub async fn join(self: &Arc<Self>, group_id: &str, req: JoinRequest) -> JoinReply {
+        self.start_timers();
         let member_id = req.member_id.clone();
         let (tx, rx) = oneshot::channel();
         let now = now_ms();
         // Only a member without an id can create a group.
         let create = req.member_id.is_empty();
         match self.apply(group_id, create, |g| ((), g.join(req, tx, now))) {
-            Some(((), effects)) => effects.run(node).await,
+            Some(((), effects)) => effects.run(self).await,
             None => {
                 let e = BrokerError::UnknownMemberId(member_id.clone());
                 return JoinReply::failed(e, &member_id);
@@ -322,13 +328,13 @@ impl GroupCoordinator {
     }
 
     /// SyncGroup: followers wait for the leader's assignments.
-    pub async fn sync(&self, node: &Arc<Node>, group_id: &str, req: SyncRequest) -> SyncReply {
-        self.start_timers(node);
+    pub async fn sync(self: &Arc<Self>, group_id: &str, req: SyncRequest) -> SyncReply {
+        self.start_timers();
         let (tx, rx) = oneshot::channel();
         let now = now_ms();
         let member_id = req.member_id.clone();
         match self.apply(group_id, false, |g| ((), g.sync(req, tx, now))) {
-            Some(((), effects)) => effects.run(node).await,
+            Some(((), effects)) => effects.run(self).await,
             None => return SyncReply::failed(BrokerError::UnknownMemberId(member_id)),
         }
         match rx.await {
@@ -339,14 +345,13 @@ impl GroupCoordinator {
 
     /// Heartbeat: touches only this group.
     pub fn heartbeat(
-        &self,
-        node: &Arc<Node>,
+        self: &Arc<Self>,
         group_id: &str,
         member_id: &str,
         instance: Option<&str>,
         generation: i32,
     ) -> Result<(), BrokerError> {
-        self.start_timers(node);
+        self.start_timers();
         let slot = self
             .find(group_id)
             .ok_or_else(|| BrokerError::UnknownMemberId(member_id.to_string()))?;
@@ -362,15 +367,14 @@ impl GroupCoordinator {
 
     /// LeaveGroup: each member's result, in order. Unknown group: every member is unknown.
     pub async fn leave(
-        &self,
-        node: &Arc<Node>,
+        self: &Arc<Self>,
         group_id: &str,
         members: Vec<(String, Option<String>)>,
     ) -> Vec<Result<(), BrokerError>> {
         let now = now_ms();
         match self.apply(group_id, false, |g| g.leave(&members, now)) {
             Some((results, effects)) => {
-                effects.run(node).await;
+                effects.run(self).await;
                 results
             }
             None => members
@@ -381,7 +385,7 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups for one group: Empty groups and groups that only have offsets.
-    pub async fn delete(&self, node: &Arc<Node>, group_id: &str) -> Result<(), BrokerError> {
+    pub async fn delete(self: &Arc<Self>, group_id: &str) -> Result<(), BrokerError> {
         let deleted = self.apply(group_id, false, |g| match g.delete() {
             Ok(out) => (Ok(()), out),
             Err(e) => (Err(e), Output::default()),
@@ -389,15 +393,15 @@ impl GroupCoordinator {
         match deleted {
             Some((result, effects)) => {
                 result?;
-                effects.run_reporting_tombstone(node).await
+                effects.run_reporting_tombstone(self).await
             }
-            None if node
+            None if self
                 .offsets
                 .groups_with_offsets()
                 .iter()
                 .any(|g| g == group_id) =>
             {
-                node.offsets.delete_group(group_id).await
+                self.offsets.delete_group(group_id).await
             }
             None => Err(BrokerError::GroupIdNotFound(group_id.to_string())),
         }
@@ -538,25 +542,31 @@ struct Effects {
 impl Effects {
     /// Carries the effects out in their own task, so a requester that goes away (its connection
     /// closed) cannot cancel the persisting or the answers owed to the other members.
-    async fn run(self, node: &Arc<Node>) {
+    async fn run(self, coordinator: &Arc<GroupCoordinator>) {
         // Only a delete writes a tombstone, and it reads the outcome itself.
-        let _ = self.run_reporting_tombstone(node).await;
+        let _ = self.run_reporting_tombstone(coordinator).await;
     }
 
     /// Starts carrying the effects out; the caller may await the handle or not.
-    fn spawn(self, node: &Arc<Node>) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
-        let node = Arc::clone(node);
-        let running = node.groups.effects_started();
+    fn spawn(
+        self,
+        coordinator: &Arc<GroupCoordinator>,
+    ) -> tokio::task::JoinHandle<Result<(), BrokerError>> {
+        let coordinator = Arc::clone(coordinator);
+        let running = coordinator.effects_started();
         tokio::spawn(async move {
             let _running = running;
-            self.carry_out(&node).await
+            self.carry_out(&coordinator).await
         })
     }
 
     /// [`Effects::run`], answering whether the tombstone (if any) was written: DeleteGroups
     /// must not report a group deleted that a restart would bring back.
-    async fn run_reporting_tombstone(self, node: &Arc<Node>) -> Result<(), BrokerError> {
-        self.spawn(node).await.unwrap_or_else(|e| {
+    async fn run_reporting_tombstone(
+        self,
+        coordinator: &Arc<GroupCoordinator>,
+    ) -> Result<(), BrokerError> {
+        self.spawn(coordinator).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "group effects task failed");
             Err(BrokerError::CoordinatorNotAvailable(
                 "group effects task failed".into(),
@@ -564,12 +574,12 @@ impl Effects {
         })
     }
 
-    async fn carry_out(mut self, node: &Arc<Node>) -> Result<(), BrokerError> {
+    async fn carry_out(mut self, coordinator: &Arc<GroupCoordinator>) -> Result<(), BrokerError> {
         let mut failure = None;
         if let Some((seq, meta)) = self.persist.take() {
             let mut written = self.slot.persisted_seq.lock().await;
             if seq > *written {
-                match node.offsets.store_group(&self.group_id, &meta).await {
+                match coordinator.offsets.store_group(&self.group_id, &meta).await {
                     Ok(()) => *written = seq,
                     Err(e) => {
                         tracing::error!(group = %self.group_id, error = %e, "storing group metadata failed");
@@ -582,7 +592,7 @@ impl Effects {
         if self.tombstone {
             // The last write for this group: no older snapshot may follow the tombstone.
             *self.slot.persisted_seq.lock().await = u64::MAX;
-            if let Err(e) = node.offsets.delete_group(&self.group_id).await {
+            if let Err(e) = coordinator.offsets.delete_group(&self.group_id).await {
                 tracing::error!(group = %self.group_id, error = %e, "writing the group tombstone failed");
                 tombstone = Err(e);
             }
@@ -606,10 +616,10 @@ impl Effects {
             // The group in memory is ahead of what a restart would find: rebalance, so the
             // next generation is stored (Kafka resets the assignments and rebalances too).
             let now = now_ms();
-            if let Some(((), effects)) = node.groups.apply(&self.group_id, false, |g| {
+            if let Some(((), effects)) = coordinator.apply(&self.group_id, false, |g| {
                 ((), g.store_failed(generation, now))
             }) {
-                effects.spawn(node);
+                effects.spawn(coordinator);
             }
         }
         tombstone
@@ -627,7 +637,7 @@ fn store_error(e: &BrokerError) -> BrokerError {
 
 /// The timer task: sleeps until the earliest group deadline (or until told an earlier one
 /// exists), then runs each due group's timer event.
-async fn run_timers(timers: Arc<Timers>, node: Weak<Node>) {
+async fn run_timers(timers: Arc<Timers>, coordinator: Weak<GroupCoordinator>) {
     loop {
         let earliest = lock(&timers.queue).0.first().map(|(t, _)| *t);
         match earliest {
@@ -658,9 +668,11 @@ async fn run_timers(timers: Arc<Timers>, node: Weak<Node>) {
         if due.is_empty() {
             continue;
         }
-        let Some(node) = node.upgrade() else { return };
+        let Some(coordinator) = coordinator.upgrade() else {
+            return;
+        };
         for g in due {
-            node.groups.on_timer(&node, &g);
+            coordinator.on_timer(&g);
         }
     }
 }

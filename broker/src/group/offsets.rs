@@ -607,6 +607,51 @@ impl OffsetStore {
     }
 }
 
+/// A store over `__consumer_offsets` in `dir` (`offsets.topic.num.partitions` partitions, laid
+/// out and configured as the broker lays them out, without a node), not yet loaded. Reopening the
+/// same `dir` without a clean close is what a restart after kill -9 finds (unit tests).
+#[cfg(test)]
+pub(crate) fn open_for_test(
+    dir: &std::path::Path,
+    config: &crate::config::BrokerConfig,
+) -> OffsetStore {
+    use crate::config::{self, TopicOverrides};
+    use crate::ids::PartitionId;
+    use crate::partition::{flusher::Flushers, PartitionSettings};
+
+    let overrides = TopicOverrides::parse([
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", config.get("offsets.topic.segment.bytes")),
+    ])
+    .unwrap();
+    let settings = PartitionSettings {
+        log: config::log_config(config, &overrides),
+        flush: config::flush_policy(config, &overrides),
+        max_message_bytes: config::max_message_bytes(config, &overrides),
+    };
+    let flushers = Flushers::start(1).unwrap();
+    let partitions = (0..config.i64("offsets.topic.num.partitions") as i32)
+        .map(|p| {
+            let dir = dir.join(format!("{TOPIC}-{p}"));
+            let topic = Arc::from(TOPIC);
+            Partition::open(
+                &dir,
+                topic,
+                PartitionId(p),
+                settings,
+                None,
+                false,
+                &flushers,
+            )
+            .unwrap()
+            .0
+        })
+        .map(Some)
+        .collect();
+    OffsetStore::new(partitions)
+}
+
 /// Bytes one record of `kvs` adds to a batch at most, beyond its key and value: attributes,
 /// timestamp and offset deltas, and the varint lengths.
 const RECORD_OVERHEAD_BYTES: usize = 32;

@@ -1,16 +1,31 @@
 //! The coordinator with real tasks and clocks: waiting joins are answered through their
-//! oneshots, and the timer task expires sessions without being polled.
+//! oneshots, and the timer task expires sessions without being polled. The coordinator runs on
+//! its offset store alone, as the broker wires it (no node).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::offsets::{self, OffsetStore};
 use super::state::{JoinRequest, SyncRequest};
-use crate::node::Node;
+use super::GroupCoordinator;
+use crate::config::BrokerConfig;
 
-async fn node(dir: &std::path::Path, settings: &[(&str, &str)]) -> Arc<Node> {
-    Arc::new(crate::node::open_for_test(dir, settings).await)
+/// What the coordinator needs of a broker: its configuration and `__consumer_offsets` in `dir`.
+struct Broker {
+    groups: Arc<GroupCoordinator>,
+    offsets: Arc<OffsetStore>,
+}
+
+fn broker(dir: &std::path::Path, settings: &[(&str, &str)]) -> Broker {
+    let mut config = BrokerConfig::default();
+    for (k, v) in settings {
+        config.set(k, v).unwrap();
+    }
+    let offsets = Arc::new(offsets::open_for_test(dir, &config));
+    let groups = Arc::new(GroupCoordinator::new(&config, Arc::clone(&offsets)));
+    Broker { groups, offsets }
 }
 
 fn join(member_id: &str, session_timeout_ms: i32) -> JoinRequest {
@@ -31,12 +46,12 @@ fn join(member_id: &str, session_timeout_ms: i32) -> JoinRequest {
 #[tokio::test]
 async fn concurrent_joiners_of_a_new_group_share_one_generation_within_the_initial_delay() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path(), &[]).await;
+    let broker = broker(dir.path(), &[]);
     let started = Instant::now();
     let joins: Vec<_> = (0..3)
         .map(|_| {
-            let node = Arc::clone(&node);
-            tokio::spawn(async move { node.groups.join(&node, "g", join("", 10_000)).await })
+            let groups = Arc::clone(&broker.groups);
+            tokio::spawn(async move { groups.join("g", join("", 10_000)).await })
         })
         .collect();
     let mut generations = Vec::new();
@@ -60,15 +75,14 @@ async fn concurrent_joiners_of_a_new_group_share_one_generation_within_the_initi
 async fn the_timer_task_expires_a_silent_member_at_its_session_timeout() {
     let dir = tempfile::tempdir().unwrap();
     // A 300 ms session (allowed by lowering the minimum) keeps the test short.
-    let node = node(
+    let broker = broker(
         dir.path(),
         &[
             ("group.min.session.timeout.ms", "100"),
             ("group.initial.rebalance.delay.ms", "0"),
         ],
-    )
-    .await;
-    let reply = node.groups.join(&node, "g", join("", 300)).await;
+    );
+    let reply = broker.groups.join("g", join("", 300)).await;
     assert!(reply.error.is_none());
     let sync = SyncRequest {
         member_id: reply.member_id.clone(),
@@ -78,13 +92,19 @@ async fn the_timer_task_expires_a_silent_member_at_its_session_timeout() {
         protocol_name: None,
         assignments: vec![],
     };
-    assert!(node.groups.sync(&node, "g", sync).await.error.is_none());
-    assert_eq!(node.groups.describe("g").unwrap().state.name(), "Stable");
+    assert!(broker.groups.sync("g", sync).await.error.is_none());
+    assert_eq!(broker.groups.describe("g").unwrap().state.name(), "Stable");
     let started = Instant::now();
     let mut state = String::new();
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        state = node.groups.describe("g").unwrap().state.name().to_string();
+        state = broker
+            .groups
+            .describe("g")
+            .unwrap()
+            .state
+            .name()
+            .to_string();
         if state == "Empty" {
             break;
         }
@@ -98,8 +118,8 @@ async fn the_timer_task_expires_a_silent_member_at_its_session_timeout() {
 }
 
 /// Joins `group` alone with a `session_ms` session and syncs: Stable, one member.
-async fn stable_alone(node: &Arc<Node>, group: &str, session_ms: i32) {
-    let reply = node.groups.join(node, group, join("", session_ms)).await;
+async fn stable_alone(broker: &Broker, group: &str, session_ms: i32) {
+    let reply = broker.groups.join(group, join("", session_ms)).await;
     assert!(reply.error.is_none());
     let sync = SyncRequest {
         member_id: reply.member_id.clone(),
@@ -109,32 +129,31 @@ async fn stable_alone(node: &Arc<Node>, group: &str, session_ms: i32) {
         protocol_name: None,
         assignments: vec![],
     };
-    assert!(node.groups.sync(node, group, sync).await.error.is_none());
+    assert!(broker.groups.sync(group, sync).await.error.is_none());
 }
 
 #[tokio::test]
 async fn a_group_whose_metadata_write_is_stuck_does_not_delay_other_groups_expiry() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(
+    let broker = broker(
         dir.path(),
         &[
             ("group.min.session.timeout.ms", "100"),
             ("group.initial.rebalance.delay.ms", "0"),
         ],
-    )
-    .await;
+    );
     // "slow" expires first, and its write cannot finish (its write lock is held here, as a
     // stuck fsync would hold it); "fast" expires a little later.
-    stable_alone(&node, "slow", 200).await;
-    stable_alone(&node, "fast", 400).await;
-    let slot = node.groups.find("slow").unwrap();
+    stable_alone(&broker, "slow", 200).await;
+    stable_alone(&broker, "fast", 400).await;
+    let slot = broker.groups.find("slow").unwrap();
     let stuck = slot.persisted_seq.lock().await;
 
     let started = Instant::now();
     let mut state = String::new();
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        state = node
+        state = broker
             .groups
             .describe("fast")
             .unwrap()
@@ -150,15 +169,18 @@ async fn a_group_whose_metadata_write_is_stuck_does_not_delay_other_groups_expir
         "fast expired although slow's write is stuck"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(node.groups.describe("slow").unwrap().state.name(), "Empty");
+    assert_eq!(
+        broker.groups.describe("slow").unwrap().state.name(),
+        "Empty"
+    );
     drop(stuck);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_is_checked_and_written_in_one_step_so_a_fenced_member_cannot_rewind() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]).await;
-    let reply = node.groups.join(&node, "g", join("", 10_000)).await;
+    let broker = broker(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let reply = broker.groups.join("g", join("", 10_000)).await;
     let member = reply.member_id.clone();
     let sync = SyncRequest {
         member_id: member.clone(),
@@ -168,18 +190,18 @@ async fn a_commit_is_checked_and_written_in_one_step_so_a_fenced_member_cannot_r
         protocol_name: None,
         assignments: vec![],
     };
-    assert!(node.groups.sync(&node, "g", sync).await.error.is_none());
+    assert!(broker.groups.sync("g", sync).await.error.is_none());
 
     // While the member's commit is being written, its removal (here a LeaveGroup, as a
     // rebalance or fencing would) waits: it cannot slip between the check and the write.
     let (left_tx, left_rx) = std::sync::mpsc::channel();
-    let written = node
+    let written = broker
         .groups
         .commit("g", &member, None, reply.generation, || {
-            let leaver = Arc::clone(&node);
+            let leaver = Arc::clone(&broker.groups);
             let who = member.clone();
             tokio::spawn(async move {
-                let results = leaver.groups.leave(&leaver, "g", vec![(who, None)]).await;
+                let results = leaver.leave("g", vec![(who, None)]).await;
                 let _ = left_tx.send(results);
             });
             left_rx.recv_timeout(Duration::from_millis(300)).is_err()
@@ -193,35 +215,34 @@ async fn a_commit_is_checked_and_written_in_one_step_so_a_fenced_member_cannot_r
 
     // Now the old member is fenced: its commit is refused before anything is written.
     let mut wrote = false;
-    let refused = node
+    let refused = broker
         .groups
         .commit("g", &member, None, reply.generation, || wrote = true);
     assert_eq!(refused.unwrap_err().code(), 25, "UNKNOWN_MEMBER_ID");
     assert!(!wrote);
 }
 
-/// A node whose `__consumer_offsets` batches hold at most `bytes` (`message.max.bytes`).
-async fn node_with_small_batches(dir: &std::path::Path, bytes: &str) -> Arc<Node> {
-    let node = node(
+/// A broker whose `__consumer_offsets` batches hold at most `bytes` (`message.max.bytes`).
+fn broker_with_small_batches(dir: &std::path::Path, bytes: &str) -> Broker {
+    let broker = broker(
         dir,
         &[
             ("group.initial.rebalance.delay.ms", "0"),
             ("message.max.bytes", bytes),
         ],
-    )
-    .await;
-    node.offsets.load().unwrap();
-    node
+    );
+    broker.offsets.load().unwrap();
+    broker
 }
 
 #[tokio::test]
 async fn a_sync_whose_group_cannot_be_stored_is_refused_and_the_group_rebalances() {
     let dir = tempfile::tempdir().unwrap();
     // Group metadata with a 4 KB subscription does not fit a 2 KB batch: storing it fails.
-    let node = node_with_small_batches(dir.path(), "2000").await;
+    let broker = broker_with_small_batches(dir.path(), "2000");
     let mut req = join("", 10_000);
     req.protocols = vec![("range".into(), Bytes::from(vec![7u8; 4096]))];
-    let reply = node.groups.join(&node, "g", req).await;
+    let reply = broker.groups.join("g", req).await;
     assert!(reply.error.is_none(), "{:?}", reply.error);
     let sync = SyncRequest {
         member_id: reply.member_id.clone(),
@@ -231,7 +252,7 @@ async fn a_sync_whose_group_cannot_be_stored_is_refused_and_the_group_rebalances
         protocol_name: None,
         assignments: vec![(reply.member_id.clone(), Bytes::from_static(b"p0"))],
     };
-    let synced = node.groups.sync(&node, "g", sync).await;
+    let synced = broker.groups.sync("g", sync).await;
     assert_eq!(
         synced.error.as_ref().map(|e| e.code()),
         Some(15),
@@ -240,56 +261,60 @@ async fn a_sync_whose_group_cannot_be_stored_is_refused_and_the_group_rebalances
     // The group does not stay Stable on a generation a restart would not find.
     let mut state = String::new();
     for _ in 0..100 {
-        state = node.groups.describe("g").unwrap().state.name().to_string();
+        state = broker
+            .groups
+            .describe("g")
+            .unwrap()
+            .state
+            .name()
+            .to_string();
         if state == "PreparingRebalance" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(state, "PreparingRebalance");
-    let heartbeat = node
+    let heartbeat = broker
         .groups
-        .heartbeat(&node, "g", &reply.member_id, None, reply.generation);
+        .heartbeat("g", &reply.member_id, None, reply.generation);
     assert_eq!(heartbeat.unwrap_err().code(), 27, "REBALANCE_IN_PROGRESS");
 }
 
 #[tokio::test]
 async fn a_group_with_more_offsets_than_one_batch_holds_can_be_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node_with_small_batches(dir.path(), "2000").await;
-    node.auto_create_topic("orders").await.unwrap();
+    let broker = broker_with_small_batches(dir.path(), "2000");
     // 200 offsets: their tombstones take several 2 KB batches.
     for p in 0..200 {
-        let commit = crate::group::offsets::Commit {
+        let commit = offsets::Commit {
             topic: format!("orders-{p:03}"),
             partition: 0,
-            value: crate::group::offsets::CommittedOffset {
+            value: offsets::CommittedOffset {
                 offset: 1,
                 leader_epoch: -1,
                 metadata: String::new(),
                 commit_timestamp_ms: 0,
             },
         };
-        node.offsets.commit("g", vec![commit]).await.unwrap();
+        broker.offsets.commit("g", vec![commit]).await.unwrap();
     }
-    assert_eq!(node.offsets.group_offsets("g").len(), 200);
-    node.groups.delete(&node, "g").await.unwrap();
-    assert!(node.offsets.group_offsets("g").is_empty());
+    assert_eq!(broker.offsets.group_offsets("g").len(), 200);
+    broker.groups.delete("g").await.unwrap();
+    assert!(broker.offsets.group_offsets("g").is_empty());
 
     // And it stays deleted after a restart.
-    node.controller.shutdown().await;
-    drop(node);
-    let node = node_with_small_batches(dir.path(), "2000").await;
-    assert!(node.offsets.group_offsets("g").is_empty());
+    drop(broker);
+    let broker = broker_with_small_batches(dir.path(), "2000");
+    assert!(broker.offsets.group_offsets("g").is_empty());
 }
 
 #[tokio::test]
 async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_rebalances() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node_with_small_batches(dir.path(), "2000").await;
+    let broker = broker_with_small_batches(dir.path(), "2000");
     let mut first = join("", 10_000);
     first.group_instance_id = Some("pod-1".into());
-    let reply = node.groups.join(&node, "g", first).await;
+    let reply = broker.groups.join("g", first).await;
     assert!(reply.error.is_none(), "{:?}", reply.error);
     let sync = SyncRequest {
         member_id: reply.member_id.clone(),
@@ -299,14 +324,14 @@ async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_
         protocol_name: None,
         assignments: vec![(reply.member_id.clone(), Bytes::from_static(b"p0"))],
     };
-    assert!(node.groups.sync(&node, "g", sync).await.error.is_none());
+    assert!(broker.groups.sync("g", sync).await.error.is_none());
 
     // The pod restarts with a subscription too large to store: its new member id was never
     // stored, so it must not be handed out as if it were.
     let mut back = join("", 10_000);
     back.group_instance_id = Some("pod-1".into());
     back.protocols = vec![("range".into(), Bytes::from(vec![7u8; 4096]))];
-    let rejoined = node.groups.join(&node, "g", back).await;
+    let rejoined = broker.groups.join("g", back).await;
     assert_eq!(
         rejoined.error.as_ref().map(|e| e.code()),
         Some(15),
@@ -314,7 +339,13 @@ async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_
     );
     let mut state = String::new();
     for _ in 0..100 {
-        state = node.groups.describe("g").unwrap().state.name().to_string();
+        state = broker
+            .groups
+            .describe("g")
+            .unwrap()
+            .state
+            .name()
+            .to_string();
         if state == "PreparingRebalance" {
             break;
         }
@@ -326,16 +357,16 @@ async fn a_static_member_whose_return_cannot_be_stored_is_refused_and_the_group_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offset_delete_is_checked_and_written_in_one_step_so_a_joining_member_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]).await;
+    let broker = broker(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
 
     // Nobody is in the group, so its offsets of "t" may go. While their tombstones are being
     // written, a consumer's JoinGroup waits: it cannot join (and commit) between the check and
     // the write, only to have the delete remove what it committed.
     let (joined_tx, joined_rx) = std::sync::mpsc::channel();
-    let decided = node.groups.delete_offsets("g", &["t"], |verdicts| {
-        let joiner = Arc::clone(&node);
+    let decided = broker.groups.delete_offsets("g", &["t"], |verdicts| {
+        let joiner = Arc::clone(&broker.groups);
         tokio::spawn(async move {
-            let reply = joiner.groups.join(&joiner, "g", join("", 10_000)).await;
+            let reply = joiner.join("g", join("", 10_000)).await;
             let _ = joined_tx.send(reply);
         });
         let join_waited = joined_rx.recv_timeout(Duration::from_millis(300)).is_err();
@@ -356,7 +387,7 @@ async fn an_offset_delete_is_checked_and_written_in_one_step_so_a_joining_member
     // Now a member subscribes to "t" (its subscription cannot be read, which counts as
     // subscribed): the next delete is refused before anything is written.
     let mut wrote = false;
-    let refused = node.groups.delete_offsets("g", &["t"], |verdicts| {
+    let refused = broker.groups.delete_offsets("g", &["t"], |verdicts| {
         wrote = verdicts.iter().any(Result::is_ok);
         verdicts
             .iter()
@@ -374,23 +405,28 @@ async fn an_offset_delete_is_checked_and_written_in_one_step_so_a_joining_member
 #[tokio::test]
 async fn stopping_ends_the_timers_and_waits_for_the_group_writes_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(
+    let broker = broker(
         dir.path(),
         &[
             ("group.min.session.timeout.ms", "100"),
             ("group.initial.rebalance.delay.ms", "0"),
         ],
-    )
-    .await;
+    );
     // The member's session expires while the group's write cannot finish (its write lock is
     // held here, as a slow fsync would hold it): the expiry's write is in flight.
-    stable_alone(&node, "g", 200).await;
-    let slot = node.groups.find("g").unwrap();
+    stable_alone(&broker, "g", 200).await;
+    let slot = broker.groups.find("g").unwrap();
     let stuck = slot.persisted_seq.lock().await;
     let mut state = String::new();
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        state = node.groups.describe("g").unwrap().state.name().to_string();
+        state = broker
+            .groups
+            .describe("g")
+            .unwrap()
+            .state
+            .name()
+            .to_string();
         if state == "Empty" {
             break;
         }
@@ -399,14 +435,17 @@ async fn stopping_ends_the_timers_and_waits_for_the_group_writes_in_flight() {
 
     // A shutdown waits for that write, up to its bound.
     assert!(
-        !node.groups.stop(Duration::from_millis(200)).await,
+        !broker.groups.stop(Duration::from_millis(200)).await,
         "stopped with a group write in flight"
     );
     drop(stuck);
-    assert!(node.groups.stop(Duration::from_secs(5)).await);
+    assert!(broker.groups.stop(Duration::from_secs(5)).await);
 
     // No timer runs any more: a member that joins now is not expired.
-    stable_alone(&node, "late", 200).await;
+    stable_alone(&broker, "late", 200).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(node.groups.describe("late").unwrap().state.name(), "Stable");
+    assert_eq!(
+        broker.groups.describe("late").unwrap().state.name(),
+        "Stable"
+    );
 }

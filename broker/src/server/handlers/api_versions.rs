@@ -3,10 +3,10 @@
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
-use kafka_protocol::ResponseError;
 use strata_protocol::api::SUPPORTED_APIS;
 
 use super::{ready, Pending};
+use crate::error::BrokerError;
 
 fn supported() -> Vec<ApiVersion> {
     SUPPORTED_APIS
@@ -40,7 +40,10 @@ pub fn handle(request: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse
         && !(valid_software_field(&request.client_software_name)
             && valid_software_field(&request.client_software_version))
     {
-        return response.with_error_code(ResponseError::InvalidRequest.code());
+        // v3 has no error message: the code alone tells the client.
+        let e =
+            BrokerError::InvalidRequest("client software name or version breaks KIP-511".into());
+        return response.with_error_code(e.code());
     }
     response
 }
@@ -49,7 +52,7 @@ pub fn handle(request: &ApiVersionsRequest, version: i16) -> ApiVersionsResponse
 /// with our ranges so the client can pick one.
 pub fn unsupported_version(correlation_id: i32) -> Pending {
     let response = ApiVersionsResponse::default()
-        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_error_code(BrokerError::UnsupportedVersion.code())
         .with_api_keys(supported());
     ready(correlation_id, 0, &response)
 }

@@ -28,7 +28,7 @@ pub fn handle(
             {
                 Err(BrokerError::InvalidRequest("group named twice".into()))
             } else {
-                node.groups.delete(&node, id.0.as_str()).await
+                node.groups.delete(id.0.as_str()).await
             };
             results.push(
                 DeletableGroupResult::default()

@@ -4,12 +4,12 @@
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
-use kafka_protocol::ResponseError;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::{encode, str_bytes, Pending};
+use crate::error::BrokerError;
 use crate::group::offsets::Durable;
 use crate::node::Node;
 
@@ -58,7 +58,7 @@ async fn delete(
                 .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
                 .with_topic_id(id);
             match name {
-                None => result.with_error_code(ResponseError::UnknownTopicId.code()),
+                None => result.with_error_code(BrokerError::UnknownTopicId.code()),
                 Some(name) => match node.delete_topic(&name).await {
                     Ok((id, durable)) => {
                         written.push(durable);

@@ -3,9 +3,9 @@
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
-use kafka_protocol::ResponseError;
 
 use super::str_bytes;
+use crate::error::BrokerError;
 use crate::node::Node;
 
 /// `endpoint_type` values (KIP-919): 1 brokers, 2 controllers.
@@ -21,7 +21,7 @@ pub fn handle(node: &Node, request: &DescribeClusterRequest) -> DescribeClusterR
         ));
     if request.endpoint_type != ENDPOINT_BROKERS {
         return response
-            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_code(BrokerError::UnsupportedEndpointType(String::new()).code())
             .with_error_message(Some(str_bytes(
                 "only broker endpoints (endpoint_type 1) are served",
             )));

@@ -6,10 +6,10 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::config::{topic_value, Key, Source, BROKER_KEYS, TOPIC_KEYS};
+use crate::error::BrokerError;
 use crate::node::Node;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -58,8 +58,9 @@ pub fn handle(
                         .topic_by_name(&r.resource_name)
                         .map(|t| t.overrides())
                     else {
+                        // Kafka's message names the topic; the error's own text does not.
                         return result
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_code(BrokerError::UnknownTopicOrPartition.code())
                             .with_error_message(Some(str_bytes(format!(
                                 "unknown topic '{}'",
                                 &*r.resource_name
@@ -93,12 +94,11 @@ pub fn handle(
                 RESOURCE_BROKER => {
                     let name: &str = &r.resource_name;
                     if !name.is_empty() && name != node.id.0.to_string() {
-                        return result
-                            .with_error_code(ResponseError::InvalidRequest.code())
-                            .with_error_message(Some(str_bytes(format!(
-                                "this is broker {}, not '{name}'",
-                                node.id.0
-                            ))));
+                        let e = BrokerError::InvalidRequest(format!(
+                            "this is broker {}, not '{name}'",
+                            node.id.0
+                        ));
+                        return with_error(result, &e);
                     }
                     let configs = BROKER_KEYS
                         .iter()
@@ -115,15 +115,22 @@ pub fn handle(
                         .collect();
                     result.with_configs(configs)
                 }
-                other => result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(format!(
+                other => {
+                    let e = BrokerError::InvalidRequest(format!(
                         "resource type {other} is not supported; use 2 (topic) or 4 (broker)"
-                    )))),
+                    ));
+                    with_error(result, &e)
+                }
             }
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+fn with_error(result: DescribeConfigsResult, e: &BrokerError) -> DescribeConfigsResult {
+    result
+        .with_error_code(e.code())
+        .with_error_message(Some(str_bytes(e.message())))
 }
 
 fn synonym(name: &str, value: &str, source: Source) -> DescribeConfigsSynonym {

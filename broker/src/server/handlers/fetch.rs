@@ -69,7 +69,7 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
         })
         .collect();
     let min_bytes = request.min_bytes.max(0) as usize;
-    let cap = usize::try_from(node.config.i64("fetch.max.bytes")).unwrap_or(usize::MAX);
+    let cap = node.request_limits.fetch_bytes_max;
     let max_bytes = match usize::try_from(request.max_bytes) {
         Ok(asked) if asked > 0 => asked.min(cap),
         _ => cap,

@@ -14,7 +14,6 @@ pub fn handle(node: &Arc<Node>, request: &HeartbeatRequest) -> HeartbeatResponse
         Err(BrokerError::InvalidGroupId)
     } else {
         node.groups.heartbeat(
-            node,
             group_id,
             &request.member_id,
             request.group_instance_id.as_deref(),

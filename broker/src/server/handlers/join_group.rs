@@ -48,7 +48,7 @@ pub fn handle(
     };
     let node = Arc::clone(node);
     Box::pin(async move {
-        let reply = node.groups.join(&node, &group_id, req).await;
+        let reply = node.groups.join(&group_id, req).await;
         encode(correlation_id, version, &response(reply, version)).map(Some)
     })
 }

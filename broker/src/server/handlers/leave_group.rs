@@ -37,7 +37,7 @@ pub fn handle(
     };
     let node = Arc::clone(node);
     Box::pin(async move {
-        let results = node.groups.leave(&node, &group_id, members.clone()).await;
+        let results = node.groups.leave(&group_id, members.clone()).await;
         let response = if version >= 3 {
             LeaveGroupResponse::default().with_members(
                 members

@@ -7,7 +7,6 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
-use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::str_bytes;
@@ -154,7 +153,7 @@ async fn lookup(
         let image = node.image();
         return match image.topic(id) {
             Some(t) => topic_entry(&image, t),
-            None => error(ResponseError::UnknownTopicId.code(), None),
+            None => error(BrokerError::UnknownTopicId.code(), None),
         };
     };
     if let Err(e) = validate_topic_name(&name) {
@@ -165,7 +164,7 @@ async fn lookup(
         return topic_entry(&image, t);
     }
     if !auto_create {
-        return error(ResponseError::UnknownTopicOrPartition.code(), Some(name));
+        return error(BrokerError::UnknownTopicOrPartition.code(), Some(name));
     }
     match node.auto_create_topic(&name).await {
         Ok(()) => {
@@ -173,7 +172,7 @@ async fn lookup(
             match image.topic_by_name(&name) {
                 Some(t) => topic_entry(&image, t),
                 // Deleted again at once.
-                None => error(ResponseError::UnknownTopicOrPartition.code(), Some(name)),
+                None => error(BrokerError::UnknownTopicOrPartition.code(), Some(name)),
             }
         }
         Err(e) => {
@@ -202,7 +201,7 @@ fn topic_entry(image: &MetadataImage, t: &TopicImage) -> MetadataResponseTopic {
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr));
             if leader.is_none() {
-                entry.with_error_code(ResponseError::LeaderNotAvailable.code())
+                entry.with_error_code(BrokerError::LeaderNotAvailable.code())
             } else {
                 entry
             }

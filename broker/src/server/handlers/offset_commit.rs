@@ -30,8 +30,10 @@ pub fn handle(
 ) -> Pending {
     let group = request.group_id.to_string();
     // Metadata longer than a stored string can hold is refused whatever the setting says.
-    let metadata_bytes_max =
-        (node.config.i64("offset.metadata.max.bytes").max(0) as usize).min(STRING_BYTES_MAX);
+    let metadata_bytes_max = node
+        .request_limits
+        .offset_metadata_bytes_max
+        .min(STRING_BYTES_MAX);
     // A group id that no stored record can hold names no group: refused, never cut short.
     let group_id_ok = group.len() <= STRING_BYTES_MAX;
     let now = now_ms();

@@ -36,7 +36,7 @@ pub fn handle(
     };
     let node = Arc::clone(node);
     Box::pin(async move {
-        let reply = node.groups.sync(&node, &group_id, req).await;
+        let reply = node.groups.sync(&group_id, req).await;
         encode(correlation_id, version, &response(reply, version)).map(Some)
     })
 }

@@ -1167,3 +1167,112 @@ async fn a_commit_racing_delete_topics_never_leaves_a_live_offset_of_the_deleted
     let node = node_reloaded(dir.path()).await;
     assert!(node.offsets.group_offsets("billing").is_empty());
 }
+
+/// Refusals whose codes are chosen in `error.rs` answer as they always did: DescribeConfigs of
+/// a missing topic, of another broker and of an unknown resource type; ApiVersions from a client
+/// with a malformed software name, and at a version the broker does not know.
+#[tokio::test]
+async fn refused_describe_configs_and_api_versions_keep_their_codes_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let resource = |kind: i8, name: &'static str| {
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(StrBytes::from_static_str(name))
+    };
+    let r = DescribeConfigsRequest::default().with_resources(vec![
+        resource(2, "missing"),
+        resource(4, "2"),
+        resource(7, "x"),
+    ]);
+    let bytes = answer(
+        &node,
+        ApiKey::DescribeConfigs,
+        4,
+        Request::DescribeConfigs(r),
+    )
+    .await;
+    let resp: DescribeConfigsResponse = decode(&bytes, 4);
+    let refusals: Vec<(i16, String)> = resp
+        .results
+        .iter()
+        .map(|r| {
+            let message = r.error_message.as_deref().unwrap_or_default();
+            (r.error_code, message.to_string())
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        vec![
+            (3, "unknown topic 'missing'".to_string()),
+            (42, "this is broker 1, not '2'".to_string()),
+            (
+                42,
+                "resource type 7 is not supported; use 2 (topic) or 4 (broker)".to_string()
+            ),
+        ]
+    );
+
+    let bad_name = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("-bad"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"));
+    let bytes = answer(
+        &node,
+        ApiKey::ApiVersions,
+        3,
+        Request::ApiVersions(bad_name),
+    )
+    .await;
+    let resp: ApiVersionsResponse = decode(&bytes, 3);
+    assert_eq!(resp.error_code, 42, "INVALID_REQUEST");
+
+    let bytes = super::api_versions::unsupported_version(9)
+        .await
+        .unwrap()
+        .unwrap();
+    let resp: ApiVersionsResponse = decode(&bytes, 0);
+    assert_eq!(resp.error_code, 35, "UNSUPPORTED_VERSION");
+    assert!(
+        !resp.api_keys.is_empty(),
+        "with the ranges the client may pick from"
+    );
+}
+
+/// Replication does not honour `min.insync.replicas` yet: a topic asking for more than 1 is
+/// refused with INVALID_CONFIG saying so (validated or created), and nothing is created; 1 is
+/// fine.
+#[tokio::test]
+async fn a_topic_asking_for_min_insync_replicas_above_one_is_refused_as_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let topic = |name: &str, min_insync: &'static str| {
+        create_topics_request::CreatableTopic::default()
+            .with_name(self::name(name))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)
+            .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                .with_value(Some(StrBytes::from_static_str(min_insync)))])
+    };
+    for validate_only in [true, false] {
+        let r = CreateTopicsRequest::default()
+            .with_topics(vec![topic("safe", "2"), topic("plain", "1")])
+            .with_validate_only(validate_only);
+        let bytes = answer(&node, ApiKey::CreateTopics, 7, Request::CreateTopics(r)).await;
+        let resp: CreateTopicsResponse = decode(&bytes, 7);
+        let refused = &resp.topics[0];
+        assert_eq!(refused.error_code, 40, "INVALID_CONFIG");
+        let message = refused.error_message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("min.insync.replicas")
+                && message.contains("replication does not honour it yet"),
+            "{message}"
+        );
+        assert_eq!(
+            resp.topics[1].error_code, 0,
+            "min.insync.replicas=1 is fine"
+        );
+    }
+    assert!(node.image().topic_by_name("safe").is_none());
+    assert!(node.image().topic_by_name("plain").is_some());
+}
