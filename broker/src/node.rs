@@ -849,7 +849,10 @@ mod tests {
             node.partitions.shutdown().unwrap();
             drop(node);
             std::fs::remove_dir_all(dir.path().join("controller")).unwrap();
-            let mut store = MetadataStore::open(dir.path()).unwrap();
+            // Written beside, then moved in: the store refuses to start a new file where
+            // partition data is.
+            let scratch = tempfile::tempdir().unwrap();
+            let mut store = MetadataStore::open(scratch.path()).unwrap();
             for (name, id, count, overrides) in [
                 (
                     "orders",
@@ -873,6 +876,12 @@ mod tests {
                     })
                     .unwrap();
             }
+            std::fs::create_dir_all(dir.path().join("meta")).unwrap();
+            std::fs::copy(
+                scratch.path().join("meta/topics"),
+                dir.path().join("meta/topics"),
+            )
+            .unwrap();
             crate::storage::checkpoint::write(
                 &dir.path().join("producer-ids"),
                 "reserved_end 3000\n",
