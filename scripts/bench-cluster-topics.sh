@@ -26,7 +26,7 @@ if [ -z "${CLUSTER_DIR:-}" ]; then
     own_dir=1
 fi
 export CLUSTER_DIR
-export KAFKA_PORT_BASE=${KAFKA_PORT_BASE:-49090} CONTROLLER_PORT_BASE=${CONTROLLER_PORT_BASE:-49190}
+export KAFKA_PORT_BASE=${KAFKA_PORT_BASE:-26090} CONTROLLER_PORT_BASE=${CONTROLLER_PORT_BASE:-26190}
 # Room for every replica this benchmark places on one broker, and the offsets topic.
 per_broker=$(( TOPICS * PARTITIONS * RF / NODES + 200 ))
 export NODE_SET="max.partitions=$per_broker ${NODE_SET:-}"

@@ -37,7 +37,14 @@ binary() {
 
 node_count() { cat "$CLUSTER_DIR/nodes" 2>/dev/null || die "no cluster in $CLUSTER_DIR (start one)"; }
 pid_of() { cat "$CLUSTER_DIR/node$1/pid" 2>/dev/null || true; }
-running() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# Alive, and not a zombie no one reaped yet (a killed node's parent shell is gone).
+running() {
+    local pid state
+    pid=$(pid_of "$1")
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo Z)
+    [ "$state" != Z ]
+}
 
 voters() {
     local n=$1 list="" i
@@ -108,8 +115,8 @@ stop)
         if running "$i"; then
             pid=$(pid_of "$i")
             kill -TERM "$pid"
-            for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid"; note "node $i did not stop in 20 s: killed"; }
+            for _ in $(seq 1 200); do running "$i" || break; sleep 0.1; done
+            running "$i" && { kill -KILL "$pid"; note "node $i did not stop in 20 s: killed"; }
             note "node $i stopped"
         fi
     done
@@ -132,6 +139,7 @@ kill)
     i=${1:?kill needs a node number}
     running "$i" || die "node $i does not run"
     kill -KILL "$(pid_of "$i")"
+    for _ in $(seq 1 100); do running "$i" || break; sleep 0.05; done
     note "node $i killed (SIGKILL)"
     ;;
 restart)

@@ -29,7 +29,7 @@ if [ -z "${CLUSTER_DIR:-}" ]; then
 fi
 export CLUSTER_DIR
 # Ports of our own, away from a cluster.sh cluster someone may run.
-export KAFKA_PORT_BASE=${KAFKA_PORT_BASE:-39090} CONTROLLER_PORT_BASE=${CONTROLLER_PORT_BASE:-39190}
+export KAFKA_PORT_BASE=${KAFKA_PORT_BASE:-24090} CONTROLLER_PORT_BASE=${CONTROLLER_PORT_BASE:-24190}
 cluster() { "$repo/scripts/cluster.sh" "$@"; }
 cleanup() {
     cluster stop >/dev/null 2>&1 || true
@@ -45,7 +45,8 @@ now_ms() { date +%s%3N; }
 active_controller() {
     local i
     for i in 1 2 3; do
-        if kill -0 "$(cat "$CLUSTER_DIR/node$i/pid")" 2>/dev/null; then
+        pid=$(cat "$CLUSTER_DIR/node$i/pid")
+        if kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
             kcat -L -b "$(addr "$i")" -m 5 2>/dev/null |
                 sed -n 's/^ *broker \([0-9]*\) at .*(controller).*/\1/p' | head -1
             return
@@ -72,7 +73,7 @@ for k in $(seq 1 "$KILLS"); do
     took=$(( $(now_ms) - start ))
     samples+=("$took")
     echo "kill $k: controller $victim killed; a topic was created through node $survivor after ${took} ms ($attempts attempts)"
-    cluster restart "$victim" 2>/dev/null
+    cluster restart "$victim"
     sleep "$SETTLE"
 done
 

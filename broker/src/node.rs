@@ -454,9 +454,22 @@ impl Node {
                 assignments: vec![],
                 configs,
             };
-            match self.create_topic(&t).await {
-                Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
-                Err(e) => return Err(e),
+            // At start the quorum may be between leaders: wait for one, as registration did.
+            let mut waited = std::time::Instant::now();
+            loop {
+                match self.create_topic(&t).await {
+                    Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => break,
+                    Err(
+                        e @ (BrokerError::NotController(_) | BrokerError::ControllerTimeout(_)),
+                    ) => {
+                        if waited.elapsed() >= STARTUP_WAIT_LOG_INTERVAL {
+                            tracing::info!(error = %e, "waiting for the controller quorum to create {}", offsets::TOPIC);
+                            waited = std::time::Instant::now();
+                        }
+                        tokio::time::sleep(STARTUP_RETRY_INTERVAL).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         let _ = self.catch_up()?;
@@ -601,7 +614,15 @@ async fn pin_offsets_topic_overrides(controller: &Controller) -> Result<(), Brok
         })
         .collect();
     if !missing.is_empty() {
-        controller.propose(&missing).await?;
+        loop {
+            match controller.propose(&missing).await {
+                Ok(_) => break,
+                Err(BrokerError::NotController(_) | BrokerError::ControllerTimeout(_)) => {
+                    tokio::time::sleep(STARTUP_RETRY_INTERVAL).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
         tracing::info!(
             topic = offsets::TOPIC,
             "retention of the internal topic turned off"
@@ -609,6 +630,11 @@ async fn pin_offsets_topic_overrides(controller: &Controller) -> Result<(), Brok
     }
     Ok(())
 }
+
+/// Pause between start-up proposals while the quorum has no leader.
+const STARTUP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+/// How often start-up says it is still waiting for the quorum.
+const STARTUP_WAIT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Overrides `__consumer_offsets` always has. Retention is off, by time and by size: without
 /// compaction, deleting old segments would forget groups that committed long ago, so neither

@@ -2,6 +2,7 @@
 //! built on `strata-client`. Each returns `Err(one-line message)` on failure; `main` prints it
 //! and exits non-zero.
 
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod perf;

@@ -27,6 +27,9 @@ enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(cli::topic::TopicCommand),
+    /// The cluster: brokers, controller quorum, metadata log offsets.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
     /// Produce records read from stdin, one per line.
     Produce(cli::produce::ProduceArgs),
     /// Print records of a topic.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => strata_broker::serve::serve(args.into()),
         Command::Topic(command) => cli::run_client(cli::topic::run(command)),
+        Command::Cluster(command) => cli::run_client(cli::cluster::run(command)),
         Command::Produce(args) => cli::run_client(cli::produce::run(args)),
         Command::Consume(args) => cli::run_client(cli::consume::run(args)),
         Command::Perf(command) => cli::run_client(cli::perf::run(command)),

@@ -31,8 +31,8 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, TopicName,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Message, StrBytes};
 use kafka_protocol::ResponseError;
@@ -174,6 +174,39 @@ pub struct BrokerDescription {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+}
+
+/// A broker as the cluster's metadata has it, fenced or not (DescribeCluster v2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Silent past its session: not listed to clients until it heartbeats again.
+    pub fenced: bool,
+}
+
+/// One member of the controller quorum, as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumMember {
+    pub id: i32,
+    /// A voter (else an observer: a broker following the metadata log).
+    pub voter: bool,
+    /// The metadata log offset it is known to hold (-1: not yet known).
+    pub log_end_offset: i64,
+    /// When its broker last heartbeat, in ms since the epoch (-1: never, or not a broker).
+    pub last_heartbeat_ms: i64,
+}
+
+/// The controller quorum (DescribeQuorum, answered by its leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    pub leader: i32,
+    pub term: i32,
+    /// The highest metadata offset the leader applied.
+    pub high_watermark: i64,
+    pub members: Vec<QuorumMember>,
 }
 
 /// The cluster: id, controller and brokers (sorted by id).
@@ -503,6 +536,75 @@ impl Admin {
         }
     }
 
+    /// Every registered broker, fenced ones too (DescribeCluster v2, KIP-1073; a broker that
+    /// speaks only v0-1 lists the live ones), sorted by id.
+    pub async fn registered_brokers(&self) -> Result<Vec<RegisteredBroker>> {
+        let conn = self.cluster.any_connection().await?;
+        let request = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+        let (r, _) = conn.send(&request).await?;
+        if let Some(e) = kafka_error(r.error_code, "describe cluster", r.error_message.as_ref()) {
+            return Err(e);
+        }
+        let mut brokers: Vec<RegisteredBroker> = r
+            .brokers
+            .iter()
+            .map(|b| RegisteredBroker {
+                id: b.broker_id.0,
+                host: b.host.to_string(),
+                port: b.port,
+                rack: b.rack.as_ref().map(|r| r.to_string()),
+                fenced: b.is_fenced,
+            })
+            .collect();
+        brokers.sort_by_key(|b| b.id);
+        Ok(brokers)
+    }
+
+    /// The controller quorum, from its leader (the controller Metadata names; after
+    /// NOT_LEADER_OR_FOLLOWER, once more after a metadata refresh).
+    pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        self.on_controller(|conn| async move {
+            let (r, _) = conn.send(&DescribeQuorumRequest::default()).await?;
+            if let Some(e) = kafka_error(r.error_code, "describe quorum", r.error_message.as_ref())
+            {
+                return Err(e);
+            }
+            let p = r
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .ok_or_else(|| ClientError::Malformed {
+                    api: "DescribeQuorum",
+                    reason: "no partition in the answer".into(),
+                })?;
+            if let Some(e) = kafka_error(p.error_code, "describe quorum", p.error_message.as_ref())
+            {
+                return Err(e);
+            }
+            let member = |voter: bool| {
+                move |s: &kafka_protocol::messages::describe_quorum_response::ReplicaState| {
+                    QuorumMember {
+                        id: s.replica_id.0,
+                        voter,
+                        log_end_offset: s.log_end_offset,
+                        last_heartbeat_ms: s.last_fetch_timestamp,
+                    }
+                }
+            };
+            let mut members: Vec<QuorumMember> =
+                p.current_voters.iter().map(member(true)).collect();
+            members.extend(p.observers.iter().map(member(false)));
+            members.sort_by_key(|m| m.id);
+            Ok(QuorumDescription {
+                leader: p.leader_id.0,
+                term: p.leader_epoch,
+                high_watermark: p.high_watermark,
+                members,
+            })
+        })
+        .await
+    }
+
     /// A connection to the controller, else to any broker.
     async fn controller_connection(&self) -> Result<Arc<Connection>> {
         let meta = self.cluster.metadata();
@@ -525,7 +627,7 @@ impl Admin {
         let first = op(self.controller_connection().await?).await;
         match first {
             Err(ClientError::Kafka {
-                error: ResponseError::NotController,
+                error: ResponseError::NotController | ResponseError::NotLeaderOrFollower,
                 ..
             }) => {
                 self.cluster.refresh(&[]).await?;

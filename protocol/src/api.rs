@@ -12,10 +12,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
-    SyncGroupRequest,
+    DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -47,7 +47,11 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
-    api(ApiKey::DescribeCluster, 0, 1),
+    // v2: fenced brokers on request (KIP-1073).
+    api(ApiKey::DescribeCluster, 0, 2),
+    // The controller quorum: voters, observers, how far each has the metadata log (v1: when
+    // each was last heard).
+    api(ApiKey::DescribeQuorum, 0, 1),
     // Group coordinator, classic protocol. FindCoordinator v4 batches keys; OffsetFetch v8
     // batches groups; JoinGroup v4 is the member-id round trip, v5 static membership.
     api(ApiKey::FindCoordinator, 0, 4),
@@ -93,6 +97,7 @@ pub enum Request {
     OffsetDelete(OffsetDeleteRequest),
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
+    DescribeQuorum(DescribeQuorumRequest),
     DeleteGroups(DeleteGroupsRequest),
     InitProducerId(InitProducerIdRequest),
 }
@@ -191,6 +196,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
         ApiKey::DescribeConfigs => body!(DescribeConfigs),
         ApiKey::CreatePartitions => body!(CreatePartitions),
         ApiKey::DescribeCluster => body!(DescribeCluster),
+        ApiKey::DescribeQuorum => body!(DescribeQuorum),
         ApiKey::FindCoordinator => body!(FindCoordinator),
         ApiKey::JoinGroup => body!(JoinGroup),
         ApiKey::SyncGroup => body!(SyncGroup),

@@ -83,6 +83,7 @@ fn body_key(body: &Request) -> ApiKey {
         Request::DescribeConfigs(_) => ApiKey::DescribeConfigs,
         Request::CreatePartitions(_) => ApiKey::CreatePartitions,
         Request::DescribeCluster(_) => ApiKey::DescribeCluster,
+        Request::DescribeQuorum(_) => ApiKey::DescribeQuorum,
         Request::FindCoordinator(_) => ApiKey::FindCoordinator,
         Request::JoinGroup(_) => ApiKey::JoinGroup,
         Request::SyncGroup(_) => ApiKey::SyncGroup,

@@ -96,6 +96,20 @@ pub trait MetadataStateMachine: Send + Sync + 'static {
     fn fresh(&self) -> Box<dyn MetadataStateMachine>;
 }
 
+/// The quorum as this node sees it (`Quorum::status`).
+#[derive(Debug, Clone, Default)]
+pub struct QuorumStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// The highest index applied to this node's state machine.
+    pub applied: Option<u64>,
+    pub voters: std::collections::BTreeSet<u64>,
+    pub learners: std::collections::BTreeSet<u64>,
+    /// On the leader: the highest index each member is known to hold (`None` inside: not yet
+    /// known). Empty elsewhere.
+    pub matched: BTreeMap<u64, Option<u64>>,
+}
+
 /// Why a quorum operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuorumError {
@@ -464,6 +478,35 @@ impl Quorum {
     /// Forgets every heartbeat (a node that just became leader: its table is not to be trusted).
     pub fn forget_heartbeats(&self) {
         self.shared.liveness.clear();
+    }
+
+    /// The quorum as this node sees it: leader, term, members and (on the leader) how far each
+    /// member has the log.
+    pub fn status(&self) -> QuorumStatus {
+        let m = self.shared.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let learners = membership
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| !voters.contains(id))
+            .collect();
+        let mut matched: BTreeMap<u64, Option<u64>> = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        if m.current_leader == Some(self.shared.id) {
+            matched.insert(self.shared.id, m.last_log_index);
+        }
+        QuorumStatus {
+            leader: m.current_leader,
+            term: m.current_term,
+            applied: m.last_applied.map(|l| l.index),
+            voters,
+            learners,
+            matched,
+        }
     }
 
     /// Every member of the quorum, voters and learners.

@@ -9,6 +9,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -103,6 +104,7 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest, peer: Option<IpAddr>)
         }),
         Request::DescribeConfigs(r) => ready(cid, v, &describe_configs::handle(node, &r, v)),
         Request::DescribeCluster(r) => ready(cid, v, &describe_cluster::handle(node, &r)),
+        Request::DescribeQuorum(r) => ready(cid, v, &describe_quorum::handle(node, &r)),
         Request::InitProducerId(r) => later(cid, v, node, |node| async move {
             init_producer_id::handle(&node, &r).await
         }),
