@@ -61,6 +61,9 @@ struct ServeArgs {
     /// A Kafka-style properties file of `key=value` lines.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics (`metrics.listener`); off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// Sets one configuration key, overriding the file; repeat as needed.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -114,6 +117,7 @@ fn build_config(args: &ServeArgs) -> Result<BrokerConfig, String> {
         ("node.id", args.node_id.map(|n| n.to_string())),
         ("listeners", args.listen.clone()),
         ("advertised.listeners", args.advertise.clone()),
+        ("metrics.listener", args.metrics_listen.clone()),
         (
             "log.dirs",
             args.data_dir.as_ref().map(|d| d.display().to_string()),
@@ -265,6 +269,8 @@ async fn run(
             }
         }
     };
+    // Before any partition opens: each registers its topic's counters with the recorder.
+    let metrics = strata_broker::metrics::start(config.get("metrics.listener")).await?;
     let data_dir = PathBuf::from(config.get("log.dirs"));
     let config = Arc::new(config);
     let started = std::time::Instant::now();
@@ -372,6 +378,9 @@ async fn run(
     };
     // Returns once every connection task has ended: no request touches a partition below.
     server::serve(listener, Arc::clone(&node), stop).await;
+    if let Some((_, scrapes)) = metrics {
+        scrapes.abort();
+    }
     background.abort();
     // Wait for it to stop: a checkpoint it is writing finishes first (no await inside one).
     let _ = background.await;

@@ -132,6 +132,9 @@ fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (FetchResp
                             // A read returns at least one batch; past the first partition with
                             // data, one that does not fit is not sent (KIP-74).
                             let records = view.records.filter(|r| total == 0 || r.len() <= limit);
+                            if let Some(r) = &records {
+                                p.metrics().fetched(r);
+                            }
                             Ok((records, view.high_watermark, view.log_start_offset))
                         });
                     match outcome {
