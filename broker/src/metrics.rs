@@ -102,8 +102,10 @@ pub const SCRAPE_CONNECTIONS_MAX: usize = 16;
 pub const SCRAPE_REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// How long a scrape may take to send its request.
 pub const SCRAPE_REQUEST_TIME_MAX: Duration = Duration::from_secs(5);
-/// How long a scrape may take to read its answer.
+/// How long a scrape may take to read its answer (and close).
 const SCRAPE_RESPONSE_TIME_MAX: Duration = Duration::from_secs(10);
+/// What is read and dropped after an answer, waiting for the peer to close.
+const SCRAPE_DRAIN_BYTES_MAX: usize = 64 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // The recorder
@@ -658,7 +660,18 @@ async fn answer(mut stream: TcpStream, registry: &Registry) {
     let _ = tokio::time::timeout(SCRAPE_RESPONSE_TIME_MAX, async {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Read what the peer still sends (an oversized request's rest) until it closes, so the
+        // close does not reset the connection before the peer has read the answer.
+        let mut chunk = [0u8; 1024];
+        let mut drained = 0usize;
+        while drained <= SCRAPE_DRAIN_BYTES_MAX {
+            match stream.read(&mut chunk).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
     })
     .await;
 }
