@@ -161,6 +161,57 @@ async fn an_operator_scrapes_requests_topic_bytes_and_connections() {
     );
 }
 
+/// Kills the broker it holds when dropped (a failed assertion included).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The flag itself, as an operator types it: `strata serve --metrics-listen 127.0.0.1:0`.
+#[test]
+fn the_metrics_listen_flag_turns_the_endpoint_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("broker.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut broker = Child(
+        std::process::Command::new(common::broker_binary())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start strata"),
+    );
+    let poll = Duration::from_millis(50);
+    let polls = common::START_TIMEOUT.as_millis() / poll.as_millis();
+    let mut addr = None;
+    for _ in 0..polls {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("strata is serving") {
+            addr = text.lines().find_map(|l| {
+                let rest = l.split("serving Prometheus metrics on http://").nth(1)?;
+                Some(rest.split("/metrics").next()?.to_string())
+            });
+            break;
+        }
+        assert!(
+            broker.0.try_wait().unwrap().is_none(),
+            "strata exited: {text}"
+        );
+        std::thread::sleep(poll);
+    }
+    let addr = addr.expect("the metrics address is logged before serving");
+    let text = scrape(&addr);
+    assert_eq!(sample(&text, "strata_connections"), Some(0.0), "{text}");
+}
+
 #[test]
 fn without_the_listener_there_is_no_metrics_port() {
     let broker = Broker::start(&[]);
