@@ -115,6 +115,13 @@ pub static BROKER_KEYS: &[Key] = &[
         "Directory holding all data.",
     ),
     key(
+        "metrics.listener",
+        Kind::String,
+        "",
+        0,
+        "HOST:PORT to serve Prometheus metrics on (GET /metrics); empty: no metrics are recorded.",
+    ),
+    key(
         "broker.rack",
         Kind::String,
         "",

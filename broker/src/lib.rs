@@ -7,6 +7,7 @@ pub mod controller;
 pub mod error;
 pub mod group;
 pub mod ids;
+pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod producer_ids;

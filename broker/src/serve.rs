@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub controller_listen: Option<String>,
     /// `broker.rack`.
     pub rack: Option<String>,
+    /// `metrics.listener`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Builds the configuration: defaults, then the file, then `--set`, then the explicit flags.
@@ -66,6 +68,7 @@ pub fn build_config(args: &ServeOptions) -> Result<BrokerConfig, String> {
         ("node.id", args.node_id.map(|n| n.to_string())),
         ("listeners", args.listen.clone()),
         ("advertised.listeners", args.advertise.clone()),
+        ("metrics.listener", args.metrics_listen.clone()),
         (
             "log.dirs",
             args.data_dir.as_ref().map(|d| d.display().to_string()),
@@ -220,6 +223,8 @@ pub async fn run(
             }
         }
     };
+    // Before any partition opens: each registers its topic's counters with the recorder.
+    let metrics = crate::metrics::start(config.get("metrics.listener")).await?;
     let data_dir = PathBuf::from(config.get("log.dirs"));
     let config = Arc::new(config);
     let started = std::time::Instant::now();
@@ -334,6 +339,9 @@ pub async fn run(
     };
     // Returns once every connection task has ended: no request touches a partition below.
     server::serve(listener, Arc::clone(&node), stop).await;
+    if let Some((_, scrapes)) = metrics {
+        scrapes.abort();
+    }
     background.abort();
     follower.abort();
     let _ = follower.await;
@@ -374,6 +382,7 @@ pub async fn run(
 /// A node with only the controller role: a voter of the quorum and, while it leads, the active
 /// controller's duties; no Kafka listener, no partitions.
 async fn run_controller_only(config: BrokerConfig) -> Result<(), String> {
+    let metrics = crate::metrics::start(config.get("metrics.listener")).await?;
     let data_dir = PathBuf::from(config.get("log.dirs"));
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
@@ -390,6 +399,9 @@ async fn run_controller_only(config: BrokerConfig) -> Result<(), String> {
     ));
     tracing::info!(node = id.0, controller = %controller.quorum().local_addr(), data = %data_dir.display(), "strata is serving as a controller");
     shutdown_signal().await;
+    if let Some((_, scrapes)) = metrics {
+        scrapes.abort();
+    }
     duties.abort();
     let _ = duties.await;
     controller.shutdown().await;

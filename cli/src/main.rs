@@ -73,6 +73,9 @@ struct ServeArgs {
     /// entry in the voters.
     #[arg(long, value_name = "HOST:PORT")]
     controller_listen: Option<String>,
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics (`metrics.listener`); off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// This broker's rack (`broker.rack`): replicas of a partition go to different racks.
     #[arg(long, value_name = "NAME")]
     rack: Option<String>,
@@ -120,6 +123,7 @@ impl From<ServeArgs> for ServeOptions {
             voters: args.voters,
             controller_listen: args.controller_listen,
             rack: args.rack,
+            metrics_listen: args.metrics_listen,
         }
     }
 }

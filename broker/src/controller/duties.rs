@@ -5,6 +5,9 @@
 //! registered with. And what every broker does for it: heartbeat every
 //! `broker.heartbeat.interval.ms`.
 //!
+//! The task also keeps the controller metrics current (active or not, applied metadata offset,
+//! elections seen), once per tick.
+//!
 //! The rules are a pure function ([`decide`]) of the image, the heartbeats heard and the clock,
 //! tested without sockets; [`run`] feeds it and carries out what it returns.
 //!
@@ -84,6 +87,8 @@ pub async fn run(controller: Controller, broker: Option<BrokerId>, timing: Timin
     let quorum = controller.quorum().clone();
     let me = quorum.id();
     let mut leader_since: Option<Instant> = None;
+    // The term whose election was last counted (metrics).
+    let mut last_term = 0;
     // When this leader first saw each registration: a broker that registered (or restarted, with
     // a new incarnation) gets a full session from then, as a new leader gives everyone.
     let mut first_seen: std::collections::HashMap<(BrokerId, u128), Instant> = Default::default();
@@ -100,7 +105,16 @@ pub async fn run(controller: Controller, broker: Option<BrokerId>, timing: Timin
                 tracing::debug!(error = %e, "broker heartbeat not delivered");
             }
         }
-        if quorum.leader() != Some(me) {
+        let status = quorum.status();
+        if status.leader.is_some() && status.term != last_term {
+            last_term = status.term;
+            crate::metrics::controller_election();
+        }
+        crate::metrics::controller_state(
+            status.leader == Some(me),
+            status.applied.map_or(-1, |i| i as i64),
+        );
+        if status.leader != Some(me) {
             leader_since = None;
             first_seen.clear();
             continue;

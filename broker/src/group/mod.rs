@@ -206,7 +206,11 @@ impl GroupCoordinator {
         if entry.removed {
             return None;
         }
+        let generation = entry.group.generation();
         let (result, out) = event(&mut entry.group);
+        if entry.group.generation() > generation {
+            crate::metrics::group_rebalance();
+        }
         let persist = out.persist.map(|m| {
             entry.snapshot_seq += 1;
             (entry.snapshot_seq, m)

@@ -115,6 +115,8 @@ pub struct Partition {
     /// Bounds every walk of this partition's records (validation, ListOffsets by timestamp):
     /// derived from `message.max.bytes`, fixed at open like it.
     record_limits: RecordLimits,
+    /// This topic's produce and fetch counters (inert unless the metrics recorder is installed).
+    metrics: crate::metrics::TopicMetrics,
 }
 
 /// A producer-state snapshot taken under the lock at a roll, not yet on disk.
@@ -165,6 +167,7 @@ impl Partition {
         epoch_cache.assign(leader_epoch, log.log_end_offset())?;
         let (producers, producer_recovery) = recover_producers(dir, &log)?;
         let durable = watch::Sender::new(log.recovery_point());
+        let metrics = crate::metrics::TopicMetrics::new(&topic);
         let partition = Arc::new_cyclic(|me| Partition {
             topic,
             id,
@@ -190,6 +193,7 @@ impl Partition {
             flush_timer: Mutex::new(None),
             producer_recovery,
             record_limits: RecordLimits::for_batch_bytes(settings.max_message_bytes),
+            metrics,
         });
         if settings.flush.flush_ms < i64::MAX {
             let timer = tokio::spawn(flush_periodically(
@@ -212,6 +216,11 @@ impl Partition {
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// This topic's produce and fetch counters.
+    pub fn metrics(&self) -> &crate::metrics::TopicMetrics {
+        &self.metrics
     }
 
     pub fn id(&self) -> PartitionId {
@@ -569,7 +578,12 @@ impl Partition {
         let Some(job) = self.flush_begin() else {
             return;
         };
-        if let Err(e) = job.run() {
+        let timer = crate::metrics::FlushTimer::start();
+        let ran = job.run();
+        if let Some(timer) = timer {
+            timer.finish();
+        }
+        if let Err(e) = ran {
             // After a failed msync the page cache may no longer match the disk; retrying could
             // acknowledge lost data. Kafka halts here too.
             self.fail(format!("flush: {e}"));

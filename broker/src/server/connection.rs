@@ -46,6 +46,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::handlers::{self, Pending};
+use crate::metrics::RequestTimer;
 use crate::node::Node;
 
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -260,7 +261,8 @@ pub async fn serve_connection(
         in_flight: AtomicUsize::new(0),
         last_write_ms: AtomicU64::new(0),
     });
-    let (pending_tx, pending_rx) = mpsc::channel::<(Pending, Held)>(inflight_max);
+    let (pending_tx, pending_rx) =
+        mpsc::channel::<(Pending, Held, Option<RequestTimer>)>(inflight_max);
     let mut writer = tokio::spawn(write_responses(
         write_half,
         pending_rx,
@@ -306,8 +308,12 @@ pub async fn serve_connection(
                 break;
             }
         };
+        let mut timer = None;
         let pending = match decode_request(frame) {
-            Ok(request) => handlers::dispatch(&node, request, Some(peer.ip())),
+            Ok(request) => {
+                timer = RequestTimer::start(request.api_key);
+                handlers::dispatch(&node, request, Some(peer.ip()))
+            }
             Err(e) => match e.api_versions_fallback() {
                 Some(correlation_id) => handlers::api_versions::unsupported_version(correlation_id),
                 None => {
@@ -328,7 +334,7 @@ pub async fn serve_connection(
             Err(mpsc::error::TrySendError::Closed(())) => Err(()),
         };
         match slot {
-            Ok(slot) => slot.send((pending, held)),
+            Ok(slot) => slot.send((pending, held, timer)),
             Err(()) => {
                 peer_gone = true;
                 break;
@@ -349,7 +355,7 @@ pub async fn serve_connection(
 /// Sends the responses in request order until the reader is done or a write fails.
 async fn write_responses(
     write_half: tokio::net::tcp::OwnedWriteHalf,
-    mut pending_rx: mpsc::Receiver<(Pending, Held)>,
+    mut pending_rx: mpsc::Receiver<(Pending, Held, Option<RequestTimer>)>,
     peer: SocketAddr,
     activity: Arc<Activity>,
 ) {
@@ -358,7 +364,7 @@ async fn write_responses(
     'idle: while let Some(first) = pending_rx.recv().await {
         let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, write_half);
         let mut next = Some(first);
-        while let Some((mut pending, held)) = next.take() {
+        while let Some((mut pending, held, timer)) = next.take() {
             // Send what is buffered before waiting on a response that is not ready (an acks=-1
             // flush, a long poll): otherwise finished responses would sit behind it.
             let outcome = match (&mut pending).now_or_never() {
@@ -384,6 +390,9 @@ async fn write_responses(
                 }
             }
             drop(held);
+            if let Some(timer) = timer {
+                timer.finish();
+            }
             activity
                 .last_write_ms
                 .store(activity.since_start(Instant::now()), Ordering::Relaxed);

@@ -51,6 +51,8 @@ pub async fn serve(
         let node = Arc::clone(&node);
         let queued_bytes = Arc::clone(&queued_bytes);
         connections.spawn(async move {
+            // Counted while the task lives (also when shutdown stops it).
+            let _open = crate::metrics::OpenConnection::new();
             connection::serve_connection(stream, peer, node, queued_bytes).await;
             drop(slot);
         });

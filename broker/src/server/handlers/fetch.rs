@@ -80,7 +80,7 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
         .iter()
         .flat_map(|(_, ts)| ts.iter().filter_map(|t| t.partition.as_ref()))
         .collect();
-    loop {
+    let response = loop {
         // Register for wake-ups before reading, so an append between the read and the wait is
         // not missed.
         let mut appended: Vec<_> = watched.iter().map(|p| Box::pin(p.appended())).collect();
@@ -93,13 +93,28 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
             || appended.is_empty()
             || tokio::time::Instant::now() >= deadline
         {
-            return response;
+            break response;
         }
         if tokio::time::timeout_at(deadline, select_all(appended))
             .await
             .is_err()
         {
-            return read_all(&topics, max_bytes).0;
+            break read_all(&topics, max_bytes).0;
+        }
+    };
+    count_fetched(&topics, &response);
+    response
+}
+
+/// Counts what the answer carries per topic (a long poll's earlier reads were not sent).
+fn count_fetched(topics: &[(TopicName, Vec<Target>)], response: &FetchResponse) {
+    for ((_, targets), answer) in topics.iter().zip(&response.responses) {
+        for (target, data) in targets.iter().zip(&answer.partitions) {
+            if let (Some(p), Some(records)) = (&target.partition, &data.records) {
+                if !records.is_empty() {
+                    p.metrics().fetched(records);
+                }
+            }
         }
     }
 }
@@ -242,6 +257,50 @@ mod tests {
             .iter()
             .map(|p| p.records.as_ref().map_or(0, Bytes::len))
             .collect()
+    }
+
+    /// A long poll reads the partition again after each append; only what it finally answers
+    /// counts as fetched.
+    #[tokio::test]
+    async fn a_long_poll_counts_only_the_records_it_answers_with() {
+        let registry = crate::metrics::install();
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(dir.path(), &[]).await;
+        let name = "long-poll-metrics";
+        node.create_topic(&NewTopic {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: vec![],
+        })
+        .await
+        .unwrap();
+        let partition = node.partitions.partition(name, 0).unwrap();
+        let batch = build_batch(0, 1_000, &[(None, &[b'x'; 100][..])]);
+        partition.append(&batch, 1_000).unwrap();
+        let waiting = request(name, 1, i32::MAX, i32::MAX)
+            .with_max_wait_ms(10_000)
+            .with_min_bytes(i32::try_from(batch.len() * 3).unwrap());
+        let poll = tokio::spawn({
+            let node = Arc::clone(&node);
+            async move { fetch(&node, waiting).await }
+        });
+        // Each append wakes the poll, which reads again until it has min_bytes. (One thread:
+        // yielding lets the poll run up to its wait.)
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+            partition.append(&batch, 1_000).unwrap();
+        }
+        let response = tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record_bytes(&response), vec![batch.len() * 3]);
+        let text = registry.render();
+        let series = format!("strata_topic_records_out_total{{topic=\"{name}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&series));
+        assert_eq!(line, Some(format!("{series}3").as_str()), "{text}");
     }
 
     #[tokio::test]

@@ -64,6 +64,8 @@ pub fn handle(
                     .as_ref()
                     .ok_or_else(|| BrokerError::InvalidRecord("null record set".into()))?;
                 let appended = partition.append(records, now)?;
+                let count = appended.last_offset.0 - appended.base_offset.0 + 1;
+                partition.metrics().produced(records.len(), count);
                 Ok((partition, appended))
             })();
             let result = PartitionProduceResponse::default()
