@@ -134,9 +134,10 @@ pub async fn run(controller: Controller, broker: Option<BrokerId>, timing: Timin
         for k in registered {
             first_seen.entry(k).or_insert(now);
         }
+        let members: BTreeSet<u64> = status.voters.union(&status.learners).copied().collect();
         let duties = decide(
             &image,
-            &quorum.members(),
+            &members,
             |b, i| {
                 let heard = quorum.liveness().last_heard(b.0, i);
                 let seen = first_seen.get(&(b, i)).copied();
@@ -146,7 +147,12 @@ pub async fn run(controller: Controller, broker: Option<BrokerId>, timing: Timin
             now,
             timing.session_timeout,
         );
-        tracing::debug!(brokers = image.brokers().len(), members = ?quorum.members(), ?duties, "controller duties");
+        tracing::debug!(
+            brokers = image.brokers().len(),
+            ?members,
+            ?duties,
+            "controller duties"
+        );
         for duty in duties {
             match duty {
                 Duty::AddLearner { id, addr } => {

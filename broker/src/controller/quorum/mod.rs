@@ -509,37 +509,6 @@ impl Quorum {
         }
     }
 
-    /// Every member of the quorum, voters and learners.
-    pub fn members(&self) -> std::collections::BTreeSet<u64> {
-        self.shared
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    /// The voters of the quorum, as its membership has them.
-    pub fn voter_ids(&self) -> std::collections::BTreeSet<u64> {
-        self.shared
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect()
-    }
-
-    /// The Raft term this node is in, and the last log index it has.
-    pub fn term_and_last_index(&self) -> (u64, Option<u64>) {
-        let m = self.shared.raft.metrics().borrow().clone();
-        (m.current_term, m.last_log_index)
-    }
-
     /// Waits until this node applied `index` (or later).
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), QuorumError> {
         self.shared
