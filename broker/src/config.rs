@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 /// The type of a configuration value, as DescribeConfigs reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -770,6 +771,175 @@ impl RequestLimits {
     }
 }
 
+/// Every broker key code consults, read once at start into typed fields: a key is looked up
+/// by name only here (and by DescribeConfigs and the topic defaults, which work by name).
+/// Each number is converted with a check: one the table admits but the field's type cannot
+/// hold (`default.replication.factor` above `i16::MAX`) is a [`ConfigError`] naming the key.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// `node.id`.
+    pub node_id: crate::ids::BrokerId,
+    /// `broker.rack`; `None` when empty.
+    pub rack: Option<String>,
+    pub topics: TopicDefaults,
+    pub server: ServerLimits,
+    pub requests: RequestLimits,
+    pub log: LogSettings,
+    pub groups: GroupSettings,
+    pub producer_ids: ProducerIdSettings,
+    pub liveness: LivenessSettings,
+}
+
+/// What topics get when a request leaves it to the broker, and the offsets topic's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicDefaults {
+    /// `auto.create.topics.enable`.
+    pub auto_create_enable: bool,
+    /// `num.partitions`.
+    pub partitions: i32,
+    /// `default.replication.factor`.
+    pub replication_factor: i16,
+    /// `max.partitions`: replicas one broker may host, all topics together.
+    pub partitions_max: i64,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_segment_bytes: i32,
+}
+
+/// Bounds of the client listener and its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// `max.connections`.
+    pub connections_max: usize,
+    /// `socket.request.max.bytes`.
+    pub frame_bytes_max: usize,
+    /// `queued.max.requests`.
+    pub inflight_requests_max: usize,
+    /// `queued.max.request.bytes`.
+    pub queued_request_bytes_max: usize,
+    /// `connections.max.idle.ms`.
+    pub connection_idle_max: Duration,
+}
+
+/// The log's threads, open-segment bound and background intervals.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSettings {
+    /// `log.flush.threads`.
+    pub flush_threads: usize,
+    /// `log.segment.open.max`.
+    pub segments_open_max: usize,
+    /// `num.recovery.threads.per.data.dir`.
+    pub recovery_threads: usize,
+    /// `log.flush.offset.checkpoint.interval.ms`.
+    pub checkpoint_interval: Duration,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval: Duration,
+}
+
+/// Limits that shape every consumer group (the ms fields are compared with requests' ms).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSettings {
+    /// `group.min.session.timeout.ms`.
+    pub session_timeout_min_ms: i64,
+    /// `group.max.session.timeout.ms`.
+    pub session_timeout_max_ms: i64,
+    /// `group.max.size`.
+    pub group_size_max: usize,
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.member.metadata.bytes.max`.
+    pub metadata_bytes_max: usize,
+    /// `group.member.assignment.bytes.max`.
+    pub assignment_bytes_max: usize,
+}
+
+/// How long idle producer ids are remembered.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerIdSettings {
+    /// `producer.id.expiration.ms`.
+    pub expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`.
+    pub expiration_check_interval: Duration,
+}
+
+/// Broker heartbeats to the active controller, and when a silent broker is fenced.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessSettings {
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// `broker.session.timeout.ms`.
+    pub session_timeout: Duration,
+}
+
+/// `name`'s number as `T`, or an error naming the key when `T` cannot hold it.
+fn typed<T: TryFrom<i64>>(config: &BrokerConfig, name: &str) -> Result<T, ConfigError> {
+    let n = config.i64(name);
+    T::try_from(n).map_err(|_| ConfigError {
+        key: name.to_string(),
+        reason: format!("{n} is out of range for {}", std::any::type_name::<T>()),
+    })
+}
+
+fn millis(config: &BrokerConfig, name: &str) -> Result<Duration, ConfigError> {
+    typed::<u64>(config, name).map(Duration::from_millis)
+}
+
+impl BrokerSettings {
+    /// Reads every setting from `config`, checking each conversion.
+    pub fn from_config(config: &BrokerConfig) -> Result<BrokerSettings, ConfigError> {
+        Ok(BrokerSettings {
+            node_id: crate::ids::BrokerId(typed(config, "node.id")?),
+            rack: Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty()),
+            topics: TopicDefaults {
+                auto_create_enable: config.bool("auto.create.topics.enable"),
+                partitions: typed(config, "num.partitions")?,
+                replication_factor: typed(config, "default.replication.factor")?,
+                partitions_max: config.i64("max.partitions"),
+                offsets_partitions: typed(config, "offsets.topic.num.partitions")?,
+                offsets_segment_bytes: typed(config, "offsets.topic.segment.bytes")?,
+            },
+            server: ServerLimits {
+                connections_max: typed(config, "max.connections")?,
+                frame_bytes_max: typed(config, "socket.request.max.bytes")?,
+                inflight_requests_max: typed(config, "queued.max.requests")?,
+                queued_request_bytes_max: typed(config, "queued.max.request.bytes")?,
+                connection_idle_max: millis(config, "connections.max.idle.ms")?,
+            },
+            requests: RequestLimits {
+                fetch_bytes_max: typed(config, "fetch.max.bytes")?,
+                offset_metadata_bytes_max: typed(config, "offset.metadata.max.bytes")?,
+            },
+            log: LogSettings {
+                flush_threads: typed(config, "log.flush.threads")?,
+                segments_open_max: typed(config, "log.segment.open.max")?,
+                recovery_threads: typed(config, "num.recovery.threads.per.data.dir")?,
+                checkpoint_interval: millis(config, "log.flush.offset.checkpoint.interval.ms")?,
+                retention_check_interval: millis(config, "log.retention.check.interval.ms")?,
+            },
+            groups: GroupSettings {
+                session_timeout_min_ms: config.i64("group.min.session.timeout.ms"),
+                session_timeout_max_ms: config.i64("group.max.session.timeout.ms"),
+                group_size_max: typed(config, "group.max.size")?,
+                initial_rebalance_delay_ms: config.i64("group.initial.rebalance.delay.ms"),
+                metadata_bytes_max: typed(config, "group.member.metadata.bytes.max")?,
+                assignment_bytes_max: typed(config, "group.member.assignment.bytes.max")?,
+            },
+            producer_ids: ProducerIdSettings {
+                expiration_ms: config.i64("producer.id.expiration.ms"),
+                expiration_check_interval: millis(
+                    config,
+                    "producer.id.expiration.check.interval.ms",
+                )?,
+            },
+            liveness: LivenessSettings {
+                heartbeat_interval: millis(config, "broker.heartbeat.interval.ms")?,
+                session_timeout: millis(config, "broker.session.timeout.ms")?,
+            },
+        })
+    }
+}
+
 /// A topic's own settings (only those set for it); the rest come from the broker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicOverrides(pub BTreeMap<String, String>);
@@ -951,6 +1121,117 @@ mod tests {
         c.set("offset.metadata.max.bytes", "0").unwrap();
         let l = RequestLimits::from_config(&c);
         assert_eq!((l.fetch_bytes_max, l.offset_metadata_bytes_max), (2048, 0));
+    }
+
+    #[test]
+    fn settings_are_read_once_from_the_defaults_and_from_every_key_set() {
+        let d = BrokerSettings::from_config(&BrokerConfig::default()).unwrap();
+        assert_eq!(
+            (d.node_id, d.rack.as_deref()),
+            (crate::ids::BrokerId(1), None)
+        );
+        assert!(d.topics.auto_create_enable);
+        assert_eq!((d.topics.partitions, d.topics.replication_factor), (1, 1));
+        assert_eq!(d.topics.partitions_max, 4000);
+        assert_eq!(d.topics.offsets_partitions, 50);
+        assert_eq!(d.server.connection_idle_max, Duration::from_secs(600));
+        assert_eq!(d.log.checkpoint_interval, Duration::from_secs(60));
+        assert_eq!(d.groups.session_timeout_min_ms, 6000);
+        assert_eq!(d.liveness.session_timeout, Duration::from_secs(9));
+
+        let mut c = BrokerConfig::default();
+        c.apply_properties(
+            "node.id=7\nbroker.rack=r2\nauto.create.topics.enable=false\nnum.partitions=3\n\
+             default.replication.factor=2\nmax.partitions=10\noffsets.topic.num.partitions=5\n\
+             offsets.topic.segment.bytes=2097152\nmax.connections=9\nsocket.request.max.bytes=4096\n\
+             queued.max.requests=8\nqueued.max.request.bytes=8192\nconnections.max.idle.ms=1500\n\
+             fetch.max.bytes=2048\noffset.metadata.max.bytes=12\nlog.flush.threads=3\n\
+             log.segment.open.max=11\nnum.recovery.threads.per.data.dir=6\n\
+             log.flush.offset.checkpoint.interval.ms=250\nlog.retention.check.interval.ms=260\n\
+             group.min.session.timeout.ms=10\ngroup.max.session.timeout.ms=20\ngroup.max.size=4\n\
+             group.initial.rebalance.delay.ms=0\ngroup.member.metadata.bytes.max=13\n\
+             group.member.assignment.bytes.max=14\nproducer.id.expiration.ms=30\n\
+             producer.id.expiration.check.interval.ms=40\nbroker.heartbeat.interval.ms=50\n\
+             broker.session.timeout.ms=60\n",
+        )
+        .unwrap();
+        let s = BrokerSettings::from_config(&c).unwrap();
+        assert_eq!(
+            (s.node_id, s.rack.as_deref()),
+            (crate::ids::BrokerId(7), Some("r2"))
+        );
+        let t = s.topics;
+        assert!(!t.auto_create_enable);
+        assert_eq!(
+            (t.partitions, t.replication_factor, t.partitions_max),
+            (3, 2, 10)
+        );
+        assert_eq!(
+            (t.offsets_partitions, t.offsets_segment_bytes),
+            (5, 2_097_152)
+        );
+        let v = s.server;
+        assert_eq!(
+            (
+                v.connections_max,
+                v.frame_bytes_max,
+                v.inflight_requests_max
+            ),
+            (9, 4096, 8)
+        );
+        assert_eq!(v.queued_request_bytes_max, 8192);
+        assert_eq!(v.connection_idle_max, Duration::from_millis(1500));
+        assert_eq!(
+            (
+                s.requests.fetch_bytes_max,
+                s.requests.offset_metadata_bytes_max
+            ),
+            (2048, 12)
+        );
+        let l = s.log;
+        assert_eq!(
+            (l.flush_threads, l.segments_open_max, l.recovery_threads),
+            (3, 11, 6)
+        );
+        assert_eq!(l.checkpoint_interval, Duration::from_millis(250));
+        assert_eq!(l.retention_check_interval, Duration::from_millis(260));
+        let g = s.groups;
+        assert_eq!(
+            (
+                g.session_timeout_min_ms,
+                g.session_timeout_max_ms,
+                g.group_size_max
+            ),
+            (10, 20, 4)
+        );
+        assert_eq!(
+            (
+                g.initial_rebalance_delay_ms,
+                g.metadata_bytes_max,
+                g.assignment_bytes_max
+            ),
+            (0, 13, 14)
+        );
+        assert_eq!(s.producer_ids.expiration_ms, 30);
+        assert_eq!(
+            s.producer_ids.expiration_check_interval,
+            Duration::from_millis(40)
+        );
+        assert_eq!(s.liveness.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(s.liveness.session_timeout, Duration::from_millis(60));
+    }
+
+    #[test]
+    fn a_value_the_table_admits_but_the_setting_cannot_hold_is_refused_naming_the_key() {
+        let mut c = BrokerConfig::default();
+        // The table's Int is 32 bits; a replication factor is 16.
+        c.set("default.replication.factor", "40000").unwrap();
+        let e = BrokerSettings::from_config(&c).unwrap_err();
+        assert_eq!(e.key, "default.replication.factor");
+        assert!(e.to_string().contains("40000"), "{e}");
+        // Above i32::MAX the table itself refuses, naming the key.
+        let e = c.set("num.partitions", "2147483648").unwrap_err();
+        assert_eq!(e.key, "num.partitions");
     }
 
     #[test]

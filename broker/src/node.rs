@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::config::{BrokerConfig, RequestLimits, TopicOverrides};
+use crate::config::{BrokerConfig, BrokerSettings, RequestLimits, TopicOverrides};
 use crate::controller::image::{MetadataDelta, MetadataImage};
 use crate::controller::member::{self, Controller};
 use crate::controller::placement::{self, PlacementBroker, TopicDefaults};
@@ -56,8 +56,10 @@ pub struct Node {
     pub endpoint: Endpoint,
     pub rack: Option<String>,
     pub config: Arc<BrokerConfig>,
-    /// The limits requests consult, read from `config` once.
+    /// The limits requests consult, read from `config` once (the same as `settings.requests`).
     pub request_limits: RequestLimits,
+    /// Every broker setting code consults, read from `config` once at start.
+    pub settings: BrokerSettings,
     pub data_dir: PathBuf,
     /// This node's quorum member and the metadata image it applied.
     pub controller: Controller,
@@ -91,14 +93,27 @@ impl Node {
         endpoint: Endpoint,
         data_dir: &Path,
     ) -> Result<(Node, StartupReport), BrokerError> {
+        let broker_settings = BrokerSettings::from_config(&config)
+            .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        Node::open_with(config, broker_settings, endpoint, data_dir).await
+    }
+
+    /// [`Node::open`] with `broker_settings` already read from `config` (start-up reads them
+    /// once, before anything binds).
+    pub async fn open_with(
+        config: Arc<BrokerConfig>,
+        broker_settings: BrokerSettings,
+        endpoint: Endpoint,
+        data_dir: &Path,
+    ) -> Result<(Node, StartupReport), BrokerError> {
         std::fs::create_dir_all(data_dir)?;
-        let id = BrokerId(config.i64("node.id") as i32);
+        let id = broker_settings.node_id;
         let settings = member::settings_from_config(&config)
             .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
         let controller_addr = settings.listen;
         let legacy = MetadataStore::open_existing(data_dir)?;
         let controller = Controller::start(settings, data_dir, id).await?;
-        let rack = Some(config.get("broker.rack").to_string()).filter(|r| !r.is_empty());
+        let rack = broker_settings.rack.clone();
         let endpoints = vec![
             BrokerEndpoint {
                 listener: CLIENT_LISTENER.into(),
@@ -125,18 +140,27 @@ impl Node {
         // Before the partitions open: they run with the settings the overrides imply.
         pin_offsets_topic_overrides(&controller).await?;
         let image = controller.image();
-        let (partitions, report) =
-            PartitionManager::open(data_dir, Arc::clone(&config), &image, id)?;
+        let (partitions, report) = PartitionManager::open(
+            data_dir,
+            Arc::clone(&config),
+            broker_settings.log,
+            &image,
+            id,
+        )?;
         let producer_ids = ProducerIds::new(id);
         // Placeholders until `__consumer_offsets` exists (creating it takes a node).
         let offsets = Arc::new(OffsetStore::new(vec![]));
-        let groups = Arc::new(GroupCoordinator::new(&config, Arc::clone(&offsets)));
+        let groups = Arc::new(GroupCoordinator::new(
+            &broker_settings.groups,
+            Arc::clone(&offsets),
+        ));
         let mut node = Node {
             id,
             endpoint,
             rack,
             data_dir: data_dir.to_path_buf(),
-            request_limits: RequestLimits::from_config(&config),
+            request_limits: broker_settings.requests,
+            settings: broker_settings,
             config,
             controller,
             partitions,
@@ -148,7 +172,7 @@ impl Node {
         node.ensure_offsets_topic().await?;
         node.offsets = Arc::new(node.offsets_store()?);
         node.groups = Arc::new(GroupCoordinator::new(
-            &node.config,
+            &node.settings.groups,
             Arc::clone(&node.offsets),
         ));
         Ok((node, report))
@@ -184,8 +208,8 @@ impl Node {
             return Err(BrokerError::TopicAlreadyExists(t.name.clone()));
         }
         let defaults = TopicDefaults {
-            partitions: self.config.i64("num.partitions") as i32,
-            replication_factor: self.config.i64("default.replication.factor") as i16,
+            partitions: self.settings.topics.partitions,
+            replication_factor: self.settings.topics.replication_factor,
         };
         let brokers = Self::placement_brokers(image);
         let plan = placement::plan_new_topic(t, defaults, &brokers)?;
@@ -222,7 +246,7 @@ impl Node {
         more: i64,
         added: &[Vec<BrokerId>],
     ) -> Result<(), BrokerError> {
-        let limit = self.config.i64("max.partitions");
+        let limit = self.settings.topics.partitions_max;
         let mut hosted: std::collections::BTreeMap<BrokerId, i64> = Default::default();
         for t in image.topics() {
             for p in &t.partitions {
@@ -441,7 +465,7 @@ impl Node {
     /// overrides made sure of at start, before its partitions opened).
     async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
         if self.image().topic_by_name(offsets::TOPIC).is_none() {
-            let segment_bytes = self.config.get("offsets.topic.segment.bytes").to_string();
+            let segment_bytes = self.settings.topics.offsets_segment_bytes.to_string();
             let configs = OFFSETS_TOPIC_PINNED
                 .into_iter()
                 .chain([("segment.bytes", segment_bytes.as_str())])
@@ -449,7 +473,7 @@ impl Node {
                 .collect();
             let t = NewTopic {
                 name: offsets::TOPIC.to_string(),
-                partitions: self.config.i64("offsets.topic.num.partitions") as i32,
+                partitions: self.settings.topics.offsets_partitions,
                 replication_factor: 1,
                 assignments: vec![],
                 configs,

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, BrokerSettings};
 use crate::controller::quorum::QuorumSettings;
 use crate::node::{Endpoint, Node};
 use crate::server;
@@ -155,6 +155,13 @@ pub fn serve(args: ServeOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let settings = match BrokerSettings::from_config(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let listen = match parse_address("listeners", config.get("listeners")) {
         Ok(a) => a,
         Err(e) => {
@@ -183,7 +190,7 @@ pub fn serve(args: ServeOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config, listen, advertised)) {
+    match runtime.block_on(run(config, settings, listen, advertised)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -197,13 +204,14 @@ pub fn serve(args: ServeOptions) -> ExitCode {
 /// SIGTERM/SIGINT or a fatal storage error, then shuts down; `Err` is a one-line reason.
 pub async fn run(
     config: BrokerConfig,
+    settings: BrokerSettings,
     listen: (String, u16),
     advertised: Option<(String, u16)>,
 ) -> Result<(), String> {
     let roles = crate::controller::quorum::settings::parse_roles(config.get("process.roles"))
         .map_err(|e| e.to_string())?;
     if !roles.broker {
-        return run_controller_only(config).await;
+        return run_controller_only(config, settings).await;
     }
     let listener = tokio::net::TcpListener::bind((listen.0.as_str(), listen.1))
         .await
@@ -233,9 +241,10 @@ pub async fn run(
         Ok(mut entries) => entries.next().is_none(),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     };
-    let (node, report) = Node::open(Arc::clone(&config), endpoint.clone(), &data_dir)
-        .await
-        .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
+    let (node, report) =
+        Node::open_with(Arc::clone(&config), settings, endpoint.clone(), &data_dir)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", data_dir.display()))?;
     let node = Arc::new(node);
     if new_data_dir {
         tracing::info!(
@@ -277,7 +286,7 @@ pub async fn run(
     let duties = tokio::spawn(crate::controller::duties::run(
         node.controller.clone(),
         Some(node.id),
-        duty_timing(&config),
+        duty_timing(&node.settings),
     ));
     if let Some(topic) = crate::storage::fatal::fail_syncs_topic() {
         tracing::warn!(
@@ -288,13 +297,10 @@ pub async fn run(
     }
     tracing::info!(node = node.id.0, listen = %local, advertise = %format!("{}:{}", endpoint.host, endpoint.port), data = %data_dir.display(), "strata is serving");
 
-    let checkpoint_every =
-        Duration::from_millis(config.i64("log.flush.offset.checkpoint.interval.ms") as u64);
-    let retention_every =
-        Duration::from_millis(config.i64("log.retention.check.interval.ms") as u64);
-    let producer_expiry_every =
-        Duration::from_millis(config.i64("producer.id.expiration.check.interval.ms") as u64);
-    let producer_expiration_ms = config.i64("producer.id.expiration.ms");
+    let checkpoint_every = node.settings.log.checkpoint_interval;
+    let retention_every = node.settings.log.retention_check_interval;
+    let producer_expiry_every = node.settings.producer_ids.expiration_check_interval;
+    let producer_expiration_ms = node.settings.producer_ids.expiration_ms;
     let background = {
         let node = Arc::clone(&node);
         tokio::spawn(async move {
@@ -381,21 +387,24 @@ pub async fn run(
 
 /// A node with only the controller role: a voter of the quorum and, while it leads, the active
 /// controller's duties; no Kafka listener, no partitions.
-async fn run_controller_only(config: BrokerConfig) -> Result<(), String> {
+async fn run_controller_only(
+    config: BrokerConfig,
+    broker_settings: BrokerSettings,
+) -> Result<(), String> {
     let metrics = crate::metrics::start(config.get("metrics.listener")).await?;
     let data_dir = PathBuf::from(config.get("log.dirs"));
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let settings =
         crate::controller::member::settings_from_config(&config).map_err(|e| e.to_string())?;
-    let id = crate::ids::BrokerId(config.i64("node.id") as i32);
+    let id = broker_settings.node_id;
     let controller = crate::controller::member::Controller::start(settings, &data_dir, id)
         .await
         .map_err(|e| format!("cannot start the controller: {e}"))?;
     let duties = tokio::spawn(crate::controller::duties::run(
         controller.clone(),
         None,
-        duty_timing(&config),
+        duty_timing(&broker_settings),
     ));
     tracing::info!(node = id.0, controller = %controller.quorum().local_addr(), data = %data_dir.display(), "strata is serving as a controller");
     shutdown_signal().await;
@@ -410,10 +419,10 @@ async fn run_controller_only(config: BrokerConfig) -> Result<(), String> {
 }
 
 /// The heartbeat and session of brokers, as the controller duties use them.
-fn duty_timing(config: &BrokerConfig) -> crate::controller::duties::Timing {
+fn duty_timing(settings: &BrokerSettings) -> crate::controller::duties::Timing {
     crate::controller::duties::Timing {
-        heartbeat_interval: Duration::from_millis(config.i64("broker.heartbeat.interval.ms") as u64),
-        session_timeout: Duration::from_millis(config.i64("broker.session.timeout.ms") as u64),
+        heartbeat_interval: settings.liveness.heartbeat_interval,
+        session_timeout: settings.liveness.session_timeout,
     }
 }
 

@@ -158,6 +158,29 @@ fn controller_quorum_keys_are_checked_at_start() {
     }
 }
 
+/// A number the key's table type admits but its setting cannot hold stops the broker at start,
+/// naming the key, instead of being cut down to some other value.
+#[test]
+fn a_value_too_large_for_its_setting_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = strata(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--set",
+        "default.replication.factor=40000",
+    ]);
+    assert!(!out.success(), "should fail:\n{}", out.describe());
+    assert!(
+        out.stderr.contains("default.replication.factor") && out.stderr.contains("40000"),
+        "the message should name the key and the value:\n{}",
+        out.describe()
+    );
+}
+
 #[test]
 fn a_properties_file_with_a_bad_line_is_refused_with_its_key() {
     let dir = tempfile::tempdir().unwrap();

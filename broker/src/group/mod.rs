@@ -44,7 +44,7 @@ use self::state::{
     SyncRequest,
 };
 use crate::clock::now_ms;
-use crate::config::BrokerConfig;
+use crate::config::GroupSettings;
 use crate::error::BrokerError;
 
 /// The handle of a waiting JoinGroup or SyncGroup.
@@ -112,14 +112,14 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 impl GroupCoordinator {
     /// A coordinator whose groups are stored in `offsets`.
-    pub fn new(config: &BrokerConfig, offsets: Arc<OffsetStore>) -> GroupCoordinator {
+    pub fn new(settings: &GroupSettings, offsets: Arc<OffsetStore>) -> GroupCoordinator {
         let limits = Limits {
-            session_timeout_min_ms: config.i64("group.min.session.timeout.ms"),
-            session_timeout_max_ms: config.i64("group.max.session.timeout.ms"),
-            group_size_max: config.i64("group.max.size") as usize,
-            initial_rebalance_delay_ms: config.i64("group.initial.rebalance.delay.ms"),
-            metadata_bytes_max: config.i64("group.member.metadata.bytes.max") as usize,
-            assignment_bytes_max: config.i64("group.member.assignment.bytes.max") as usize,
+            session_timeout_min_ms: settings.session_timeout_min_ms,
+            session_timeout_max_ms: settings.session_timeout_max_ms,
+            group_size_max: settings.group_size_max,
+            initial_rebalance_delay_ms: settings.initial_rebalance_delay_ms,
+            metadata_bytes_max: settings.metadata_bytes_max,
+            assignment_bytes_max: settings.assignment_bytes_max,
         };
         GroupCoordinator {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),

@@ -24,7 +24,11 @@ fn broker(dir: &std::path::Path, settings: &[(&str, &str)]) -> Broker {
         config.set(k, v).unwrap();
     }
     let offsets = Arc::new(offsets::open_for_test(dir, &config));
-    let groups = Arc::new(GroupCoordinator::new(&config, Arc::clone(&offsets)));
+    let settings = crate::config::BrokerSettings::from_config(&config).unwrap();
+    let groups = Arc::new(GroupCoordinator::new(
+        &settings.groups,
+        Arc::clone(&offsets),
+    ));
     Broker { groups, offsets }
 }
 

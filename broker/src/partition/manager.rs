@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 
 use super::flusher::Flushers;
 use super::{Partition, PartitionSettings};
-use crate::config::{self, BrokerConfig, TopicOverrides};
+use crate::config::{self, BrokerConfig, LogSettings, TopicOverrides};
 use crate::controller::image::{LocalChanges, MetadataImage};
 use crate::error::BrokerError;
 use crate::ids::{BrokerId, Offset, PartitionId};
@@ -85,7 +85,9 @@ pub struct StartupReport {
 
 pub struct PartitionManager {
     data_dir: PathBuf,
+    /// For each topic's settings, which its overrides resolve against by key name.
     config: Arc<BrokerConfig>,
+    log: LogSettings,
     flushers: Arc<Flushers>,
     topics: RwLock<HashMap<String, TopicPartitions>>,
     /// Partitions opened by [`PartitionManager::prepare`] for a change not yet committed: `apply`
@@ -146,6 +148,7 @@ impl PartitionManager {
     pub fn open(
         data_dir: &Path,
         config: Arc<BrokerConfig>,
+        log: LogSettings,
         image: &MetadataImage,
         me: BrokerId,
     ) -> Result<(PartitionManager, StartupReport), BrokerError> {
@@ -156,10 +159,8 @@ impl PartitionManager {
             clean_shutdown,
             ..Default::default()
         };
-        let flushers = Flushers::start_with(
-            config.i64("log.flush.threads") as usize,
-            OpenSegments::new(config.i64("log.segment.open.max") as usize),
-        )?;
+        let flushers =
+            Flushers::start_with(log.flush_threads, OpenSegments::new(log.segments_open_max))?;
         let mut topics = HashMap::new();
         for topic in image.topics() {
             let overrides = topic.overrides();
@@ -209,6 +210,7 @@ impl PartitionManager {
         let manager = PartitionManager {
             data_dir: data_dir.to_path_buf(),
             config,
+            log,
             flushers,
             topics: RwLock::new(topics),
             prepared: Default::default(),
@@ -444,9 +446,7 @@ impl PartitionManager {
         partitions: &[Arc<Partition>],
         work: impl Fn(&Arc<Partition>) -> std::io::Result<()> + Sync,
     ) -> Vec<std::io::Result<()>> {
-        let threads = usize::try_from(self.config.i64("num.recovery.threads.per.data.dir"))
-            .unwrap_or(1)
-            .clamp(1, partitions.len().max(1));
+        let threads = self.log.recovery_threads.clamp(1, partitions.len().max(1));
         if threads == 1 {
             return partitions.iter().map(&work).collect();
         }

@@ -55,13 +55,10 @@ const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 /// The byte budget every connection's queued frames share (`queued.max.request.bytes`).
 pub fn queued_bytes_budget(node: &Node) -> Arc<Semaphore> {
-    let frame_bytes_max = node.config.i64("socket.request.max.bytes");
-    let total = node
-        .config
-        .i64("queued.max.request.bytes")
-        .max(frame_bytes_max);
-    let total = usize::try_from(total)
-        .unwrap_or(usize::MAX)
+    let limits = &node.settings.server;
+    let total = limits
+        .queued_request_bytes_max
+        .max(limits.frame_bytes_max)
         .min(Semaphore::MAX_PERMITS);
     Arc::new(Semaphore::new(total))
 }
@@ -239,13 +236,9 @@ pub async fn serve_connection(
     node: Arc<Node>,
     shared_budget: Arc<Semaphore>,
 ) {
-    let frame_bytes_max = usize::try_from(node.config.i64("socket.request.max.bytes")).unwrap_or(0);
-    let inflight_max = usize::try_from(node.config.i64("queued.max.requests"))
-        .unwrap_or(1)
-        .max(1);
-    let idle_max = Duration::from_millis(
-        u64::try_from(node.config.i64("connections.max.idle.ms")).unwrap_or(u64::MAX),
-    );
+    let frame_bytes_max = node.settings.server.frame_bytes_max;
+    let inflight_max = node.settings.server.inflight_requests_max.max(1);
+    let idle_max = node.settings.server.connection_idle_max;
     let (read_half, write_half) = stream.into_split();
     let mut reader = FrameReader {
         half: read_half,

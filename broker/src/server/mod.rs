@@ -18,7 +18,7 @@ pub async fn serve(
     node: Arc<Node>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let connections_max = node.config.i64("max.connections") as usize;
+    let connections_max = node.settings.server.connections_max;
     let slots = Arc::new(Semaphore::new(connections_max));
     // Every connection's task, so shutdown can stop them all before partitions close.
     let mut connections = tokio::task::JoinSet::new();

@@ -35,7 +35,7 @@ pub const CLUSTER_OPERATIONS: i32 = acl_bits(&[5, 7, 8, 9, 10, 11, 12, 13, 14]);
 
 /// Answers from the image this broker follows; auto-creation (where allowed) commits first.
 pub async fn handle(node: &Node, request: &MetadataRequest, version: i16) -> MetadataResponse {
-    let auto_create = node.config.bool("auto.create.topics.enable")
+    let auto_create = node.settings.topics.auto_create_enable
         && (version < 4 || request.allow_auto_topic_creation);
     // v0: an empty list means every topic; v1+: null means every topic.
     let wanted: Option<Vec<(Option<String>, Uuid)>> = match &request.topics {
