@@ -278,10 +278,16 @@ impl Node {
     /// Creates a topic: opens this broker's replicas of it, commits its records, then waits until
     /// this node serves them. A failure before the commit removes what was opened.
     pub async fn create_topic(&self, t: &NewTopic) -> Result<CreatedTopic, BrokerError> {
+        // An earlier topic of the name deleted, but not yet removed here, would hold its
+        // partitions' directories.
+        if let Err(e) = self.catch_up_in_place() {
+            tracing::warn!(error = %e, "following the metadata image before a creation failed");
+        }
         let image = self.image();
         let (created, records) = self.check_new_topic(&image, t)?;
         let prepared = self.partitions.prepare(
             &t.name,
+            created.id,
             &created.overrides,
             &hosted_here(&records, self.id),
         )?;
@@ -296,7 +302,7 @@ impl Node {
             }
             Err(e) => return Err(e),
         }
-        let _ = self.catch_up()?;
+        let _ = self.catch_up_in_place()?;
         tracing::info!(topic = %t.name, partitions = created.partitions, "created topic");
         Ok(created)
     }
@@ -321,16 +327,26 @@ impl Node {
     /// the committed offsets of every group on it (await the returned [`Durable`] to know the
     /// tombstones are on disk).
     pub async fn delete_topic(&self, name: &str) -> Result<(Uuid, Durable), BrokerError> {
-        if name == offsets::TOPIC {
-            return Err(BrokerError::InvalidTopic(format!(
-                "Cannot delete the internal topic {name}"
-            )));
-        }
         let id = self
             .image()
             .topic_by_name(name)
             .map(|t| t.id)
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.delete_topic_id(name, id).await
+    }
+
+    /// Deletes topic `id` (named `name`): the very topic asked for, never a later one that took
+    /// its name (a removal of an id the cluster no longer has is refused).
+    pub async fn delete_topic_id(
+        &self,
+        name: &str,
+        id: Uuid,
+    ) -> Result<(Uuid, Durable), BrokerError> {
+        if name == offsets::TOPIC {
+            return Err(BrokerError::InvalidTopic(format!(
+                "Cannot delete the internal topic {name}"
+            )));
+        }
         match self
             .controller
             .propose(&[MetadataRecord::RemoveTopic { id }])
@@ -344,7 +360,7 @@ impl Node {
             Err(e) => return Err(e),
         }
         // Another caller may have applied the removal (and appended the tombstones) first.
-        let _ = self.catch_up()?;
+        let _ = self.catch_up_in_place()?;
         tracing::info!(topic = name, "deleted topic");
         Ok((id, self.offsets.everything_appended()))
     }
@@ -409,9 +425,12 @@ impl Node {
             .enumerate()
             .map(|(i, replicas)| partition_record(topic.id, current + i as i32, replicas))
             .collect();
-        let prepared =
-            self.partitions
-                .prepare(name, &topic.overrides(), &hosted_here(&records, self.id))?;
+        let prepared = self.partitions.prepare(
+            name,
+            topic.id,
+            &topic.overrides(),
+            &hosted_here(&records, self.id),
+        )?;
         match self.controller.propose(&records).await {
             Ok(_) => prepared.keep(),
             Err(BrokerError::ControllerRejected(why)) => {
@@ -421,7 +440,7 @@ impl Node {
             }
             Err(e) => return Err(e),
         }
-        let _ = self.catch_up()?;
+        let _ = self.catch_up_in_place()?;
         tracing::info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
@@ -451,6 +470,48 @@ impl Node {
         }
         *applied = image;
         opened.map(|()| durable)
+    }
+
+    /// Tombstones the committed offsets of every topic the image no longer has (deleted while
+    /// this broker was down, or before it wrote the tombstones), once the offsets are loaded: a
+    /// topic created again under the name must not resume from them. Waits until they are on
+    /// disk; a failure is logged (a later start tries again).
+    pub async fn forget_offsets_of_deleted_topics(&self) {
+        let image = self.image();
+        let mut gone: std::collections::BTreeSet<String> = Default::default();
+        for group in self.offsets.groups_with_offsets() {
+            for (topic, _, _) in self.offsets.group_offsets(&group) {
+                if image.topic_by_name(&topic).is_none() {
+                    gone.insert(topic);
+                }
+            }
+        }
+        for topic in gone {
+            match self.offsets.append_topic_deletes(&topic) {
+                Ok((count, durable)) => {
+                    durable.wait().await;
+                    tracing::info!(
+                        topic,
+                        offsets = count,
+                        "deleted the committed offsets of a deleted topic"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(topic, error = %e, "deleting the committed offsets of a deleted topic failed")
+                }
+            }
+        }
+    }
+
+    /// [`Node::catch_up`] from an async caller: on a multi-threaded runtime the worker thread is
+    /// handed over while it blocks (opening or removing partitions waits on the disk), so other
+    /// requests, the quorum and heartbeats keep running.
+    fn catch_up_in_place(&self) -> Result<Durable, BrokerError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| self.catch_up()),
+            _ => self.catch_up(),
+        }
     }
 
     /// The offset of the image the partitions follow.
@@ -496,7 +557,7 @@ impl Node {
                 }
             }
         }
-        let _ = self.catch_up()?;
+        let _ = self.catch_up_in_place()?;
         Ok(())
     }
 
@@ -504,7 +565,9 @@ impl Node {
     /// partitions (off the runtime's threads: opening and removing partitions blocks).
     pub async fn follow_metadata(self: Arc<Self>) {
         let mut published = self.controller.view().subscribe();
-        while published.changed().await.is_ok() {
+        // What was published before the subscription (during start-up) counts as seen: apply it.
+        let mut pending = true;
+        while std::mem::take(&mut pending) || published.changed().await.is_ok() {
             let node = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || node.catch_up()).await {
                 Ok(Ok(_)) => {}
@@ -680,6 +743,9 @@ pub(crate) async fn open_for_test(dir: &Path, settings: &[(&str, &str)]) -> Node
     };
     Node::open(Arc::new(config), endpoint, dir).await.unwrap().0
 }
+
+#[cfg(test)]
+mod offsets_topic_tests;
 
 #[cfg(test)]
 mod tests {
@@ -990,7 +1056,102 @@ mod tests {
             node.partitions.shutdown().unwrap();
         }
     }
-}
 
-#[cfg(test)]
-mod offsets_topic_tests;
+    /// A broker that applies a topic's deletion and its creation again under the same name in
+    /// one step (its follower task behind, or a learner catching up) serves the new topic's
+    /// partitions, fresh: nothing of the old data, and not lost to the old one's removal.
+    #[tokio::test]
+    async fn a_topic_deleted_and_created_again_in_one_catch_up_gets_fresh_served_partitions() {
+        use bytes::Bytes;
+        use strata_protocol::record_batch::build_batch;
+
+        let dir = tempfile::tempdir().unwrap();
+        let node = open_node(dir.path(), &[]).await;
+        node.create_topic(&new_topic("t", 1)).await.unwrap();
+        let old = node.partitions.partition("t", 0).unwrap();
+        let batch = Bytes::from(build_batch(0, 1_000, &[(None, &b"old"[..])]).to_vec());
+        old.append(&batch, 1_000).unwrap();
+        let old_id = node.image().topic_by_name("t").unwrap().id;
+        // Both changes committed before this node applies either.
+        node.controller
+            .propose(&[MetadataRecord::RemoveTopic { id: old_id }])
+            .await
+            .unwrap();
+        let new_id = random_uuid();
+        let records = topic_records("t", new_id, 0, &[vec![node.id]], &TopicOverrides::default());
+        node.controller.propose(&records).await.unwrap();
+        let _ = node.catch_up().unwrap();
+
+        let served = node
+            .partitions
+            .partition("t", 0)
+            .expect("the new t-0 is served");
+        assert!(!Arc::ptr_eq(&served, &old), "a fresh partition");
+        assert_eq!(
+            served.high_watermark(),
+            Offset(0),
+            "none of the old records"
+        );
+        assert!(dir.path().join("t-0").is_dir());
+        node.controller.shutdown().await;
+        node.partitions.shutdown().unwrap();
+        drop(node);
+
+        // And after a restart, the directory still belongs to the new topic.
+        let node = open_node(dir.path(), &[]).await;
+        assert_eq!(node.image().topic_by_name("t").unwrap().id, new_id);
+        let p = node.partitions.partition("t", 0).unwrap();
+        assert_eq!(p.high_watermark(), Offset(0));
+        node.controller.shutdown().await;
+    }
+
+    /// A topic deleted while the coordinator of its groups was down: its image at start has no
+    /// delta that would tombstone their offsets, so start-up does (a topic created again under
+    /// the name must not resume from them).
+    #[tokio::test]
+    async fn offsets_of_a_topic_deleted_while_the_coordinator_was_down_are_forgotten_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open_node(dir.path(), &[]).await;
+        node.offsets.load().unwrap();
+        node.create_topic(&new_topic("gone", 1)).await.unwrap();
+        let commit = crate::group::offsets::Commit {
+            topic: "gone".into(),
+            partition: 0,
+            value: crate::group::offsets::CommittedOffset {
+                offset: 42,
+                leader_epoch: 0,
+                metadata: String::new(),
+                commit_timestamp_ms: 1_000,
+            },
+        };
+        node.offsets.commit("g", vec![commit]).await.unwrap();
+        // The removal commits, but this node stops before it applies it (no tombstones).
+        let id = node.image().topic_by_name("gone").unwrap().id;
+        node.controller
+            .propose(&[MetadataRecord::RemoveTopic { id }])
+            .await
+            .unwrap();
+        node.controller.shutdown().await;
+        node.partitions.shutdown().unwrap();
+        drop(node);
+
+        let node = open_node(dir.path(), &[]).await;
+        node.offsets.load().unwrap();
+        assert!(
+            node.offsets.fetch("g", "gone", 0).is_some(),
+            "still in the log"
+        );
+        node.forget_offsets_of_deleted_topics().await;
+        assert!(node.offsets.fetch("g", "gone", 0).is_none());
+        node.controller.shutdown().await;
+        node.partitions.shutdown().unwrap();
+        drop(node);
+        let node = open_node(dir.path(), &[]).await;
+        node.offsets.load().unwrap();
+        assert!(
+            node.offsets.fetch("g", "gone", 0).is_none(),
+            "tombstoned for good"
+        );
+        node.controller.shutdown().await;
+    }
+}

@@ -278,6 +278,8 @@ pub async fn run(
         elapsed_ms = offsets.elapsed.as_millis() as u64,
         "committed offsets loaded"
     );
+    // Offsets of topics deleted while this broker was down, or before it wrote their tombstones.
+    node.forget_offsets_of_deleted_topics().await;
     // The groups as they were after their last rebalance; their members' sessions restart now,
     // and expire even before the first request.
     node.groups.load(node.offsets.take_loaded_groups());

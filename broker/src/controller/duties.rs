@@ -43,16 +43,20 @@ pub enum Duty {
 }
 
 /// What the leader should do now. `last_heard(broker, incarnation)` is when that broker last
-/// heartbeat as that incarnation; `leader_since` is when this node became leader.
+/// heartbeat as that incarnation; `first_seen(broker, incarnation)` when this leader first saw that
+/// registration; `leader_since` when this node became leader. The last two only delay fencing (a
+/// full session of grace); unfencing takes a real heartbeat.
 pub fn decide(
     image: &MetadataImage,
     members: &BTreeSet<u64>,
     last_heard: impl Fn(BrokerId, u128) -> Option<Instant>,
+    first_seen: impl Fn(BrokerId, u128) -> Option<Instant>,
     leader_since: Instant,
     now: Instant,
     session_timeout: Duration,
 ) -> Vec<Duty> {
     let mut duties = Vec::new();
+    let recent = |at: Instant| now.saturating_duration_since(at) < session_timeout;
     for b in image.brokers().values() {
         if !members.contains(&(b.id.0 as u64)) {
             let addr = b
@@ -64,18 +68,20 @@ pub fn decide(
                 duties.push(Duty::AddLearner { id: b.id, addr });
             }
         }
-        let heard = last_heard(b.id, b.incarnation.as_u128());
-        // Silent since the later of its last heartbeat and this leadership's start.
-        let since = heard.map_or(leader_since, |h| h.max(leader_since));
-        let alive = now.saturating_duration_since(since) < session_timeout;
+        let incarnation = b.incarnation.as_u128();
+        let heard = last_heard(b.id, incarnation);
+        // Silent since the latest of its last heartbeat, its registration as this leader saw
+        // it, and this leadership's start.
+        let grace = first_seen(b.id, incarnation).map_or(leader_since, |s| s.max(leader_since));
+        let since = heard.map_or(grace, |h| h.max(grace));
         let change = |fenced| MetadataRecord::BrokerChange {
             id: b.id,
             incarnation: b.incarnation,
             fenced,
         };
-        if !b.fenced && !alive {
+        if !b.fenced && !recent(since) {
             duties.push(Duty::Fence(change(true)));
-        } else if b.fenced && heard.is_some() && alive {
+        } else if b.fenced && heard.is_some_and(recent) {
             duties.push(Duty::Unfence(change(false)));
         }
     }
@@ -138,11 +144,8 @@ pub async fn run(controller: Controller, broker: Option<BrokerId>, timing: Timin
         let duties = decide(
             &image,
             &members,
-            |b, i| {
-                let heard = quorum.liveness().last_heard(b.0, i);
-                let seen = first_seen.get(&(b, i)).copied();
-                heard.max(seen)
-            },
+            |b, i| quorum.liveness().last_heard(b.0, i),
+            |b, i| first_seen.get(&(b, i)).copied(),
             since,
             now,
             timing.session_timeout,
@@ -223,6 +226,7 @@ mod tests {
         let image = registered(&[(1, 11), (2, 22), (3, 33)]);
         let members = BTreeSet::from([1, 2]);
         let start = Instant::now();
+        let never = |_: BrokerId, _: u128| None;
         let heard_from = |list: Vec<(i32, u128, Instant)>| {
             move |b: BrokerId, inc: u128| {
                 list.iter()
@@ -232,7 +236,15 @@ mod tests {
         };
 
         // A new leader: broker 3 is added as a learner, nobody is fenced yet.
-        let duties = decide(&image, &members, heard_from(vec![]), start, start, SESSION);
+        let duties = decide(
+            &image,
+            &members,
+            heard_from(vec![]),
+            never,
+            start,
+            start,
+            SESSION,
+        );
         assert_eq!(
             duties,
             vec![Duty::AddLearner {
@@ -249,6 +261,7 @@ mod tests {
             &image,
             &members,
             heard_from(heard.clone()),
+            never,
             start,
             t,
             SESSION
@@ -261,6 +274,7 @@ mod tests {
             &image,
             &members,
             heard_from(heard.clone()),
+            never,
             start,
             t,
             SESSION,
@@ -276,11 +290,28 @@ mod tests {
         // A zombie of broker 2 (another incarnation) heartbeats: still fenced, nothing to do.
         let t2 = t + Duration::from_secs(1);
         let zombie = vec![(1, 11, t2), (2, 99, t2), (3, 33, t2)];
-        assert!(decide(&image, &members, heard_from(zombie), start, t2, SESSION).is_empty());
+        assert!(decide(
+            &image,
+            &members,
+            heard_from(zombie),
+            never,
+            start,
+            t2,
+            SESSION
+        )
+        .is_empty());
 
         // Broker 2 itself heartbeats again: unfenced.
         let back = vec![(1, 11, t2), (2, 22, t2), (3, 33, t2)];
-        let duties = decide(&image, &members, heard_from(back), start, t2, SESSION);
+        let duties = decide(
+            &image,
+            &members,
+            heard_from(back),
+            never,
+            start,
+            t2,
+            SESSION,
+        );
         assert_eq!(
             duties,
             vec![Duty::Unfence(MetadataRecord::BrokerChange {
@@ -288,6 +319,25 @@ mod tests {
                 incarnation: Uuid::from_u128(22),
                 fenced: false,
             })]
+        );
+
+        // A new leader (a failover) sees every registration for the first time: that grace
+        // keeps live brokers unfenced, but never unfences one that stays silent.
+        let t3 = t2 + Duration::from_secs(1);
+        let just_seen = |_: BrokerId, _: u128| Some(t3);
+        let silent = vec![(1, 11, t3), (3, 33, t3)];
+        assert!(
+            decide(
+                &image,
+                &members,
+                heard_from(silent),
+                just_seen,
+                t3,
+                t3,
+                SESSION
+            )
+            .is_empty(),
+            "broker 2 stays fenced"
         );
     }
 }

@@ -118,6 +118,15 @@ impl Controller {
                 Err(e) => return Err(controller_error(e)),
             }
         }
+        // A restarted leader applies its log only as it commits again: wait for that, so the
+        // image start-up reads (the upgrade's check, the registration) holds everything.
+        if let Err(e) = controller
+            .quorum
+            .catch_up_if_leader(controller.request_timeout)
+            .await
+        {
+            tracing::info!(error = %e, "the metadata image may lag at start");
+        }
         Ok(controller)
     }
 
@@ -146,12 +155,18 @@ impl Controller {
     }
 
     /// Commits `records` as one batch and waits until this node's image has applied it.
+    /// A batch the state machine rejected is answered only once this node applied its index
+    /// too, so the caller can re-check against an image that holds what it lost to.
     pub async fn propose(&self, records: &[MetadataRecord]) -> Result<Offset, BrokerError> {
-        let index = self
-            .quorum
-            .propose(encode_batch(records))
-            .await
-            .map_err(controller_error)?;
+        let index = match self.quorum.propose(encode_batch(records)).await {
+            Ok(index) => index,
+            Err(QuorumError::Rejected { index, reason }) => {
+                // Best effort: a timeout here still answers the rejection.
+                let _ = self.quorum.wait_applied(index, self.request_timeout).await;
+                return Err(BrokerError::ControllerRejected(reason));
+            }
+            Err(e) => return Err(controller_error(e)),
+        };
         self.quorum
             .wait_applied(index, self.request_timeout)
             .await

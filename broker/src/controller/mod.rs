@@ -157,7 +157,8 @@ impl MetadataStore {
         if path.exists() {
             return MetadataStore::open(data_dir).map(Some);
         }
-        if !data_dir.join("controller").exists() {
+        // A metadata log directory without its log (emptied by hand) is no better than none.
+        if !data_dir.join("controller").join("raft.log").exists() {
             if let Some(partition) = partition_with_data(data_dir) {
                 return Err(MetadataError::MissingWithData {
                     path: path.display().to_string(),

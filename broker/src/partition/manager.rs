@@ -22,6 +22,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use uuid::Uuid;
+
 use super::flusher::Flushers;
 use super::{Partition, PartitionSettings};
 use crate::config::{self, BrokerConfig, LogSettings, TopicOverrides};
@@ -34,10 +36,12 @@ const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 const DELETED_SUFFIX: &str = ".deleted";
 
-/// One hosted replica: the partition, and whether this broker leads it.
+/// One hosted replica: the partition, the topic id it belongs to, and whether this broker leads
+/// it. (Names are reused: a topic deleted and created again is another topic, with another id.)
 #[derive(Clone)]
 struct Hosted {
     partition: Arc<Partition>,
+    topic_id: Uuid,
     leader: bool,
 }
 
@@ -90,10 +94,14 @@ pub struct PartitionManager {
     log: LogSettings,
     flushers: Arc<Flushers>,
     topics: RwLock<HashMap<String, TopicPartitions>>,
-    /// Partitions opened by [`PartitionManager::prepare`] for a change not yet committed: `apply`
-    /// serves these instead of opening them again.
-    prepared: std::sync::Mutex<HashMap<(String, i32), Arc<Partition>>>,
+    /// Partitions opened by [`PartitionManager::prepare`] for a change not yet committed, with
+    /// their topic id: `apply` serves these instead of opening them again. Held while a discarded
+    /// one is removed, so `apply` never opens a directory that is being deleted.
+    prepared: std::sync::Mutex<PreparedMap>,
 }
+
+/// Prepared partitions by (topic name, partition), with the topic id they were made for.
+type PreparedMap = HashMap<(String, i32), (Uuid, Arc<Partition>)>;
 
 /// Partitions a proposer opened before proposing the change that names them; dropped without
 /// [`Prepared::keep`] (the change failed), they are closed and their directories removed.
@@ -111,13 +119,14 @@ impl Prepared<'_> {
 
 impl Drop for Prepared<'_> {
     fn drop(&mut self) {
-        let discarded: Vec<Arc<Partition>> = {
-            let mut prepared = self.manager.lock_prepared();
-            self.keys
-                .iter()
-                .filter_map(|k| prepared.remove(k))
-                .collect()
-        };
+        // Under the lock throughout: `apply` must not open one of these directories anew while
+        // it is being removed.
+        let mut prepared = self.manager.lock_prepared();
+        let discarded: Vec<Arc<Partition>> = self
+            .keys
+            .iter()
+            .filter_map(|k| prepared.remove(k).map(|(_, p)| p))
+            .collect();
         for partition in discarded {
             if let Err(e) = partition.close() {
                 tracing::warn!(topic = partition.topic(), partition = %partition.id(), error = %e, "closing a discarded partition");
@@ -140,6 +149,41 @@ pub fn settings_for(config: &BrokerConfig, overrides: &TopicOverrides) -> Partit
 
 fn partition_dir(data_dir: &Path, topic: &str, p: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{p}"))
+}
+
+/// The file in a partition directory naming the topic id it belongs to (as Kafka's
+/// `partition.metadata`): data left by an earlier topic of the same name is told apart.
+const TOPIC_ID_FILE: &str = "partition.metadata";
+const TOPIC_ID_KEY: &str = "topic_id ";
+
+fn storage_error(e: checkpoint::CheckpointError) -> BrokerError {
+    BrokerError::Storage(std::io::Error::other(e))
+}
+
+/// The topic id a partition directory was made for (`None`: not recorded, from before ids were).
+fn read_topic_id(dir: &Path) -> Result<Option<Uuid>, BrokerError> {
+    let path = dir.join(TOPIC_ID_FILE);
+    let Some(body) = checkpoint::read(&path).map_err(storage_error)? else {
+        return Ok(None);
+    };
+    body.trim()
+        .strip_prefix(TOPIC_ID_KEY)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            BrokerError::Storage(std::io::Error::other(format!(
+                "{}: unreadable topic id {body:?}",
+                path.display()
+            )))
+        })
+}
+
+fn write_topic_id(dir: &Path, id: Uuid) -> Result<(), BrokerError> {
+    if read_topic_id(dir)? == Some(id) {
+        return Ok(());
+    }
+    checkpoint::write(&dir.join(TOPIC_ID_FILE), &format!("{TOPIC_ID_KEY}{id}\n"))
+        .map_err(storage_error)
 }
 
 impl PartitionManager {
@@ -170,6 +214,12 @@ impl PartitionManager {
                     continue;
                 }
                 let dir = partition_dir(data_dir, &topic.name, i as i32);
+                // Left by a topic of the same name deleted while this broker was down: its data
+                // is not this topic's.
+                if dir.exists() && read_topic_id(&dir)?.is_some_and(|id| id != topic.id) {
+                    tracing::info!(dir = %dir.display(), "removing the data of an earlier topic of the same name");
+                    std::fs::remove_dir_all(&dir)?;
+                }
                 // A partition first named while this broker was down has no directory yet.
                 let rp = if dir.exists() {
                     recovery_points
@@ -187,6 +237,8 @@ impl PartitionManager {
                     clean_shutdown,
                     &flushers,
                 )?;
+                // Directories from before topic ids were written get theirs now.
+                write_topic_id(&dir, topic.id)?;
                 report.partitions += 1;
                 report.tails_cut += r.tails_cut;
                 report.segments_scanned += r.segments_scanned;
@@ -194,6 +246,7 @@ impl PartitionManager {
                     i,
                     Some(Hosted {
                         partition,
+                        topic_id: topic.id,
                         leader: p.leader == Some(me),
                     }),
                 );
@@ -227,17 +280,20 @@ impl PartitionManager {
         self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Arc<Partition>>> {
+    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, PreparedMap> {
         self.prepared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens (creating their directories) partitions `numbers` of topic `name` before the change
-    /// that names them is proposed, so that a change this broker cannot serve is refused before
-    /// it is committed (no disk, no file descriptors, a file in the way). All or nothing: if one
-    /// fails, the ones opened are closed and removed.
+    /// Opens (creating their directories) partitions `numbers` of topic `name` (id `topic_id`)
+    /// before the change that names them is proposed, so that a change this broker cannot serve
+    /// is refused before it is committed (no disk, no file descriptors, a file in the way). All or
+    /// nothing: if one fails, the ones opened are closed and removed. Refused (TOPIC_ALREADY_EXISTS,
+    /// clients retry) while an earlier topic of the name still has that partition open here (its
+    /// deletion not yet applied) or another creation prepared it.
     pub fn prepare(
         &self,
         name: &str,
+        topic_id: Uuid,
         overrides: &TopicOverrides,
         numbers: &[i32],
     ) -> Result<Prepared<'_>, BrokerError> {
@@ -245,9 +301,22 @@ impl PartitionManager {
             manager: self,
             keys: Vec::with_capacity(numbers.len()),
         };
+        let still_open = self.topic(name);
         for &p in numbers {
+            // Held from the check to the insert: two creations of one name cannot both pass.
+            let mut held = self.lock_prepared();
+            let busy = still_open
+                .as_ref()
+                .is_some_and(|t| matches!(t.slots.get(p as usize), Some(Some(_))))
+                || held.contains_key(&(name.to_string(), p));
+            if busy {
+                return Err(BrokerError::TopicAlreadyExists(format!(
+                    "{name} (partition {p} of an earlier or concurrent topic of that name is still \
+                     open on this broker; retry)"
+                )));
+            }
             let dir = partition_dir(&self.data_dir, name, p);
-            match Partition::open(
+            let opened = Partition::open(
                 &dir,
                 Arc::from(name),
                 PartitionId(p),
@@ -255,16 +324,21 @@ impl PartitionManager {
                 Some(Offset(0)),
                 false,
                 &self.flushers,
-            ) {
-                Ok((partition, _)) => {
-                    self.lock_prepared()
-                        .insert((name.to_string(), p), partition);
+            )
+            .and_then(|(partition, _)| {
+                write_topic_id(&dir, topic_id)?;
+                Ok(partition)
+            });
+            match opened {
+                Ok(partition) => {
+                    held.insert((name.to_string(), p), (topic_id, partition));
                     prepared.keys.push((name.to_string(), p));
                 }
                 Err(e) => {
                     // This one may have made its directory before failing; `prepared` removes
-                    // the others as it drops.
+                    // the others as it drops (after `held` is released).
                     let _ = std::fs::remove_dir_all(&dir);
+                    drop(held);
                     return Err(e);
                 }
             }
@@ -285,67 +359,28 @@ impl PartitionManager {
             .and_then(|i| partitions.get(i).cloned())
     }
 
-    /// Follows one image's local changes: opens (creating their directories) the partitions this
-    /// broker hosts from now on, updates which it leads, and closes and removes the ones it no
-    /// longer hosts. Every change is tried; the first failure is the answer (a partition that
-    /// could not be opened is not served, and its directory is removed).
+    /// Follows one image's local changes: closes and removes the partitions this broker no
+    /// longer hosts (and any still held for an earlier topic of the same name), then opens
+    /// (creating their directories) the ones it hosts from now on and updates which it leads.
+    /// Removals come first, so a topic deleted and created again under the same name gets fresh
+    /// partitions. Every change is tried; the first failure is the answer (a partition that could
+    /// not be opened is not served, and its directory is removed).
     pub fn apply(&self, changes: &LocalChanges, image: &MetadataImage) -> Result<(), BrokerError> {
         let mut first_error = None;
+        let hosts = changes
+            .leads
+            .iter()
+            .map(|l| (l, true))
+            .chain(changes.follows.iter().map(|l| (l, false)));
+        // 1. What goes: removed partitions, and slots held by another topic id than the new one.
         let mut removed = Vec::new();
         {
             let mut topics = self.write();
-            for (local, leader) in changes
-                .leads
-                .iter()
-                .map(|l| (l, true))
-                .chain(changes.follows.iter().map(|l| (l, false)))
-            {
-                let i = local.partition.0 as usize;
-                let mut hosted = topics
-                    .get(&local.topic_name)
-                    .map(|t| t.as_ref().clone())
-                    .unwrap_or_default();
-                let existing = hosted.slots.get(i).cloned().flatten();
-                let prepared = self
-                    .lock_prepared()
-                    .remove(&(local.topic_name.clone(), i as i32));
-                let partition = match existing.map(|h| h.partition).or(prepared) {
-                    Some(p) => p,
-                    None => {
-                        let overrides = image
-                            .topic(local.topic_id)
-                            .map(|t| t.overrides())
-                            .unwrap_or_default();
-                        let dir = partition_dir(&self.data_dir, &local.topic_name, i as i32);
-                        match Partition::open(
-                            &dir,
-                            Arc::from(local.topic_name.as_str()),
-                            local.partition,
-                            settings_for(&self.config, &overrides),
-                            Some(Offset(0)),
-                            false,
-                            &self.flushers,
-                        ) {
-                            Ok((partition, _)) => partition,
-                            Err(e) => {
-                                // It may have made its directory before failing.
-                                let _ = std::fs::remove_dir_all(&dir);
-                                tracing::error!(topic = %local.topic_name, partition = i, error = %e, "opening a new partition failed");
-                                first_error.get_or_insert(e);
-                                continue;
-                            }
-                        }
-                    }
-                };
-                hosted.set(i, Some(Hosted { partition, leader }));
-                topics.insert(local.topic_name.clone(), Arc::new(hosted));
-            }
-            for (_, name, p) in &changes.removes {
+            let mut take = |topics: &mut HashMap<String, TopicPartitions>, name: &str, i: usize| {
                 let Some(topic) = topics.get(name) else {
-                    continue;
+                    return;
                 };
                 let mut hosted = topic.as_ref().clone();
-                let i = p.0 as usize;
                 if let Some(Some(h)) = hosted.slots.get(i) {
                     removed.push(Arc::clone(&h.partition));
                 }
@@ -353,7 +388,20 @@ impl PartitionManager {
                 if hosted.slots.is_empty() {
                     topics.remove(name);
                 } else {
-                    topics.insert(name.clone(), Arc::new(hosted));
+                    topics.insert(name.to_string(), Arc::new(hosted));
+                }
+            };
+            for (_, name, p) in &changes.removes {
+                take(&mut topics, name, p.0 as usize);
+            }
+            for (local, _) in hosts.clone() {
+                let i = local.partition.0 as usize;
+                let other_topic = topics
+                    .get(&local.topic_name)
+                    .and_then(|t| t.slots.get(i).cloned().flatten())
+                    .is_some_and(|h| h.topic_id != local.topic_id);
+                if other_topic {
+                    take(&mut topics, &local.topic_name, i);
                 }
             }
         }
@@ -378,6 +426,62 @@ impl PartitionManager {
             if let Err(e) = r {
                 first_error.get_or_insert(BrokerError::Storage(e));
             }
+        }
+        // 2. What comes: new replicas opened (or taken from `prepare`), roles updated.
+        let mut topics = self.write();
+        let mut prepared = self.lock_prepared();
+        for (local, leader) in hosts {
+            let i = local.partition.0 as usize;
+            let mut hosted = topics
+                .get(&local.topic_name)
+                .map(|t| t.as_ref().clone())
+                .unwrap_or_default();
+            let existing = hosted.slots.get(i).cloned().flatten().map(|h| h.partition);
+            let mine = prepared
+                .remove(&(local.topic_name.clone(), i as i32))
+                .and_then(|(id, p)| (id == local.topic_id).then_some(p));
+            let partition = match existing.or(mine) {
+                Some(p) => p,
+                None => {
+                    let overrides = image
+                        .topic(local.topic_id)
+                        .map(|t| t.overrides())
+                        .unwrap_or_default();
+                    let dir = partition_dir(&self.data_dir, &local.topic_name, i as i32);
+                    let opened = Partition::open(
+                        &dir,
+                        Arc::from(local.topic_name.as_str()),
+                        local.partition,
+                        settings_for(&self.config, &overrides),
+                        Some(Offset(0)),
+                        false,
+                        &self.flushers,
+                    )
+                    .and_then(|(partition, _)| {
+                        write_topic_id(&dir, local.topic_id)?;
+                        Ok(partition)
+                    });
+                    match opened {
+                        Ok(partition) => partition,
+                        Err(e) => {
+                            // It may have made its directory before failing.
+                            let _ = std::fs::remove_dir_all(&dir);
+                            tracing::error!(topic = %local.topic_name, partition = i, error = %e, "opening a new partition failed");
+                            first_error.get_or_insert(e);
+                            continue;
+                        }
+                    }
+                }
+            };
+            hosted.set(
+                i,
+                Some(Hosted {
+                    partition,
+                    topic_id: local.topic_id,
+                    leader,
+                }),
+            );
+            topics.insert(local.topic_name.clone(), Arc::new(hosted));
         }
         match first_error {
             Some(e) => Err(e),

@@ -509,6 +509,26 @@ impl Quorum {
         }
     }
 
+    /// On the leader: waits until everything committed before now is applied here (the log of a
+    /// restarted node is applied only once its leader commits again). Elsewhere: nothing.
+    pub async fn catch_up_if_leader(&self, timeout: Duration) -> Result<(), QuorumError> {
+        if self.leader() != Some(self.shared.id) {
+            return Ok(());
+        }
+        match tokio::time::timeout(timeout, self.shared.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(QuorumError::NotLeader {
+                leader: match e {
+                    RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                        f,
+                    )) => f.leader_id,
+                    _ => None,
+                },
+            }),
+            Err(_) => Err(QuorumError::Timeout(timeout)),
+        }
+    }
+
     /// Waits until this node applied `index` (or later).
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), QuorumError> {
         self.shared

@@ -53,13 +53,20 @@ async fn delete(
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         responses.push({
-            let name = name.or_else(|| node.image().topic(id).map(|t| t.name.clone()));
+            // By id (v6): that topic, even if the name has been taken since.
+            let by_id = (!id.is_nil()).then(|| node.image().topic(id).map(|t| t.name.clone()));
+            let name = name.or_else(|| by_id.clone().flatten());
             let result = DeletableTopicResult::default()
                 .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
                 .with_topic_id(id);
-            match name {
+            let deleted = match (&name, by_id) {
+                (_, Some(None)) | (None, _) => None,
+                (Some(name), Some(Some(_))) => Some(node.delete_topic_id(name, id).await),
+                (Some(name), None) => Some(node.delete_topic(name).await),
+            };
+            match deleted {
                 None => result.with_error_code(BrokerError::UnknownTopicId.code()),
-                Some(name) => match node.delete_topic(&name).await {
+                Some(deleted) => match deleted {
                     Ok((id, durable)) => {
                         written.push(durable);
                         result.with_topic_id(id)
