@@ -1154,4 +1154,10 @@ mod tests {
         );
         node.controller.shutdown().await;
     }
+
+    /// The partition layer names the undeletable topic itself (it does not import groups).
+    #[test]
+    fn the_partition_layer_knows_the_offsets_topic_by_its_name() {
+        assert_eq!(crate::partition::manager::UNDELETABLE_TOPIC, offsets::TOPIC);
+    }
 }

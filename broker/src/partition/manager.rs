@@ -178,8 +178,18 @@ fn read_topic_id(dir: &Path) -> Result<Option<Uuid>, BrokerError> {
         })
 }
 
+/// The one topic that can never be deleted, so never shares its name with an earlier topic: its
+/// (many) partitions need no topic id file. (Named here as `group::offsets::TOPIC`, which this
+/// layer does not import.)
+pub(crate) const UNDELETABLE_TOPIC: &str = "__consumer_offsets";
+
 fn write_topic_id(dir: &Path, id: Uuid) -> Result<(), BrokerError> {
-    if read_topic_id(dir)? == Some(id) {
+    let undeletable = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('-'))
+        .is_some_and(|(topic, _)| topic == UNDELETABLE_TOPIC);
+    if undeletable || read_topic_id(dir)? == Some(id) {
         return Ok(());
     }
     checkpoint::write(&dir.join(TOPIC_ID_FILE), &format!("{TOPIC_ID_KEY}{id}\n"))

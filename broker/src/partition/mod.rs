@@ -542,10 +542,17 @@ impl Partition {
             .close()
             .inspect_err(|e| self.fail_if_fatal("close", e))?;
         let end = st.log.log_end_offset();
-        // The next open starts from here and scans nothing.
+        // The next open starts from here and scans nothing. Without it (no space left for the
+        // file) the next open rebuilds the producers from an older snapshot and the batches
+        // after it: slower, as correct, so only a failed sync fails the close.
         let text = st.producers.to_snapshot();
-        producer_state::write_snapshot(&self.dir, end, &text, st.log.log_start_offset())
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match producer_state::write_snapshot(&self.dir, end, &text, st.log.log_start_offset()) {
+            Ok(()) => {}
+            Err(BrokerError::Storage(e)) if !crate::storage::fatal::is_fatal(&e) => {
+                tracing::warn!(topic = %self.topic, partition = %self.id, error = %e, "no producer snapshot at close; the next open rebuilds it from the log");
+            }
+            Err(e) => return Err(std::io::Error::other(e.to_string())),
+        }
         self.advance_durable(end);
         Ok(())
     }
