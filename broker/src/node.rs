@@ -468,7 +468,12 @@ impl Node {
                 }
             }
         }
-        *applied = image;
+        // A partition that did not open (no space, a file in the way) is tried again: the image
+        // counts as applied only once all of it is, and the next call redoes the delta (what
+        // was done is found done).
+        if opened.is_ok() {
+            *applied = image;
+        }
         opened.map(|()| durable)
     }
 
@@ -567,13 +572,34 @@ impl Node {
         let mut published = self.controller.view().subscribe();
         // What was published before the subscription (during start-up) counts as seen: apply it.
         let mut pending = true;
-        while std::mem::take(&mut pending) || published.changed().await.is_ok() {
-            let node = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || node.catch_up()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "following the metadata image failed"),
-                Err(e) => tracing::error!(error = %e, "following the metadata image panicked"),
+        let mut failed = false;
+        loop {
+            if !std::mem::take(&mut pending) {
+                // After a failure, try again on the next image or after a pause, whichever first.
+                let retry = async {
+                    if failed {
+                        tokio::time::sleep(CATCH_UP_RETRY_INTERVAL).await
+                    } else {
+                        std::future::pending::<()>().await
+                    }
+                };
+                tokio::select! {
+                    changed = published.changed() => if changed.is_err() { return },
+                    () = retry => {}
+                }
             }
+            let node = Arc::clone(&self);
+            failed = match tokio::task::spawn_blocking(move || node.catch_up()).await {
+                Ok(Ok(_)) => false,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "following the metadata image failed; trying again");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "following the metadata image panicked");
+                    true
+                }
+            };
         }
     }
 
@@ -717,6 +743,9 @@ async fn pin_offsets_topic_overrides(controller: &Controller) -> Result<(), Brok
     }
     Ok(())
 }
+
+/// Pause before a failed catch-up (a partition that did not open) is tried again.
+const CATCH_UP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Pause between start-up proposals while the quorum has no leader.
 const STARTUP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
@@ -1159,5 +1188,30 @@ mod tests {
     #[test]
     fn the_partition_layer_knows_the_offsets_topic_by_its_name() {
         assert_eq!(crate::partition::manager::UNDELETABLE_TOPIC, offsets::TOPIC);
+    }
+
+    /// A partition this broker must host but cannot open (here a file sits where its directory
+    /// goes, as another broker proposed it) is opened once the obstacle is gone, without a
+    /// restart: the image is applied again until all of it is.
+    #[tokio::test]
+    async fn a_partition_that_did_not_open_here_is_opened_when_it_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = open_node(dir.path(), &[]).await;
+        std::fs::write(dir.path().join("blocked-0"), b"in the way").unwrap();
+        // Committed without this node's prepare, as a creation through another broker is.
+        let records = topic_records(
+            "blocked",
+            random_uuid(),
+            0,
+            &[vec![node.id]],
+            &TopicOverrides::default(),
+        );
+        node.controller.propose(&records).await.unwrap();
+        assert!(node.catch_up().is_err());
+        assert!(node.partitions.partition("blocked", 0).is_none());
+        std::fs::remove_file(dir.path().join("blocked-0")).unwrap();
+        let _ = node.catch_up().unwrap();
+        assert!(node.partitions.partition("blocked", 0).is_some());
+        node.controller.shutdown().await;
     }
 }
