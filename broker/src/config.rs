@@ -837,7 +837,8 @@ pub struct LogSettings {
     pub retention_check_interval: Duration,
 }
 
-/// Limits that shape every consumer group (the ms fields are compared with requests' ms).
+/// Limits that shape every consumer group (the ms fields are compared with requests' ms); the
+/// group state machine's `Limits`. `Default` is the table's defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupSettings {
     /// `group.min.session.timeout.ms`.
@@ -852,6 +853,15 @@ pub struct GroupSettings {
     pub metadata_bytes_max: usize,
     /// `group.member.assignment.bytes.max`.
     pub assignment_bytes_max: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        // The table's own defaults: a failure is a bug in the table, caught by its tests.
+        BrokerSettings::from_config(&BrokerConfig::default())
+            .map(|s| s.groups)
+            .expect("the default configuration makes valid settings")
+    }
 }
 
 /// How long idle producer ids are remembered.

@@ -33,7 +33,7 @@ use crate::controller::{random_uuid, upgrade, validate_topic_name, MetadataStore
 use crate::error::BrokerError;
 use crate::group::offsets::{self, Durable, OffsetStore};
 use crate::group::GroupCoordinator;
-use crate::ids::{BrokerId, LeaderEpoch, Offset, PartitionEpoch, PartitionId};
+use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, PartitionId};
 use crate::partition::manager::{PartitionManager, StartupReport};
 use crate::producer_ids::ProducerIds;
 
@@ -46,10 +46,7 @@ pub struct Endpoint {
 
 pub use crate::controller::placement::NewTopic;
 
-/// The listener name of the Kafka endpoint in a broker's registration.
-pub const CLIENT_LISTENER: &str = "PLAINTEXT";
-/// The listener name of the controller endpoint in a broker's registration.
-pub const CONTROLLER_LISTENER: &str = "CONTROLLER";
+pub use crate::controller::records::{CLIENT_LISTENER, CONTROLLER_LISTENER};
 
 pub struct Node {
     pub id: BrokerId,
@@ -519,14 +516,6 @@ impl Node {
         }
     }
 
-    /// The offset of the image the partitions follow.
-    pub fn applied_offset(&self) -> Offset {
-        self.applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .offset()
-    }
-
     /// Creates `__consumer_offsets` if the cluster has none (an existing one had its pinned
     /// overrides made sure of at start, before its partitions opened).
     async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
@@ -779,9 +768,18 @@ mod offsets_topic_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Offset;
 
     async fn open_node(dir: &Path, settings: &[(&str, &str)]) -> Node {
         open_for_test(dir, settings).await
+    }
+
+    /// Stops `node` cleanly (its quorum member, then its partitions) and opens `dir` again.
+    async fn restart(node: Node, dir: &Path) -> Node {
+        node.controller.shutdown().await;
+        node.partitions.shutdown().unwrap();
+        drop(node);
+        open_node(dir, &[]).await
     }
 
     fn new_topic(name: &str, partitions: i32) -> NewTopic {
@@ -1122,12 +1120,9 @@ mod tests {
             "none of the old records"
         );
         assert!(dir.path().join("t-0").is_dir());
-        node.controller.shutdown().await;
-        node.partitions.shutdown().unwrap();
-        drop(node);
 
         // And after a restart, the directory still belongs to the new topic.
-        let node = open_node(dir.path(), &[]).await;
+        let node = restart(node, dir.path()).await;
         assert_eq!(node.image().topic_by_name("t").unwrap().id, new_id);
         let p = node.partitions.partition("t", 0).unwrap();
         assert_eq!(p.high_watermark(), Offset(0));
@@ -1143,16 +1138,7 @@ mod tests {
         let node = open_node(dir.path(), &[]).await;
         node.offsets.load().unwrap();
         node.create_topic(&new_topic("gone", 1)).await.unwrap();
-        let commit = crate::group::offsets::Commit {
-            topic: "gone".into(),
-            partition: 0,
-            value: crate::group::offsets::CommittedOffset {
-                offset: 42,
-                leader_epoch: 0,
-                metadata: String::new(),
-                commit_timestamp_ms: 1_000,
-            },
-        };
+        let commit = crate::group::offsets::tests::commit("gone", 0, 42, "");
         node.offsets.commit("g", vec![commit]).await.unwrap();
         // The removal commits, but this node stops before it applies it (no tombstones).
         let id = node.image().topic_by_name("gone").unwrap().id;
@@ -1160,11 +1146,8 @@ mod tests {
             .propose(&[MetadataRecord::RemoveTopic { id }])
             .await
             .unwrap();
-        node.controller.shutdown().await;
-        node.partitions.shutdown().unwrap();
-        drop(node);
 
-        let node = open_node(dir.path(), &[]).await;
+        let node = restart(node, dir.path()).await;
         node.offsets.load().unwrap();
         assert!(
             node.offsets.fetch("g", "gone", 0).is_some(),
@@ -1172,10 +1155,7 @@ mod tests {
         );
         node.forget_offsets_of_deleted_topics().await;
         assert!(node.offsets.fetch("g", "gone", 0).is_none());
-        node.controller.shutdown().await;
-        node.partitions.shutdown().unwrap();
-        drop(node);
-        let node = open_node(dir.path(), &[]).await;
+        let node = restart(node, dir.path()).await;
         node.offsets.load().unwrap();
         assert!(
             node.offsets.fetch("g", "gone", 0).is_none(),

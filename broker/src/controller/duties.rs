@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::image::MetadataImage;
 use super::member::Controller;
-use super::records::MetadataRecord;
+use super::records::{MetadataRecord, CONTROLLER_LISTENER};
 use crate::ids::BrokerId;
 
 /// The settings the duties run with.
@@ -60,9 +60,7 @@ pub fn decide(
     for b in image.brokers().values() {
         if !members.contains(&(b.id.0 as u64)) {
             let addr = b
-                .endpoints
-                .iter()
-                .find(|e| e.listener == crate::node::CONTROLLER_LISTENER)
+                .endpoint(CONTROLLER_LISTENER)
                 .and_then(|e| format!("{}:{}", e.host, e.port).parse().ok());
             if let Some(addr) = addr {
                 duties.push(Duty::AddLearner { id: b.id, addr });

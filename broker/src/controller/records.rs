@@ -74,6 +74,18 @@ pub struct BrokerRegistration {
     pub fenced: bool,
 }
 
+impl BrokerRegistration {
+    /// The endpoint of `listener` ([`CLIENT_LISTENER`], [`CONTROLLER_LISTENER`]), if registered.
+    pub fn endpoint(&self, listener: &str) -> Option<&BrokerEndpoint> {
+        self.endpoints.iter().find(|e| e.listener == listener)
+    }
+}
+
+/// The listener name of a broker's Kafka endpoint in its registration.
+pub const CLIENT_LISTENER: &str = "PLAINTEXT";
+/// The listener name of a node's controller endpoint in its registration.
+pub const CONTROLLER_LISTENER: &str = "CONTROLLER";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerEndpoint {
     /// The listener's name (`PLAINTEXT`, `CONTROLLER`, ...).

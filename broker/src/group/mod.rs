@@ -113,14 +113,7 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl GroupCoordinator {
     /// A coordinator whose groups are stored in `offsets`.
     pub fn new(settings: &GroupSettings, offsets: Arc<OffsetStore>) -> GroupCoordinator {
-        let limits = Limits {
-            session_timeout_min_ms: settings.session_timeout_min_ms,
-            session_timeout_max_ms: settings.session_timeout_max_ms,
-            group_size_max: settings.group_size_max,
-            initial_rebalance_delay_ms: settings.initial_rebalance_delay_ms,
-            metadata_bytes_max: settings.metadata_bytes_max,
-            assignment_bytes_max: settings.assignment_bytes_max,
-        };
+        let limits: Limits = *settings;
         GroupCoordinator {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             limits,
@@ -136,7 +129,7 @@ impl GroupCoordinator {
     pub fn load(&self, groups: Vec<(String, GroupMetadata)>) {
         let now = now_ms();
         for (id, meta) in groups {
-            let group = Group::load(&id, &meta, self.limits.clone(), now);
+            let group = Group::load(&id, &meta, self.limits, now);
             let deadline = group.next_deadline_ms();
             let slot = Arc::new(Slot {
                 entry: Mutex::new(Entry {
@@ -169,7 +162,7 @@ impl GroupCoordinator {
         Arc::clone(shard.entry(group_id.to_string()).or_insert_with(|| {
             Arc::new(Slot {
                 entry: Mutex::new(Entry {
-                    group: Group::new(group_id, self.limits.clone(), now_ms()),
+                    group: Group::new(group_id, self.limits, now_ms()),
                     snapshot_seq: 0,
                     removed: false,
                 }),

@@ -835,4 +835,4 @@ fn load_partition(partition: &Partition) -> Result<Loaded, BrokerError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

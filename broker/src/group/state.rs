@@ -35,29 +35,8 @@ use bytes::Bytes;
 use super::records::{GroupMetadata, MemberMetadata, STRING_BYTES_MAX};
 use crate::error::BrokerError;
 
-/// Broker limits and settings that shape every group.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub session_timeout_min_ms: i64,
-    pub session_timeout_max_ms: i64,
-    pub group_size_max: usize,
-    pub initial_rebalance_delay_ms: i64,
-    pub metadata_bytes_max: usize,
-    pub assignment_bytes_max: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            session_timeout_min_ms: 6_000,
-            session_timeout_max_ms: 1_800_000,
-            group_size_max: 1_000,
-            initial_rebalance_delay_ms: 100,
-            metadata_bytes_max: 1 << 20,
-            assignment_bytes_max: 1 << 20,
-        }
-    }
-}
+/// Broker limits and settings that shape every group: the broker's group settings, read once.
+pub use crate::config::GroupSettings as Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {

@@ -3,7 +3,8 @@
 //! make it forget a committed offset. (The offset store itself is tested in `group/offsets`.)
 
 use super::*;
-use crate::group::offsets::{Commit, CommittedOffset, TOPIC};
+use crate::group::offsets::tests::commit;
+use crate::group::offsets::TOPIC;
 
 async fn open(dir: &Path, settings: &[(&str, &str)]) -> Node {
     let node = open_for_test(dir, settings).await;
@@ -21,19 +22,6 @@ async fn open_four(dir: &Path) -> Node {
         ],
     )
     .await
-}
-
-fn commit(topic: &str, partition: i32, offset: i64, metadata: &str) -> Commit {
-    Commit {
-        topic: topic.into(),
-        partition,
-        value: CommittedOffset {
-            offset,
-            leader_epoch: 3,
-            metadata: metadata.into(),
-            commit_timestamp_ms: 1_000,
-        },
-    }
 }
 
 fn offsets_of(node: &Node, group: &str) -> Vec<(String, i32, i64)> {

@@ -145,7 +145,8 @@ const FRAME_HEADROOM_BYTES: usize = 1024;
 const CONNECTION_IDLE_ELECTIONS: u64 = 3;
 
 /// The brokers' heartbeats as the leader heard them: broker id -> (incarnation, when). Only the
-/// leader's table is used (for fencing); a new leader starts empty.
+/// leader's table is used (for fencing); what it heard in an earlier leadership is older than the
+/// grace a new leadership gives every broker, so it never fences anyone sooner.
 #[derive(Default)]
 pub struct Liveness {
     heard: std::sync::Mutex<std::collections::HashMap<i32, (u128, std::time::Instant)>>,
@@ -164,10 +165,6 @@ impl Liveness {
             .get(&broker)
             .filter(|(i, _)| *i == incarnation)
             .map(|(_, at)| *at)
-    }
-
-    fn clear(&self) {
-        self.heard.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -473,11 +470,6 @@ impl Quorum {
     /// The heartbeats this node heard as leader.
     pub fn liveness(&self) -> &Liveness {
         &self.shared.liveness
-    }
-
-    /// Forgets every heartbeat (a node that just became leader: its table is not to be trusted).
-    pub fn forget_heartbeats(&self) {
-        self.shared.liveness.clear();
     }
 
     /// The quorum as this node sees it: leader, term, members and (on the leader) how far each

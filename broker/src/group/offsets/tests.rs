@@ -29,7 +29,9 @@ fn partition_of(store: &OffsetStore, group: &str) -> Arc<Partition> {
     Arc::clone(led.expect("the test store leads every partition"))
 }
 
-fn commit(topic: &str, partition: i32, offset: i64, metadata: &str) -> Commit {
+/// A commit of `offset` to `topic`/`partition` (leader epoch 3, at 1,000 ms), for tests here and
+/// in `node`.
+pub(crate) fn commit(topic: &str, partition: i32, offset: i64, metadata: &str) -> Commit {
     Commit {
         topic: topic.into(),
         partition,

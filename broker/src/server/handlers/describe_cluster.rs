@@ -6,7 +6,7 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 
 use super::str_bytes;
 use crate::error::BrokerError;
-use crate::node::{Node, CLIENT_LISTENER};
+use crate::node::Node;
 
 /// `endpoint_type` values (KIP-919): 1 brokers, 2 controllers.
 const ENDPOINT_BROKERS: i8 = 1;
@@ -27,20 +27,14 @@ pub fn handle(node: &Node, request: &DescribeClusterRequest) -> DescribeClusterR
             )));
     }
     // v2 (KIP-1073) may ask for the fenced brokers too, each marked.
-    let brokers = image
-        .brokers()
-        .values()
-        .filter(|b| request.include_fenced_brokers || !b.fenced)
-        .filter_map(|b| {
-            let e = b.endpoints.iter().find(|e| e.listener == CLIENT_LISTENER)?;
-            Some(
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(b.id.0))
-                    .with_host(str_bytes(e.host.clone()))
-                    .with_port(i32::from(e.port))
-                    .with_rack(b.rack.clone().map(str_bytes))
-                    .with_is_fenced(b.fenced),
-            )
+    let brokers = super::metadata::client_brokers(&image, request.include_fenced_brokers)
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id.0))
+                .with_host(str_bytes(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(str_bytes))
+                .with_is_fenced(b.fenced)
         })
         .collect();
     let response = response.with_brokers(brokers);

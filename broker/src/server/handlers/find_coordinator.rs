@@ -34,10 +34,10 @@ fn lookup(node: &Node, key_type: i8, key: &str) -> Result<(i32, String, i32), Br
                 .and_then(|t| t.partition(p))
                 .and_then(|p| p.leader)
                 .ok_or_else(unavailable)?;
-            let (id, host, port, _) = super::metadata::live_brokers(&image)
-                .find(|b| b.0 == leader)
+            let b = super::metadata::live_brokers(&image)
+                .find(|b| b.id == leader)
                 .ok_or_else(unavailable)?;
-            Ok((id.0, host, i32::from(port)))
+            Ok((b.id.0, b.host, i32::from(b.port)))
         }
         1 => Err(BrokerError::TransactionsUnsupported),
         other => Err(BrokerError::InvalidRequest(format!(

@@ -88,12 +88,12 @@ pub async fn handle(node: &Node, request: &MetadataRequest, version: i16) -> Met
     // The image after any auto-creation above.
     let image = node.image();
     let brokers = live_brokers(&image)
-        .map(|(id, host, port, rack)| {
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(id.0))
-                .with_host(str_bytes(host))
-                .with_port(i32::from(port))
-                .with_rack(rack.map(str_bytes))
+                .with_node_id(BrokerId(b.id.0))
+                .with_host(str_bytes(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(str_bytes))
         })
         .collect();
     let response = MetadataResponse::default();
@@ -117,23 +117,44 @@ pub async fn handle(node: &Node, request: &MetadataRequest, version: i16) -> Met
 pub fn controller_for_clients(node: &Node, image: &MetadataImage) -> crate::ids::BrokerId {
     node.controller
         .active()
-        .filter(|id| live_brokers(image).any(|b| b.0 == *id))
+        .filter(|id| live_brokers(image).any(|b| b.id == *id))
         .unwrap_or(node.id)
 }
 
-/// The brokers clients may use: registered, not fenced, with a client endpoint: id, host, port,
-/// rack. (DescribeCluster answers the same list.)
-pub fn live_brokers(
+/// A registered broker as clients are told of it.
+pub struct ClientBroker {
+    pub id: crate::ids::BrokerId,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
+/// The registered brokers with a client endpoint, fenced ones only if asked for (DescribeCluster
+/// v2 may ask).
+pub fn client_brokers(
     image: &MetadataImage,
-) -> impl Iterator<Item = (crate::ids::BrokerId, String, u16, Option<String>)> + '_ {
+    include_fenced: bool,
+) -> impl Iterator<Item = ClientBroker> + '_ {
     image
         .brokers()
         .values()
-        .filter(|b| !b.fenced)
+        .filter(move |b| include_fenced || !b.fenced)
         .filter_map(|b| {
-            let e = b.endpoints.iter().find(|e| e.listener == CLIENT_LISTENER)?;
-            Some((b.id, e.host.clone(), e.port, b.rack.clone()))
+            let e = b.endpoint(CLIENT_LISTENER)?;
+            Some(ClientBroker {
+                id: b.id,
+                host: e.host.clone(),
+                port: e.port,
+                rack: b.rack.clone(),
+                fenced: b.fenced,
+            })
         })
+}
+
+/// The brokers clients may use: registered, not fenced, with a client endpoint.
+pub fn live_brokers(image: &MetadataImage) -> impl Iterator<Item = ClientBroker> + '_ {
+    client_brokers(image, false)
 }
 
 async fn lookup(
