@@ -186,6 +186,13 @@ pub static BROKER_KEYS: &[Key] = &[
         "How often a broker tells the active controller it is alive.",
     ),
     key(
+        "replica.lag.time.max.ms",
+        Kind::Int,
+        "30000",
+        1,
+        "A follower in the ISR that has not caught up with the leader's log end for this long is removed from it (through the controller); one that reaches the high watermark again is added back.",
+    ),
+    key(
         "broker.session.timeout.ms",
         Kind::Int,
         "9000",
@@ -788,6 +795,14 @@ pub struct BrokerSettings {
     pub groups: GroupSettings,
     pub producer_ids: ProducerIdSettings,
     pub liveness: LivenessSettings,
+    pub replication: ReplicationTimings,
+}
+
+/// When followers count as in sync.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicationTimings {
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: i64,
 }
 
 /// What topics get when a request leaves it to the broker, and the offsets topic's shape.
@@ -946,6 +961,9 @@ impl BrokerSettings {
                 heartbeat_interval: millis(config, "broker.heartbeat.interval.ms")?,
                 session_timeout: millis(config, "broker.session.timeout.ms")?,
             },
+            replication: ReplicationTimings {
+                replica_lag_time_max_ms: config.i64("replica.lag.time.max.ms"),
+            },
         })
     }
 }
@@ -1051,6 +1069,15 @@ pub fn flush_policy(broker: &BrokerConfig, overrides: &TopicOverrides) -> FlushP
         flush_ms: num("flush.ms"),
         before_acks_all: broker.bool("log.flush.acks.all.enable"),
     }
+}
+
+/// A topic's `min.insync.replicas`: the ISR members an `acks=-1` produce needs.
+pub fn min_insync_replicas(broker: &BrokerConfig, overrides: &TopicOverrides) -> usize {
+    let key = find(TOPIC_KEYS, "min.insync.replicas").expect("known topic key");
+    topic_value(broker, overrides, key)
+        .0
+        .parse()
+        .unwrap_or(1)
 }
 
 /// Largest record set a topic takes in one produce (`max.message.bytes`).

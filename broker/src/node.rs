@@ -36,6 +36,11 @@ use crate::group::GroupCoordinator;
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, PartitionId};
 use crate::partition::manager::{PartitionManager, StartupReport};
 use crate::producer_ids::ProducerIds;
+use crate::replica::fetcher::{FetcherManager, FetcherSettings};
+use crate::replica::{Replica, ReplicaManager};
+use crate::clock::now_ms;
+use crate::controller::records::AlterIsr;
+use std::time::Duration;
 
 /// Where clients reach this node.
 #[derive(Debug, Clone)]
@@ -61,6 +66,9 @@ pub struct Node {
     /// This node's quorum member and the metadata image it applied.
     pub controller: Controller,
     pub partitions: PartitionManager,
+    /// The role of each hosted partition (leader or follower), its ISR and high watermark, and
+    /// the fetchers of the ones it follows: what Produce, Fetch and ListOffsets go through.
+    pub replicas: ReplicaManager,
     /// Producer ids for InitProducerId, in blocks the controller hands out.
     pub producer_ids: ProducerIds,
     /// The group coordinator: membership of every consumer group.
@@ -144,6 +152,19 @@ impl Node {
             &image,
             id,
         )?;
+        let fetchers = FetcherManager::new(
+            id,
+            FetcherSettings::from_config(&config)
+                .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?,
+        );
+        let replicas = ReplicaManager::new(
+            id,
+            Arc::clone(&config),
+            broker_settings.replication.replica_lag_time_max_ms,
+            fetchers,
+        );
+        let hosted = MetadataDelta::between(&MetadataImage::empty(), &image).local_changes(id);
+        replicas.apply(&hosted, &image, &partitions, now_ms())?;
         let producer_ids = ProducerIds::new(id);
         // Placeholders until `__consumer_offsets` exists (creating it takes a node).
         let offsets = Arc::new(OffsetStore::new(vec![]));
@@ -161,6 +182,7 @@ impl Node {
             config,
             controller,
             partitions,
+            replicas,
             producer_ids,
             groups,
             offsets,
@@ -454,6 +476,9 @@ impl Node {
         let delta = MetadataDelta::between(&applied, &image);
         let changes = delta.local_changes(self.id);
         let opened = self.partitions.apply(&changes, &image);
+        // Roles follow even when a partition failed to open (the others changed all the same).
+        let roles = self.replicas.apply(&changes, &image, &self.partitions, now_ms());
+        let opened = opened.and(roles);
         let mut durable = Durable::none();
         for name in delta.topics_deleted.values() {
             match self.offsets.append_topic_deletes(name) {
@@ -558,6 +583,8 @@ impl Node {
     /// Follows the image until the process ends: each newly applied image is brought to the
     /// partitions (off the runtime's threads: opening and removing partitions blocks).
     pub async fn follow_metadata(self: Arc<Self>) {
+        tokio::spawn(Arc::clone(&self).commit_isr_changes());
+        tokio::spawn(Arc::clone(&self).check_replica_lag());
         let mut published = self.controller.view().subscribe();
         // What was published before the subscription (during start-up) counts as seen: apply it.
         let mut pending = true;
@@ -589,6 +616,78 @@ impl Node {
                     true
                 }
             };
+        }
+    }
+
+    /// Sends the ISR changes leaders propose to the controller (AlterPartition), each on its own
+    /// task; a change that does not commit is told to its replica, whose next lag check tries
+    /// again. A committed one reaches the replica through the image (`catch_up`).
+    async fn commit_isr_changes(self: Arc<Self>) {
+        let Some(mut requests) = self.replicas.take_isr_requests() else {
+            return;
+        };
+        while let Some(request) = requests.recv().await {
+            let node = Arc::clone(&self);
+            tokio::spawn(async move {
+                let change = AlterIsr {
+                    topic: request.topic_id,
+                    partition: request.partition,
+                    leader: request.leader,
+                    leader_epoch: request.proposal.leader_epoch,
+                    partition_epoch: request.proposal.partition_epoch,
+                    isr: request.proposal.isr.clone(),
+                };
+                match node.controller.alter_isr(change).await {
+                    Ok(_) => {
+                        let kind = if request.proposal.shrink { "shrank" } else { "expanded" };
+                        tracing::info!(topic_id = %request.topic_id, partition = %request.partition, isr = ?request.proposal.isr, "ISR {kind}");
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic_id = %request.topic_id, partition = %request.partition, isr = ?request.proposal.isr, error = %e, "ISR change not committed");
+                        ReplicaManager::isr_change_failed(&request);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Every half `replica.lag.time.max.ms`, leaders check their followers' lag (Kafka's
+    /// isr-expiration task).
+    async fn check_replica_lag(self: Arc<Self>) {
+        let period = Duration::from_millis(self.replicas.tick_interval_ms().max(1) as u64);
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.replicas.tick(now_ms());
+        }
+    }
+
+    /// The replica of `topic` partition `p` hosted here, or the error a request gets: NOT_LEADER_OR_FOLLOWER
+    /// when the partition exists elsewhere, UNKNOWN_TOPIC_OR_PARTITION when it does not exist.
+    pub fn replica(&self, topic: &str, p: i32) -> Result<Arc<Replica>, BrokerError> {
+        if let Some(r) = self.replicas.get(topic, p) {
+            return Ok(r);
+        }
+        let image = self.image();
+        let exists = image
+            .topic_by_name(topic)
+            .and_then(|t| usize::try_from(p).ok().and_then(|i| t.partitions.get(i)))
+            .is_some();
+        Err(if exists {
+            BrokerError::NotLeaderOrFollower
+        } else {
+            BrokerError::UnknownTopicOrPartition
+        })
+    }
+
+    /// [`Node::replica`] if this broker leads it; NOT_LEADER_OR_FOLLOWER if it only follows.
+    pub fn leader_replica(&self, topic: &str, p: i32) -> Result<Arc<Replica>, BrokerError> {
+        let r = self.replica(topic, p)?;
+        if r.is_leader() {
+            Ok(r)
+        } else {
+            Err(BrokerError::NotLeaderOrFollower)
         }
     }
 

@@ -369,6 +369,14 @@ impl PartitionManager {
             .and_then(|i| partitions.get(i).cloned())
     }
 
+    /// Partition `p` of `topic` and its topic id, if this broker hosts it (leads or follows).
+    pub fn hosted(&self, topic: &str, p: i32) -> Option<(Arc<Partition>, Uuid)> {
+        let partitions = self.topic(topic)?;
+        let i = usize::try_from(p).ok()?;
+        let h = partitions.slots.get(i)?.as_ref()?;
+        Some((Arc::clone(&h.partition), h.topic_id))
+    }
+
     /// Follows one image's local changes: closes and removes the partitions this broker no
     /// longer hosts (and any still held for an earlier topic of the same name), then opens
     /// (creating their directories) the ones it hosts from now on and updates which it leads.

@@ -428,6 +428,15 @@ impl ReplicaState {
         }
     }
 
+    /// As a follower: the log was emptied to start at `offset`, above its old end (the leader's
+    /// log starts past it). Everything below is gone, so the HW is there too.
+    pub fn reset_log(&mut self, offset: Offset) {
+        assert!(!self.is_leader(), "a leader's log reset under it");
+        assert!(offset >= self.high_watermark, "a log reset below the HW");
+        self.log_end = offset;
+        self.high_watermark = offset;
+    }
+
     /// As a follower: the leader's HW from a fetch answer; ours is the lower of it and our end.
     pub fn leader_high_watermark(&mut self, leader_hw: Offset) -> Effects {
         if matches!(self.role, Role::Leader(_)) {

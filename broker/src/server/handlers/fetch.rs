@@ -1,4 +1,6 @@
-//! Fetch (key 1): reads whole batches from each partition up to its high watermark, within
+//! Fetch (key 1): reads whole batches from each partition's replica (`replica::Replica::read`): a
+//! consumer below the high watermark (from a follower too with v11+, KIP-392), a follower broker
+//! (`replica_id` >= 0) up to the log end, its fetch offset counting as its progress. Within
 //! `partition_max_bytes` and the response's `max_bytes`, itself capped by the broker's
 //! `fetch.max.bytes` (a `max_bytes` of 0 or less means that cap). KIP-74 exactly: only the first
 //! partition that returns data may pass either limit, by its first batch (so a consumer is never
@@ -20,13 +22,16 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
 use super::{encode, Pending};
 use crate::error::BrokerError;
-use crate::ids::Offset;
+use crate::clock::now_ms;
+use crate::ids::{BrokerId, Offset};
 use crate::node::Node;
-use crate::partition::Partition;
+use crate::partition::{FetchRead, ReadUpper};
+use crate::replica::{Reader, Replica};
 
 struct Target {
     request: FetchPartition,
-    partition: Option<Arc<Partition>>,
+    /// The replica, or why there is none to read.
+    replica: Result<Arc<Replica>, BrokerError>,
 }
 
 pub fn handle(
@@ -37,12 +42,12 @@ pub fn handle(
 ) -> Pending {
     let node = Arc::clone(node);
     Box::pin(async move {
-        let response = fetch(&node, request).await;
+        let response = fetch(&node, request, version).await;
         encode(correlation_id, version, &response).map(Some)
     })
 }
 
-async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
+async fn fetch(node: &Node, request: FetchRequest, version: i16) -> FetchResponse {
     if request.session_id != 0 {
         let e = BrokerError::FetchSessionIdNotFound(request.session_id);
         return FetchResponse::default().with_error_code(e.code());
@@ -51,18 +56,12 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
         .topics
         .into_iter()
         .map(|t| {
-            let partitions = node.partitions.topic(&t.topic);
             let targets = t
                 .partitions
                 .into_iter()
-                .map(|p| {
-                    let partition = usize::try_from(p.partition)
-                        .ok()
-                        .and_then(|i| partitions.as_ref()?.get(i).cloned());
-                    Target {
-                        request: p,
-                        partition,
-                    }
+                .map(|p| Target {
+                    replica: node.replica(&t.topic, p.partition),
+                    request: p,
                 })
                 .collect();
             (t.topic, targets)
@@ -76,18 +75,30 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
     };
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
-    let watched: Vec<&Arc<Partition>> = topics
+    let reader = match request.replica_id {
+        id if id >= 0 => Reader::Follower {
+            id: BrokerId(id),
+            now_ms: 0,
+        },
+        _ => Reader::Consumer {
+            from_follower_allowed: version >= 11,
+        },
+    };
+    let watched: Vec<&Arc<Replica>> = topics
         .iter()
-        .flat_map(|(_, ts)| ts.iter().filter_map(|t| t.partition.as_ref()))
+        .flat_map(|(_, ts)| ts.iter().filter_map(|t| t.replica.as_ref().ok()))
         .collect();
     let response = loop {
         // Register for wake-ups before reading, so an append between the read and the wait is
         // not missed.
-        let mut appended: Vec<_> = watched.iter().map(|p| Box::pin(p.appended())).collect();
+        let mut appended: Vec<_> = watched
+            .iter()
+            .map(|r| Box::pin(r.partition().appended()))
+            .collect();
         for n in appended.iter_mut() {
             n.as_mut().enable();
         }
-        let (response, bytes, errors) = read_all(&topics, max_bytes);
+        let (response, bytes, errors) = read_all(&topics, max_bytes, reader);
         if bytes >= min_bytes
             || errors
             || appended.is_empty()
@@ -99,10 +110,12 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
             .await
             .is_err()
         {
-            break read_all(&topics, max_bytes).0;
+            break read_all(&topics, max_bytes, reader).0;
         }
     };
-    count_fetched(&topics, &response);
+    if matches!(reader, Reader::Consumer { .. }) {
+        count_fetched(&topics, &response);
+    }
     response
 }
 
@@ -110,9 +123,9 @@ async fn fetch(node: &Node, request: FetchRequest) -> FetchResponse {
 fn count_fetched(topics: &[(TopicName, Vec<Target>)], response: &FetchResponse) {
     for ((_, targets), answer) in topics.iter().zip(&response.responses) {
         for (target, data) in targets.iter().zip(&answer.partitions) {
-            if let (Some(p), Some(records)) = (&target.partition, &data.records) {
+            if let (Ok(r), Some(records)) = (&target.replica, &data.records) {
                 if !records.is_empty() {
-                    p.metrics().fetched(records);
+                    r.partition().metrics().fetched(records);
                 }
             }
         }
@@ -120,7 +133,18 @@ fn count_fetched(topics: &[(TopicName, Vec<Target>)], response: &FetchResponse) 
 }
 
 /// One pass over every requested partition: (response, record bytes, whether any had an error).
-fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (FetchResponse, usize, bool) {
+fn read_all(
+    topics: &[(TopicName, Vec<Target>)],
+    max_bytes: usize,
+    reader: Reader,
+) -> (FetchResponse, usize, bool) {
+    let reader = match reader {
+        Reader::Follower { id, .. } => Reader::Follower {
+            id,
+            now_ms: now_ms(),
+        },
+        consumer => consumer,
+    };
     let mut total = 0usize;
     let mut errors = false;
     let responses = topics
@@ -130,20 +154,21 @@ fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (FetchResp
                 .iter()
                 .map(|t| {
                     let data = PartitionData::default().with_partition_index(t.request.partition);
-                    let outcome = t
-                        .partition
-                        .as_ref()
-                        .ok_or(BrokerError::UnknownTopicOrPartition)
-                        .and_then(|p| {
-                            p.check_leader_epoch(t.request.current_leader_epoch)?;
+                    let outcome = t.replica.clone().and_then(|r| {
                             let budget = max_bytes.saturating_sub(total);
                             let asked = usize::try_from(t.request.partition_max_bytes).unwrap_or(0);
-                            let limit = budget.min(asked);
-                            if limit == 0 && total > 0 {
-                                // Nothing can fit: report the partition's offsets, no records.
-                                return Ok((None, p.high_watermark(), p.log_start_offset()));
-                            }
-                            let view = p.read(Offset(t.request.fetch_offset), limit)?;
+                            // Nothing can fit: read nothing, but still check and report offsets
+                            // (and a follower's progress).
+                            let limit = if budget.min(asked) == 0 && total > 0 { 0 } else { budget.min(asked) };
+                            let view = r.read(
+                                FetchRead {
+                                    current_leader_epoch: t.request.current_leader_epoch,
+                                    offset: Offset(t.request.fetch_offset),
+                                    max_bytes: limit,
+                                    upper: ReadUpper::HighWatermark,
+                                },
+                                reader,
+                            )?;
                             // A read returns at least one batch; past the first partition with
                             // data, one that does not fit is not sent (KIP-74).
                             let records = view.records.filter(|r| total == 0 || r.len() <= limit);
@@ -159,7 +184,7 @@ fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (FetchResp
                         }
                         Err(e) => {
                             errors = true;
-                            let (hw, start) = match (&e, &t.partition) {
+                            let (hw, start) = match (&e, &t.replica) {
                                 (
                                     BrokerError::OffsetOutOfRange {
                                         log_start_offset,
@@ -167,7 +192,10 @@ fn read_all(topics: &[(TopicName, Vec<Target>)], max_bytes: usize) -> (FetchResp
                                     },
                                     _,
                                 ) => (log_end_offset.0, log_start_offset.0),
-                                (_, Some(p)) => (p.high_watermark().0, p.log_start_offset().0),
+                                (_, Ok(r)) => (
+                                    r.partition().high_watermark().0,
+                                    r.partition().log_start_offset().0,
+                                ),
                                 _ => (-1, -1),
                             };
                             data.with_error_code(e.code())
@@ -284,7 +312,7 @@ mod tests {
             .with_min_bytes(i32::try_from(batch.len() * 3).unwrap());
         let poll = tokio::spawn({
             let node = Arc::clone(&node);
-            async move { fetch(&node, waiting).await }
+            async move { fetch(&node, waiting, 12).await }
         });
         // Each append wakes the poll, which reads again until it has min_bytes. (One thread:
         // yielding lets the poll run up to its wait.)
@@ -309,7 +337,7 @@ mod tests {
         let node = node(dir.path(), &[]).await;
         topic_with_big_batches(&node, "big", 2, 1).await;
         // librdkafka's fetch-max-bytes case: 1 MB asked, two partitions of ~0.9 MB batches.
-        let response = fetch(&node, request("big", 2, 1_000_000, 1_000_000)).await;
+        let response = fetch(&node, request("big", 2, 1_000_000, 1_000_000), 12).await;
         let sizes = record_bytes(&response);
         assert!(
             sizes[0] > 900_000,
@@ -318,12 +346,12 @@ mod tests {
         assert_eq!(sizes[1], 0, "the second would pass max_bytes: {sizes:?}");
         // A batch larger than partition_max_bytes still comes back from the first partition
         // (so a consumer never gets stuck), but not from a later one.
-        let response = fetch(&node, request("big", 2, 1_000_000, 1_000)).await;
+        let response = fetch(&node, request("big", 2, 1_000_000, 1_000), 12).await;
         let sizes = record_bytes(&response);
         assert!(sizes[0] > 900_000, "{sizes:?}");
         assert_eq!(sizes[1], 0, "{sizes:?}");
         // Room for both: both answer.
-        let response = fetch(&node, request("big", 2, 2_000_000, 1_000_000)).await;
+        let response = fetch(&node, request("big", 2, 2_000_000, 1_000_000), 12).await;
         assert!(record_bytes(&response).iter().all(|s| *s > 900_000));
     }
 
@@ -333,7 +361,7 @@ mod tests {
         let node = node(dir.path(), &[("fetch.max.bytes", "2000000")]).await;
         topic_with_big_batches(&node, "capped", 1, 4).await;
         for max_bytes in [0, -1, i32::MIN, i32::MAX] {
-            let response = fetch(&node, request("capped", 1, max_bytes, i32::MAX)).await;
+            let response = fetch(&node, request("capped", 1, max_bytes, i32::MAX), 12).await;
             let sizes = record_bytes(&response);
             assert!(
                 sizes[0] > 900_000 && sizes[0] <= 2_000_000,
@@ -351,6 +379,7 @@ mod tests {
             let response = fetch(
                 &node,
                 request("small-asks", 2, i32::MAX, partition_max_bytes),
+                12,
             )
             .await;
             let sizes = record_bytes(&response);

@@ -1,5 +1,7 @@
 //! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3, v7+), or the first offset
-//! whose record timestamp is at least the given one. Nothing found: offset and timestamp -1.
+//! whose record timestamp is at least the given one, all below the high watermark. Nothing
+//! found: offset and timestamp -1. Only the leader answers (as in Kafka; consumers reading from
+//! a follower ask the leader for offsets).
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -21,10 +23,9 @@ pub fn handle(node: &Node, request: &ListOffsetsRequest, version: i16) -> ListOf
                     let result = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
                     let outcome = node
-                        .partitions
-                        .partition(&t.name, p.partition_index)
-                        .ok_or(BrokerError::UnknownTopicOrPartition)
-                        .and_then(|partition| {
+                        .leader_replica(&t.name, p.partition_index)
+                        .and_then(|replica| {
+                            let partition = replica.partition();
                             partition.check_leader_epoch(p.current_leader_epoch)?;
                             if p.timestamp < -3 || (p.timestamp == -3 && version < 7) {
                                 return Err(BrokerError::InvalidRequest(format!(

@@ -1,7 +1,9 @@
-//! Produce (key 0): validates each partition's record set and appends it, in request order.
+//! Produce (key 0): each partition's record set goes to its replica (`replica::Replica::append`:
+//! only a leader takes it; `acks=-1` needs `min.insync.replicas` in the ISR), in request order.
 //! `acks=0` gets no answer (an error closes the connection, as in Kafka, so the producer learns
-//! of it); `acks=1` is answered after the append; `acks=-1` after the group-commit flush covers
-//! the records (when `log.flush.acks.all.enable`), or `REQUEST_TIMED_OUT` past `timeout_ms`.
+//! of it); `acks=1` is answered after the leader's append; `acks=-1` when the replica's
+//! acknowledgement completes (every ISR member has the records, on disk under the default flush
+//! policy), or `REQUEST_TIMED_OUT` past `timeout_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +14,13 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{encode, ready, str_bytes, Pending};
 use crate::error::BrokerError;
 use crate::group::offsets;
-use crate::ids::Offset;
 use crate::node::Node;
-use crate::partition::Partition;
+use crate::replica::Ack;
 
-struct DurableWait {
+struct AckWait {
     topic: usize,
     partition: usize,
-    target: Arc<Partition>,
-    end: Offset,
+    ack: Ack,
 }
 
 use crate::clock::now_ms;
@@ -37,7 +37,7 @@ pub fn handle(
     let mut failed = None;
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for (ti, t) in request.topic_data.into_iter().enumerate() {
-        let partitions = node.partitions.topic(&t.name);
+        let replicas = node.replicas.topic(&t.name);
         let mut results = Vec::with_capacity(t.partition_data.len());
         for (pi, pd) in t.partition_data.into_iter().enumerate() {
             let outcome = (|| {
@@ -55,27 +55,26 @@ pub fn handle(
                         offsets::TOPIC
                     )));
                 }
-                let partition = usize::try_from(pd.index)
+                let replica = usize::try_from(pd.index)
                     .ok()
-                    .and_then(|i| partitions.as_ref()?.get(i).cloned())
+                    .and_then(|i| replicas.as_ref()?.get(i).cloned().flatten())
                     .ok_or(BrokerError::UnknownTopicOrPartition)?;
                 let records = pd
                     .records
                     .as_ref()
                     .ok_or_else(|| BrokerError::InvalidRecord("null record set".into()))?;
-                let appended = partition.append(records, now)?;
+                let (appended, ack) = replica.append(records, acks, now)?;
                 let count = appended.last_offset.0 - appended.base_offset.0 + 1;
-                partition.metrics().produced(records.len(), count);
-                Ok((partition, appended))
+                replica.partition().metrics().produced(records.len(), count);
+                Ok((ack, appended))
             })();
             let result = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_log_append_time_ms(-1);
             results.push(match outcome {
-                Ok((partition, appended)) => {
-                    if acks == -1 && appended.flush_before_ack {
-                        partition.request_flush();
-                        waits.push(DurableWait { topic: ti, partition: pi, target: partition, end: Offset(appended.last_offset.0 + 1) });
+                Ok((ack, appended)) => {
+                    if !ack.is_immediate() {
+                        waits.push(AckWait { topic: ti, partition: pi, ack });
                     }
                     result.with_base_offset(appended.base_offset.0).with_log_start_offset(appended.log_start_offset.0)
                 }
@@ -112,11 +111,11 @@ pub fn handle(
     Box::pin(async move {
         let deadline = tokio::time::Instant::now() + timeout;
         for w in waits {
-            if tokio::time::timeout_at(deadline, w.target.wait_durable(w.end))
-                .await
-                .is_err()
-            {
-                let e = BrokerError::RequestTimedOut;
+            let outcome = match tokio::time::timeout_at(deadline, w.ack.wait()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(BrokerError::RequestTimedOut),
+            };
+            if let Err(e) = outcome {
                 let p = &mut response.responses[w.topic].partition_responses[w.partition];
                 p.error_code = e.code();
                 p.error_message = Some(str_bytes(e.message()));
