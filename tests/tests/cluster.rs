@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{broker_binary, free_port, run, unique_topic, Broker, Output};
+use common::{broker_binary, launch_cluster, run, unique_topic, Broker, Output};
 
 /// Short sessions, so a dead broker is fenced within the test's patience.
 const FAST_LIVENESS: [&str; 2] = [
@@ -34,31 +34,11 @@ impl Cluster {
     /// `voters` nodes that are broker and controller, plus `brokers` broker-only nodes, all
     /// launched before any is waited for (a voter serves only once a majority runs).
     fn start(voters: usize, brokers: usize, extra: &[&str]) -> Cluster {
-        let controller_ports: Vec<u16> = (0..voters + brokers).map(|_| free_port()).collect();
-        let voter_list = (0..voters)
-            .map(|i| format!("{}@127.0.0.1:{}", i + 1, controller_ports[i]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes: Vec<Broker> = (0..voters + brokers)
-            .map(|i| {
-                let mut set = vec![
-                    format!("controller.quorum.voters={voter_list}"),
-                    format!("controller.listener=127.0.0.1:{}", controller_ports[i]),
-                    "group.initial.rebalance.delay.ms=0".to_string(),
-                    "offsets.topic.num.partitions=6".to_string(),
-                ];
-                if i >= voters {
-                    set.push("process.roles=broker".to_string());
-                }
-                set.extend(FAST_LIVENESS.iter().map(|s| s.to_string()));
-                set.extend(extra.iter().map(|s| s.to_string()));
-                Broker::launch(i as i32 + 1, &set)
-            })
-            .collect();
-        for node in &mut nodes {
-            node.wait_until_serving();
+        let mut settings: Vec<&str> = FAST_LIVENESS.to_vec();
+        settings.extend_from_slice(extra);
+        Cluster {
+            nodes: launch_cluster(voters, brokers, &settings),
         }
-        Cluster { nodes }
     }
 
     fn node(&mut self, id: i32) -> &mut Broker {

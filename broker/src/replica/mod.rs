@@ -182,6 +182,18 @@ impl Replica {
         self.lock().state.isr().to_vec()
     }
 
+    /// The followers in the ISR whose log holds `offset` (KIP-392 read replicas), by id.
+    pub fn in_sync_followers_having(&self, offset: Offset) -> Vec<BrokerId> {
+        let inner = self.lock();
+        let isr = inner.state.isr();
+        inner
+            .state
+            .followers()
+            .filter(|(b, p)| isr.contains(b) && p.log_end.is_some_and(|end| end >= offset))
+            .map(|(b, _)| b)
+            .collect()
+    }
+
     pub fn under_replicated(&self) -> bool {
         self.lock().state.under_replicated()
     }

@@ -173,7 +173,7 @@ fn file_tail(path: &Path, max: u64) -> String {
     }
 }
 
-fn send_signal(pid: u32, sig: libc::c_int) {
+pub fn send_signal(pid: u32, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits in pid_t");
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is that of
     // our own child, which has not been reaped yet, so it cannot be reused.
@@ -914,4 +914,34 @@ pub fn kcat_produce_keyed(
         broker.logs()
     );
     out
+}
+
+/// A cluster's nodes: `voters` that are broker and controller, then `brokers` broker-only ones
+/// (node ids from 1), with `extra` settings each, all launched before any is waited for (a voter
+/// serves only once a majority runs).
+pub fn launch_cluster(voters: usize, brokers: usize, extra: &[&str]) -> Vec<Broker> {
+    let controller_ports: Vec<u16> = (0..voters + brokers).map(|_| free_port()).collect();
+    let voter_list = (0..voters)
+        .map(|i| format!("{}@127.0.0.1:{}", i + 1, controller_ports[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes: Vec<Broker> = (0..voters + brokers)
+        .map(|i| {
+            let mut set = vec![
+                format!("controller.quorum.voters={voter_list}"),
+                format!("controller.listener=127.0.0.1:{}", controller_ports[i]),
+                "group.initial.rebalance.delay.ms=0".to_string(),
+                "offsets.topic.num.partitions=6".to_string(),
+            ];
+            if i >= voters {
+                set.push("process.roles=broker".to_string());
+            }
+            set.extend(extra.iter().map(|s| s.to_string()));
+            Broker::launch(i as i32 + 1, &set)
+        })
+        .collect();
+    for node in &mut nodes {
+        node.wait_until_serving();
+    }
+    nodes
 }

@@ -32,6 +32,8 @@ struct Target {
     request: FetchPartition,
     /// The replica, or why there is none to read.
     replica: Result<Arc<Replica>, BrokerError>,
+    /// A follower in the consumer's rack to read from instead (KIP-392).
+    preferred: Option<BrokerId>,
 }
 
 pub fn handle(
@@ -52,6 +54,9 @@ async fn fetch(node: &Node, request: FetchRequest, version: i16) -> FetchRespons
         let e = BrokerError::FetchSessionIdNotFound(request.session_id);
         return FetchResponse::default().with_error_code(e.code());
     }
+    // A consumer that names its rack (v11+) may be sent to a follower in it.
+    let rack = Some(request.rack_id.as_str())
+        .filter(|r| request.replica_id.0 < 0 && version >= 11 && !r.is_empty());
     let topics: Vec<(TopicName, Vec<Target>)> = request
         .topics
         .into_iter()
@@ -59,9 +64,19 @@ async fn fetch(node: &Node, request: FetchRequest, version: i16) -> FetchRespons
             let targets = t
                 .partitions
                 .into_iter()
-                .map(|p| Target {
-                    replica: node.replica(&t.topic, p.partition),
-                    request: p,
+                .map(|p| {
+                    let replica = node.replica(&t.topic, p.partition);
+                    let preferred = match (&replica, rack) {
+                        (Ok(r), Some(rack)) => {
+                            preferred_read_replica(node, r, rack, Offset(p.fetch_offset))
+                        }
+                        _ => None,
+                    };
+                    Target {
+                        replica,
+                        request: p,
+                        preferred,
+                    }
                 })
                 .collect();
             (t.topic, targets)
@@ -75,7 +90,7 @@ async fn fetch(node: &Node, request: FetchRequest, version: i16) -> FetchRespons
     };
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
-    let reader = match request.replica_id {
+    let reader = match request.replica_id.0 {
         id if id >= 0 => Reader::Follower {
             id: BrokerId(id),
             now_ms: 0,
@@ -132,7 +147,31 @@ fn count_fetched(topics: &[(TopicName, Vec<Target>)], response: &FetchResponse) 
     }
 }
 
-/// One pass over every requested partition: (response, record bytes, whether any had an error).
+/// The replica a consumer in `rack` should read from instead of this leader: an in-sync
+/// follower in its rack that has `offset`, on a broker that is not fenced. `None` when the
+/// leader is in that rack itself, or no follower is.
+fn preferred_read_replica(
+    node: &Node,
+    replica: &Replica,
+    rack: &str,
+    offset: Offset,
+) -> Option<BrokerId> {
+    if !replica.is_leader() || node.rack.as_deref() == Some(rack) {
+        return None;
+    }
+    let image = node.image();
+    replica
+        .in_sync_followers_having(offset)
+        .into_iter()
+        .find(|b| {
+            image
+                .broker(*b)
+                .is_some_and(|reg| !reg.fenced && reg.rack.as_deref() == Some(rack))
+        })
+}
+
+/// One pass over every requested partition: (response, record bytes, whether any had an error
+/// or must be answered at once).
 fn read_all(
     topics: &[(TopicName, Vec<Target>)],
     max_bytes: usize,
@@ -154,6 +193,17 @@ fn read_all(
                 .iter()
                 .map(|t| {
                     let data = PartitionData::default().with_partition_index(t.request.partition);
+                    if let (Some(preferred), Ok(r)) = (t.preferred, &t.replica) {
+                        // Answered at once, without records: read from `preferred`.
+                        errors = true;
+                        let p = r.partition();
+                        return data
+                            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(preferred.0))
+                            .with_high_watermark(p.high_watermark().0)
+                            .with_last_stable_offset(p.high_watermark().0)
+                            .with_log_start_offset(p.log_start_offset().0)
+                            .with_records(Some(Bytes::new()));
+                    }
                     let outcome = t.replica.clone().and_then(|r| {
                             let budget = max_bytes.saturating_sub(total);
                             let asked = usize::try_from(t.request.partition_max_bytes).unwrap_or(0);

@@ -1,0 +1,331 @@
+//! Partition replication on real `strata` processes: followers copy the leader's log byte for
+//! byte, the ISR follows followers that stop and come back, `acks=-1` with
+//! `min.insync.replicas=2` goes on with one follower paused and is refused with two, and a
+//! follower killed under load restarts from its own log and catches up.
+//!
+//! The cluster: nodes 1-3 are controller voters and brokers, node 4 a broker only. The test
+//! partitions live on brokers 1, 3 and 4 (leader 1), so pausing 3 and 4 leaves a quorum (1, 2)
+//! to commit the ISR changes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use strata_client::{Connection, ConnectionConfig};
+use strata_protocol::record_batch::build_batch;
+
+use common::{launch_cluster, send_signal, unique_topic, Broker};
+
+const SETTINGS: [&str; 5] = [
+    "broker.heartbeat.interval.ms=300",
+    "broker.session.timeout.ms=3000",
+    "replica.lag.time.max.ms=2000",
+    "replica.fetch.wait.max.ms=200",
+    "log.segment.bytes=65536",
+];
+const LEADER: i32 = 1;
+const FOLLOWERS: [i32; 2] = [3, 4];
+/// How long the ISR and the followers' logs may take to settle after a change.
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn name(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+async fn connect(b: &Broker) -> Connection {
+    Connection::connect(&b.bootstrap(), ConnectionConfig::default())
+        .await
+        .expect("connect")
+}
+
+/// Creates `topic` with one partition on `replicas` (the first leads) and `configs`.
+async fn create_topic(c: &Connection, topic: &str, replicas: &[i32], configs: &[(&str, &str)]) {
+    let t = CreatableTopic::default()
+        .with_name(TopicName(name(topic)))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_assignments(vec![CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(replicas.iter().map(|b| BrokerId(*b)).collect())])
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(name(k))
+                        .with_value(Some(name(v)))
+                })
+                .collect(),
+        );
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![t])
+        .with_timeout_ms(20_000);
+    let (response, _) = c.send(&request).await.expect("CreateTopics");
+    let code = response.topics[0].error_code;
+    assert_eq!(code, 0, "CreateTopics: {:?}", response.topics[0].error_message);
+}
+
+/// One produce of one batch of `records` values; the partition's error code.
+async fn produce(c: &Connection, topic: &str, acks: i16, records: &[Vec<u8>]) -> i16 {
+    let refs: Vec<(Option<&[u8]>, &[u8])> = records.iter().map(|v| (None, v.as_slice())).collect();
+    let batch = build_batch(0, common::now_ms(), &refs);
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(20_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(name(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))])]);
+    let response = c.send_at(&request, 9).await.expect("Produce");
+    response.responses[0].partition_responses[0].error_code
+}
+
+/// Everything below the high watermark one broker serves (Fetch v12 as a consumer: a follower
+/// answers too, KIP-392), and that high watermark.
+async fn read_all(c: &Connection, topic: &str) -> (i64, Vec<u8>) {
+    let mut bytes = Vec::new();
+    let mut offset = 0i64;
+    for _ in 0..10_000 {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(name(topic)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let response = c.send_at(&request, 12).await.expect("Fetch");
+        let p = &response.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "Fetch from {} at {offset}", c.addr());
+        let records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            return (p.high_watermark, bytes);
+        }
+        offset = next_offset(&records);
+        bytes.extend_from_slice(&records);
+    }
+    panic!("reading {topic} from {} did not end", c.addr());
+}
+
+/// The offset after the last batch of `records`.
+fn next_offset(records: &Bytes) -> i64 {
+    let mut at = 0usize;
+    let mut next = 0;
+    while at + 12 <= records.len() {
+        let base = i64::from_be_bytes(records[at..at + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+        let last_delta = i32::from_be_bytes(records[at + 23..at + 27].try_into().unwrap());
+        next = base + i64::from(last_delta) + 1;
+        at += 12 + len;
+    }
+    next
+}
+
+/// The ISR of partition 0 of `topic` as broker `c` reports it.
+async fn isr(c: &Connection, topic: &str) -> Vec<i32> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(name(topic))))
+        ]));
+    let (response, _) = c.send(&request).await.expect("Metadata");
+    let mut isr: Vec<i32> = response.topics[0].partitions[0]
+        .isr_nodes
+        .iter()
+        .map(|b| b.0)
+        .collect();
+    isr.sort();
+    isr
+}
+
+async fn wait_for_isr(c: &Connection, topic: &str, want: &[i32]) {
+    let start = Instant::now();
+    loop {
+        let now = isr(c, topic).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "the ISR stayed {now:?}, not {want:?}, for {SETTLE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every broker in `nodes` serves the same high watermark and the same bytes below
+/// it as the leader; returns the high watermark.
+async fn wait_for_identical_logs(nodes: &[&Broker], topic: &str) -> i64 {
+    let conns = futures_join(nodes).await;
+    let start = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for c in &conns {
+            views.push(read_all(c, topic).await);
+        }
+        let (hw, leader_bytes) = &views[0];
+        if views.iter().all(|(h, b)| h == hw && b == leader_bytes) {
+            return *hw;
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "replicas still differ after {SETTLE:?}: high watermarks {:?}, sizes {:?}",
+            views.iter().map(|v| v.0).collect::<Vec<_>>(),
+            views.iter().map(|v| v.1.len()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn futures_join(nodes: &[&Broker]) -> Vec<Connection> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(connect(n).await);
+    }
+    out
+}
+
+fn values(from: usize, count: usize) -> Vec<Vec<u8>> {
+    (from..from + count)
+        .map(|i| format!("value-{i:06}").into_bytes())
+        .collect()
+}
+
+#[test]
+fn followers_copy_the_leader_and_the_isr_follows_paused_followers() {
+    let mut nodes = launch_cluster(3, 1, &SETTINGS);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topic = unique_topic("replicated");
+    let pids: Vec<u32> = FOLLOWERS
+        .iter()
+        .map(|id| nodes[*id as usize - 1].pid().expect("running"))
+        .collect();
+    rt.block_on(async {
+        let leader = connect(&nodes[LEADER as usize - 1]).await;
+        create_topic(
+            &leader,
+            &topic,
+            &[LEADER, FOLLOWERS[0], FOLLOWERS[1]],
+            &[("min.insync.replicas", "2")],
+        )
+        .await;
+        // 1. A full ISR: acks=-1 is answered once all three have each batch.
+        for i in 0..50 {
+            assert_eq!(produce(&leader, &topic, -1, &values(i * 10, 10)).await, 0);
+        }
+        let replicas = [
+            &nodes[LEADER as usize - 1],
+            &nodes[FOLLOWERS[0] as usize - 1],
+            &nodes[FOLLOWERS[1] as usize - 1],
+        ];
+        let hw = wait_for_identical_logs(&replicas, &topic).await;
+        assert_eq!(hw, 500, "every acknowledged record is below the HW");
+        assert_eq!(isr(&leader, &topic).await, vec![1, 3, 4]);
+
+        // 2. One follower paused: it leaves the ISR and acks=-1 writes go on with two.
+        send_signal(pids[1], libc::SIGSTOP);
+        assert_eq!(produce(&leader, &topic, -1, &values(500, 10)).await, 0);
+        wait_for_isr(&leader, &topic, &[1, 3]).await;
+        for i in 51..60 {
+            assert_eq!(produce(&leader, &topic, -1, &values(i * 10, 10)).await, 0);
+        }
+
+        // 3. The second paused too: below min.insync.replicas, acks=-1 is refused
+        // (NOT_ENOUGH_REPLICAS, or _AFTER_APPEND for the produce that waited through the shrink);
+        // acks=1 still works.
+        send_signal(pids[0], libc::SIGSTOP);
+        let start = Instant::now();
+        let mut codes = Vec::new();
+        loop {
+            let code = produce(&leader, &topic, -1, &values(9_000, 1)).await;
+            codes.push(code);
+            if code == 19 {
+                break;
+            }
+            assert!(
+                matches!(code, 0 | 20) && start.elapsed() < SETTLE,
+                "acks=-1 answers with two followers paused: {codes:?}"
+            );
+        }
+        assert_eq!(produce(&leader, &topic, 1, &values(9_100, 1)).await, 0);
+        assert_eq!(isr(&leader, &topic).await, vec![1]);
+
+        // 4. Both back: they catch up, rejoin the ISR, and hold the leader's log.
+        send_signal(pids[0], libc::SIGCONT);
+        send_signal(pids[1], libc::SIGCONT);
+        wait_for_isr(&leader, &topic, &[1, 3, 4]).await;
+        assert_eq!(produce(&leader, &topic, -1, &values(10_000, 10)).await, 0);
+        wait_for_identical_logs(&replicas, &topic).await;
+    });
+    for n in &mut nodes {
+        n.stop();
+    }
+}
+
+#[test]
+fn a_follower_killed_under_load_restarts_from_its_own_log_and_catches_up() {
+    let mut nodes = launch_cluster(3, 1, &SETTINGS);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topic = unique_topic("follower-crash");
+    rt.block_on(async {
+        let leader = connect(&nodes[0]).await;
+        create_topic(&leader, &topic, &[1, 3, 4], &[("min.insync.replicas", "2")]).await;
+        for i in 0..100 {
+            assert_eq!(produce(&leader, &topic, -1, &values(i * 20, 20)).await, 0);
+        }
+    });
+    // Broker 4 dies mid-stream, while writes go on.
+    let writer = {
+        let addr = nodes[0].bootstrap();
+        let topic = topic.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let c = Connection::connect(&addr, ConnectionConfig::default())
+                    .await
+                    .expect("connect");
+                let mut acked = 0;
+                for i in 100..400 {
+                    if produce(&c, &topic, -1, &values(i * 20, 20)).await == 0 {
+                        acked += 1;
+                    }
+                }
+                acked
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[3].kill9();
+    let acked = writer.join().expect("writer");
+    assert_eq!(acked, 300, "min.insync.replicas=2 holds with one follower down");
+    nodes[3].restart();
+    nodes[3].wait_until_serving();
+    rt.block_on(async {
+        let leader = connect(&nodes[0]).await;
+        wait_for_isr(&leader, &topic, &[1, 3, 4]).await;
+        let replicas = [&nodes[0], &nodes[2], &nodes[3]];
+        let hw = wait_for_identical_logs(&replicas, &topic).await;
+        assert_eq!(hw, 400 * 20);
+    });
+    let log = nodes[3].logs();
+    assert!(
+        !log.contains("panicked"),
+        "the restarted follower panicked:\n{log}"
+    );
+    for n in &mut nodes {
+        n.stop();
+    }
+}
