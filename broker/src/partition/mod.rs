@@ -1270,3 +1270,6 @@ mod tests;
 
 #[cfg(test)]
 mod record_checks_tests;
+
+#[cfg(test)]
+mod replica_log_tests;
