@@ -789,6 +789,8 @@ impl Partition {
         st.epoch_cache.clear()?;
         producer_state::remove_snapshots_above(&self.dir, Offset(i64::MIN))?;
         st.producers = ProducerStates::default();
+        // Snapshots not yet written describe the old log: none of it is left.
+        st.pending_snapshots.clear();
         st.high_watermark = offset;
         self.after_truncation(&mut st, offset)?;
         // The new log is empty: everything below its start counts as on disk.
@@ -916,18 +918,19 @@ impl Partition {
     }
 
     /// ListOffsets: (offset, timestamp) for a target timestamp or the special values
-    /// -2 (earliest), -1 (latest), -3 (max timestamp). A lookup by timestamp takes a candidate
+    /// -2 (earliest), -1 (latest: the high watermark), -3 (max timestamp), all below the high
+    /// watermark (what consumers may read). A lookup by timestamp takes a candidate
     /// batch (a zero-copy slice) under the lock and walks its records outside it, bounded by
     /// `record_limits`: a compressed batch never decompresses under the lock. Fails only if a
     /// sealed segment's files cannot be opened again.
     pub fn list_offset(&self, timestamp: i64) -> Result<Option<(Offset, i64)>, BrokerError> {
         Ok(match timestamp {
             -2 => Some((self.lock().log.log_start_offset(), -1)),
-            -1 => Some((self.lock().log.log_end_offset(), -1)),
+            -1 => Some((self.lock().high_watermark(), -1)),
             -3 => {
                 let (batch, limit) = {
                     let st = self.lock();
-                    (st.log.max_timestamp_batch()?, st.log.log_end_offset())
+                    (st.log.max_timestamp_batch()?, st.high_watermark())
                 };
                 let Some(batch) = batch else {
                     return Ok(None);
@@ -945,7 +948,7 @@ impl Partition {
                 loop {
                     let (batch, limit) = {
                         let st = self.lock();
-                        let limit = st.log.log_end_offset();
+                        let limit = st.high_watermark();
                         (st.log.batch_by_timestamp(t, from, limit)?, limit)
                     };
                     let Some(batch) = batch else {

@@ -462,6 +462,11 @@ async fn a_consumer_reads_below_the_high_watermark_and_is_not_out_of_range_above
         (view.high_watermark, view.log_end_offset),
         (Offset(3), Offset(9))
     );
+    assert_eq!(
+        f.list_offset(-1).unwrap(),
+        Some((Offset(3), -1)),
+        "latest is the HW"
+    );
     for offset in [3, 6, 9] {
         let view = consumer(offset).unwrap();
         assert!(view.records.is_none(), "offset {offset}");
