@@ -487,3 +487,74 @@ async fn a_consumer_reads_below_the_high_watermark_and_is_not_out_of_range_above
     assert_eq!(f.high_watermark(), Offset(9));
     assert!(consumer(6).unwrap().records.is_some());
 }
+
+/// A broker (id 1) hosting `t` partition 0 with a follower on broker 2.
+fn image() -> crate::controller::image::MetadataImage {
+    use crate::controller::records::{MetadataRecord, PartitionRecord};
+    use crate::ids::{BrokerId, PartitionEpoch};
+    let topic = uuid::Uuid::from_u128(0x16);
+    let records = vec![
+        MetadataRecord::Topic {
+            name: "t".into(),
+            id: topic,
+        },
+        MetadataRecord::Partition(PartitionRecord {
+            topic,
+            partition: PartitionId(0),
+            replicas: vec![BrokerId(1), BrokerId(2)],
+            isr: vec![BrokerId(1), BrokerId(2)],
+            leader: Some(BrokerId(1)),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+        }),
+    ];
+    crate::controller::image::MetadataImage::empty()
+        .apply(Offset(1), &records)
+        .unwrap()
+        .0
+}
+
+fn open_manager(data: &Path) -> super::manager::PartitionManager {
+    let config = Arc::new(BrokerConfig::default());
+    let log = crate::config::BrokerSettings::from_config(&config)
+        .unwrap()
+        .log;
+    let (manager, _) = super::manager::PartitionManager::open(
+        data,
+        config,
+        log,
+        &image(),
+        crate::ids::BrokerId(1),
+    )
+    .unwrap();
+    manager
+}
+
+#[tokio::test]
+async fn the_broker_checkpoints_each_high_watermark_and_opens_partitions_with_it() {
+    let data = tempfile::tempdir().unwrap();
+    let manager = open_manager(data.path());
+    let p = manager.partition("t", 0).unwrap();
+    p.set_replicated(true);
+    for base in (0..9).step_by(3) {
+        p.append_as_follower(&leader_batch(base, 0, 3)).unwrap();
+    }
+    p.advance_high_watermark(Offset(6));
+    manager.shutdown().unwrap();
+    drop((p, manager));
+    assert!(data.path().join("replication-offset-checkpoint").exists());
+
+    let manager = open_manager(data.path());
+    let p = manager.partition("t", 0).unwrap();
+    assert_eq!(
+        p.high_watermark(),
+        Offset(9),
+        "one replica reads to its log end"
+    );
+    p.set_replicated(true);
+    assert_eq!(p.high_watermark(), Offset(6), "as checkpointed");
+    // A replica cannot truncate below it, and can above it.
+    assert!(p.truncate_to(Offset(3)).is_err());
+    p.truncate_to(Offset(6)).unwrap();
+    manager.shutdown().unwrap();
+}
