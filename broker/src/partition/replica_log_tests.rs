@@ -20,6 +20,16 @@ const SMALL_SEGMENT_BYTES: &str = "1024";
 const PID: i64 = 77;
 
 fn open_with(dir: &Path, segment_bytes: &str, checkpointed: Checkpointed) -> Arc<Partition> {
+    open_after(dir, segment_bytes, checkpointed, false)
+}
+
+/// Opens after a clean shutdown (`clean`: files trusted) or not.
+fn open_after(
+    dir: &Path,
+    segment_bytes: &str,
+    checkpointed: Checkpointed,
+    clean: bool,
+) -> Arc<Partition> {
     let mut config = BrokerConfig::default();
     config.set("log.segment.bytes", segment_bytes).unwrap();
     let settings = settings_for(&config, &TopicOverrides::default());
@@ -30,7 +40,7 @@ fn open_with(dir: &Path, segment_bytes: &str, checkpointed: Checkpointed) -> Arc
         PartitionId(0),
         settings,
         checkpointed,
-        false,
+        clean,
         &flushers,
     )
     .unwrap();
@@ -260,6 +270,7 @@ async fn truncating_inside_the_active_segment_cuts_there() {
     // The cut batch comes again from the leader, in a new epoch.
     f.append_as_follower(&leader_batch(27, 3, 3)).unwrap();
     assert_eq!(f.log_end_offset(), Offset(30));
+    every_batch_is_found_from_its_offset(&f);
 }
 
 #[tokio::test]
@@ -295,6 +306,27 @@ async fn truncating_across_rolls_deletes_the_later_segments() {
         f.append_as_follower(&leader_batch(base, 2, 3)).unwrap();
     }
     assert_eq!(f.log_end_offset(), Offset(30));
+    every_batch_is_found_from_its_offset(&f);
+}
+
+/// A read from each record's offset starts at the batch holding it (the indexes are right).
+fn every_batch_is_found_from_its_offset(p: &Partition) {
+    let all = log_bytes(p, p.log_start_offset());
+    for (_, batch) in BatchIter::new(&all) {
+        for offset in batch.base_offset()..=batch.last_offset() {
+            let view = p
+                .read_for_fetch(FetchRead {
+                    current_leader_epoch: -1,
+                    offset: Offset(offset),
+                    max_bytes: 1,
+                    upper: ReadUpper::LogEnd,
+                })
+                .unwrap();
+            let records = view.records.unwrap();
+            let (_, first) = BatchIter::new(&records).next().unwrap();
+            assert_eq!(first.base_offset(), batch.base_offset(), "offset {offset}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -345,9 +377,10 @@ async fn a_truncated_log_stays_truncated_after_a_crash_and_a_cut_batch_is_no_dup
             recovery_point: Some(recovery_point),
             high_watermark: None,
         };
-        let p = open_with(fd.path(), SMALL_SEGMENT_BYTES, checkpointed);
+        let p = open_after(fd.path(), SMALL_SEGMENT_BYTES, checkpointed, !crash);
         assert_eq!(p.log_end_offset(), Offset(21), "crash {crash}");
         assert_eq!(log_bytes(&p, Offset(0)), kept, "crash {crash}");
+        every_batch_is_found_from_its_offset(&p);
         assert_eq!(
             p.end_offset_for_epoch(LeaderEpoch(2)),
             Some((LeaderEpoch(2), Offset(21)))
@@ -373,6 +406,12 @@ async fn a_replica_started_afresh_at_its_leaders_log_start_follows_from_there() 
     assert_eq!(f.high_watermark(), Offset(100));
     assert_eq!(f.latest_epoch(), None);
     assert!(f.lock().producers.is_empty());
+    assert!(
+        super::producer_state::snapshot_offsets(fd.path())
+            .unwrap()
+            .is_empty(),
+        "no snapshot of the old log is left"
+    );
     f.append_as_follower(&leader_batch(100, 7, 4)).unwrap();
     assert_eq!(f.log_end_offset(), Offset(104));
     assert_eq!(f.latest_epoch(), Some(LeaderEpoch(7)));
