@@ -330,6 +330,27 @@ fn every_batch_is_found_from_its_offset(p: &Partition) {
 }
 
 #[tokio::test]
+async fn truncating_at_a_segment_start_leaves_an_empty_active_segment_there() {
+    let fd = tempfile::tempdir().unwrap();
+    let f = follower_with_history(fd.path());
+    let mut bases: Vec<i64> = std::fs::read_dir(fd.path())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    bases.sort();
+    let second = Offset(bases[1]);
+    f.truncate_to(second).unwrap();
+    assert_eq!(f.log_end_offset(), second);
+    assert_eq!(f.lock().log.segment_count(), 2);
+    assert_eq!(f.lock().log.active_size_bytes(), 0);
+    f.append_as_follower(&leader_batch(second.0, 2, 3)).unwrap();
+    every_batch_is_found_from_its_offset(&f);
+}
+
+#[tokio::test]
 async fn truncating_at_the_log_end_changes_nothing_and_below_the_high_watermark_is_refused() {
     let fd = tempfile::tempdir().unwrap();
     let f = follower_with_history(fd.path());
