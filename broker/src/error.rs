@@ -103,6 +103,12 @@ pub enum BrokerError {
     ControllerRejected(String),
     #[error("metadata store: {0}")]
     Metadata(#[from] crate::controller::MetadataError),
+    /// The follower path refused a change that does not fit this replica's log: leader batches
+    /// that do not continue it, a leader epoch older than its latest, a truncation below the
+    /// high watermark or inside a batch. Nothing was changed; the replica layer re-aligns
+    /// (OffsetsForLeaderEpoch) and retries. Never sent to clients in normal operation.
+    #[error("replica log: {0}")]
+    ReplicaLog(String),
     #[error("leader epoch cache: {0}")]
     EpochCache(#[from] crate::partition::epoch_cache::EpochCacheError),
     // Group coordinator (membership).
@@ -151,6 +157,7 @@ impl BrokerError {
                 K::KafkaStorageError
             }
             BrokerError::CorruptMessage(_) => K::CorruptMessage,
+            BrokerError::ReplicaLog(_) => K::UnknownServerError,
             BrokerError::InvalidRecord(_) => K::InvalidRecord,
             BrokerError::MessageTooLarge { .. } => K::MessageTooLarge,
             BrokerError::RecordListTooLarge { .. } => K::RecordListTooLarge,

@@ -2,7 +2,9 @@
 //! (Kafka's `leader-epoch-checkpoint`). Followers will use it to truncate to the leader's log
 //! (OffsetsForLeaderEpoch); on one node it records epoch 0 from offset 0.
 //!
-//! Invariants: epochs and start offsets are strictly increasing; the file is replaced atomically.
+//! Invariants: epochs and start offsets are strictly increasing (callers check an epoch is not
+//! older than [`EpochCache::latest`] before [`EpochCache::assign`]); the file is replaced
+//! atomically, on every change.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -58,12 +60,33 @@ impl EpochCache {
             );
         }
         self.entries.push((epoch, start));
+        self.persist()
+    }
+
+    fn persist(&self) -> Result<(), EpochCacheError> {
         let mut text = String::new();
         for (e, o) in &self.entries {
             let _ = writeln!(text, "{} {}", e.0, o.0);
         }
         checkpoint::write(&self.path, &text)?;
         Ok(())
+    }
+
+    /// A follower's truncation to `offset`: drops the epochs starting at or after it (their
+    /// records are gone), persisted.
+    pub fn truncate_at(&mut self, offset: Offset) -> Result<(), EpochCacheError> {
+        let before = self.entries.len();
+        self.entries.retain(|(_, start)| *start < offset);
+        if self.entries.len() == before {
+            return Ok(());
+        }
+        self.persist()
+    }
+
+    /// Forgets every epoch (a log started afresh at a new offset), persisted.
+    pub fn clear(&mut self) -> Result<(), EpochCacheError> {
+        self.entries.clear();
+        self.persist()
     }
 
     /// OffsetsForLeaderEpoch: the end offset of `epoch` — where the next epoch starts, or the log

@@ -10,7 +10,8 @@
 //!   so nothing is deleted on a guess);
 //! - requests reach only partitions this broker leads (`HostedTopic::get`); a follower replica is
 //!   open (its directory made) but serves nothing until replication lands;
-//! - the recovery checkpoint never names an offset above what is flushed;
+//! - the recovery checkpoint never names an offset above what is flushed; the high-watermark
+//!   checkpoint (`replication-offset-checkpoint`) is written with it, and read back at start;
 //! - the `clean-shutdown` marker exists only between a clean close and the next start; without it
 //!   every partition recovers from its checkpointed recovery point.
 //!
@@ -25,7 +26,7 @@ use std::sync::{Arc, RwLock};
 use uuid::Uuid;
 
 use super::flusher::Flushers;
-use super::{Partition, PartitionSettings};
+use super::{Checkpointed, Partition, PartitionSettings};
 use crate::config::{self, BrokerConfig, LogSettings, TopicOverrides};
 use crate::controller::image::{LocalChanges, MetadataImage};
 use crate::error::BrokerError;
@@ -33,6 +34,8 @@ use crate::ids::{BrokerId, Offset, PartitionId};
 use crate::storage::{checkpoint, OpenSegments};
 
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+/// Each partition's stored high watermark (Kafka's name), written with the recovery points.
+const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 const DELETED_SUFFIX: &str = ".deleted";
 
@@ -208,7 +211,8 @@ impl PartitionManager {
     ) -> Result<(PartitionManager, StartupReport), BrokerError> {
         let marker = data_dir.join(CLEAN_SHUTDOWN);
         let clean_shutdown = marker.exists();
-        let recovery_points = read_recovery_points(data_dir)?;
+        let recovery_points = read_offsets_checkpoint(data_dir, RECOVERY_CHECKPOINT)?;
+        let high_watermarks = read_offsets_checkpoint(data_dir, HW_CHECKPOINT)?;
         let mut report = StartupReport {
             clean_shutdown,
             ..Default::default()
@@ -238,12 +242,24 @@ impl PartitionManager {
                 } else {
                     Some(Offset(0))
                 };
-                let (partition, r) = Partition::open(
+                // No checkpointed high watermark: nothing is known committed past the log start
+                // (a follower must stay free to truncate). One replica reads to its log end
+                // whatever this says.
+                let checkpointed = Checkpointed {
+                    recovery_point: rp,
+                    high_watermark: Some(
+                        high_watermarks
+                            .get(&(topic.name.clone(), i as i32))
+                            .copied()
+                            .unwrap_or(Offset(0)),
+                    ),
+                };
+                let (partition, r) = Partition::open_checkpointed(
                     &dir,
                     Arc::from(topic.name.as_str()),
                     PartitionId(i as i32),
                     settings_for(&config, &overrides),
-                    rp,
+                    checkpointed,
                     clean_shutdown,
                     &flushers,
                 )?;
@@ -524,15 +540,27 @@ impl PartitionManager {
             .collect()
     }
 
-    /// Writes every partition's recovery point (what is flushed) atomically.
+    /// Writes every partition's recovery point (what is flushed) atomically, then every
+    /// partition's stored high watermark (`replication-offset-checkpoint`).
     pub fn write_recovery_checkpoint(&self) -> Result<(), BrokerError> {
+        let partitions = self.all_partitions();
         let mut text = String::new();
-        for p in self.all_partitions() {
+        for p in &partitions {
             let _ = writeln!(text, "{} {} {}", p.topic(), p.id().0, p.recovery_point().0);
         }
-        checkpoint::write(&self.data_dir.join(RECOVERY_CHECKPOINT), &text).map_err(|e| {
+        self.write_checkpoint(RECOVERY_CHECKPOINT, &text)?;
+        let mut text = String::new();
+        for p in &partitions {
+            let hw = p.stored_high_watermark();
+            let _ = writeln!(text, "{} {} {}", p.topic(), p.id().0, hw.0);
+        }
+        self.write_checkpoint(HW_CHECKPOINT, &text)
+    }
+
+    fn write_checkpoint(&self, name: &str, text: &str) -> Result<(), BrokerError> {
+        checkpoint::write(&self.data_dir.join(name), text).map_err(|e| {
             if e.is_fatal() {
-                self.fatal().report(format!("recovery checkpoint: {e}"));
+                self.fatal().report(format!("{name}: {e}"));
             }
             BrokerError::Storage(std::io::Error::other(e))
         })
@@ -620,13 +648,18 @@ impl PartitionManager {
     }
 }
 
-fn read_recovery_points(data_dir: &Path) -> Result<HashMap<(String, i32), Offset>, BrokerError> {
-    let path = data_dir.join(RECOVERY_CHECKPOINT);
+/// Reads a "topic partition offset" checkpoint (`name` in `data_dir`).
+fn read_offsets_checkpoint(
+    data_dir: &Path,
+    name: &str,
+) -> Result<HashMap<(String, i32), Offset>, BrokerError> {
+    let path = data_dir.join(name);
     let text = match checkpoint::read(&path) {
         Ok(t) => t.unwrap_or_default(),
         Err(e) => {
-            // Losing the checkpoint only costs time: every segment gets scanned.
-            tracing::warn!(error = %e, "recovery checkpoint unreadable; recovering every segment");
+            // Losing the recovery points only costs time: every segment gets scanned. Losing
+            // the high watermarks starts each at its log start until its leader raises it.
+            tracing::warn!(error = %e, "{name} unreadable; ignoring it");
             String::new()
         }
     };

@@ -6,10 +6,18 @@
 //! There is no lock shared between partitions on the produce or fetch path.
 //!
 //! Invariants:
-//! - `log_start_offset <= high_watermark <= log_end_offset` (one node: the ISR is this broker,
-//!   so the high watermark is the log end offset);
-//! - every appended batch carries the current leader epoch;
-//! - `durable` (the flushed offset) only grows and never passes the log end offset;
+//! - `log_start_offset <= high_watermark <= log_end_offset`; a partition not `replicated` (one
+//!   replica: the ISR is this broker) reads to its log end and keeps its stored high watermark
+//!   there on every append; a replicated one moves it only through `advance_high_watermark`, and
+//!   never down (it is checkpointed, and taken back at open clamped to the log end);
+//! - every batch a producer appends carries the current leader epoch; a follower appends its
+//!   leader's batches byte for byte (`append_as_follower`), contiguous with its log end, never
+//!   with an epoch older than its epoch cache's latest;
+//! - a truncation never cuts below the high watermark (readers other than followers never see
+//!   bytes that a truncation can rewrite); it cuts the log, the epoch cache and the producer
+//!   state together, under the lock, with no flush in flight (`flush_running`);
+//! - `durable` (the flushed offset) only grows, except that a truncation lowers it to the cut,
+//!   and never passes the log end offset;
 //! - a partition that saw a fatal storage error (a failed sync, see `storage::fatal`) is
 //!   `failed`: it refuses writes and never marks anything durable again; the error goes to the
 //!   broker's `Fatal` handle, and `main` halts;
@@ -35,7 +43,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_protocol::record_batch::{
-    validate_batches_with, BatchError, BatchHeader, BatchIter, RecordLimits,
+    validate_batches_with, BatchError, BatchHeader, BatchIter, BatchSpan, RecordLimits,
+    RecordSetInfo,
 };
 use tokio::sync::{watch, Notify};
 
@@ -78,10 +87,57 @@ pub struct FetchView {
     pub records: Option<Bytes>,
     pub high_watermark: Offset,
     pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+}
+
+/// One fetch of this partition, answered under one lock ([`Partition::read_for_fetch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchRead {
+    /// The fetcher's idea of the leader epoch (`-1`: it does not know), checked as
+    /// [`Partition::check_leader_epoch`] does.
+    pub current_leader_epoch: i32,
+    pub offset: Offset,
+    pub max_bytes: usize,
+    pub upper: ReadUpper,
+}
+
+/// How far a fetch reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadUpper {
+    /// A consumer: records below the high watermark only.
+    HighWatermark,
+    /// A follower: up to the log end.
+    LogEnd,
+}
+
+/// Where a follower's append of its leader's batches landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerAppended {
+    pub first_offset: Offset,
+    pub last_offset: Offset,
+    pub log_end_offset: Offset,
+    /// Whether the policy wants these records flushed before the follower reports them to its
+    /// leader (the fetcher waits `wait_durable(log_end_offset)` before fetching past them).
+    pub flush_before_ack: bool,
+}
+
+/// What the broker's checkpoints say of a partition when it opens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// The flushed offset (`recovery-point-offset-checkpoint`); `None` recovers every segment.
+    pub recovery_point: Option<Offset>,
+    /// The high watermark (`replication-offset-checkpoint`); `None` takes the log end.
+    pub high_watermark: Option<Offset>,
 }
 
 struct State {
     log: Log,
+    /// The stored high watermark (see the module invariants; [`State::high_watermark`] is what
+    /// readers see).
+    high_watermark: Offset,
+    /// Whether other replicas exist: the high watermark then moves only by
+    /// `advance_high_watermark` (set by the replica layer).
+    replicated: bool,
     leader_epoch: LeaderEpoch,
     epoch_cache: EpochCache,
     unflushed_records: i64,
@@ -93,6 +149,17 @@ struct State {
     pending_snapshots: Vec<PendingSnapshot>,
 }
 
+impl State {
+    /// The high watermark readers see: the log end while not replicated (one replica).
+    fn high_watermark(&self) -> Offset {
+        if self.replicated {
+            self.high_watermark
+        } else {
+            self.log.log_end_offset()
+        }
+    }
+}
+
 pub struct Partition {
     topic: Arc<str>,
     id: PartitionId,
@@ -102,6 +169,9 @@ pub struct Partition {
     appended: Notify,
     /// Set while this partition waits in its flush thread's queue.
     flush_queued: AtomicBool,
+    /// Held through each flush (taken before `state`), and by a truncation: a flush's targets,
+    /// taken under the lock and synced outside it, never outlive the segments they name.
+    flush_running: Mutex<()>,
     flushers: Arc<Flushers>,
     flush_slot: usize,
     me: Weak<Partition>,
@@ -117,6 +187,23 @@ pub struct Partition {
     record_limits: RecordLimits,
     /// This topic's produce and fetch counters (inert unless the metrics recorder is installed).
     metrics: crate::metrics::TopicMetrics,
+}
+
+/// One batch of a follower's append, read before the lock.
+struct FollowerBatch {
+    span: BatchSpan,
+    base: Offset,
+    last: Offset,
+    epoch: LeaderEpoch,
+    max_timestamp: i64,
+    producer: Option<ProducerBatch>,
+}
+
+/// Wall-clock now, for `segment.ms` (a follower's append has no request time).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A producer-state snapshot taken under the lock at a roll, not yet on disk.
@@ -136,7 +223,8 @@ pub struct PartitionSettings {
 
 impl Partition {
     /// Opens (or creates) the partition in `dir`; its flushes run on `flushers`. With a finite
-    /// `flush.ms`, a timer on the current runtime asks for a flush that often.
+    /// `flush.ms`, a timer on the current runtime asks for a flush that often. The high
+    /// watermark starts at the log end (see [`Partition::open_checkpointed`]).
     pub fn open(
         dir: &Path,
         topic: Arc<str>,
@@ -146,6 +234,33 @@ impl Partition {
         clean_shutdown: bool,
         flushers: &Arc<Flushers>,
     ) -> Result<(Arc<Partition>, RecoveryReport), BrokerError> {
+        let checkpointed = Checkpointed {
+            recovery_point,
+            high_watermark: None,
+        };
+        Partition::open_checkpointed(
+            dir,
+            topic,
+            id,
+            settings,
+            checkpointed,
+            clean_shutdown,
+            flushers,
+        )
+    }
+
+    /// [`Partition::open`] with what the broker's checkpoints hold for it: the recovery point,
+    /// and the high watermark (clamped to the recovered log; the log end if none).
+    pub fn open_checkpointed(
+        dir: &Path,
+        topic: Arc<str>,
+        id: PartitionId,
+        settings: PartitionSettings,
+        checkpointed: Checkpointed,
+        clean_shutdown: bool,
+        flushers: &Arc<Flushers>,
+    ) -> Result<(Arc<Partition>, RecoveryReport), BrokerError> {
+        let recovery_point = checkpointed.recovery_point;
         let (log, report) = Log::open_shared(
             dir,
             settings.log,
@@ -166,6 +281,10 @@ impl Partition {
         let leader_epoch = epoch_cache.latest().unwrap_or(LeaderEpoch(0));
         epoch_cache.assign(leader_epoch, log.log_end_offset())?;
         let (producers, producer_recovery) = recover_producers(dir, &log)?;
+        let log_end = log.log_end_offset();
+        let high_watermark = checkpointed
+            .high_watermark
+            .map_or(log_end, |hw| hw.min(log_end).max(log.log_start_offset()));
         let durable = watch::Sender::new(log.recovery_point());
         let metrics = crate::metrics::TopicMetrics::new(&topic);
         let partition = Arc::new_cyclic(|me| Partition {
@@ -174,6 +293,8 @@ impl Partition {
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
                 log,
+                high_watermark,
+                replicated: false,
                 leader_epoch,
                 epoch_cache,
                 unflushed_records: 0,
@@ -184,6 +305,7 @@ impl Partition {
             }),
             appended: Notify::new(),
             flush_queued: AtomicBool::new(false),
+            flush_running: Mutex::new(()),
             flushers: Arc::clone(flushers),
             flush_slot: flushers.assign_slot(),
             me: me.clone(),
@@ -242,8 +364,74 @@ impl Partition {
             .end_offset_for(epoch, st.log.log_end_offset())
     }
 
+    /// The high watermark consumers read below (the log end while not replicated).
     pub fn high_watermark(&self) -> Offset {
+        self.lock().high_watermark()
+    }
+
+    /// The stored high watermark, what the checkpoint keeps: for a partition not (yet)
+    /// replicated, the one it opened with until its first append.
+    pub fn stored_high_watermark(&self) -> Offset {
+        self.lock().high_watermark
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
         self.lock().log.log_end_offset()
+    }
+
+    /// Whether other replicas exist (the replica layer says): when on, the high watermark
+    /// moves only through [`Partition::advance_high_watermark`]; when off, it is the log end.
+    pub fn set_replicated(&self, on: bool) {
+        let mut st = self.lock();
+        st.replicated = on;
+        if !on {
+            st.high_watermark = st.log.log_end_offset();
+        }
+    }
+
+    /// Raises the high watermark to `hw`, clamped to the log end; it never moves down. Wakes
+    /// the fetches waiting for records when it moves; returns whether it did.
+    pub fn advance_high_watermark(&self, hw: Offset) -> bool {
+        let moved = {
+            let mut st = self.lock();
+            let target = hw.min(st.log.log_end_offset());
+            let moved = target > st.high_watermark;
+            if moved {
+                st.high_watermark = target;
+            }
+            moved
+        };
+        if moved {
+            self.appended.notify_waiters();
+        }
+        moved
+    }
+
+    /// The latest leader epoch in the epoch cache (`None` if it is empty).
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.lock().epoch_cache.latest()
+    }
+
+    /// This replica leads from `epoch` on: new appends carry it, and the epoch cache records
+    /// that it starts at the log end. An epoch older than the cache's latest is refused.
+    pub fn become_leader(&self, epoch: LeaderEpoch) -> Result<(), BrokerError> {
+        let mut st = self.lock();
+        if let Some(latest) = st.epoch_cache.latest().filter(|l| epoch < *l) {
+            return Err(BrokerError::ReplicaLog(format!(
+                "leader epoch {} is older than the log's latest {}",
+                epoch.0, latest.0
+            )));
+        }
+        let end = st.log.log_end_offset();
+        st.epoch_cache.assign(epoch, end)?;
+        st.leader_epoch = epoch;
+        Ok(())
+    }
+
+    /// This replica follows a leader of `epoch`: fetches are checked against it. The epoch
+    /// cache follows the leader's batches (`append_as_follower`), not this.
+    pub fn become_follower(&self, epoch: LeaderEpoch) {
+        self.lock().leader_epoch = epoch;
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -262,11 +450,7 @@ impl Partition {
         if self.closed.load(Ordering::Acquire) {
             return Err(BrokerError::NotLeaderOrFollower);
         }
-        let info = validate_batches_with(records, &self.record_limits).map_err(|e| match e {
-            e if e.is_corruption() => BrokerError::CorruptMessage(e.to_string()),
-            BatchError::Empty => BrokerError::InvalidRecord("empty record set".into()),
-            e => BrokerError::InvalidRecord(e.to_string()),
-        })?;
+        let info = self.validate(records)?;
         // One pass over the headers before the lock: refusals, and the idempotent batches with
         // their offsets relative to the set (the lock adds the log end offset).
         let mut producer_batches = Vec::new();
@@ -359,6 +543,9 @@ impl Partition {
             if !staged.is_empty() {
                 st.producers.commit(staged);
             }
+            if !st.replicated {
+                st.high_watermark = st.log.log_end_offset();
+            }
             st.unflushed_records += info.record_count;
             if st.unflushed_records >= st.policy.flush_messages {
                 self.request_flush();
@@ -380,6 +567,265 @@ impl Partition {
         Ok(appended)
     }
 
+    /// CRC and structure of every batch, outside the lock.
+    fn validate(&self, records: &[u8]) -> Result<RecordSetInfo, BrokerError> {
+        validate_batches_with(records, &self.record_limits).map_err(|e| match e {
+            e if e.is_corruption() => BrokerError::CorruptMessage(e.to_string()),
+            BatchError::Empty => BrokerError::InvalidRecord("empty record set".into()),
+            e => BrokerError::InvalidRecord(e.to_string()),
+        })
+    }
+
+    /// Appends the leader's batches exactly as they are (offsets, leader epochs, timestamps):
+    /// validated as [`Partition::append`] does, they must start at the log end and be
+    /// contiguous, and carry no leader epoch older than the epoch cache's latest; else nothing
+    /// is written. Newer epochs enter the epoch cache; producer state is replayed from the
+    /// batches without sequence checks (the leader made them), so this replica checks
+    /// sequences at once if it becomes leader. A record set larger than a segment is written
+    /// in pieces (a failure part-way leaves the pieces before it: a contiguous log).
+    pub fn append_as_follower(&self, records: &Bytes) -> Result<FollowerAppended, BrokerError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        let info = self.validate(records)?;
+        let mut batches = Vec::with_capacity(info.batches.len());
+        for (span, (_, batch)) in info.batches.iter().zip(BatchIter::new(records)) {
+            let (base, last) = (Offset(batch.base_offset()), Offset(batch.last_offset()));
+            if let Some(prev) = batches.last().map(|b: &FollowerBatch| b.last) {
+                if base.0 != prev.0.saturating_add(1) {
+                    return Err(BrokerError::ReplicaLog(format!(
+                        "batch at offset {base} does not follow offset {prev}"
+                    )));
+                }
+            }
+            if batch.last_offset_delta() < 0 || batch.partition_leader_epoch() < 0 {
+                return Err(BrokerError::ReplicaLog(format!(
+                    "batch at offset {base} has last offset delta {} and leader epoch {}",
+                    batch.last_offset_delta(),
+                    batch.partition_leader_epoch()
+                )));
+            }
+            let producer = (batch.producer_id() >= 0 && !batch.is_control())
+                .then(|| ProducerBatch::from_header(&batch, base, last));
+            batches.push(FollowerBatch {
+                span: *span,
+                base,
+                last,
+                epoch: LeaderEpoch(batch.partition_leader_epoch()),
+                max_timestamp: batch.max_timestamp(),
+                producer,
+            });
+        }
+        let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+            return Err(BrokerError::InvalidRecord("empty record set".into()));
+        };
+        let (first_offset, last_offset) = (first.base, last.last);
+        let mut rolled = false;
+        let appended = {
+            let mut st = self.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(BrokerError::Storage(std::io::Error::other(
+                    "the partition failed a sync and takes no writes",
+                )));
+            }
+            let end = st.log.log_end_offset();
+            if first_offset != end {
+                return Err(BrokerError::ReplicaLog(format!(
+                    "the leader's batches start at offset {first_offset}, the log ends at {end}"
+                )));
+            }
+            let mut latest = st.epoch_cache.latest();
+            for b in &batches {
+                if let Some(l) = latest.filter(|l| b.epoch < *l) {
+                    return Err(BrokerError::ReplicaLog(format!(
+                        "batch at offset {} has leader epoch {}, older than {}",
+                        b.base, b.epoch.0, l.0
+                    )));
+                }
+                latest = Some(b.epoch);
+            }
+            let segment_bytes = st.log.config().limits.segment_bytes;
+            if let Some(b) = batches.iter().find(|b| b.span.size_bytes > segment_bytes) {
+                return Err(BrokerError::RecordListTooLarge {
+                    size_bytes: b.span.size_bytes,
+                    limit_bytes: segment_bytes,
+                });
+            }
+            let mut rest = &batches[..];
+            while !rest.is_empty() {
+                // As many batches as fit one segment (at least one: checked above).
+                let mut bytes = 0;
+                let n = rest
+                    .iter()
+                    .take_while(|b| {
+                        bytes += b.span.size_bytes;
+                        bytes <= segment_bytes
+                    })
+                    .count()
+                    .max(1);
+                let (piece, after) = rest.split_at(n);
+                rest = after;
+                self.append_piece(&mut st, records, piece)?;
+                if let Some(at) = st.log.take_rolled() {
+                    let snapshot = PendingSnapshot {
+                        at,
+                        text: st.producers.to_snapshot(),
+                        log_start: st.log.log_start_offset(),
+                    };
+                    st.pending_snapshots.push(snapshot);
+                    rolled = true;
+                }
+                for b in piece {
+                    if let Some(pb) = &b.producer {
+                        st.producers.replay(pb, b.max_timestamp);
+                    }
+                }
+            }
+            if !st.replicated {
+                st.high_watermark = st.log.log_end_offset();
+            }
+            st.unflushed_records += info.record_count;
+            if st.unflushed_records >= st.policy.flush_messages {
+                self.request_flush();
+            }
+            FollowerAppended {
+                first_offset,
+                last_offset,
+                log_end_offset: st.log.log_end_offset(),
+                flush_before_ack: st.policy.before_acks_all,
+            }
+        };
+        if rolled {
+            self.request_flush();
+        }
+        self.appended.notify_waiters();
+        Ok(appended)
+    }
+
+    /// Writes `piece` (consecutive batches of `records`, within one segment's size) verbatim,
+    /// recording first the leader epochs it starts.
+    fn append_piece(
+        &self,
+        st: &mut State,
+        records: &Bytes,
+        piece: &[FollowerBatch],
+    ) -> Result<(), BrokerError> {
+        let (Some(first), Some(last)) = (piece.first(), piece.last()) else {
+            return Ok(());
+        };
+        for b in piece {
+            if st.epoch_cache.latest().is_none_or(|l| b.epoch > l) {
+                st.epoch_cache.assign(b.epoch, b.base)?;
+            }
+        }
+        let start = first.span.position;
+        let end = last.span.position + last.span.size_bytes;
+        let info = RecordSetInfo {
+            batch_count: piece.len(),
+            record_count: piece.iter().map(|b| i64::from(b.span.record_count)).sum(),
+            max_timestamp: piece.iter().map(|b| b.max_timestamp).max().unwrap_or(-1),
+            batches: piece
+                .iter()
+                .map(|b| BatchSpan {
+                    position: b.span.position - start,
+                    ..b.span
+                })
+                .collect(),
+        };
+        st.log
+            .append_verbatim(&records[start..end], &info, last.last, now_ms())
+            .inspect_err(|e| self.fail_if_fatal("follower append", e))?;
+        Ok(())
+    }
+
+    /// Removes every record at or above `offset` (a no-op at or past the log end): the log
+    /// (`offset` must start a batch), the epoch cache, the producer state (rebuilt from the
+    /// newest snapshot at or below `offset`), the recovery point and `durable`. Refused, with
+    /// nothing changed, below the high watermark. Everything is synced before it returns. A
+    /// storage failure part-way fails the partition (recovery at the next start).
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), BrokerError> {
+        let _no_flush = self.flush_running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        self.check_writable()?;
+        if offset >= st.log.log_end_offset() {
+            return Ok(());
+        }
+        if offset < st.high_watermark {
+            return Err(BrokerError::ReplicaLog(format!(
+                "truncation to {offset} below the high watermark {}",
+                st.high_watermark
+            )));
+        }
+        match st.log.truncate_to(offset) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(BrokerError::ReplicaLog(e.to_string()))
+            }
+            Err(e) => {
+                self.fail(format!("truncation to {offset}: {e}"));
+                return Err(e.into());
+            }
+        }
+        self.after_truncation(&mut st, offset)?;
+        let (producers, _) = recover_producers(&self.dir, &st.log)?;
+        st.producers = producers;
+        Ok(())
+    }
+
+    /// Deletes the whole log and starts an empty one at `offset` (a new replica whose leader's
+    /// log starts past this one's end): log start, log end and high watermark are `offset`, the
+    /// epoch cache and producer state empty.
+    pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<(), BrokerError> {
+        let _no_flush = self.flush_running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        self.check_writable()?;
+        if let Err(e) = st.log.truncate_fully_and_start_at(offset) {
+            self.fail(format!("starting the log afresh at {offset}: {e}"));
+            return Err(e.into());
+        }
+        st.epoch_cache.clear()?;
+        producer_state::remove_snapshots_above(&self.dir, Offset(i64::MIN))?;
+        st.producers = ProducerStates::default();
+        // Snapshots not yet written describe the old log: none of it is left.
+        st.pending_snapshots.clear();
+        st.high_watermark = offset;
+        self.after_truncation(&mut st, offset)?;
+        // The new log is empty: everything below its start counts as on disk.
+        self.durable.send_modify(|d| *d = offset);
+        Ok(())
+    }
+
+    /// What every truncation to `offset` shares: the epoch cache, pending snapshots, counters
+    /// and `durable` cut there.
+    fn after_truncation(&self, st: &mut State, offset: Offset) -> Result<(), BrokerError> {
+        st.epoch_cache.truncate_at(offset)?;
+        st.pending_snapshots.retain(|s| s.at <= offset);
+        st.unflushed_records = 0;
+        st.high_watermark = st.high_watermark.min(offset);
+        // Lowering wakes no one: waits are for `durable` to reach an offset.
+        self.durable.send_if_modified(|d| {
+            *d = (*d).min(offset);
+            false
+        });
+        Ok(())
+    }
+
+    /// Refuses writes to a closed or failed partition (checked under the lock).
+    fn check_writable(&self) -> Result<(), BrokerError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(BrokerError::Storage(std::io::Error::other(
+                "the partition failed a sync and takes no writes",
+            )));
+        }
+        Ok(())
+    }
+
     /// Queues this partition for a flush unless it is queued already.
     pub fn request_flush(&self) {
         if !self.flush_queued.swap(true, Ordering::AcqRel) {
@@ -391,21 +837,59 @@ impl Partition {
 
     /// Checks a client's idea of the leader epoch against ours (`-1`: the client does not know).
     pub fn check_leader_epoch(&self, requested: i32) -> Result<(), BrokerError> {
-        let current = self.leader_epoch().0;
-        match requested {
-            -1 => Ok(()),
-            r if r < current => Err(BrokerError::FencedLeaderEpoch {
-                requested: r,
-                current,
-            }),
-            r if r > current => Err(BrokerError::UnknownLeaderEpoch {
-                requested: r,
-                current,
-            }),
-            _ => Ok(()),
-        }
+        check_epoch(self.leader_epoch(), requested)
     }
 
+    /// A fetch's view under one lock: the leader-epoch check, the records (below the high
+    /// watermark for a consumer, to the log end for a follower), the high watermark, log start
+    /// and log end. OFFSET_OUT_OF_RANGE only outside `[log start, log end]`: a consumer's offset
+    /// between the high watermark and the log end reads no records.
+    pub fn read_for_fetch(&self, req: FetchRead) -> Result<FetchView, BrokerError> {
+        let st = self.lock();
+        check_epoch(st.leader_epoch, req.current_leader_epoch)?;
+        let hw = st.high_watermark();
+        let end = st.log.log_end_offset();
+        let upper = match req.upper {
+            ReadUpper::HighWatermark => hw,
+            ReadUpper::LogEnd => end,
+        };
+        let read = st
+            .log
+            .read(req.offset, req.max_bytes, upper)
+            .map_err(|e| match e {
+                LogReadError::OutOfRange(r) => BrokerError::OffsetOutOfRange {
+                    log_start_offset: r.log_start_offset,
+                    log_end_offset: r.log_end_offset,
+                },
+                LogReadError::Storage(e) => BrokerError::Storage(e),
+            })?;
+        Ok(FetchView {
+            records: read.map(|r| r.records),
+            high_watermark: hw,
+            log_start_offset: st.log.log_start_offset(),
+            log_end_offset: end,
+        })
+    }
+}
+
+/// The leader-epoch rule of fetches and ListOffsets: `requested` against `current`.
+fn check_epoch(current: LeaderEpoch, requested: i32) -> Result<(), BrokerError> {
+    let current = current.0;
+    match requested {
+        -1 => Ok(()),
+        r if r < current => Err(BrokerError::FencedLeaderEpoch {
+            requested: r,
+            current,
+        }),
+        r if r > current => Err(BrokerError::UnknownLeaderEpoch {
+            requested: r,
+            current,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Partition {
     /// Resolves once every offset below `end` is on disk; asks the flusher to run.
     pub async fn wait_durable(&self, end: Offset) {
         let mut rx = self.durable.subscribe();
@@ -422,37 +906,31 @@ impl Partition {
         self.appended.notified()
     }
 
-    /// Reads from `offset` up to the high watermark, at most `max_bytes` (at least one batch).
+    /// Reads from `offset` up to the high watermark, at most `max_bytes` (at least one batch):
+    /// [`Partition::read_for_fetch`] for a consumer that does not name the leader epoch.
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<FetchView, BrokerError> {
-        let st = self.lock();
-        let hw = st.log.log_end_offset();
-        let read = st.log.read(offset, max_bytes, hw).map_err(|e| match e {
-            LogReadError::OutOfRange(r) => BrokerError::OffsetOutOfRange {
-                log_start_offset: r.log_start_offset,
-                log_end_offset: r.log_end_offset,
-            },
-            LogReadError::Storage(e) => BrokerError::Storage(e),
-        })?;
-        Ok(FetchView {
-            records: read.map(|r| r.records),
-            high_watermark: hw,
-            log_start_offset: st.log.log_start_offset(),
+        self.read_for_fetch(FetchRead {
+            current_leader_epoch: -1,
+            offset,
+            max_bytes,
+            upper: ReadUpper::HighWatermark,
         })
     }
 
     /// ListOffsets: (offset, timestamp) for a target timestamp or the special values
-    /// -2 (earliest), -1 (latest), -3 (max timestamp). A lookup by timestamp takes a candidate
+    /// -2 (earliest), -1 (latest: the high watermark), -3 (max timestamp), all below the high
+    /// watermark (what consumers may read). A lookup by timestamp takes a candidate
     /// batch (a zero-copy slice) under the lock and walks its records outside it, bounded by
     /// `record_limits`: a compressed batch never decompresses under the lock. Fails only if a
     /// sealed segment's files cannot be opened again.
     pub fn list_offset(&self, timestamp: i64) -> Result<Option<(Offset, i64)>, BrokerError> {
         Ok(match timestamp {
             -2 => Some((self.lock().log.log_start_offset(), -1)),
-            -1 => Some((self.lock().log.log_end_offset(), -1)),
+            -1 => Some((self.lock().high_watermark(), -1)),
             -3 => {
                 let (batch, limit) = {
                     let st = self.lock();
-                    (st.log.max_timestamp_batch()?, st.log.log_end_offset())
+                    (st.log.max_timestamp_batch()?, st.high_watermark())
                 };
                 let Some(batch) = batch else {
                     return Ok(None);
@@ -470,7 +948,7 @@ impl Partition {
                 loop {
                     let (batch, limit) = {
                         let st = self.lock();
-                        let limit = st.log.log_end_offset();
+                        let limit = st.high_watermark();
                         (st.log.batch_by_timestamp(t, from, limit)?, limit)
                     };
                     let Some(batch) = batch else {
@@ -504,6 +982,8 @@ impl Partition {
             .log
             .apply_retention(now_ms)
             .inspect_err(|e| self.fail_if_fatal("retention", e))?;
+        // Retention knows no high watermark: one it passed moves up with the log start.
+        st.high_watermark = st.high_watermark.max(st.log.log_start_offset());
         if st.log.has_pending_seal() {
             self.request_flush();
         }
@@ -580,6 +1060,7 @@ impl Partition {
     /// Flushes everything appended so far: the group commit of all waiting `acks=-1` produces.
     /// Runs on a flush thread; the partition lock is held only to snapshot and to record.
     fn flush_now(&self) {
+        let _running = self.flush_running.lock().unwrap_or_else(|p| p.into_inner());
         // Cleared first: an append from here on queues another flush.
         self.flush_queued.store(false, Ordering::Release);
         let Some(job) = self.flush_begin() else {
@@ -792,3 +1273,6 @@ mod tests;
 
 #[cfg(test)]
 mod record_checks_tests;
+
+#[cfg(test)]
+mod replica_log_tests;

@@ -11,6 +11,9 @@
 //!   the one holding the recovery point onwards are scanned, and a torn or corrupt tail is cut off;
 //! - retention deletes whole sealed segments, oldest first, and never the data an active read needs
 //!   (readers hold the mapping; a deleted file's pages live until the last slice is dropped);
+//! - a truncation (a follower cutting what its leader never had, above the high watermark) zeroes
+//!   the cut bytes in place and syncs them before it returns, so recovery never brings them back;
+//!   only followers read above the high watermark, and never from a replica that truncates;
 //! - only the active segment (and a rolled one until its seal) holds its files; sealed ones open
 //!   theirs on demand under the broker-wide [`OpenSegments`] bound. Retention and the clean
 //!   close need no sealed segment's files.
@@ -264,26 +267,118 @@ impl Log {
             records.len() <= self.config.limits.segment_bytes,
             "record set larger than a segment"
         );
+        let last_offset = Offset(self.log_end_offset().0 + info.record_count - 1);
+        self.make_room(records.len(), last_offset, now_ms)?;
+        self.active_mut().append(records, info, epoch, now_ms)
+    }
+
+    /// Appends a validated record set exactly as it is (a follower copying its leader's
+    /// batches: offsets, epochs and timestamps kept), rolling first as [`Log::append`] does.
+    /// The batches must continue the log densely from its end and hold offsets up to
+    /// `last_offset`; else nothing is written (`InvalidData`).
+    pub fn append_verbatim(
+        &mut self,
+        records: &[u8],
+        info: &RecordSetInfo,
+        last_offset: Offset,
+        now_ms: i64,
+    ) -> io::Result<Offset> {
+        if records.len() > self.config.limits.segment_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "record set larger than a segment",
+            ));
+        }
+        self.make_room(records.len(), last_offset, now_ms)?;
+        self.active_mut().append_verbatim(records, info, now_ms)
+    }
+
+    /// Rolls if the active segment is full for `records_len` more bytes (up to `last_offset`) or old.
+    fn make_room(
+        &mut self,
+        records_len: usize,
+        last_offset: Offset,
+        now_ms: i64,
+    ) -> io::Result<()> {
         if self.active().is_sealed() {
             return Err(io::Error::other("the log is closed"));
         }
-        let last_offset = Offset(self.log_end_offset().0 + info.record_count - 1);
         let active = self.active();
         let too_old = self.config.segment_ms >= 0
             && active
                 .first_append_ms()
                 .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
-        if !active.is_empty() && (active.is_full_for(records.len(), last_offset) || too_old) {
-            self.roll(records.len())?;
-        } else if active.is_empty() && active.is_full_for(records.len(), last_offset) {
+        if !active.is_empty() && (active.is_full_for(records_len, last_offset) || too_old) {
+            self.roll(records_len)?;
+        } else if active.is_empty() && active.is_full_for(records_len, last_offset) {
             // An empty segment sized by an older, smaller `segment.bytes`: open it again larger
             // (the files grow in place), replacing it only once that worked.
             let base = active.base_offset();
-            let seg = self.new_segment(base, records.len())?;
+            let seg = self.new_segment(base, records_len)?;
             self.segments.pop_back();
             self.segments.push_back(seg);
         }
-        self.active_mut().append(records, info, epoch, now_ms)
+        Ok(())
+    }
+
+    /// Removes every record at or above `offset` (nothing if it is at or past the log end).
+    /// `offset` must start a batch and not be below the log start (`InvalidInput`, nothing
+    /// changed). Later segments are deleted newest first, then the one holding `offset` is
+    /// zeroed from there and synced, and reopened as the active segment (its indexes rebuilt
+    /// from what is left); everything is synced before this returns. A crash part-way leaves a
+    /// prefix of the old log, never bytes past a cut that recovery would accept.
+    pub fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset < self.log_start_offset() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "truncation to {offset} below the log start {}",
+                    self.log_start_offset()
+                ),
+            ));
+        }
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        let Some(position) = self.segments[i].batch_position(offset)? else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("truncation to {offset}, which does not start a batch"),
+            ));
+        };
+        while self.segments.len() > i + 1 {
+            if let Some(seg) = self.segments.pop_back() {
+                remove_files(&seg.paths())?;
+            }
+        }
+        super::sync_dir(&self.dir)?;
+        self.segments[i].zero_from(position)?;
+        let base = self.segments[i].base_offset();
+        let (seg, _) = Segment::recover(&self.dir, base, self.config.limits, &self.open_segments)?;
+        self.segments[i] = seg;
+        self.rolled = None;
+        self.recovery_point = self.recovery_point.min(offset);
+        self.flush_all()
+    }
+
+    /// Deletes every segment and starts an empty log at `offset` (a new replica whose leader's
+    /// log starts past this log's end). Segments are deleted newest first: a crash part-way
+    /// leaves a prefix of the old log.
+    pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> io::Result<()> {
+        for seg in self.segments.iter().rev() {
+            remove_files(&seg.paths())?;
+        }
+        // Syncs the directory: the removals are durable with the new segment's name.
+        let seg = Segment::create(&self.dir, offset, self.config.limits, &self.open_segments)?;
+        self.segments.clear();
+        self.segments.push_back(seg);
+        self.rolled = None;
+        self.recovery_point = offset;
+        Ok(())
     }
 
     /// Starts a new segment at the log end offset; the old one takes no more appends and is

@@ -489,6 +489,46 @@ impl Segment {
         epoch: LeaderEpoch,
         now_ms: i64,
     ) -> io::Result<Offset> {
+        self.append_with(records, info, Some(epoch), now_ms)
+    }
+
+    /// Writes a validated record set at the end exactly as it is (a follower copying its
+    /// leader's batches): offsets, leader epochs and timestamps are kept. The batches must
+    /// continue this segment densely (first base offset `next_offset`), else nothing is written.
+    pub fn append_verbatim(
+        &mut self,
+        records: &[u8],
+        info: &RecordSetInfo,
+        now_ms: i64,
+    ) -> io::Result<Offset> {
+        let mut expected = self.next_offset.0;
+        for span in &info.batches {
+            let header = BatchHeader::parse(&records[span.position..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if header.base_offset() != expected || header.last_offset_delta() < 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "batch at offset {} does not continue segment {} at {expected}",
+                        header.base_offset(),
+                        self.base_offset.0
+                    ),
+                ));
+            }
+            expected = header.last_offset() + 1;
+        }
+        self.append_with(records, info, None, now_ms)
+    }
+
+    /// [`Segment::append`] (`Some(epoch)`: offsets assigned and the epoch stamped) or
+    /// [`Segment::append_verbatim`] (`None`).
+    fn append_with(
+        &mut self,
+        records: &[u8],
+        info: &RecordSetInfo,
+        epoch: Option<LeaderEpoch>,
+        now_ms: i64,
+    ) -> io::Result<Offset> {
         if self.sealed {
             // A produce that raced a roll, a close or a delete: refused, never a panic.
             return Err(io::Error::other(format!(
@@ -506,7 +546,10 @@ impl Segment {
             self.batch_of_max_timestamp,
             self.first_append_ms,
         );
-        let result = self.append_unchecked(records, info, epoch, now_ms);
+        let result = match epoch {
+            Some(epoch) => self.append_unchecked(records, info, epoch, now_ms),
+            None => self.append_verbatim_unchecked(records, info, now_ms),
+        };
         if result.is_err() {
             // Bytes past `size_bytes` are never read and are overwritten by the next append.
             if let Ok(files) = self.held_mut() {
@@ -570,6 +613,58 @@ impl Segment {
         self.size_bytes = start + records.len();
         assert_eq!(self.next_offset.0, offset, "offsets assigned densely");
         Ok(first_offset)
+    }
+
+    /// [`Segment::append_verbatim`] after its checks: the bytes go to the file in one write,
+    /// and each batch is indexed at the offsets its header carries.
+    fn append_verbatim_unchecked(
+        &mut self,
+        records: &[u8],
+        info: &RecordSetInfo,
+        now_ms: i64,
+    ) -> io::Result<Offset> {
+        let files = self.held()?;
+        files.offset_index.reserve_entries(info.batches.len() + 1)?;
+        files.time_index.reserve_entries(info.batches.len() + 1)?;
+        let log = Arc::clone(&files.log);
+        self.first_append_ms.get_or_insert(now_ms);
+        let start = self.size_bytes;
+        let first_offset = self.next_offset;
+        log.write_vectored_at(start, &[IoSlice::new(records)])?;
+        for span in &info.batches {
+            let header = BatchHeader::parse(&records[span.position..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            self.index_batch(start + span.position, BatchIndexInfo::of(&header))?;
+        }
+        self.size_bytes = start + records.len();
+        Ok(first_offset)
+    }
+
+    /// The byte position of the batch whose base offset is `offset` (0 for the segment's base
+    /// offset): where a truncation to `offset` cuts. `None` if no batch starts there.
+    pub fn batch_position(&self, offset: Offset) -> io::Result<Option<usize>> {
+        if offset == self.base_offset {
+            return Ok(Some(0));
+        }
+        if offset >= self.next_offset {
+            return Ok((offset == self.next_offset).then_some(self.size_bytes));
+        }
+        let files = self.files()?;
+        let Some(position) = self.position_of(&files, offset) else {
+            return Ok(None);
+        };
+        let header = BatchHeader::parse(files.log.slice(position, self.size_bytes - position));
+        Ok(header
+            .is_ok_and(|h| h.base_offset() == offset.0)
+            .then_some(position))
+    }
+
+    /// Zeroes this segment's `.log` from `position` and syncs it (a truncation): a later
+    /// recovery of the file finds its batches end there. The file keeps its length, so a
+    /// reader still holding a slice of the cut bytes sees zeroes, never a fault.
+    pub fn zero_from(&self, position: usize) -> io::Result<()> {
+        // `zero_tail` syncs the file.
+        self.files()?.log.zero_tail(position)
     }
 
     /// Position of the first batch that holds `offset` or later, scanning from the index.
