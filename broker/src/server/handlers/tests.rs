@@ -1276,3 +1276,104 @@ async fn a_topic_asking_for_min_insync_replicas_above_one_is_refused_as_invalid_
     assert!(node.image().topic_by_name("safe").is_none());
     assert!(node.image().topic_by_name("plain").is_some());
 }
+
+fn offset_for_leader_epoch(topic: &str, partitions: &[(i32, i32, i32)]) -> Request {
+    let partitions = partitions
+        .iter()
+        .map(|&(partition, current, epoch)| {
+            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)
+        })
+        .collect();
+    Request::OffsetForLeaderEpoch(
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(name(topic))
+                    .with_partitions(partitions),
+            ]),
+    )
+}
+
+/// A consumer holding a position from leader epoch 0 asks where epoch 0 ends: at the log end,
+/// since 0 is the latest. An epoch above every known one, or a current epoch from the future, or
+/// a partition that is not there, get Kafka's answers; at every advertised version.
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_where_an_epoch_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("t").await.unwrap();
+    let batch = build_batch(0, 1_000, &[(None, b"a"), (None, b"b"), (None, b"c")]);
+    let r = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(name("t"))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))]),
+    ]);
+    answer(&node, ApiKey::Produce, 9, Request::Produce(r)).await;
+
+    for v in versions(ApiKey::OffsetForLeaderEpoch) {
+        // (partition, current leader epoch, requested epoch)
+        let request = offset_for_leader_epoch(
+            "t",
+            &[(0, -1, 0), (0, 0, 0), (0, -1, 4), (0, 5, 0), (9, -1, 0)],
+        );
+        let bytes = answer(&node, ApiKey::OffsetForLeaderEpoch, v, request).await;
+        let resp: OffsetForLeaderEpochResponse = decode(&bytes, v);
+        let got: Vec<_> = resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0, 0, 3),
+                (0, 0, 0, 3),
+                (0, 0, -1, -1),  // above the latest: UNDEFINED
+                (0, 75, -1, -1), // UNKNOWN_LEADER_EPOCH
+                (9, 3, -1, -1),  // UNKNOWN_TOPIC_OR_PARTITION
+            ],
+            "v{v}"
+        );
+        let bytes = answer(
+            &node,
+            ApiKey::OffsetForLeaderEpoch,
+            v,
+            offset_for_leader_epoch("missing", &[(0, -1, 0)]),
+        )
+        .await;
+        let resp: OffsetForLeaderEpochResponse = decode(&bytes, v);
+        assert_eq!(resp.topics[0].partitions[0].error_code, 3, "v{v}");
+    }
+
+    // The partition loses its leader: this broker still hosts it but may not answer for it.
+    let topic = node.image().topic_by_name("t").unwrap().id;
+    let mut change =
+        crate::controller::records::PartitionChange::new(topic, crate::ids::PartitionId(0));
+    change.leader = Some(None);
+    node.controller
+        .propose(
+            &[crate::controller::records::MetadataRecord::PartitionChange(
+                change,
+            )],
+        )
+        .await
+        .unwrap();
+    let bytes = answer(
+        &node,
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        offset_for_leader_epoch("t", &[(0, -1, 0)]),
+    )
+    .await;
+    let resp: OffsetForLeaderEpochResponse = decode(&bytes, 4);
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code, 6,
+        "NOT_LEADER_OR_FOLLOWER"
+    );
+}
