@@ -1238,11 +1238,10 @@ async fn refused_describe_configs_and_api_versions_keep_their_codes_and_messages
     );
 }
 
-/// Replication does not honour `min.insync.replicas` yet: a topic asking for more than 1 is
-/// refused with INVALID_CONFIG saying so (validated or created), and nothing is created; 1 is
-/// fine.
+/// A topic may ask for `min.insync.replicas` above 1 (replication honours it); 0 is refused
+/// with INVALID_CONFIG, validated or created, and nothing is created.
 #[tokio::test]
-async fn a_topic_asking_for_min_insync_replicas_above_one_is_refused_as_invalid_config() {
+async fn a_topic_may_ask_for_min_insync_replicas_above_one_but_not_zero() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path()).await;
     let topic = |name: &str, min_insync: &'static str| {
@@ -1256,25 +1255,25 @@ async fn a_topic_asking_for_min_insync_replicas_above_one_is_refused_as_invalid_
     };
     for validate_only in [true, false] {
         let r = CreateTopicsRequest::default()
-            .with_topics(vec![topic("safe", "2"), topic("plain", "1")])
+            .with_topics(vec![topic("none", "0"), topic("safe", "2")])
             .with_validate_only(validate_only);
         let bytes = answer(&node, ApiKey::CreateTopics, 7, Request::CreateTopics(r)).await;
         let resp: CreateTopicsResponse = decode(&bytes, 7);
         let refused = &resp.topics[0];
         assert_eq!(refused.error_code, 40, "INVALID_CONFIG");
         let message = refused.error_message.as_deref().unwrap_or_default();
-        assert!(
-            message.contains("min.insync.replicas")
-                && message.contains("replication does not honour it yet"),
-            "{message}"
-        );
+        assert!(message.contains("min.insync.replicas"), "{message}");
         assert_eq!(
             resp.topics[1].error_code, 0,
-            "min.insync.replicas=1 is fine"
+            "min.insync.replicas=2 is fine"
         );
     }
-    assert!(node.image().topic_by_name("safe").is_none());
-    assert!(node.image().topic_by_name("plain").is_some());
+    assert!(node.image().topic_by_name("none").is_none());
+    let safe = node.image().topic_by_name("safe").unwrap().overrides();
+    assert_eq!(
+        safe.0.get("min.insync.replicas").map(String::as_str),
+        Some("2")
+    );
 }
 
 fn offset_for_leader_epoch(topic: &str, partitions: &[(i32, i32, i32)]) -> Request {
