@@ -4,8 +4,9 @@
 //! type, default and meaning. A properties file (`--config`) and `--set key=value` are checked
 //! against it at start; an unknown key or a bad value stops the broker with a message naming the
 //! key. Topic keys default to the broker key named in `broker_synonym`, as in Kafka. A value
-//! nothing honours yet (`min.insync.replicas` above 1, until replication) is refused the same
-//! way, at start and in CreateTopics (INVALID_CONFIG), never accepted and ignored.
+//! nothing would honour is refused the same way, at start and in CreateTopics (INVALID_CONFIG),
+//! never accepted and ignored. `min.insync.replicas` (at least 1) is honoured by acks=-1
+//! produces: fewer in-sync replicas than it answer NOT_ENOUGH_REPLICAS (README).
 //!
 //! Flush policy (what each setting guarantees):
 //! - `log.flush.acks.all.enable=true` (default): an `acks=-1` produce is answered only after its
@@ -490,7 +491,7 @@ pub static BROKER_KEYS: &[Key] = &[
         Kind::Int,
         "1",
         1,
-        "Replicas that must have a write for acks=-1; only 1 until replication honours more.",
+        "In-sync replicas that must have a write before acks=-1 is answered.",
     ),
     key(
         "log.message.timestamp.type",
@@ -564,7 +565,7 @@ pub static TOPIC_KEYS: &[Key] = &[
         "min.insync.replicas",
         Kind::Int,
         1,
-        "Replicas that must have a write for acks=-1; only 1 until replication honours more.",
+        "In-sync replicas that must have a write before acks=-1 is answered.",
     ),
     topic(
         "retention.bytes",
@@ -613,16 +614,6 @@ fn choices(name: &str) -> &'static [&'static str] {
     }
 }
 
-/// Numbers a key admits by its type but nothing honours yet: above the bound they are refused
-/// with the reason, rather than accepted and silently not kept.
-fn honoured_max(name: &str) -> Option<(i64, &'static str)> {
-    match name {
-        // Until partitions replicate, an acks=-1 write waits for the leader alone.
-        "min.insync.replicas" => Some((1, "replication does not honour it yet")),
-        _ => None,
-    }
-}
-
 /// A configuration value refused, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -663,9 +654,6 @@ fn check(key: &Key, value: &str) -> Result<String, ConfigError> {
             }
             if n < key.min {
                 return Err(err(format!("{n} is below the minimum {}", key.min)));
-            }
-            if let Some((max, why)) = honoured_max(key.name).filter(|(max, _)| n > *max) {
-                return Err(err(format!("{n} is above {max}: {why}")));
             }
             Ok(n.to_string())
         }
@@ -1125,25 +1113,27 @@ mod tests {
         assert!(TopicOverrides::parse([("bogus", "1")]).is_err());
     }
 
+    /// Replication honours `min.insync.replicas`: any value from 1 is kept, broker-wide and per
+    /// topic; 0 or less is refused.
     #[test]
-    fn min_insync_replicas_above_one_is_refused_until_replication_honours_it() {
+    fn min_insync_replicas_is_at_least_one_and_any_value_above_is_kept() {
         let mut c = BrokerConfig::default();
         assert_eq!(c.i64("min.insync.replicas"), 1, "Kafka's default");
-        c.set("min.insync.replicas", "1").unwrap();
-        let e = c.set("min.insync.replicas", "2").unwrap_err();
+        c.set("min.insync.replicas", "2").unwrap();
+        assert_eq!(c.i64("min.insync.replicas"), 2);
+        c.apply_properties("min.insync.replicas=3").unwrap();
+        assert_eq!(c.i64("min.insync.replicas"), 3);
+        let e = c.set("min.insync.replicas", "0").unwrap_err();
         assert_eq!(e.key, "min.insync.replicas");
-        assert!(e.to_string().contains("replication does not honour"), "{e}");
         assert_eq!(
             c.i64("min.insync.replicas"),
-            1,
+            3,
             "the refused value is not kept"
         );
-        assert!(c.apply_properties("min.insync.replicas=3").is_err());
 
-        TopicOverrides::parse([("min.insync.replicas", "1")]).unwrap();
-        let e = TopicOverrides::parse([("min.insync.replicas", "2")]).unwrap_err();
+        TopicOverrides::parse([("min.insync.replicas", "2")]).unwrap();
+        let e = TopicOverrides::parse([("min.insync.replicas", "0")]).unwrap_err();
         assert_eq!(e.key, "min.insync.replicas");
-        assert!(e.to_string().contains("replication does not honour"), "{e}");
     }
 
     #[test]

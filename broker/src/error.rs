@@ -3,6 +3,7 @@
 
 use kafka_protocol::ResponseError as K;
 
+use crate::controller::image::IsrRejection;
 use crate::ids::Offset;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,15 @@ pub enum BrokerError {
     UnsupportedForMessageFormat(String),
     #[error("request timed out")]
     RequestTimedOut,
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`: nothing was appended.
+    #[error("the ISR has {isr} replicas; min.insync.replicas is {min_insync}")]
+    NotEnoughReplicas { isr: usize, min_insync: usize },
+    /// The batch was appended, then the ISR shrank below `min.insync.replicas` while waiting.
+    #[error("appended, but the ISR shrank to {isr} replicas; min.insync.replicas is {min_insync}")]
+    NotEnoughReplicasAfterAppend { isr: usize, min_insync: usize },
+    /// The controller refused an ISR change (AlterPartition); the kind says which rule.
+    #[error("ISR change refused: {reason}")]
+    IsrChangeRejected { kind: IsrRejection, reason: String },
     #[error("{0}")]
     UnsupportedEndpointType(String),
     #[error("leader epoch {requested} is older than the current {current}")]
@@ -178,6 +188,16 @@ impl BrokerError {
             BrokerError::InvalidRequiredAcks(_) => K::InvalidRequiredAcks,
             BrokerError::UnsupportedForMessageFormat(_) => K::UnsupportedForMessageFormat,
             BrokerError::RequestTimedOut | BrokerError::ControllerTimeout(_) => K::RequestTimedOut,
+            BrokerError::NotEnoughReplicas { .. } => K::NotEnoughReplicas,
+            BrokerError::NotEnoughReplicasAfterAppend { .. } => K::NotEnoughReplicasAfterAppend,
+            BrokerError::IsrChangeRejected { kind, .. } => match kind {
+                IsrRejection::UnknownPartition => K::UnknownTopicOrPartition,
+                IsrRejection::StaleLeaderEpoch => K::FencedLeaderEpoch,
+                IsrRejection::NotLeader => K::NotLeaderOrFollower,
+                IsrRejection::StalePartitionEpoch => K::InvalidUpdateVersion,
+                IsrRejection::IneligibleReplica => K::IneligibleReplica,
+                IsrRejection::Invalid => K::InvalidRequest,
+            },
             BrokerError::NotController(_) => K::NotController,
             BrokerError::ControllerRejected(_) => K::InvalidRequest,
             BrokerError::UnsupportedEndpointType(_) => K::UnsupportedEndpointType,
@@ -251,6 +271,52 @@ mod tests {
         assert_eq!(BrokerError::NonEmptyGroup(String::new()).code(), 68);
         assert_eq!(BrokerError::UnsupportedVersion.code(), 35);
         assert_eq!(BrokerError::InvalidRequest(String::new()).code(), 42);
+        assert_eq!(
+            BrokerError::NotEnoughReplicas {
+                isr: 1,
+                min_insync: 2
+            }
+            .code(),
+            19
+        );
+        assert_eq!(
+            BrokerError::NotEnoughReplicasAfterAppend {
+                isr: 1,
+                min_insync: 2
+            }
+            .code(),
+            20
+        );
+    }
+
+    /// An AlterPartition refusal answers the code Kafka's controller gives for the rule broken.
+    #[test]
+    fn isr_change_refusals_answer_kafkas_alter_partition_codes() {
+        let code = |kind| {
+            BrokerError::IsrChangeRejected {
+                kind,
+                reason: String::new(),
+            }
+            .code()
+        };
+        assert_eq!(
+            code(IsrRejection::StalePartitionEpoch),
+            95,
+            "INVALID_UPDATE_VERSION"
+        );
+        assert_eq!(
+            code(IsrRejection::StaleLeaderEpoch),
+            74,
+            "FENCED_LEADER_EPOCH"
+        );
+        assert_eq!(code(IsrRejection::NotLeader), 6, "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(
+            code(IsrRejection::IneligibleReplica),
+            107,
+            "INELIGIBLE_REPLICA"
+        );
+        assert_eq!(code(IsrRejection::UnknownPartition), 3);
+        assert_eq!(code(IsrRejection::Invalid), 42);
     }
 
     /// This file is the only place codes are chosen: no handler or group module names a Kafka

@@ -6,7 +6,8 @@
 //!
 //! Invariants:
 //! - Nothing on the produce or fetch path allocates or locks for metrics. Handles are registered
-//!   once (per API at install, per topic when a partition opens, see [`TopicMetrics`]) and then
+//!   once (per API and [`ReplicationMetrics`] at install, per topic when a partition opens, see
+//!   [`TopicMetrics`]) and then
 //!   only touched with atomic adds. Without the recorder those paths do one `OnceLock` load and
 //!   skip even reading the clock.
 //! - The recorder's lock is taken only to register a handle and to render a scrape.
@@ -58,6 +59,25 @@ pub const CONTROLLER_ACTIVE: &str = "strata_controller_active";
 pub const CONTROLLER_METADATA_OFFSET: &str = "strata_controller_metadata_offset";
 /// Controller elections this node has seen.
 pub const CONTROLLER_ELECTIONS_TOTAL: &str = "strata_controller_elections_total";
+/// Partitions led here whose ISR is smaller than their replica set.
+pub const UNDER_REPLICATED_PARTITIONS: &str = "strata_under_replicated_partitions";
+/// Partitions without a live leader (as the metadata image this node holds says).
+pub const OFFLINE_PARTITIONS: &str = "strata_offline_partitions";
+/// ISR shrinks committed for partitions led here.
+pub const ISR_SHRINKS_TOTAL: &str = "strata_isr_shrinks_total";
+/// ISR expansions committed for partitions led here.
+pub const ISR_EXPANDS_TOTAL: &str = "strata_isr_expands_total";
+/// Record-set bytes this broker appended as a follower (copied from leaders).
+pub const REPLICATION_BYTES_IN_TOTAL: &str = "strata_replication_bytes_in_total";
+/// Record-set bytes this broker returned to followers' fetches.
+pub const REPLICATION_BYTES_OUT_TOTAL: &str = "strata_replication_bytes_out_total";
+/// The largest lag in records of any follower of a partition led here (leader's log end minus
+/// the follower's). One series per broker, not per partition: the registry never forgets a
+/// series, so per-partition gauges would outlive deleted and moved partitions.
+pub const FOLLOWER_LAG_RECORDS: &str = "strata_follower_lag_records";
+/// The longest time in milliseconds any follower of a partition led here has not been caught
+/// up to the leader's log end (what `replica.lag.time.max.ms` is compared with); one series.
+pub const FOLLOWER_LAG_MS: &str = "strata_follower_lag_ms";
 
 /// Every metric: its name and the help line a scrape shows.
 pub const NAMES: &[(&str, &str)] = &[
@@ -87,6 +107,29 @@ pub const NAMES: &[(&str, &str)] = &[
     (
         CONTROLLER_ELECTIONS_TOTAL,
         "Controller elections seen by this node.",
+    ),
+    (
+        UNDER_REPLICATED_PARTITIONS,
+        "Partitions led here with fewer in-sync replicas than replicas.",
+    ),
+    (OFFLINE_PARTITIONS, "Partitions without a live leader."),
+    (ISR_SHRINKS_TOTAL, "ISR shrinks of partitions led here."),
+    (ISR_EXPANDS_TOTAL, "ISR expansions of partitions led here."),
+    (
+        REPLICATION_BYTES_IN_TOTAL,
+        "Record bytes appended here as a follower.",
+    ),
+    (
+        REPLICATION_BYTES_OUT_TOTAL,
+        "Record bytes returned to followers.",
+    ),
+    (
+        FOLLOWER_LAG_RECORDS,
+        "Largest lag in records of any follower of a partition led here.",
+    ),
+    (
+        FOLLOWER_LAG_MS,
+        "Longest time in ms any follower of a partition led here has not caught up.",
     ),
 ];
 
@@ -339,6 +382,7 @@ struct Installed {
     apis: Vec<Option<ApiMetrics>>,
     flush_seconds: Histogram,
     connections: Gauge,
+    replication: ReplicationMetrics,
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -388,11 +432,13 @@ pub fn install() -> Arc<Registry> {
         let connections = registry.register_gauge(&Key::from_name(CONNECTIONS), &meta);
         // Present from the start, so a scrape shows 0 rather than nothing.
         let _ = registry.register_counter(&Key::from_name(GROUP_REBALANCES_TOTAL), &meta);
+        let replication = ReplicationMetrics::register(&registry);
         Installed {
             registry,
             apis,
             flush_seconds,
             connections,
+            replication,
         }
     });
     Arc::clone(&installed.registry)
@@ -516,6 +562,75 @@ impl TopicMetrics {
             rest = rest.get(batch.total_bytes()..).unwrap_or_default();
         }
         c.records_out.increment(count);
+    }
+}
+
+/// The replication metrics' handles, registered once (at [`install`]), so the follower-fetch
+/// and append paths only do atomic adds. Every series is present from the start (0).
+pub struct ReplicationMetrics {
+    under_replicated: Gauge,
+    offline: Gauge,
+    isr_shrinks: Counter,
+    isr_expands: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    lag_records: Gauge,
+    lag_ms: Gauge,
+}
+
+impl ReplicationMetrics {
+    fn register(registry: &Registry) -> ReplicationMetrics {
+        let meta = Metadata::new(module_path!(), ::metrics::Level::INFO, None);
+        let gauge = |name| registry.register_gauge(&Key::from_name(name), &meta);
+        let counter = |name| registry.register_counter(&Key::from_name(name), &meta);
+        ReplicationMetrics {
+            under_replicated: gauge(UNDER_REPLICATED_PARTITIONS),
+            offline: gauge(OFFLINE_PARTITIONS),
+            isr_shrinks: counter(ISR_SHRINKS_TOTAL),
+            isr_expands: counter(ISR_EXPANDS_TOTAL),
+            bytes_in: counter(REPLICATION_BYTES_IN_TOTAL),
+            bytes_out: counter(REPLICATION_BYTES_OUT_TOTAL),
+            lag_records: gauge(FOLLOWER_LAG_RECORDS),
+            lag_ms: gauge(FOLLOWER_LAG_MS),
+        }
+    }
+
+    /// The installed handles; None without the recorder (then every call below is skipped).
+    pub fn get() -> Option<&'static ReplicationMetrics> {
+        installed().map(|i| &i.replication)
+    }
+
+    /// How many partitions led here are under-replicated, and how many have no live leader.
+    pub fn partitions(&self, under_replicated: usize, offline: usize) {
+        self.under_replicated.set(under_replicated as f64);
+        self.offline.set(offline as f64);
+    }
+
+    /// An ISR shrink of a partition led here was committed.
+    pub fn isr_shrink(&self) {
+        self.isr_shrinks.increment(1);
+    }
+
+    /// An ISR expansion of a partition led here was committed.
+    pub fn isr_expand(&self) {
+        self.isr_expands.increment(1);
+    }
+
+    /// A follower append of `bytes` record-set bytes copied from a leader.
+    pub fn bytes_in(&self, bytes: usize) {
+        self.bytes_in.increment(bytes as u64);
+    }
+
+    /// `bytes` record-set bytes returned to a follower's fetch.
+    pub fn bytes_out(&self, bytes: usize) {
+        self.bytes_out.increment(bytes as u64);
+    }
+
+    /// The largest follower lag over the partitions led here, in records and in ms (0 when
+    /// every follower is caught up or nothing is led here).
+    pub fn follower_lag_max(&self, records: i64, ms: i64) {
+        self.lag_records.set(records.max(0) as f64);
+        self.lag_ms.set(ms.max(0) as f64);
     }
 }
 
@@ -705,6 +820,51 @@ mod tests {
         let text = registry.render();
         assert_eq!(sample(&text, CONTROLLER_ACTIVE), Some(0.0));
         assert_eq!(sample(&text, CONTROLLER_METADATA_OFFSET), Some(43.0));
+    }
+
+    /// Every replication series shows from the start (0), then what the replica layer reports.
+    #[test]
+    fn the_replication_metrics_render_from_the_start_and_as_reported() {
+        let registry = Registry::default();
+        let m = ReplicationMetrics::register(&registry);
+        let text = registry.render();
+        for (name, kind) in [
+            (UNDER_REPLICATED_PARTITIONS, "gauge"),
+            (OFFLINE_PARTITIONS, "gauge"),
+            (ISR_SHRINKS_TOTAL, "counter"),
+            (ISR_EXPANDS_TOTAL, "counter"),
+            (REPLICATION_BYTES_IN_TOTAL, "counter"),
+            (REPLICATION_BYTES_OUT_TOTAL, "counter"),
+            (FOLLOWER_LAG_RECORDS, "gauge"),
+            (FOLLOWER_LAG_MS, "gauge"),
+        ] {
+            assert_eq!(sample(&text, name), Some(0.0), "{name}: {text}");
+            assert!(text.contains(&format!("# TYPE {name} {kind}")), "{name}");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
+
+        m.partitions(2, 1);
+        m.isr_shrink();
+        m.isr_shrink();
+        m.isr_expand();
+        m.bytes_in(1000);
+        m.bytes_in(24);
+        m.bytes_out(512);
+        m.follower_lag_max(300, 1500);
+        let text = registry.render();
+        assert_eq!(sample(&text, UNDER_REPLICATED_PARTITIONS), Some(2.0));
+        assert_eq!(sample(&text, OFFLINE_PARTITIONS), Some(1.0));
+        assert_eq!(sample(&text, ISR_SHRINKS_TOTAL), Some(2.0));
+        assert_eq!(sample(&text, ISR_EXPANDS_TOTAL), Some(1.0));
+        assert_eq!(sample(&text, REPLICATION_BYTES_IN_TOTAL), Some(1024.0));
+        assert_eq!(sample(&text, REPLICATION_BYTES_OUT_TOTAL), Some(512.0));
+        assert_eq!(sample(&text, FOLLOWER_LAG_RECORDS), Some(300.0));
+        assert_eq!(sample(&text, FOLLOWER_LAG_MS), Some(1500.0));
+        // Caught up again.
+        m.follower_lag_max(0, -5);
+        let text = registry.render();
+        assert_eq!(sample(&text, FOLLOWER_LAG_RECORDS), Some(0.0));
+        assert_eq!(sample(&text, FOLLOWER_LAG_MS), Some(0.0));
     }
 
     #[test]

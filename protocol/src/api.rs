@@ -15,7 +15,8 @@ use kafka_protocol::messages::{
     DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, SyncGroupRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -67,6 +68,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     // Idempotent producer (no transactions): v3 re-initializes a known id, v4 PRODUCER_FENCED.
     api(ApiKey::InitProducerId, 0, 4),
+    // Where a leader epoch ends (followers truncate, consumers validate their position). v2 is
+    // Kafka 4.0's floor (and kafka-protocol's); v3 adds the follower's replica id, v4 is flexible.
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The supported range of `key`, if the broker implements it at all.
@@ -100,6 +104,7 @@ pub enum Request {
     DescribeQuorum(DescribeQuorumRequest),
     DeleteGroups(DeleteGroupsRequest),
     InitProducerId(InitProducerIdRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
 }
 
 /// A request frame: its header (API key, version, correlation id, client id) and its body.
@@ -209,6 +214,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
         ApiKey::DescribeGroups => body!(DescribeGroups),
         ApiKey::DeleteGroups => body!(DeleteGroups),
         ApiKey::InitProducerId => body!(InitProducerId),
+        ApiKey::OffsetForLeaderEpoch => body!(OffsetForLeaderEpoch),
         _ => return Err(DecodeError::UnknownApiKey(raw_key)),
     };
     Ok(DecodedRequest {
@@ -296,6 +302,56 @@ mod tests {
             let req = decode_request(frame).unwrap();
             assert_eq!((req.correlation_id(), req.version()), (77, version));
             assert!(matches!(req.body, Request::Metadata(_)));
+        }
+    }
+
+    /// OffsetForLeaderEpoch v4 as a follower writes it, byte by byte (flexible: compact
+    /// strings and arrays, tagged fields), and the same request from kafka-protocol's encoder at
+    /// every supported version.
+    #[test]
+    fn decodes_offset_for_leader_epoch_from_the_wire() {
+        let mut frame = vec![0x00, 0x17, 0x00, 0x04, 0x00, 0x00, 0x00, 0x4d];
+        frame.extend_from_slice(&[0x00, 0x01, b't', 0x00]); // client id "t", no tags
+        frame.extend_from_slice(&[0x00, 0x00, 0x00, 0x02]); // replica id 2
+        frame.extend_from_slice(&[0x02, 0x07]); // one topic, a 6-byte name
+        frame.extend_from_slice(b"orders");
+        frame.push(0x02); // one partition
+        frame.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 3, 0x00]); // 1, epochs 5 and 3
+        frame.extend_from_slice(&[0x00, 0x00]); // the topic's and the request's tags
+        let req = decode_request(Bytes::from(frame)).unwrap();
+        assert_eq!((req.correlation_id(), req.version()), (77, 4));
+        let Request::OffsetForLeaderEpoch(body) = req.body else {
+            panic!("{:?}", req.body)
+        };
+        assert_eq!(body.replica_id.0, 2);
+        assert_eq!(body.topics.len(), 1);
+        assert_eq!(&*body.topics[0].topic, "orders");
+        let p = &body.topics[0].partitions[0];
+        assert_eq!(
+            (p.partition, p.current_leader_epoch, p.leader_epoch),
+            (1, 5, 3)
+        );
+
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(kafka_protocol::messages::TopicName(
+                    StrBytes::from_static_str("orders"),
+                ))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(-1)
+                    .with_leader_epoch(7)])]);
+        for version in 2..=4 {
+            let frame = request_frame(ApiKey::OffsetForLeaderEpoch, version, &request);
+            let req = decode_request(frame).unwrap();
+            let Request::OffsetForLeaderEpoch(body) = req.body else {
+                panic!("v{version}")
+            };
+            assert_eq!(body.topics, request.topics, "v{version}");
         }
     }
 

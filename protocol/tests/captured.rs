@@ -96,6 +96,7 @@ fn body_key(body: &Request) -> ApiKey {
         Request::DescribeGroups(_) => ApiKey::DescribeGroups,
         Request::DeleteGroups(_) => ApiKey::DeleteGroups,
         Request::InitProducerId(_) => ApiKey::InitProducerId,
+        Request::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
     }
 }
 

@@ -105,10 +105,10 @@ fn bad_flags_keys_and_values_exit_non_zero_naming_the_problem() {
     }
 }
 
-/// Replication does not honour `min.insync.replicas` yet: a broker asked for more than 1 refuses
-/// to start rather than promise what `acks=all` would not keep.
+/// `min.insync.replicas` counts replicas that must hold a write, the leader among them: a broker
+/// asked for 0 refuses to start, naming the key.
 #[test]
-fn min_insync_replicas_above_one_is_refused_until_replication_honours_it() {
+fn min_insync_replicas_below_one_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
@@ -117,11 +117,11 @@ fn min_insync_replicas_above_one_is_refused_until_replication_honours_it() {
         "--data-dir",
         data,
         "--set",
-        "min.insync.replicas=2",
+        "min.insync.replicas=0",
     ]);
     assert!(!out.success(), "should fail:\n{}", out.describe());
     assert!(
-        out.stderr.contains("min.insync.replicas") && out.stderr.contains("replication"),
+        out.stderr.contains("min.insync.replicas") && out.stderr.contains("minimum"),
         "the message should name the key and say why:\n{}",
         out.describe()
     );

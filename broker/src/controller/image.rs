@@ -12,6 +12,10 @@
 //! - topic names and ids are unique; a topic's partitions are numbered densely from 0; each
 //!   partition's replicas are distinct, its ISR is a subset of them, its leader is in its ISR;
 //! - producer-id blocks only move forward: a block never starts below the end of the last one;
+//! - an ISR change ([`AlterIsr`]) applies only for the partition's current leader at its current
+//!   leader and partition epochs, and adds to the ISR only registered, unfenced brokers (KIP-841);
+//!   it bumps the partition epoch alone. Its refusal names the rule broken ([`IsrRejection`]) in
+//!   the first word of its text, the one thing of a rejection that crosses the quorum;
 //! - `decode_snapshot(encode_snapshot(image)) == image`, and replaying the log gives the same
 //!   image as loading a snapshot and replaying the rest.
 
@@ -21,8 +25,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::records::{
-    self, BrokerRegistration, MetadataRecord, PartitionChange, PartitionRecord, ProducerIdBlock,
-    RecordError,
+    self, AlterIsr, BrokerRegistration, MetadataRecord, PartitionChange, PartitionRecord,
+    ProducerIdBlock, RecordError,
 };
 use super::validate_topic_name;
 use crate::config::TopicOverrides;
@@ -138,6 +142,63 @@ pub enum ApplyError {
     },
     #[error("producer-id block {first_id}+{size} does not follow the last block's end {end}")]
     ProducerIdsBackwards { first_id: i64, size: i64, end: i64 },
+    /// An ISR change refused; the text starts with the kind's token (see [`IsrRejection`]).
+    #[error("{} partition {topic}/{partition}: {detail}", kind.token())]
+    IsrChange {
+        kind: IsrRejection,
+        topic: Uuid,
+        partition: PartitionId,
+        detail: String,
+    },
+}
+
+/// Which rule an ISR change broke. The quorum answers a rejected batch with its text only, so
+/// the kind travels as the first word of that text ([`IsrRejection::token`]) and a proposer on
+/// any node reads it back with [`IsrRejection::from_reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrRejection {
+    /// No such topic id or partition.
+    UnknownPartition,
+    /// The leader epoch named is older than the partition's: the asker was deposed.
+    StaleLeaderEpoch,
+    /// The asker is not the partition's leader at the epoch it named.
+    NotLeader,
+    /// The partition epoch named is not the current one: the asker's view is stale.
+    StalePartitionEpoch,
+    /// A broker added to the ISR is not registered or is fenced.
+    IneligibleReplica,
+    /// The ISR is empty, repeats a broker, names a non-replica or leaves out the leader.
+    Invalid,
+}
+
+impl IsrRejection {
+    const ALL: [IsrRejection; 6] = [
+        IsrRejection::UnknownPartition,
+        IsrRejection::StaleLeaderEpoch,
+        IsrRejection::NotLeader,
+        IsrRejection::StalePartitionEpoch,
+        IsrRejection::IneligibleReplica,
+        IsrRejection::Invalid,
+    ];
+
+    /// The stable first word of a rejection's text; never change one (voters of other versions
+    /// write them).
+    pub fn token(self) -> &'static str {
+        match self {
+            IsrRejection::UnknownPartition => "alter-isr:unknown-partition",
+            IsrRejection::StaleLeaderEpoch => "alter-isr:stale-leader-epoch",
+            IsrRejection::NotLeader => "alter-isr:not-leader",
+            IsrRejection::StalePartitionEpoch => "alter-isr:stale-partition-epoch",
+            IsrRejection::IneligibleReplica => "alter-isr:ineligible-replica",
+            IsrRejection::Invalid => "alter-isr:invalid",
+        }
+    }
+
+    /// The kind a rejection's text starts with, if it is an ISR change's.
+    pub fn from_reason(reason: &str) -> Option<IsrRejection> {
+        let first = reason.split(' ').next()?;
+        IsrRejection::ALL.into_iter().find(|k| k.token() == first)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +354,7 @@ impl MetadataImage {
             }
             MetadataRecord::Partition(p) => self.apply_partition(p, delta)?,
             MetadataRecord::PartitionChange(c) => self.apply_partition_change(c, delta)?,
+            MetadataRecord::AlterIsr(a) => self.apply_alter_isr(a, delta)?,
             MetadataRecord::RemoveTopic { id } => {
                 let topic = Arc::make_mut(&mut self.topics)
                     .remove(id)
@@ -452,6 +514,103 @@ impl MetadataImage {
         *current = new.clone();
         delta
             .partition_entry_named(c.topic, &name, c.partition, Some(&before))
+            .after = Some(new);
+        Ok(())
+    }
+
+    /// Kafka's AlterPartition rules, in its order: the asker's leader epoch, its leadership, the
+    /// partition epoch, the ISR's shape, then the eligibility of what it adds.
+    fn apply_alter_isr(
+        &mut self,
+        a: &AlterIsr,
+        delta: &mut MetadataDelta,
+    ) -> Result<(), ApplyError> {
+        let refuse = |kind, detail: String| ApplyError::IsrChange {
+            kind,
+            topic: a.topic,
+            partition: a.partition,
+            detail,
+        };
+        let current = self
+            .partition(a.topic, a.partition)
+            .ok_or_else(|| refuse(IsrRejection::UnknownPartition, "no such partition".into()))?;
+        if a.leader_epoch < current.leader_epoch {
+            return Err(refuse(
+                IsrRejection::StaleLeaderEpoch,
+                format!(
+                    "leader epoch {} is older than the current {}",
+                    a.leader_epoch.0, current.leader_epoch.0
+                ),
+            ));
+        }
+        if current.leader != Some(a.leader) || a.leader_epoch != current.leader_epoch {
+            return Err(refuse(
+                IsrRejection::NotLeader,
+                format!(
+                    "broker {} at leader epoch {} is not the leader ({:?} at {})",
+                    a.leader.0, a.leader_epoch.0, current.leader, current.leader_epoch.0
+                ),
+            ));
+        }
+        if a.partition_epoch != current.partition_epoch {
+            return Err(refuse(
+                IsrRejection::StalePartitionEpoch,
+                format!(
+                    "partition epoch {} is not the current {}",
+                    a.partition_epoch.0, current.partition_epoch.0
+                ),
+            ));
+        }
+        let isr: BTreeSet<_> = a.isr.iter().collect();
+        let invalid = if a.isr.is_empty() {
+            Some("the ISR is empty")
+        } else if isr.len() != a.isr.len() {
+            Some("a broker is listed twice in the ISR")
+        } else if !a.isr.iter().all(|b| current.replicas.contains(b)) {
+            Some("an ISR member is not a replica")
+        } else if !isr.contains(&a.leader) {
+            Some("the ISR leaves out the leader")
+        } else {
+            None
+        };
+        if let Some(reason) = invalid {
+            return Err(refuse(IsrRejection::Invalid, reason.into()));
+        }
+        // KIP-841: a fenced or unregistered broker may leave the ISR, never join it.
+        if let Some(b) = a
+            .isr
+            .iter()
+            .find(|b| !current.isr.contains(b) && self.broker(**b).is_none_or(|r| r.fenced))
+        {
+            return Err(refuse(
+                IsrRejection::IneligibleReplica,
+                format!("broker {} is fenced or not registered", b.0),
+            ));
+        }
+        if a.isr == current.isr {
+            // Kafka answers an unchanged ISR with the current state and writes nothing.
+            return Ok(());
+        }
+        let partition_epoch = a.partition_epoch.0.checked_add(1).ok_or_else(|| {
+            refuse(
+                IsrRejection::Invalid,
+                "the partition epoch would overflow".into(),
+            )
+        })?;
+        let before = current.clone();
+        let mut new = before.clone();
+        new.isr = a.isr.clone();
+        new.partition_epoch = PartitionEpoch(partition_epoch);
+        let t = self.topic_mut(a.topic)?;
+        let name = t.name.clone();
+        if let Some(slot) = usize::try_from(a.partition.0)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+        {
+            *slot = new.clone();
+        }
+        delta
+            .partition_entry_named(a.topic, &name, a.partition, Some(&before))
             .after = Some(new);
         Ok(())
     }

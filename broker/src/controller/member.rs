@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::image::MetadataImage;
+use super::image::{IsrRejection, MetadataImage, PartitionImage};
 use super::quorum::{Quorum, QuorumError, QuorumSettings, Voter};
-use super::records::{encode_batch, BrokerEndpoint, BrokerRegistration, MetadataRecord};
+use super::records::{encode_batch, AlterIsr, BrokerEndpoint, BrokerRegistration, MetadataRecord};
 use super::view::{ImageStateMachine, MetadataView};
 use super::{cluster_id_from, random_uuid};
 use crate::config::{BrokerConfig, ConfigError};
@@ -174,6 +174,29 @@ impl Controller {
         Ok(Offset(index as i64))
     }
 
+    /// Commits an ISR change asked for by the partition's leader (Kafka's AlterPartition) and
+    /// answers the partition as this node's image holds it after the change. A refusal is
+    /// [`BrokerError::IsrChangeRejected`] with the rule broken (stale partition epoch: re-read
+    /// the image and decide again).
+    pub async fn alter_isr(&self, change: AlterIsr) -> Result<PartitionImage, BrokerError> {
+        let (topic, partition) = (change.topic, change.partition);
+        match self.propose(&[MetadataRecord::AlterIsr(change)]).await {
+            Ok(_) => {}
+            Err(BrokerError::ControllerRejected(reason)) => {
+                return Err(match IsrRejection::from_reason(&reason) {
+                    Some(kind) => BrokerError::IsrChangeRejected { kind, reason },
+                    None => BrokerError::ControllerRejected(reason),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        // Applied here: the image holds the change (or a later one, if the partition moved on).
+        self.image()
+            .partition(topic, partition)
+            .cloned()
+            .ok_or(BrokerError::UnknownTopicOrPartition)
+    }
+
     /// Registers this broker (a new incarnation) with its endpoints and rack, writing the cluster
     /// id first if the cluster has none, and waits until its image holds the registration.
     /// `first` are records to commit in the same batch (the upgrade of a single-node data dir).
@@ -270,5 +293,96 @@ pub fn controller_error(e: QuorumError) -> BrokerError {
         QuorumError::Stopped(_) | QuorumError::Start(_) => {
             BrokerError::ControllerTimeout(e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::records::PartitionRecord;
+    use crate::ids::{LeaderEpoch, PartitionEpoch, PartitionId};
+
+    /// A quorum of one on 127.0.0.1, broker 1 registered, and broker 2 registered beside it.
+    async fn single_node_with_two_brokers(dir: &std::path::Path) -> Controller {
+        let settings = settings_from_config(&BrokerConfig::default()).unwrap();
+        let controller = Controller::start(settings, dir, BrokerId(1)).await.unwrap();
+        controller
+            .register(Vec::new(), None, Vec::new())
+            .await
+            .unwrap();
+        let other = BrokerRegistration {
+            id: BrokerId(2),
+            incarnation: random_uuid(),
+            endpoints: Vec::new(),
+            rack: None,
+            fenced: false,
+        };
+        controller
+            .propose(&[MetadataRecord::RegisterBroker(other)])
+            .await
+            .unwrap();
+        controller
+    }
+
+    /// Broker 1 leads `orders-0` (replicas 1 and 2): it drops broker 2 from the ISR through the
+    /// quorum; a retry with the partition epoch it started from is answered
+    /// INVALID_UPDATE_VERSION and changes nothing.
+    #[tokio::test]
+    async fn an_isr_change_commits_through_the_quorum_and_a_stale_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let controller = single_node_with_two_brokers(dir.path()).await;
+        let topic = random_uuid();
+        controller
+            .propose(&[
+                MetadataRecord::Topic {
+                    name: "orders".into(),
+                    id: topic,
+                },
+                MetadataRecord::Partition(PartitionRecord {
+                    topic,
+                    partition: PartitionId(0),
+                    replicas: vec![BrokerId(1), BrokerId(2)],
+                    isr: vec![BrokerId(1), BrokerId(2)],
+                    leader: Some(BrokerId(1)),
+                    leader_epoch: LeaderEpoch(0),
+                    partition_epoch: PartitionEpoch(0),
+                }),
+            ])
+            .await
+            .unwrap();
+        let shrink = AlterIsr {
+            topic,
+            partition: PartitionId(0),
+            leader: BrokerId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+            isr: vec![BrokerId(1)],
+        };
+
+        let after = controller.alter_isr(shrink.clone()).await.unwrap();
+        assert_eq!(after.isr, vec![BrokerId(1)]);
+        assert_eq!(after.partition_epoch, PartitionEpoch(1));
+        assert_eq!(
+            controller.image().partition(topic, PartitionId(0)),
+            Some(&after)
+        );
+
+        let stale = controller.alter_isr(shrink).await.unwrap_err();
+        assert!(
+            matches!(
+                stale,
+                BrokerError::IsrChangeRejected {
+                    kind: IsrRejection::StalePartitionEpoch,
+                    ..
+                }
+            ),
+            "{stale:?}"
+        );
+        assert_eq!(stale.code(), 95, "INVALID_UPDATE_VERSION");
+        assert_eq!(
+            controller.image().partition(topic, PartitionId(0)),
+            Some(&after)
+        );
+        controller.shutdown().await;
     }
 }

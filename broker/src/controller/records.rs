@@ -62,6 +62,9 @@ pub enum MetadataRecord {
     },
     /// The next block of producer ids, handed to `broker`.
     ProducerIds(ProducerIdBlock),
+    /// A partition's leader changes its ISR (Kafka's AlterPartition), fenced by the leader and
+    /// partition epochs it read; applying it bumps the partition epoch only.
+    AlterIsr(AlterIsr),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +132,21 @@ impl PartitionChange {
     }
 }
 
+/// An ISR change asked for by a partition's leader, valid only against the epochs it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterIsr {
+    pub topic: Uuid,
+    pub partition: PartitionId,
+    /// The broker asking: must be the partition's current leader.
+    pub leader: BrokerId,
+    /// The leader epoch the leader holds: must be the current one.
+    pub leader_epoch: LeaderEpoch,
+    /// The partition epoch the leader's view is at: must be the current one.
+    pub partition_epoch: PartitionEpoch,
+    /// The whole new ISR (not a difference).
+    pub isr: Vec<BrokerId>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerIdBlock {
     pub broker: BrokerId,
@@ -191,6 +209,7 @@ const T_PARTITION_CHANGE: u8 = 7;
 const T_REMOVE_TOPIC: u8 = 8;
 const T_TOPIC_CONFIG: u8 = 9;
 const T_PRODUCER_IDS: u8 = 10;
+const T_ALTER_ISR: u8 = 11;
 
 /// Bytes of a record's framing (type, version, body length).
 const RECORD_HEADER_BYTES: usize = 6;
@@ -368,6 +387,15 @@ fn encode_record(record: &MetadataRecord) -> (u8, Vec<u8>) {
             w.extend_from_slice(&b.size.to_be_bytes());
             T_PRODUCER_IDS
         }
+        MetadataRecord::AlterIsr(a) => {
+            w.extend_from_slice(a.topic.as_bytes());
+            put_i32(&mut w, a.partition.0);
+            put_i32(&mut w, a.leader.0);
+            put_i32(&mut w, a.leader_epoch.0);
+            put_i32(&mut w, a.partition_epoch.0);
+            put_brokers(&mut w, &a.isr);
+            T_ALTER_ISR
+        }
     };
     (t, w)
 }
@@ -467,6 +495,14 @@ fn decode_record(record_type: u8, r: &mut Reader<'_>) -> Result<MetadataRecord, 
             broker: r.broker()?,
             first_id: r.i64()?,
             size: r.i64()?,
+        }),
+        T_ALTER_ISR => MetadataRecord::AlterIsr(AlterIsr {
+            topic: r.uuid()?,
+            partition: PartitionId(r.i32()?),
+            leader: r.broker()?,
+            leader_epoch: LeaderEpoch(r.i32()?),
+            partition_epoch: PartitionEpoch(r.i32()?),
+            isr: r.brokers()?,
         }),
         other => return Err(RecordError::UnknownType(other)),
     })
@@ -740,6 +776,24 @@ pub(crate) mod tests {
                     size,
                 })
             }),
+            (
+                uuid(),
+                any::<i32>(),
+                broker(),
+                any::<i32>(),
+                any::<i32>(),
+                brokers()
+            )
+                .prop_map(|(topic, p, leader, le, pe, isr)| {
+                    MetadataRecord::AlterIsr(AlterIsr {
+                        topic,
+                        partition: PartitionId(p),
+                        leader,
+                        leader_epoch: LeaderEpoch(le),
+                        partition_epoch: PartitionEpoch(pe),
+                        isr,
+                    })
+                }),
         ]
     }
 
@@ -823,6 +877,41 @@ pub(crate) mod tests {
         assert!(matches!(
             decode_batch(&bytes),
             Err(RecordError::CountTooLarge { .. })
+        ));
+    }
+
+    /// An ISR change whose ISR claims four billion brokers is refused before allocating; a
+    /// negative leader is refused, not read as a broker.
+    #[test]
+    fn an_alter_isr_with_a_huge_isr_count_or_a_negative_leader_is_refused() {
+        let change = AlterIsr {
+            topic: Uuid::from_u128(7),
+            partition: PartitionId(0),
+            leader: BrokerId(1),
+            leader_epoch: LeaderEpoch(3),
+            partition_epoch: PartitionEpoch(5),
+            isr: vec![BrokerId(1), BrokerId(2)],
+        };
+        let batch = encode_batch(&[MetadataRecord::AlterIsr(change.clone())]);
+        assert_eq!(
+            decode_batch(&batch),
+            Ok(vec![MetadataRecord::AlterIsr(change)])
+        );
+        // crc 4 + kind 1 + count 4 + record header 6 + uuid 16 + partition 4: the leader is at
+        // 35; after it and the two epochs, the ISR count at 47.
+        let mut bytes = batch.clone();
+        bytes[47..51].copy_from_slice(&u32::MAX.to_be_bytes());
+        fix_crc(&mut bytes);
+        assert!(matches!(
+            decode_batch(&bytes),
+            Err(RecordError::CountTooLarge { .. })
+        ));
+        let mut bytes = batch;
+        bytes[35..39].copy_from_slice(&(-1i32).to_be_bytes());
+        fix_crc(&mut bytes);
+        assert!(matches!(
+            decode_batch(&bytes),
+            Err(RecordError::BadValue { at: 35, .. })
         ));
     }
 

@@ -89,20 +89,29 @@ impl EpochCache {
         self.persist()
     }
 
-    /// OffsetsForLeaderEpoch: the end offset of `epoch` — where the next epoch starts, or the log
-    /// end if `epoch` is the latest — and the largest known epoch not above it.
+    /// OffsetsForLeaderEpoch, Kafka's rule: the latest epoch ends at the log end; an older one
+    /// ends where the next higher known epoch starts, answered with the largest known epoch not
+    /// above it, or with itself when it is below every known epoch (its data is gone: copy from
+    /// the first known start). `None` (UNDEFINED): no epoch (-1), none known, or above the latest.
     pub fn end_offset_for(
         &self,
         epoch: LeaderEpoch,
         log_end: Offset,
     ) -> Option<(LeaderEpoch, Offset)> {
-        let i = self.entries.iter().rposition(|(e, _)| *e <= epoch)?;
-        let end = self
+        if epoch.0 < 0 {
+            return None;
+        }
+        if self.latest() == Some(epoch) {
+            return Some((epoch, log_end));
+        }
+        let (_, next_start) = *self.entries.iter().find(|(e, _)| *e > epoch)?;
+        let found = self
             .entries
-            .get(i + 1)
-            .map(|(_, start)| *start)
-            .unwrap_or(log_end);
-        Some((self.entries[i].0, end))
+            .iter()
+            .rev()
+            .find(|(e, _)| *e <= epoch)
+            .map_or(epoch, |(e, _)| *e);
+        Some((found, next_start))
     }
 
     /// Drops entries starting past the log end (after the log was truncated by recovery).
@@ -136,5 +145,38 @@ mod tests {
             cache.end_offset_for(LeaderEpoch(2), Offset(20)),
             Some((LeaderEpoch(2), Offset(20)))
         );
+    }
+
+    /// Kafka's `LeaderEpochFileCache.endOffsetFor` at the edges: an epoch below every known one
+    /// (its data was deleted) answers itself and the first known epoch's start, so a follower
+    /// copies from there; one above the latest, or no epoch at all, is undefined.
+    #[test]
+    fn end_offsets_at_the_edges_follow_kafka() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = EpochCache::open(dir.path()).unwrap();
+        assert_eq!(cache.end_offset_for(LeaderEpoch(0), Offset(0)), None);
+        cache.assign(LeaderEpoch(3), Offset(100)).unwrap();
+        cache.assign(LeaderEpoch(5), Offset(150)).unwrap();
+        assert_eq!(
+            cache.end_offset_for(LeaderEpoch(1), Offset(200)),
+            Some((LeaderEpoch(1), Offset(100))),
+            "older than anything known"
+        );
+        assert_eq!(
+            cache.end_offset_for(LeaderEpoch(4), Offset(200)),
+            Some((LeaderEpoch(3), Offset(150))),
+            "between two known epochs"
+        );
+        assert_eq!(
+            cache.end_offset_for(LeaderEpoch(5), Offset(200)),
+            Some((LeaderEpoch(5), Offset(200))),
+            "the latest ends at the log end"
+        );
+        assert_eq!(
+            cache.end_offset_for(LeaderEpoch(6), Offset(200)),
+            None,
+            "newer than the latest"
+        );
+        assert_eq!(cache.end_offset_for(LeaderEpoch(-1), Offset(200)), None);
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::controller::records::{BrokerEndpoint, PartitionChange};
+use crate::controller::records::{AlterIsr, BrokerEndpoint, PartitionChange};
 
 fn broker(id: i32, rack: Option<&str>) -> MetadataRecord {
     MetadataRecord::RegisterBroker(BrokerRegistration {
@@ -557,4 +557,239 @@ proptest::proptest! {
             proptest::prop_assert_eq!(loaded, after);
         }
     }
+}
+
+fn alter_isr(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> MetadataRecord {
+    MetadataRecord::AlterIsr(AlterIsr {
+        topic: ORDERS,
+        partition: PartitionId(0),
+        leader: BrokerId(leader),
+        leader_epoch: LeaderEpoch(leader_epoch),
+        partition_epoch: PartitionEpoch(partition_epoch),
+        isr: ids(isr),
+    })
+}
+
+/// The rule an ISR change broke, read back from the text the quorum carries.
+fn refusal(image: &MetadataImage, record: MetadataRecord) -> IsrRejection {
+    let e = image.apply(Offset(100), &[record]).unwrap_err();
+    IsrRejection::from_reason(&e.to_string()).unwrap_or_else(|| panic!("no kind in '{e}'"))
+}
+
+/// Broker 1 leads orders-0 with replicas 1, 2, 3: broker 3 falls behind and is dropped, a
+/// retry with the old partition epoch is refused, and broker 3 rejoins once caught up.
+#[test]
+fn a_leader_shrinks_and_expands_the_isr_fenced_by_the_partition_epoch() {
+    let image = three_brokers_and_orders();
+
+    let (image, delta) = image
+        .apply(Offset(8), &[alter_isr(1, 0, 0, &[1, 2])])
+        .unwrap();
+    let p = image.partition(ORDERS, PartitionId(0)).unwrap();
+    assert_eq!(p.isr, ids(&[1, 2]));
+    assert_eq!(p.partition_epoch, PartitionEpoch(1));
+    assert_eq!(p.leader_epoch, LeaderEpoch(0), "the leader epoch stays");
+    assert_eq!(p.leader, Some(BrokerId(1)));
+    // Every replica hears of it, the one dropped included.
+    for b in [1, 2, 3] {
+        let local = delta.local_changes(BrokerId(b));
+        let all: Vec<_> = local.leads.iter().chain(&local.follows).collect();
+        assert_eq!(all.len(), 1, "broker {b}");
+        assert_eq!(all[0].partition_epoch, PartitionEpoch(1));
+        assert!(!all[0].is_new);
+    }
+    assert_eq!(delta.local_changes(BrokerId(1)).leads.len(), 1);
+
+    // The same change again, from a leader that did not see its answer: stale.
+    assert_eq!(
+        refusal(&image, alter_isr(1, 0, 0, &[1, 2])),
+        IsrRejection::StalePartitionEpoch
+    );
+    // A partition epoch from the future is no better.
+    assert_eq!(
+        refusal(&image, alter_isr(1, 0, 7, &[1])),
+        IsrRejection::StalePartitionEpoch
+    );
+
+    let (image, _) = image
+        .apply(Offset(9), &[alter_isr(1, 0, 1, &[1, 2, 3])])
+        .unwrap();
+    let p = image.partition(ORDERS, PartitionId(0)).unwrap();
+    assert_eq!(p.isr, ids(&[1, 2, 3]));
+    assert_eq!(p.partition_epoch, PartitionEpoch(2));
+
+    // The other partitions were not touched.
+    assert_eq!(
+        image
+            .partition(ORDERS, PartitionId(1))
+            .unwrap()
+            .partition_epoch,
+        PartitionEpoch(0)
+    );
+    // An unchanged ISR is answered as it is: nothing written, the epoch stays.
+    let (same, delta) = image
+        .apply(Offset(10), &[alter_isr(1, 0, 2, &[1, 2, 3])])
+        .unwrap();
+    assert_eq!(same.topics, image.topics);
+    assert!(delta.partitions.is_empty());
+}
+
+/// KIP-841: a fenced broker may leave the ISR but not join it; nor may one that is gone.
+#[test]
+fn a_fenced_or_unregistered_broker_cannot_join_the_isr() {
+    let image = three_brokers_and_orders();
+    let (image, _) = image
+        .apply(Offset(8), &[alter_isr(1, 0, 0, &[1, 2])])
+        .unwrap();
+    let fence_3 = MetadataRecord::BrokerChange {
+        id: BrokerId(3),
+        incarnation: Uuid::from_u128(3),
+        fenced: true,
+    };
+    let (fenced, _) = image.apply(Offset(9), &[fence_3]).unwrap();
+    assert_eq!(
+        refusal(&fenced, alter_isr(1, 0, 1, &[1, 2, 3])),
+        IsrRejection::IneligibleReplica
+    );
+    let (gone, _) = image
+        .apply(
+            Offset(9),
+            &[MetadataRecord::UnregisterBroker { id: BrokerId(3) }],
+        )
+        .unwrap();
+    assert_eq!(
+        refusal(&gone, alter_isr(1, 0, 1, &[1, 2, 3])),
+        IsrRejection::IneligibleReplica
+    );
+
+    // Leaving is allowed: broker 2 fenced, the leader drops it.
+    let fence_2 = MetadataRecord::BrokerChange {
+        id: BrokerId(2),
+        incarnation: Uuid::from_u128(2),
+        fenced: true,
+    };
+    let (image, _) = image.apply(Offset(9), &[fence_2]).unwrap();
+    let (image, _) = image
+        .apply(Offset(10), &[alter_isr(1, 0, 1, &[1])])
+        .unwrap();
+    assert_eq!(
+        image.partition(ORDERS, PartitionId(0)).unwrap().isr,
+        ids(&[1])
+    );
+}
+
+/// Leadership moves from broker 1 to 2: the old leader's ISR change is refused, whatever it
+/// claims; the new leader's goes through.
+#[test]
+fn a_deposed_leader_cannot_change_the_isr() {
+    let image = three_brokers_and_orders();
+    let mut moved = change(ORDERS, 0);
+    moved.leader = Some(Some(BrokerId(2)));
+    let (image, _) = image
+        .apply(Offset(8), &[MetadataRecord::PartitionChange(moved)])
+        .unwrap();
+    let p = image.partition(ORDERS, PartitionId(0)).unwrap();
+    assert_eq!(
+        (p.leader_epoch, p.partition_epoch),
+        (LeaderEpoch(1), PartitionEpoch(1))
+    );
+
+    assert_eq!(
+        refusal(&image, alter_isr(1, 0, 0, &[1, 2])),
+        IsrRejection::StaleLeaderEpoch
+    );
+    // Broker 1 with the new epochs is still not the leader.
+    assert_eq!(
+        refusal(&image, alter_isr(1, 1, 1, &[1, 2])),
+        IsrRejection::NotLeader
+    );
+    // A leader epoch the controller never handed out.
+    assert_eq!(
+        refusal(&image, alter_isr(2, 5, 1, &[1, 2])),
+        IsrRejection::NotLeader
+    );
+    let (image, _) = image
+        .apply(Offset(9), &[alter_isr(2, 1, 1, &[2, 3])])
+        .unwrap();
+    let p = image.partition(ORDERS, PartitionId(0)).unwrap();
+    assert_eq!(p.isr, ids(&[2, 3]));
+    assert_eq!(
+        (p.leader_epoch, p.partition_epoch),
+        (LeaderEpoch(1), PartitionEpoch(2))
+    );
+}
+
+#[test]
+fn a_malformed_isr_change_is_refused_and_changes_nothing() {
+    let image = three_brokers_and_orders();
+    for (isr, what) in [
+        (&[][..], "empty"),
+        (&[1, 2, 2][..], "a duplicate"),
+        (&[1, 4][..], "a non-replica"),
+        (&[2, 3][..], "without the leader"),
+    ] {
+        assert_eq!(
+            refusal(&image, alter_isr(1, 0, 0, isr)),
+            IsrRejection::Invalid,
+            "{what}"
+        );
+    }
+    let mut elsewhere = AlterIsr {
+        topic: ORDERS,
+        partition: PartitionId(3),
+        leader: BrokerId(1),
+        leader_epoch: LeaderEpoch(0),
+        partition_epoch: PartitionEpoch(0),
+        isr: ids(&[1]),
+    };
+    assert_eq!(
+        refusal(&image, MetadataRecord::AlterIsr(elsewhere.clone())),
+        IsrRejection::UnknownPartition
+    );
+    elsewhere.topic = Uuid::from_u128(0xdead);
+    elsewhere.partition = PartitionId(0);
+    assert_eq!(
+        refusal(&image, MetadataRecord::AlterIsr(elsewhere)),
+        IsrRejection::UnknownPartition
+    );
+    // Other refusals carry no ISR kind.
+    let e = image
+        .apply(Offset(3), &[alter_isr(1, 0, 0, &[1])])
+        .unwrap_err();
+    assert_eq!(IsrRejection::from_reason(&e.to_string()), None);
+}
+
+#[test]
+fn a_snapshot_keeps_the_isr_and_both_epochs_of_an_isr_change() {
+    let image = three_brokers_and_orders();
+    let mut moved = change(ORDERS, 0);
+    moved.leader = Some(Some(BrokerId(2)));
+    let (image, _) = image
+        .apply(
+            Offset(8),
+            &[
+                MetadataRecord::PartitionChange(moved),
+                MetadataRecord::AlterIsr(AlterIsr {
+                    topic: ORDERS,
+                    partition: PartitionId(0),
+                    leader: BrokerId(2),
+                    leader_epoch: LeaderEpoch(1),
+                    partition_epoch: PartitionEpoch(1),
+                    isr: ids(&[2]),
+                }),
+            ],
+        )
+        .unwrap();
+    let loaded = MetadataImage::decode_snapshot(&image.encode_snapshot()).unwrap();
+    assert_eq!(loaded, image);
+    let p = loaded.partition(ORDERS, PartitionId(0)).unwrap();
+    assert_eq!(p.isr, ids(&[2]));
+    assert_eq!(
+        (p.leader_epoch, p.partition_epoch),
+        (LeaderEpoch(1), PartitionEpoch(2))
+    );
+    // And the leader carries on from there.
+    assert!(loaded
+        .apply(Offset(9), &[alter_isr(2, 1, 2, &[2, 1])])
+        .is_ok());
 }

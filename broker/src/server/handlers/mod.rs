@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -129,6 +130,9 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest, peer: Option<IpAddr>)
         Request::OffsetCommit(r) => offset_commit::handle(node, r, cid, v),
         Request::OffsetFetch(r) => ready(cid, v, &offset_fetch::handle(node, &r, v)),
         Request::OffsetDelete(r) => offset_delete::handle(node, r, cid, v),
+        Request::OffsetForLeaderEpoch(r) => {
+            ready(cid, v, &offset_for_leader_epoch::handle(node, &r))
+        }
     }
 }
 

@@ -1238,11 +1238,10 @@ async fn refused_describe_configs_and_api_versions_keep_their_codes_and_messages
     );
 }
 
-/// Replication does not honour `min.insync.replicas` yet: a topic asking for more than 1 is
-/// refused with INVALID_CONFIG saying so (validated or created), and nothing is created; 1 is
-/// fine.
+/// A topic may ask for `min.insync.replicas` above 1 (replication honours it); 0 is refused
+/// with INVALID_CONFIG, validated or created, and nothing is created.
 #[tokio::test]
-async fn a_topic_asking_for_min_insync_replicas_above_one_is_refused_as_invalid_config() {
+async fn a_topic_may_ask_for_min_insync_replicas_above_one_but_not_zero() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path()).await;
     let topic = |name: &str, min_insync: &'static str| {
@@ -1256,23 +1255,124 @@ async fn a_topic_asking_for_min_insync_replicas_above_one_is_refused_as_invalid_
     };
     for validate_only in [true, false] {
         let r = CreateTopicsRequest::default()
-            .with_topics(vec![topic("safe", "2"), topic("plain", "1")])
+            .with_topics(vec![topic("none", "0"), topic("safe", "2")])
             .with_validate_only(validate_only);
         let bytes = answer(&node, ApiKey::CreateTopics, 7, Request::CreateTopics(r)).await;
         let resp: CreateTopicsResponse = decode(&bytes, 7);
         let refused = &resp.topics[0];
         assert_eq!(refused.error_code, 40, "INVALID_CONFIG");
         let message = refused.error_message.as_deref().unwrap_or_default();
-        assert!(
-            message.contains("min.insync.replicas")
-                && message.contains("replication does not honour it yet"),
-            "{message}"
-        );
+        assert!(message.contains("min.insync.replicas"), "{message}");
         assert_eq!(
             resp.topics[1].error_code, 0,
-            "min.insync.replicas=1 is fine"
+            "min.insync.replicas=2 is fine"
         );
     }
-    assert!(node.image().topic_by_name("safe").is_none());
-    assert!(node.image().topic_by_name("plain").is_some());
+    assert!(node.image().topic_by_name("none").is_none());
+    let safe = node.image().topic_by_name("safe").unwrap().overrides();
+    assert_eq!(
+        safe.0.get("min.insync.replicas").map(String::as_str),
+        Some("2")
+    );
+}
+
+fn offset_for_leader_epoch(topic: &str, partitions: &[(i32, i32, i32)]) -> Request {
+    let partitions = partitions
+        .iter()
+        .map(|&(partition, current, epoch)| {
+            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)
+        })
+        .collect();
+    Request::OffsetForLeaderEpoch(
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(name(topic))
+                    .with_partitions(partitions),
+            ]),
+    )
+}
+
+/// A consumer holding a position from leader epoch 0 asks where epoch 0 ends: at the log end,
+/// since 0 is the latest. An epoch above every known one, or a current epoch from the future, or
+/// a partition that is not there, get Kafka's answers; at every advertised version.
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_where_an_epoch_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    node.auto_create_topic("t").await.unwrap();
+    let batch = build_batch(0, 1_000, &[(None, b"a"), (None, b"b"), (None, b"c")]);
+    let r = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(name("t"))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))]),
+    ]);
+    answer(&node, ApiKey::Produce, 9, Request::Produce(r)).await;
+
+    for v in versions(ApiKey::OffsetForLeaderEpoch) {
+        // (partition, current leader epoch, requested epoch)
+        let request = offset_for_leader_epoch(
+            "t",
+            &[(0, -1, 0), (0, 0, 0), (0, -1, 4), (0, 5, 0), (9, -1, 0)],
+        );
+        let bytes = answer(&node, ApiKey::OffsetForLeaderEpoch, v, request).await;
+        let resp: OffsetForLeaderEpochResponse = decode(&bytes, v);
+        let got: Vec<_> = resp.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0, 0, 3),
+                (0, 0, 0, 3),
+                (0, 0, -1, -1),  // above the latest: UNDEFINED
+                (0, 75, -1, -1), // UNKNOWN_LEADER_EPOCH
+                (9, 3, -1, -1),  // UNKNOWN_TOPIC_OR_PARTITION
+            ],
+            "v{v}"
+        );
+        let bytes = answer(
+            &node,
+            ApiKey::OffsetForLeaderEpoch,
+            v,
+            offset_for_leader_epoch("missing", &[(0, -1, 0)]),
+        )
+        .await;
+        let resp: OffsetForLeaderEpochResponse = decode(&bytes, v);
+        assert_eq!(resp.topics[0].partitions[0].error_code, 3, "v{v}");
+    }
+
+    // The partition loses its leader: this broker still hosts it but may not answer for it.
+    let topic = node.image().topic_by_name("t").unwrap().id;
+    let mut change =
+        crate::controller::records::PartitionChange::new(topic, crate::ids::PartitionId(0));
+    change.leader = Some(None);
+    node.controller
+        .propose(
+            &[crate::controller::records::MetadataRecord::PartitionChange(
+                change,
+            )],
+        )
+        .await
+        .unwrap();
+    let bytes = answer(
+        &node,
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        offset_for_leader_epoch("t", &[(0, -1, 0)]),
+    )
+    .await;
+    let resp: OffsetForLeaderEpochResponse = decode(&bytes, 4);
+    assert_eq!(
+        resp.topics[0].partitions[0].error_code, 6,
+        "NOT_LEADER_OR_FOLLOWER"
+    );
 }
