@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod producer_ids;
+pub mod replica;
 pub mod serve;
 pub mod server;
 pub mod storage;

@@ -1,0 +1,3 @@
+//! Partition replication: followers copy their leaders' logs (`fetcher`).
+
+pub mod fetcher;
