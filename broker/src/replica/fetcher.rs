@@ -194,8 +194,9 @@ impl FetcherManager {
             return;
         }
         let pk = (key.topic.clone(), key.partition);
-        if let Some((old_source, old_slot)) = inner.owners.remove(&pk) {
-            old_slot.stop();
+        let replaced = inner.owners.remove(&pk);
+        if let Some((old_source, _)) = &replaced {
+            let old_source = *old_source;
             if old_source != source {
                 Self::forget(&mut inner, old_source, pk.clone());
             } else if let Some(s) = inner.sources.get_mut(&source) {
@@ -238,18 +239,26 @@ impl FetcherManager {
             slot: Arc::clone(&slot),
         });
         inner.owners.insert(pk, (source, slot));
+        drop(inner);
+        // Outside the manager's lock: this waits for an append in progress to end.
+        if let Some((_, old_slot)) = replaced {
+            old_slot.stop();
+        }
     }
 
-    /// Stops following the partition; once this returns its log is not changed by the fetcher.
-    /// Returns whether it was followed.
+    /// Stops following the partition; once this returns its log is not changed by the fetcher
+    /// (it waits for an append in progress, so do not call it from the partition's own
+    /// `FollowerLog` methods). Returns whether it was followed.
     pub fn remove_partition(&self, topic: &str, partition: PartitionId) -> bool {
         let mut inner = self.lock();
         let pk = (topic.to_string(), partition);
         let Some((source, slot)) = inner.owners.remove(&pk) else {
             return false;
         };
-        slot.stop();
         Self::forget(&mut inner, source, pk);
+        drop(inner);
+        // Outside the manager's lock: this waits for an append in progress to end.
+        slot.stop();
         true
     }
 

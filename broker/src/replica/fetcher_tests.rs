@@ -28,9 +28,13 @@ struct FakeLogInner {
     truncations: Vec<i64>,
 }
 
+type Hook = Box<dyn FnOnce() + Send>;
+
 struct FakeLog {
     inner: Mutex<FakeLogInner>,
     end: watch::Sender<i64>,
+    /// Runs once, inside the next append (to act while the fetcher applies an answer).
+    on_append: Mutex<Option<Hook>>,
 }
 
 fn header(b: &Bytes) -> BatchHeader<'_> {
@@ -45,6 +49,7 @@ impl FakeLog {
                 ..Default::default()
             }),
             end: watch::channel(0).0,
+            on_append: Mutex::new(None),
         };
         log.end.send_replace(log.log_end_offset().0);
         Arc::new(log)
@@ -113,6 +118,9 @@ impl FollowerLog for FakeLog {
         Ok(())
     }
     fn append_as_follower(&self, records: &Bytes) -> Result<Offset, BrokerError> {
+        if let Some(hook) = self.on_append.lock().unwrap().take() {
+            hook();
+        }
         let mut end = self.log_end_offset().0;
         let mut inner = self.lock();
         for (at, batch) in BatchIter::new(records) {
@@ -677,6 +685,33 @@ async fn a_removed_partition_is_no_longer_fetched_and_an_empty_source_stops() {
     );
     assert!(!manager.remove_partition("orders", PartitionId(1)));
     shut(manager).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_removed_while_its_answer_is_applied_is_left_alone() {
+    let leader = FakeLeader::start().await;
+    leader.append("a", 0, 1);
+    leader.append("b", 0, 1);
+    let (a, b) = (FakeLog::new(vec![]), FakeLog::new(vec![]));
+    let manager = Arc::new(FetcherManager::new(ME, settings()));
+    // The answer carries both; while "a" is appended, the lead removes "b".
+    let m = Arc::clone(&manager);
+    *a.on_append.lock().unwrap() = Some(Box::new(move || {
+        assert!(m.remove_partition("b", PartitionId(0)));
+    }));
+    manager.add_partition(LEADER, leader.addr.clone(), followed("a", 0, 0), a.clone());
+    manager.add_partition(LEADER, leader.addr.clone(), followed("b", 0, 0), b.clone());
+    a.reaches(1).await;
+    leader.append("a", 0, 1);
+    a.reaches(2).await;
+    assert_eq!(
+        b.log_end_offset(),
+        Offset(0),
+        "removed before its records were applied"
+    );
+    tokio::time::timeout(WAIT, manager.shutdown())
+        .await
+        .expect("shutdown returns");
 }
 
 #[tokio::test]
