@@ -480,6 +480,55 @@ pub static BROKER_KEYS: &[Key] = &[
         "Largest assignment the leader may give one member in SyncGroup.",
     ),
     key(
+        "replica.fetch.wait.max.ms",
+        Kind::Int,
+        "500",
+        0,
+        "Longest a follower's fetch waits at its leader for new records (long poll); below replica.socket.timeout.ms.",
+    ),
+    key(
+        "replica.fetch.min.bytes",
+        Kind::Int,
+        "1",
+        0,
+        "Record bytes a follower's fetch waits for before its leader answers.",
+    ),
+    key(
+        "replica.fetch.response.max.bytes",
+        Kind::Int,
+        "10485760",
+        0,
+        "Record bytes one follower fetch answer may carry, all partitions together (a first larger batch still comes).",
+    ),
+    key(
+        "replica.fetch.max.bytes",
+        Kind::Int,
+        "1048576",
+        0,
+        "Record bytes one follower fetch answer may carry per partition (a first larger batch still comes).",
+    ),
+    key(
+        "replica.fetch.backoff.ms",
+        Kind::Int,
+        "1000",
+        0,
+        "How long a follower waits before fetching again after an error or a lost connection.",
+    ),
+    key(
+        "replica.socket.timeout.ms",
+        Kind::Int,
+        "30000",
+        1,
+        "Longest a follower waits to connect to its leader or for an answer before reconnecting.",
+    ),
+    key(
+        "follower.replication.throttled.rate",
+        Kind::Long,
+        I64_MAX,
+        1,
+        "Bytes per second each source broker's fetcher appends at most, bursts up to one second's worth (default: unlimited).",
+    ),
+    key(
         "log.cleanup.policy",
         Kind::String,
         "delete",
@@ -885,6 +934,48 @@ pub struct LivenessSettings {
     pub session_timeout: Duration,
 }
 
+/// How a follower fetches from its leaders (`replica::fetcher`), read once at start.
+#[derive(Debug, Clone, Copy)]
+pub struct FetcherSettings {
+    /// `replica.fetch.wait.max.ms`.
+    pub wait_max: Duration,
+    /// `replica.fetch.min.bytes`.
+    pub min_bytes: i32,
+    /// `replica.fetch.response.max.bytes`.
+    pub response_bytes_max: i32,
+    /// `replica.fetch.max.bytes`.
+    pub partition_bytes_max: i32,
+    /// `replica.fetch.backoff.ms`.
+    pub backoff: Duration,
+    /// `replica.socket.timeout.ms`.
+    pub socket_timeout: Duration,
+    /// `follower.replication.throttled.rate` in bytes/s; `u64::MAX`-like values: unlimited.
+    pub throttle_bytes_per_sec: u64,
+}
+
+impl FetcherSettings {
+    /// Reads the follower's fetch settings from `config`, checking each conversion.
+    pub fn from_config(config: &BrokerConfig) -> Result<FetcherSettings, ConfigError> {
+        Ok(FetcherSettings {
+            wait_max: millis(config, "replica.fetch.wait.max.ms")?,
+            min_bytes: typed(config, "replica.fetch.min.bytes")?,
+            response_bytes_max: typed(config, "replica.fetch.response.max.bytes")?,
+            partition_bytes_max: typed(config, "replica.fetch.max.bytes")?,
+            backoff: millis(config, "replica.fetch.backoff.ms")?,
+            socket_timeout: millis(config, "replica.socket.timeout.ms")?,
+            throttle_bytes_per_sec: typed(config, "follower.replication.throttled.rate")?,
+        })
+    }
+}
+
+impl Default for FetcherSettings {
+    fn default() -> Self {
+        // The table's own defaults: a failure is a bug in the table, caught by its tests.
+        FetcherSettings::from_config(&BrokerConfig::default())
+            .expect("the default configuration makes valid fetcher settings")
+    }
+}
+
 /// `name`'s number as `T`, or an error naming the key when `T` cannot hold it.
 fn typed<T: TryFrom<i64>>(config: &BrokerConfig, name: &str) -> Result<T, ConfigError> {
     let n = config.i64(name);
@@ -1267,5 +1358,38 @@ mod tests {
             let syn = k.broker_synonym.unwrap();
             assert!(find(BROKER_KEYS, syn).is_some(), "{syn}");
         }
+    }
+
+    #[test]
+    fn fetcher_settings_have_kafkas_defaults_and_read_every_key_set() {
+        let d = FetcherSettings::default();
+        assert_eq!(d.wait_max, Duration::from_millis(500));
+        assert_eq!((d.min_bytes, d.response_bytes_max), (1, 10 << 20));
+        assert_eq!(d.partition_bytes_max, 1 << 20);
+        assert_eq!(d.backoff, Duration::from_secs(1));
+        assert_eq!(d.socket_timeout, Duration::from_secs(30));
+        assert_eq!(d.throttle_bytes_per_sec, i64::MAX as u64, "unlimited");
+
+        let mut c = BrokerConfig::default();
+        c.apply_properties(
+            "replica.fetch.wait.max.ms=5\nreplica.fetch.min.bytes=6\n\
+             replica.fetch.response.max.bytes=7\nreplica.fetch.max.bytes=8\n\
+             replica.fetch.backoff.ms=9\nreplica.socket.timeout.ms=10\n\
+             follower.replication.throttled.rate=11\n",
+        )
+        .unwrap();
+        let s = FetcherSettings::from_config(&c).unwrap();
+        assert_eq!(
+            (s.wait_max, s.backoff),
+            (Duration::from_millis(5), Duration::from_millis(9))
+        );
+        assert_eq!(
+            (s.min_bytes, s.response_bytes_max, s.partition_bytes_max),
+            (6, 7, 8)
+        );
+        assert_eq!(
+            (s.socket_timeout, s.throttle_bytes_per_sec),
+            (Duration::from_millis(10), 11)
+        );
     }
 }

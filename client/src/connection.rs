@@ -16,12 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
-use kafka_protocol::protocol::{
-    encode_request_header_into_buffer, Decodable, HeaderVersion, Request, StrBytes,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::{Decodable, HeaderVersion, Request, StrBytes};
+use strata_protocol::client_codec::{decode_response, encode_request};
 use strata_protocol::frame::FrameCodec;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
@@ -285,7 +284,7 @@ impl Connection {
     {
         let key = api_key::<R>()?;
         let timeout = self.config.request_timeout;
-        let mut body = tokio::time::timeout(timeout, reply_rx)
+        let body = tokio::time::timeout(timeout, reply_rx)
             .await
             .map_err(|_| {
                 // The broker may never answer on this connection again, and later responses
@@ -297,44 +296,27 @@ impl Connection {
                 }
             })?
             .map_err(|_| self.lost("connection closed"))??;
-        let malformed = |e: anyhow_text::Text| ClientError::Malformed {
-            api: api_name(key),
-            reason: e.0,
-        };
-        // The reader took the correlation id; a v1 response header adds tagged fields.
-        if R::Response::header_version(version) >= 1 {
-            skip_tagged_fields(&mut body).map_err(|e| ClientError::Malformed {
+        // The reader matched the correlation id; the header and body are decoded here.
+        let (_, response) =
+            decode_response::<R::Response>(version, body).map_err(|e| ClientError::Malformed {
                 api: api_name(key),
-                reason: e,
+                reason: e.to_string(),
             })?;
-        }
-        R::Response::decode(&mut body, version).map_err(|e| malformed(e.into()))
+        Ok(response)
     }
 
     fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(Bytes, i32)> {
         let key = api_key::<R>()?;
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = correlation_id;
-        header.client_id = Some(self.client_id.clone());
-        let mut buf = BytesMut::with_capacity(64 + request.compute_size(version).unwrap_or(0));
-        buf.put_i32(0);
-        let invalid = |e: anyhow_text::Text| {
-            ClientError::Invalid(format!(
-                "cannot encode {} v{version}: {}",
-                api_name(key),
-                e.0
-            ))
-        };
-        encode_request_header_into_buffer(&mut buf, &header).map_err(|e| invalid(e.into()))?;
-        request
-            .encode(&mut buf, version)
-            .map_err(|e| invalid(e.into()))?;
-        let size = (buf.len() - 4) as i32;
-        buf[0..4].copy_from_slice(&size.to_be_bytes());
-        Ok((buf.freeze(), correlation_id))
+        let frame = encode_request(R::KEY, version, correlation_id, &self.client_id, request)
+            .map_err(|e| {
+                ClientError::Invalid(format!(
+                    "cannot encode {} v{version}: {}",
+                    api_name(key),
+                    e.0
+                ))
+            })?;
+        Ok((frame, correlation_id))
     }
 
     /// Marks the connection closed, stops its reader and fails every pending request
@@ -359,45 +341,6 @@ impl Drop for Connection {
         // so a connection abandoned mid-handshake or after a timeout releases its socket.
         self.reader.abort();
     }
-}
-
-/// kafka-protocol reports errors as `anyhow::Error`; only their text is kept.
-mod anyhow_text {
-    pub struct Text(pub String);
-    impl<E: std::fmt::Display> From<E> for Text {
-        fn from(e: E) -> Text {
-            Text(format!("{e:#}"))
-        }
-    }
-}
-
-fn read_uvarint(buf: &mut Bytes) -> std::result::Result<u64, String> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        if !buf.has_remaining() {
-            return Err("truncated varint".into());
-        }
-        let b = buf.get_u8();
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint longer than 64 bits".into())
-}
-
-/// Skips a tagged-field section: a count, then (tag, size, bytes) per field.
-fn skip_tagged_fields(buf: &mut Bytes) -> std::result::Result<(), String> {
-    let count = read_uvarint(buf)?;
-    for _ in 0..count {
-        read_uvarint(buf)?;
-        let size = read_uvarint(buf)? as usize;
-        if buf.remaining() < size {
-            return Err("truncated tagged field".into());
-        }
-        buf.advance(size);
-    }
-    Ok(())
 }
 
 fn api_key<R: Request>() -> Result<ApiKey> {
@@ -476,15 +419,16 @@ async fn read_loop(
 ) {
     let mut frames = FramedRead::new(read_half, FrameCodec::new(RESPONSE_BYTES_MAX));
     let reason = loop {
-        let mut frame = match frames.next().await {
+        let frame = match frames.next().await {
             Some(Ok(f)) => f,
             Some(Err(e)) => break e.to_string(),
             None => break "closed by the broker".to_string(),
         };
-        if frame.len() < 4 {
+        // Peeked, not taken: the response header is decoded with the body.
+        let Some(&prefix) = frame.first_chunk::<4>() else {
             break "response shorter than a correlation id".to_string();
-        }
-        let correlation_id = frame.get_i32();
+        };
+        let correlation_id = i32::from_be_bytes(prefix);
         let next = pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
