@@ -835,6 +835,12 @@ impl Partition {
         }
     }
 
+    /// Whether `acks=-1` answers (and a follower's reported progress) wait for the flush
+    /// (`log.flush.acks.all.enable`).
+    pub fn flush_before_acks(&self) -> bool {
+        self.lock().policy.before_acks_all
+    }
+
     /// Checks a client's idea of the leader epoch against ours (`-1`: the client does not know).
     pub fn check_leader_epoch(&self, requested: i32) -> Result<(), BrokerError> {
         check_epoch(self.leader_epoch(), requested)

@@ -134,7 +134,12 @@ impl Ack {
 fn outcome_result(outcome: AckOutcome) -> Result<(), BrokerError> {
     match outcome {
         AckOutcome::Acknowledged => Ok(()),
-        AckOutcome::NotEnoughReplicasAfterAppend => Err(BrokerError::NotEnoughReplicasAfterAppend),
+        AckOutcome::NotEnoughReplicasAfterAppend { isr, required } => {
+            Err(BrokerError::NotEnoughReplicasAfterAppend {
+                isr,
+                min_insync: required,
+            })
+        }
         AckOutcome::NotLeader => Err(BrokerError::NotLeaderOrFollower),
     }
 }
@@ -143,7 +148,10 @@ fn refusal_error(r: Refusal) -> BrokerError {
     match r {
         Refusal::NotLeader | Refusal::NotAReplica(_) => BrokerError::NotLeaderOrFollower,
         Refusal::NotEnoughReplicas { isr, required } => {
-            BrokerError::NotEnoughReplicas { isr, required }
+            BrokerError::NotEnoughReplicas {
+                isr,
+                min_insync: required,
+            }
         }
         Refusal::PastLogEnd => BrokerError::OffsetOutOfRange {
             log_start_offset: Offset(-1),

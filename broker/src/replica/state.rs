@@ -60,7 +60,8 @@ pub struct IsrProposal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
     Acknowledged,
-    NotEnoughReplicasAfterAppend,
+    /// The maximal ISR had `isr` members when the HW reached the produce, fewer than `required`.
+    NotEnoughReplicasAfterAppend { isr: usize, required: usize },
     NotLeader,
 }
 
@@ -496,14 +497,17 @@ impl ReplicaState {
         let Role::Leader(l) = &mut self.role else {
             return Vec::new();
         };
-        let enough = Self::maximal_isr_len(l) >= min_isr;
+        let isr = Self::maximal_isr_len(l);
         let mut done = Vec::new();
         l.waiting.retain(|(end, id)| {
             if *end <= hw {
-                let outcome = if enough {
+                let outcome = if isr >= min_isr {
                     AckOutcome::Acknowledged
                 } else {
-                    AckOutcome::NotEnoughReplicasAfterAppend
+                    AckOutcome::NotEnoughReplicasAfterAppend {
+                        isr,
+                        required: min_isr,
+                    }
                 };
                 done.push((*id, outcome));
                 false

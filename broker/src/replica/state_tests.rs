@@ -126,7 +126,13 @@ fn an_isr_that_shrinks_below_min_insync_while_waiting_fails_the_produce_after_ap
     let e = s.isr_committed(&assignment(1, 1, &[L, F2]), LAG_MS + 2);
     assert_eq!(
         e.completed,
-        vec![(5, AckOutcome::NotEnoughReplicasAfterAppend)]
+        vec![(
+            5,
+            AckOutcome::NotEnoughReplicasAfterAppend {
+                isr: 2,
+                required: 3
+            }
+        )]
     );
 }
 

@@ -147,6 +147,15 @@ fn count_fetched(topics: &[(TopicName, Vec<Target>)], response: &FetchResponse) 
     }
 }
 
+/// The target's replica, or (again) the error that says why there is none.
+fn replica_or_error(replica: &Result<Arc<Replica>, BrokerError>) -> Result<Arc<Replica>, BrokerError> {
+    match replica {
+        Ok(r) => Ok(Arc::clone(r)),
+        Err(BrokerError::NotLeaderOrFollower) => Err(BrokerError::NotLeaderOrFollower),
+        Err(_) => Err(BrokerError::UnknownTopicOrPartition),
+    }
+}
+
 /// The replica a consumer in `rack` should read from instead of this leader: an in-sync
 /// follower in its rack that has `offset`, on a broker that is not fenced. `None` when the
 /// leader is in that rack itself, or no follower is.
@@ -204,7 +213,7 @@ fn read_all(
                             .with_log_start_offset(p.log_start_offset().0)
                             .with_records(Some(Bytes::new()));
                     }
-                    let outcome = t.replica.clone().and_then(|r| {
+                    let outcome = replica_or_error(&t.replica).and_then(|r| {
                             let budget = max_bytes.saturating_sub(total);
                             let asked = usize::try_from(t.request.partition_max_bytes).unwrap_or(0);
                             // Nothing can fit: read nothing, but still check and report offsets
