@@ -9,7 +9,8 @@
 //! - `log_start_offset <= high_watermark <= log_end_offset`; a partition not `replicated` (one
 //!   replica: the ISR is this broker) reads to its log end and keeps its stored high watermark
 //!   there on every append; a replicated one moves it only through `advance_high_watermark`, and
-//!   never down (it is checkpointed, and taken back at open clamped to the log end);
+//!   never down (`truncate_fully_and_start_at` starts it afresh); it is checkpointed, and taken
+//!   back at open clamped to the log;
 //! - every batch a producer appends carries the current leader epoch; a follower appends its
 //!   leader's batches byte for byte (`append_as_follower`), contiguous with its log end, never
 //!   with an epoch older than its epoch cache's latest;
