@@ -18,6 +18,10 @@
 //! - everything the network gives is bounded (frame size, time to connect and to answer); a bad
 //!   answer closes the connection and is retried after `replica.fetch.backoff.ms`, never panics.
 //!   Each partition's place is its log end, so a new connection continues where the last left.
+//!
+//! Commands from the manager are applied between requests and while an answer is awaited; a
+//! partition added during a long poll is first asked for by the next request (at most
+//! `replica.fetch.wait.max.ms` later), as in Kafka.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

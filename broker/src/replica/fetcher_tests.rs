@@ -35,6 +35,8 @@ struct FakeLog {
     end: watch::Sender<i64>,
     /// Runs once, inside the next append (to act while the fetcher applies an answer).
     on_append: Mutex<Option<Hook>>,
+    /// Appends refused from now on, as a disk error would.
+    refuse_appends: AtomicUsize,
 }
 
 fn header(b: &Bytes) -> BatchHeader<'_> {
@@ -50,6 +52,7 @@ impl FakeLog {
             }),
             end: watch::channel(0).0,
             on_append: Mutex::new(None),
+            refuse_appends: AtomicUsize::new(0),
         };
         log.end.send_replace(log.log_end_offset().0);
         Arc::new(log)
@@ -121,6 +124,11 @@ impl FollowerLog for FakeLog {
         if let Some(hook) = self.on_append.lock().unwrap().take() {
             hook();
         }
+        let refuse = self.refuse_appends.load(Ordering::SeqCst);
+        if refuse > 0 {
+            self.refuse_appends.store(refuse - 1, Ordering::SeqCst);
+            return Err(BrokerError::Storage(std::io::Error::other("disk full")));
+        }
         let mut end = self.log_end_offset().0;
         let mut inner = self.lock();
         for (at, batch) in BatchIter::new(records) {
@@ -144,6 +152,16 @@ impl FollowerLog for FakeLog {
     }
     fn leader_progress(&self, high_watermark: Offset, _log_start: Offset) {
         self.lock().high_watermark = high_watermark.0;
+    }
+    /// From the batches, as a leader-epoch cache would say it.
+    fn epoch_end_offset(&self, epoch: LeaderEpoch) -> Option<Offset> {
+        let next = self
+            .lock()
+            .batches
+            .iter()
+            .find(|b| header(b).partition_leader_epoch() > epoch.0)
+            .map(|b| Offset(header(b).base_offset()));
+        Some(next.unwrap_or_else(|| self.log_end_offset()))
     }
 }
 
@@ -438,7 +456,14 @@ async fn a_follower_copies_three_batches_then_long_polls_for_the_fourth() {
         leader.append("orders", 0, 2);
     }
     let log = FakeLog::new(vec![]);
-    let manager = FetcherManager::new(ME, settings());
+    // A long poll of 5 s: the fourth batch arriving well before that was answered on append.
+    let manager = FetcherManager::new(
+        ME,
+        FetcherSettings {
+            wait_max: Duration::from_secs(5),
+            ..settings()
+        },
+    );
     manager.add_partition(
         LEADER,
         leader.addr.clone(),
@@ -461,7 +486,7 @@ async fn a_follower_copies_three_batches_then_long_polls_for_the_fourth() {
     leader.append("orders", 0, 1);
     log.reaches(7).await;
     assert!(
-        appended_at.elapsed() < Duration::from_millis(400),
+        appended_at.elapsed() < Duration::from_secs(2),
         "the long poll answers at once"
     );
     assert_eq!(log.batches(), leader.batches("orders", 0));
@@ -802,6 +827,92 @@ async fn the_throttle_spreads_a_catch_up_over_time() {
     assert!(
         took >= Duration::from_millis(1200),
         "throttled catch-up took only {took:?}"
+    );
+    shut(manager).await;
+}
+
+#[tokio::test]
+async fn a_follower_cuts_where_its_own_epoch_ends_when_that_is_before_the_leaders_end() {
+    let leader = FakeLeader::start().await;
+    // The leader: epoch 0 holds [0, 4), epoch 2 from 4.
+    for _ in 0..4 {
+        leader.append("orders", 0, 1);
+    }
+    leader.with("orders", 0, |lp| lp.epoch = 2);
+    leader.append("orders", 0, 2);
+    // The follower has only [0, 2) of epoch 0, then an epoch 1 the leader never had.
+    let ours = leader.batches("orders", 0);
+    let log = FakeLog::new(vec![
+        ours[0].clone(),
+        ours[1].clone(),
+        batch(2, 1, 1),
+        batch(3, 1, 1),
+        batch(4, 1, 1),
+    ]);
+    let manager = FetcherManager::new(ME, settings());
+    manager.add_partition(
+        LEADER,
+        leader.addr.clone(),
+        followed("orders", 0, 2),
+        log.clone(),
+    );
+    log.reaches(6).await;
+    assert_eq!(
+        log.lock().truncations.first(),
+        Some(&2),
+        "epoch 0 ends at 2 here, at 4 there"
+    );
+    assert_eq!(log.batches(), leader.batches("orders", 0));
+    shut(manager).await;
+}
+
+#[tokio::test]
+async fn unknown_leader_epoch_is_asked_again_after_the_backoff() {
+    let leader = FakeLeader::start().await;
+    leader.append("orders", 0, 1);
+    // The leader has not heard of the follower's epoch yet, twice.
+    let unknown = ResponseError::UnknownLeaderEpoch.code();
+    leader.with("orders", 0, |lp| lp.fetch_errors.extend([unknown, unknown]));
+    let log = FakeLog::new(vec![]);
+    let manager = FetcherManager::new(ME, settings());
+    let started = Instant::now();
+    manager.add_partition(
+        LEADER,
+        leader.addr.clone(),
+        followed("orders", 0, 0),
+        log.clone(),
+    );
+    log.reaches(1).await;
+    assert!(
+        started.elapsed() >= 2 * settings().backoff,
+        "waited a backoff after each"
+    );
+    assert_eq!(leader.fetches("orders", 0), 3);
+    shut(manager).await;
+}
+
+#[tokio::test]
+async fn a_failed_append_truncates_again_and_retries_after_the_backoff() {
+    let leader = FakeLeader::start().await;
+    leader.append("orders", 0, 1);
+    let log = FakeLog::new(vec![]);
+    let manager = FetcherManager::new(ME, settings());
+    manager.add_partition(
+        LEADER,
+        leader.addr.clone(),
+        followed("orders", 0, 0),
+        log.clone(),
+    );
+    log.reaches(1).await;
+    log.refuse_appends.store(1, Ordering::SeqCst);
+    leader.append("orders", 0, 1);
+    leader.append("orders", 0, 1);
+    log.reaches(3).await;
+    assert_eq!(log.batches(), leader.batches("orders", 0));
+    assert_eq!(
+        leader.state.epoch_requests.load(Ordering::SeqCst),
+        1,
+        "truncated again (asked the leader) before fetching on"
     );
     shut(manager).await;
 }
