@@ -1153,10 +1153,7 @@ pub fn flush_policy(broker: &BrokerConfig, overrides: &TopicOverrides) -> FlushP
 /// A topic's `min.insync.replicas`: the ISR members an `acks=-1` produce needs.
 pub fn min_insync_replicas(broker: &BrokerConfig, overrides: &TopicOverrides) -> usize {
     let key = find(TOPIC_KEYS, "min.insync.replicas").expect("known topic key");
-    topic_value(broker, overrides, key)
-        .0
-        .parse()
-        .unwrap_or(1)
+    topic_value(broker, overrides, key).0.parse().unwrap_or(1)
 }
 
 /// Largest record set a topic takes in one produce (`max.message.bytes`).

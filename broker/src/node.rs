@@ -24,10 +24,13 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+use crate::clock::now_ms;
+use crate::config::FetcherSettings;
 use crate::config::{BrokerConfig, BrokerSettings, RequestLimits, TopicOverrides};
 use crate::controller::image::{MetadataDelta, MetadataImage};
 use crate::controller::member::{self, Controller};
 use crate::controller::placement::{self, PlacementBroker, TopicDefaults};
+use crate::controller::records::AlterIsr;
 use crate::controller::records::{BrokerEndpoint, MetadataRecord, PartitionRecord};
 use crate::controller::{random_uuid, upgrade, validate_topic_name, MetadataStore};
 use crate::error::BrokerError;
@@ -36,11 +39,8 @@ use crate::group::GroupCoordinator;
 use crate::ids::{BrokerId, LeaderEpoch, PartitionEpoch, PartitionId};
 use crate::partition::manager::{PartitionManager, StartupReport};
 use crate::producer_ids::ProducerIds;
-use crate::config::FetcherSettings;
 use crate::replica::fetcher::FetcherManager;
 use crate::replica::{Replica, ReplicaManager};
-use crate::clock::now_ms;
-use crate::controller::records::AlterIsr;
 use std::time::Duration;
 
 /// Where clients reach this node.
@@ -478,7 +478,9 @@ impl Node {
         let changes = delta.local_changes(self.id);
         let opened = self.partitions.apply(&changes, &image);
         // Roles follow even when a partition failed to open (the others changed all the same).
-        let roles = self.replicas.apply(&changes, &image, &self.partitions, now_ms());
+        let roles = self
+            .replicas
+            .apply(&changes, &image, &self.partitions, now_ms());
         let opened = opened.and(roles);
         let mut durable = Durable::none();
         for name in delta.topics_deleted.values() {
@@ -584,8 +586,15 @@ impl Node {
     /// Follows the image until the process ends: each newly applied image is brought to the
     /// partitions (off the runtime's threads: opening and removing partitions blocks).
     pub async fn follow_metadata(self: Arc<Self>) {
-        tokio::spawn(Arc::clone(&self).commit_isr_changes());
-        tokio::spawn(Arc::clone(&self).check_replica_lag());
+        // One task: aborting it (shutdown) stops the ISR and lag work too.
+        tokio::join!(
+            Arc::clone(&self).apply_images(),
+            Arc::clone(&self).commit_isr_changes(),
+            Arc::clone(&self).check_replica_lag(),
+        );
+    }
+
+    async fn apply_images(self: Arc<Self>) {
         let mut published = self.controller.view().subscribe();
         // What was published before the subscription (during start-up) counts as seen: apply it.
         let mut pending = true;
@@ -640,7 +649,11 @@ impl Node {
                 };
                 match node.controller.alter_isr(change).await {
                     Ok(_) => {
-                        let kind = if request.proposal.shrink { "shrank" } else { "expanded" };
+                        let kind = if request.proposal.shrink {
+                            "shrank"
+                        } else {
+                            "expanded"
+                        };
                         tracing::info!(topic_id = %request.topic_id, partition = %request.partition, isr = ?request.proposal.isr, "ISR {kind}");
                     }
                     Err(e) => {

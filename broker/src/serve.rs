@@ -353,6 +353,8 @@ pub async fn run(
     background.abort();
     follower.abort();
     let _ = follower.await;
+    // No follower appends while the partitions close.
+    node.replicas.shutdown().await;
     duties.abort();
     let _ = duties.await;
     // Wait for it to stop: a checkpoint it is writing finishes first (no await inside one).

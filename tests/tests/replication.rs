@@ -73,7 +73,11 @@ async fn create_topic(c: &Connection, topic: &str, replicas: &[i32], configs: &[
         .with_timeout_ms(20_000);
     let (response, _) = c.send(&request).await.expect("CreateTopics");
     let code = response.topics[0].error_code;
-    assert_eq!(code, 0, "CreateTopics: {:?}", response.topics[0].error_message);
+    assert_eq!(
+        code, 0,
+        "CreateTopics: {:?}",
+        response.topics[0].error_message
+    );
 }
 
 /// One produce of one batch of `records` values; the partition's error code.
@@ -137,10 +141,9 @@ fn next_offset(records: &Bytes) -> i64 {
 
 /// The ISR of partition 0 of `topic` as broker `c` reports it.
 async fn isr(c: &Connection, topic: &str) -> Vec<i32> {
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(TopicName(name(topic))))
-        ]));
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(TopicName(name(topic)))),
+    ]));
     let (response, _) = c.send(&request).await.expect("Metadata");
     let mut isr: Vec<i32> = response.topics[0].partitions[0]
         .isr_nodes
@@ -310,7 +313,10 @@ fn a_follower_killed_under_load_restarts_from_its_own_log_and_catches_up() {
     std::thread::sleep(Duration::from_millis(300));
     nodes[3].kill9();
     let acked = writer.join().expect("writer");
-    assert_eq!(acked, 300, "min.insync.replicas=2 holds with one follower down");
+    assert_eq!(
+        acked, 300,
+        "min.insync.replicas=2 holds with one follower down"
+    );
     nodes[3].restart();
     nodes[3].wait_until_serving();
     rt.block_on(async {

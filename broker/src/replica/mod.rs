@@ -40,7 +40,9 @@ use crate::ids::{BrokerId, LeaderEpoch, Offset, PartitionId};
 use crate::partition::manager::PartitionManager;
 use crate::partition::{Appended, FetchRead, FetchView, Partition, ReadUpper};
 use fetcher::{FetcherManager, FollowedPartition, FollowerLog};
-use state::{AckOutcome, Assignment, Effects, IsrProposal, Refusal, ReplicaState, ReplicationSettings};
+use state::{
+    AckOutcome, Assignment, Effects, IsrProposal, Refusal, ReplicaState, ReplicationSettings,
+};
 
 /// An ISR change a leader asks the controller to commit.
 pub struct IsrRequest {
@@ -147,12 +149,10 @@ fn outcome_result(outcome: AckOutcome) -> Result<(), BrokerError> {
 fn refusal_error(r: Refusal) -> BrokerError {
     match r {
         Refusal::NotLeader | Refusal::NotAReplica(_) => BrokerError::NotLeaderOrFollower,
-        Refusal::NotEnoughReplicas { isr, required } => {
-            BrokerError::NotEnoughReplicas {
-                isr,
-                min_insync: required,
-            }
-        }
+        Refusal::NotEnoughReplicas { isr, required } => BrokerError::NotEnoughReplicas {
+            isr,
+            min_insync: required,
+        },
         Refusal::PastLogEnd => BrokerError::OffsetOutOfRange {
             log_start_offset: Offset(-1),
             log_end_offset: Offset(-1),
@@ -206,6 +206,28 @@ impl Replica {
         self.lock().state.under_replicated()
     }
 
+    /// While leading: the largest lag of a follower behind the leader's log end, in records,
+    /// and in ms since a follower was last caught up (a follower not heard from in this
+    /// leadership counts from its start).
+    pub fn follower_lag_max(&self, now_ms: i64) -> Option<(i64, i64)> {
+        let inner = self.lock();
+        if !inner.state.is_leader() {
+            return None;
+        }
+        let end = inner.state.log_end();
+        let mut lag = (0i64, 0i64);
+        for (_, p) in inner.state.followers() {
+            let records = p.log_end.map_or(end.0, |e| end.0 - e.0);
+            let ms = if p.log_end == Some(end) {
+                0
+            } else {
+                now_ms - p.last_caught_up_ms
+            };
+            lag = (lag.0.max(records), lag.1.max(ms));
+        }
+        Some(lag)
+    }
+
     /// Carries out what the rules decided. Called with the lock held, so effects happen in the
     /// order the events did.
     fn carry_out(&self, inner: &mut Inner, effects: Effects) {
@@ -242,7 +264,10 @@ impl Replica {
         now_ms: i64,
     ) -> Result<(Appended, Ack), BrokerError> {
         let mut inner = self.lock();
-        inner.state.check_produce(acks == -1).map_err(refusal_error)?;
+        inner
+            .state
+            .check_produce(acks == -1)
+            .map_err(refusal_error)?;
         let appended = self.partition.append(records, now_ms)?;
         let end = self.partition.log_end_offset();
         let effects = inner.state.log_end_moved(end);
@@ -252,11 +277,16 @@ impl Replica {
         }
         let durable = appended.flush_before_ack.then(|| {
             self.partition.request_flush();
-            (Arc::clone(&self.partition), Offset(appended.last_offset.0 + 1))
+            (
+                Arc::clone(&self.partition),
+                Offset(appended.last_offset.0 + 1),
+            )
         });
         let id = inner.next_waiter;
         inner.next_waiter += 1;
-        let effects = inner.state.wait_for_ack(id, Offset(appended.last_offset.0 + 1));
+        let effects = inner
+            .state
+            .wait_for_ack(id, Offset(appended.last_offset.0 + 1));
         let mut ack = Ack {
             durable,
             replicated: None,
@@ -408,6 +438,9 @@ impl FollowerLog for Replica {
             return Err(BrokerError::NotLeaderOrFollower);
         }
         let appended = self.partition.append_as_follower(records)?;
+        if let Some(m) = crate::metrics::ReplicationMetrics::get() {
+            m.bytes_in(records.len());
+        }
         let effects = inner.state.log_end_moved(appended.log_end_offset);
         self.carry_out(&mut inner, effects);
         Ok(appended.log_end_offset)
@@ -419,6 +452,12 @@ impl FollowerLog for Replica {
                 self.partition.wait_durable(end).await;
             }
         })
+    }
+
+    fn epoch_end_offset(&self, epoch: LeaderEpoch) -> Option<Offset> {
+        self.partition
+            .end_offset_for_epoch(epoch)
+            .map(|(_, end)| end)
     }
 
     fn leader_progress(&self, high_watermark: Offset, _log_start: Offset) {
@@ -498,10 +537,23 @@ impl ReplicaManager {
     }
 
     /// Lag checks of every partition this broker leads (Kafka runs them every half
-    /// `replica.lag.time.max.ms`).
+    /// `replica.lag.time.max.ms`), and the replication gauges: partitions led here with an ISR
+    /// smaller than their replicas, hosted partitions without a leader, the largest follower lag.
     pub fn tick(&self, now_ms: i64) {
+        let mut under_replicated = 0;
+        let mut offline = 0;
+        let mut lag = (0i64, 0i64);
         for r in self.all() {
             r.tick(now_ms);
+            under_replicated += usize::from(r.under_replicated());
+            offline += usize::from(r.leader().is_none());
+            if let Some((records, ms)) = r.follower_lag_max(now_ms) {
+                lag = (lag.0.max(records), lag.1.max(ms));
+            }
+        }
+        if let Some(m) = crate::metrics::ReplicationMetrics::get() {
+            m.partitions(under_replicated, offline);
+            m.follower_lag_max(lag.0, lag.1);
         }
     }
 
@@ -576,7 +628,12 @@ impl ReplicaManager {
                         isr_requests: self.isr_requests.clone(),
                         me: me.clone(),
                     });
-                    put(&mut map, &local.topic_name, local.partition.0, Arc::clone(&r));
+                    put(
+                        &mut map,
+                        &local.topic_name,
+                        local.partition.0,
+                        Arc::clone(&r),
+                    );
                     r
                 }
             };
@@ -659,7 +716,10 @@ fn put(map: &mut HashMap<Arc<str>, TopicReplicas>, topic: &str, p: i32, r: Arc<R
     let Ok(i) = usize::try_from(p) else {
         return;
     };
-    let mut slots = map.get(topic).map(|s| s.as_ref().clone()).unwrap_or_default();
+    let mut slots = map
+        .get(topic)
+        .map(|s| s.as_ref().clone())
+        .unwrap_or_default();
     if slots.len() <= i {
         slots.resize(i + 1, None);
     }

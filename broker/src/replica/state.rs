@@ -61,7 +61,10 @@ pub struct IsrProposal {
 pub enum AckOutcome {
     Acknowledged,
     /// The maximal ISR had `isr` members when the HW reached the produce, fewer than `required`.
-    NotEnoughReplicasAfterAppend { isr: usize, required: usize },
+    NotEnoughReplicasAfterAppend {
+        isr: usize,
+        required: usize,
+    },
     NotLeader,
 }
 
@@ -70,7 +73,10 @@ pub enum AckOutcome {
 pub enum Refusal {
     NotLeader,
     /// The committed ISR is smaller than `min.insync.replicas` (`acks=-1` only).
-    NotEnoughReplicas { isr: usize, required: usize },
+    NotEnoughReplicas {
+        isr: usize,
+        required: usize,
+    },
     /// A fetch from a broker that is not one of the partition's replicas.
     NotAReplica(BrokerId),
     /// A follower fetched past the leader's log end (its log diverged; it must truncate).
@@ -227,7 +233,11 @@ impl ReplicaState {
     /// This broker leads the partition from now on (a new leadership, or new metadata for the
     /// same one). Progress of followers starts over; ISR members count as caught up now.
     pub fn become_leader(&mut self, a: &Assignment, now_ms: i64) -> Effects {
-        assert_eq!(a.leader, Some(self.me), "become_leader on a replica that is not the leader");
+        assert_eq!(
+            a.leader,
+            Some(self.me),
+            "become_leader on a replica that is not the leader"
+        );
         if let Role::Leader(l) = &mut self.role {
             if l.leader_epoch == a.leader_epoch {
                 // The same leadership: only the ISR or replicas changed.
@@ -282,7 +292,10 @@ impl ReplicaState {
         if a.leader_epoch != l.leader_epoch || a.partition_epoch < l.partition_epoch {
             return Effects::default();
         }
-        assert!(a.isr.contains(&self.me), "a committed ISR without its leader");
+        assert!(
+            a.isr.contains(&self.me),
+            "a committed ISR without its leader"
+        );
         l.partition_epoch = a.partition_epoch;
         l.isr = a.isr.clone();
         l.replicas = a.replicas.clone();
@@ -337,7 +350,10 @@ impl ReplicaState {
             }
             Role::Follower { .. } => {
                 // Truncation never goes below the HW, so this only guards the invariant.
-                assert!(self.high_watermark <= log_end, "a follower truncated below its HW");
+                assert!(
+                    self.high_watermark <= log_end,
+                    "a follower truncated below its HW"
+                );
                 Effects::default()
             }
         }
@@ -545,9 +561,7 @@ impl ReplicaState {
             .iter()
             .filter(|b| **b != me)
             .filter(|b| match l.followers.get(b) {
-                Some(p) => {
-                    p.log_end != Some(leader_end) && now_ms - p.last_caught_up_ms > lag_max
-                }
+                Some(p) => p.log_end != Some(leader_end) && now_ms - p.last_caught_up_ms > lag_max,
                 // An ISR member that is not a replica any more: the controller drops it.
                 None => false,
             })
@@ -582,7 +596,10 @@ impl ReplicaState {
                 shrink: false,
             }
         };
-        assert!(proposal.isr.contains(&me), "an ISR proposal without its leader");
+        assert!(
+            proposal.isr.contains(&me),
+            "an ISR proposal without its leader"
+        );
         l.pending = Some(proposal.clone());
         Some(proposal)
     }

@@ -82,7 +82,10 @@ fn a_follower_that_stops_fetching_leaves_the_isr_and_writes_go_on() {
     let _ = s.wait_for_ack(1, Offset(3));
     // Broker 2 keeps up; broker 3 is paused (SIGSTOP) and fetches nothing more.
     let _ = fetched(&mut s, F2, 3, 200);
-    assert!(s.tick(LAG_MS).propose_isr.is_none(), "lag is not past the limit yet");
+    assert!(
+        s.tick(LAG_MS).propose_isr.is_none(),
+        "lag is not past the limit yet"
+    );
     let e = s.tick(LAG_MS + 101);
     let proposal = e.propose_isr.expect("broker 3 is proposed out");
     assert_eq!(proposal.isr, vec![L, F2]);

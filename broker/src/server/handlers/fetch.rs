@@ -21,8 +21,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
 use super::{encode, Pending};
-use crate::error::BrokerError;
 use crate::clock::now_ms;
+use crate::error::BrokerError;
 use crate::ids::{BrokerId, Offset};
 use crate::node::Node;
 use crate::partition::{FetchRead, ReadUpper};
@@ -130,6 +130,14 @@ async fn fetch(node: &Node, request: FetchRequest, version: i16) -> FetchRespons
     };
     if matches!(reader, Reader::Consumer { .. }) {
         count_fetched(&topics, &response);
+    } else if let Some(m) = crate::metrics::ReplicationMetrics::get() {
+        let bytes = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+            .sum();
+        m.bytes_out(bytes);
     }
     response
 }
@@ -148,7 +156,9 @@ fn count_fetched(topics: &[(TopicName, Vec<Target>)], response: &FetchResponse) 
 }
 
 /// The target's replica, or (again) the error that says why there is none.
-fn replica_or_error(replica: &Result<Arc<Replica>, BrokerError>) -> Result<Arc<Replica>, BrokerError> {
+fn replica_or_error(
+    replica: &Result<Arc<Replica>, BrokerError>,
+) -> Result<Arc<Replica>, BrokerError> {
     match replica {
         Ok(r) => Ok(Arc::clone(r)),
         Err(BrokerError::NotLeaderOrFollower) => Err(BrokerError::NotLeaderOrFollower),
@@ -207,32 +217,38 @@ fn read_all(
                         errors = true;
                         let p = r.partition();
                         return data
-                            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(preferred.0))
+                            .with_preferred_read_replica(kafka_protocol::messages::BrokerId(
+                                preferred.0,
+                            ))
                             .with_high_watermark(p.high_watermark().0)
                             .with_last_stable_offset(p.high_watermark().0)
                             .with_log_start_offset(p.log_start_offset().0)
                             .with_records(Some(Bytes::new()));
                     }
                     let outcome = replica_or_error(&t.replica).and_then(|r| {
-                            let budget = max_bytes.saturating_sub(total);
-                            let asked = usize::try_from(t.request.partition_max_bytes).unwrap_or(0);
-                            // Nothing can fit: read nothing, but still check and report offsets
-                            // (and a follower's progress).
-                            let limit = if budget.min(asked) == 0 && total > 0 { 0 } else { budget.min(asked) };
-                            let view = r.read(
-                                FetchRead {
-                                    current_leader_epoch: t.request.current_leader_epoch,
-                                    offset: Offset(t.request.fetch_offset),
-                                    max_bytes: limit,
-                                    upper: ReadUpper::HighWatermark,
-                                },
-                                reader,
-                            )?;
-                            // A read returns at least one batch; past the first partition with
-                            // data, one that does not fit is not sent (KIP-74).
-                            let records = view.records.filter(|r| total == 0 || r.len() <= limit);
-                            Ok((records, view.high_watermark, view.log_start_offset))
-                        });
+                        let budget = max_bytes.saturating_sub(total);
+                        let asked = usize::try_from(t.request.partition_max_bytes).unwrap_or(0);
+                        // Nothing can fit: read nothing, but still check and report offsets
+                        // (and a follower's progress).
+                        let limit = if budget.min(asked) == 0 && total > 0 {
+                            0
+                        } else {
+                            budget.min(asked)
+                        };
+                        let view = r.read(
+                            FetchRead {
+                                current_leader_epoch: t.request.current_leader_epoch,
+                                offset: Offset(t.request.fetch_offset),
+                                max_bytes: limit,
+                                upper: ReadUpper::HighWatermark,
+                            },
+                            reader,
+                        )?;
+                        // A read returns at least one batch; past the first partition with
+                        // data, one that does not fit is not sent (KIP-74).
+                        let records = view.records.filter(|r| total == 0 || r.len() <= limit);
+                        Ok((records, view.high_watermark, view.log_start_offset))
+                    });
                     match outcome {
                         Ok((records, hw, start)) => {
                             total += records.as_ref().map_or(0, Bytes::len);

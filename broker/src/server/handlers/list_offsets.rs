@@ -22,25 +22,25 @@ pub fn handle(node: &Node, request: &ListOffsetsRequest, version: i16) -> ListOf
                 .map(|p| {
                     let result = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
-                    let outcome = node
-                        .leader_replica(&t.name, p.partition_index)
-                        .and_then(|replica| {
-                            let partition = replica.partition();
-                            partition.check_leader_epoch(p.current_leader_epoch)?;
-                            if p.timestamp < -3 || (p.timestamp == -3 && version < 7) {
-                                return Err(BrokerError::InvalidRequest(format!(
-                                    "timestamp {} is not valid at v{version}",
-                                    p.timestamp
-                                )));
-                            }
-                            // The leader epoch field exists from v4.
-                            let epoch = if version >= 4 {
-                                partition.leader_epoch().0
-                            } else {
-                                -1
-                            };
-                            Ok((partition.list_offset(p.timestamp)?, epoch))
-                        });
+                    let outcome =
+                        node.leader_replica(&t.name, p.partition_index)
+                            .and_then(|replica| {
+                                let partition = replica.partition();
+                                partition.check_leader_epoch(p.current_leader_epoch)?;
+                                if p.timestamp < -3 || (p.timestamp == -3 && version < 7) {
+                                    return Err(BrokerError::InvalidRequest(format!(
+                                        "timestamp {} is not valid at v{version}",
+                                        p.timestamp
+                                    )));
+                                }
+                                // The leader epoch field exists from v4.
+                                let epoch = if version >= 4 {
+                                    partition.leader_epoch().0
+                                } else {
+                                    -1
+                                };
+                                Ok((partition.list_offset(p.timestamp)?, epoch))
+                            });
                     match outcome {
                         Ok((Some((offset, timestamp)), epoch)) => result
                             .with_offset(offset.0)
