@@ -476,6 +476,7 @@ impl Node {
         }
         let delta = MetadataDelta::between(&applied, &image);
         let changes = delta.local_changes(self.id);
+        self.replicas.stop_fetching_removed(&changes);
         let opened = self.partitions.apply(&changes, &image);
         // Roles follow even when a partition failed to open (the others changed all the same).
         let roles = self
@@ -658,7 +659,8 @@ impl Node {
                     }
                     Err(e) => {
                         tracing::warn!(topic_id = %request.topic_id, partition = %request.partition, isr = ?request.proposal.isr, error = %e, "ISR change not committed");
-                        ReplicaManager::isr_change_failed(&request);
+                        let definitive = matches!(e, BrokerError::IsrChangeRejected { .. });
+                        ReplicaManager::isr_change_failed(&request, definitive);
                     }
                 }
             });

@@ -77,6 +77,9 @@ pub struct Appended {
     pub base_offset: Offset,
     pub last_offset: Offset,
     pub log_start_offset: Offset,
+    /// The log end right after the append (a retried duplicate writes nothing: then it is past
+    /// `last_offset`).
+    pub log_end_offset: Offset,
     /// Whether an `acks=-1` answer waits for these records to be flushed (the policy, read
     /// under the same lock as the append).
     pub flush_before_ack: bool,
@@ -520,6 +523,7 @@ impl Partition {
                     base_offset,
                     last_offset,
                     log_start_offset: st.log.log_start_offset(),
+                    log_end_offset: st.log.log_end_offset(),
                     flush_before_ack: st.policy.before_acks_all,
                 });
             }
@@ -555,6 +559,7 @@ impl Partition {
                 base_offset,
                 last_offset: Offset(base_offset.0 + info.record_count - 1),
                 log_start_offset: st.log.log_start_offset(),
+                log_end_offset: st.log.log_end_offset(),
                 flush_before_ack: st.policy.before_acks_all,
             };
             (appended, rolled)

@@ -967,8 +967,10 @@ impl SourceTask {
     }
 }
 
-/// A partition's error in an answer: park it (fenced, or the source does not lead it), or
-/// ask again after the backoff.
+/// A partition's error in an answer: park it (fenced: our leader epoch is older than the
+/// leader's, so new metadata will add it again), or ask again after the backoff (as Kafka's
+/// fetcher does for NOT_LEADER_OR_FOLLOWER and UNKNOWN_TOPIC_OR_PARTITION: the source may not
+/// have applied the metadata that makes it the leader yet).
 fn partition_error(
     source: BrokerId,
     key: &PartKey,
@@ -979,11 +981,7 @@ fn partition_error(
 ) {
     let error = ResponseError::try_from_code(code);
     match error {
-        Some(
-            ResponseError::FencedLeaderEpoch
-            | ResponseError::NotLeaderOrFollower
-            | ResponseError::UnknownTopicOrPartition,
-        ) => {
+        Some(ResponseError::FencedLeaderEpoch) => {
             if p.phase != Phase::Parked {
                 tracing::warn!(source = source.0, topic = %key.0, partition = key.1 .0,
                     epoch = p.follow.leader_epoch.0, "{api}: {}; not fetching this partition until it is added again",
@@ -992,7 +990,15 @@ fn partition_error(
             p.phase = Phase::Parked;
         }
         // The leader has not caught up with the metadata yet.
-        Some(ResponseError::UnknownLeaderEpoch) => p.retry_at = Some(Instant::now() + backoff),
+        Some(
+            ResponseError::UnknownLeaderEpoch
+            | ResponseError::NotLeaderOrFollower
+            | ResponseError::UnknownTopicOrPartition,
+        ) => {
+            tracing::debug!(source = source.0, topic = %key.0, partition = key.1 .0, code,
+                "{api}: the source does not lead it (yet); trying again after {backoff:?}");
+            p.retry_at = Some(Instant::now() + backoff);
+        }
         _ => {
             tracing::warn!(source = source.0, topic = %key.0, partition = key.1 .0, code,
                 "{api} failed; trying again after {backoff:?}");

@@ -891,6 +891,30 @@ async fn unknown_leader_epoch_is_asked_again_after_the_backoff() {
     shut(manager).await;
 }
 
+/// A follower may apply a new topic's metadata before its leader does: the leader answers
+/// NOT_LEADER_OR_FOLLOWER or UNKNOWN_TOPIC_OR_PARTITION for a while, and the follower keeps asking.
+#[tokio::test]
+async fn a_source_that_does_not_lead_the_partition_yet_is_asked_again_after_the_backoff() {
+    let leader = FakeLeader::start().await;
+    leader.append("orders", 0, 1);
+    let not_yet = [
+        ResponseError::NotLeaderOrFollower.code(),
+        ResponseError::UnknownTopicOrPartition.code(),
+    ];
+    leader.with("orders", 0, |lp| lp.fetch_errors.extend(not_yet));
+    let log = FakeLog::new(vec![]);
+    let manager = FetcherManager::new(ME, settings());
+    manager.add_partition(
+        LEADER,
+        leader.addr.clone(),
+        followed("orders", 0, 0),
+        log.clone(),
+    );
+    log.reaches(1).await;
+    assert_eq!(leader.fetches("orders", 0), 3);
+    shut(manager).await;
+}
+
 #[tokio::test]
 async fn a_failed_append_truncates_again_and_retries_after_the_backoff() {
     let leader = FakeLeader::start().await;

@@ -71,6 +71,9 @@ struct Inner {
     next_waiter: u64,
     /// The leader and epoch this replica fetches from, while following.
     following: Option<(BrokerId, LeaderEpoch)>,
+    /// Whether the partition's HW is the state machine's (a sole replica's is its log end, kept
+    /// by the partition itself).
+    replicated: bool,
 }
 
 /// One partition replica this broker hosts.
@@ -232,7 +235,9 @@ impl Replica {
     /// order the events did.
     fn carry_out(&self, inner: &mut Inner, effects: Effects) {
         if let Some(hw) = effects.high_watermark {
-            self.partition.advance_high_watermark(hw);
+            if inner.replicated {
+                self.partition.advance_high_watermark(hw);
+            }
         }
         for (id, outcome) in effects.completed {
             if let Some(tx) = inner.waiters.remove(&id) {
@@ -248,9 +253,9 @@ impl Replica {
                 proposal,
                 replica: self.me.clone(),
             };
-            if self.isr_requests.send(request).is_err() {
+            if let Err(unsent) = self.isr_requests.send(request) {
                 // Nobody sends ISR changes (a test without the controller task).
-                inner.state.isr_change_failed();
+                inner.state.isr_change_failed(&unsent.0.proposal, true);
             }
         }
     }
@@ -269,8 +274,7 @@ impl Replica {
             .check_produce(acks == -1)
             .map_err(refusal_error)?;
         let appended = self.partition.append(records, now_ms)?;
-        let end = self.partition.log_end_offset();
-        let effects = inner.state.log_end_moved(end);
+        let effects = inner.state.log_end_moved(appended.log_end_offset);
         self.carry_out(&mut inner, effects);
         if acks != -1 {
             return Ok((appended, Ack::now()));
@@ -348,8 +352,8 @@ impl Replica {
         self.carry_out(&mut inner, effects);
     }
 
-    fn isr_change_failed(&self) {
-        self.lock().state.isr_change_failed();
+    fn isr_change_failed(&self, proposal: &IsrProposal, definitive: bool) {
+        self.lock().state.isr_change_failed(proposal, definitive);
     }
 
     /// Takes the partition's state from the image: leads, follows (returns whether the fetcher
@@ -364,7 +368,10 @@ impl Replica {
         let mut inner = self.lock();
         inner.state.set_settings(settings);
         let replicated = a.replicas.len() > 1 || a.leader != Some(me);
-        self.partition.set_replicated(replicated);
+        if replicated != inner.replicated {
+            self.partition.set_replicated(replicated);
+            inner.replicated = replicated;
+        }
         if a.leader == Some(me) {
             if !inner.state.is_leader() || inner.state.leader_epoch() != a.leader_epoch {
                 self.partition.become_leader(a.leader_epoch)?;
@@ -437,7 +444,15 @@ impl FollowerLog for Replica {
         if inner.state.is_leader() {
             return Err(BrokerError::NotLeaderOrFollower);
         }
-        let appended = self.partition.append_as_follower(records)?;
+        let appended = match self.partition.append_as_follower(records) {
+            Ok(appended) => appended,
+            Err(e) => {
+                // Some of a large set may have landed before the failure.
+                let effects = inner.state.log_end_moved(self.partition.log_end_offset());
+                self.carry_out(&mut inner, effects);
+                return Err(e);
+            }
+        };
         if let Some(m) = crate::metrics::ReplicationMetrics::get() {
             m.bytes_in(records.len());
         }
@@ -510,10 +525,11 @@ impl ReplicaManager {
             .take()
     }
 
-    /// Tells a replica its ISR change did not commit.
-    pub fn isr_change_failed(request: &IsrRequest) {
+    /// Tells a replica its ISR change did not commit: refused by the controller
+    /// (`definitive`), or of unknown fate (it may still commit).
+    pub fn isr_change_failed(request: &IsrRequest, definitive: bool) {
         if let Some(r) = request.replica.upgrade() {
-            r.isr_change_failed();
+            r.isr_change_failed(&request.proposal, definitive);
         }
     }
 
@@ -561,6 +577,14 @@ impl ReplicaManager {
         (self.replica_lag_time_max_ms / 2).max(1)
     }
 
+    /// Stops fetching the partitions `changes` removes from this broker, before
+    /// `PartitionManager::apply` closes them (a fetcher must not append to a closing log).
+    pub fn stop_fetching_removed(&self, changes: &LocalChanges) {
+        for (_, name, p) in &changes.removes {
+            self.fetchers.remove_partition(name, *p);
+        }
+    }
+
     /// Brings the replicas in line with `changes` (after `PartitionManager::apply` opened or
     /// closed their partitions): new roles, ISRs and settings; fetchers started or stopped.
     pub fn apply(
@@ -574,7 +598,10 @@ impl ReplicaManager {
         let mut map: HashMap<Arc<str>, TopicReplicas> = self.replicas.load().as_ref().clone();
         let mut retired = Vec::new();
         for (_, name, p) in &changes.removes {
-            retired.extend(take(&mut map, name, p.0));
+            if let Some(r) = take(&mut map, name, p.0) {
+                self.fetchers.remove_partition(name, *p);
+                retired.push(r);
+            }
         }
         let mut first_error = None;
         for local in changes.leads.iter().chain(&changes.follows) {
@@ -608,13 +635,18 @@ impl ReplicaManager {
                 Some(r) => r,
                 None => {
                     if let Some(old) = take(&mut map, &local.topic_name, local.partition.0) {
+                        // Before the new replica's fetcher may be added under the same name.
+                        self.fetchers
+                            .remove_partition(&local.topic_name, local.partition);
                         retired.push(old);
                     }
+                    // The checkpointed HW, not the log end a sole replica reports: a restarted
+                    // follower may have to truncate below its log end.
                     let state = ReplicaState::new(
                         self.me,
                         settings,
                         partition.log_end_offset(),
-                        partition.high_watermark(),
+                        partition.stored_high_watermark(),
                     );
                     let r = Arc::new_cyclic(|me| Replica {
                         topic_id,
@@ -624,6 +656,7 @@ impl ReplicaManager {
                             waiters: HashMap::new(),
                             next_waiter: 0,
                             following: None,
+                            replicated: false,
                         }),
                         isr_requests: self.isr_requests.clone(),
                         me: me.clone(),
@@ -674,8 +707,6 @@ impl ReplicaManager {
         }
         self.replicas.store(Arc::new(map));
         for r in retired {
-            self.fetchers
-                .remove_partition(r.partition.topic(), r.partition.id());
             r.retire();
         }
         match first_error {

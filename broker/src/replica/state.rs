@@ -120,6 +120,8 @@ struct Leading {
     isr: Vec<BrokerId>,
     /// The ISR proposed to the controller and not committed yet.
     pending: Option<IsrProposal>,
+    /// Its fate is unknown (the controller did not answer): send it again at the next tick.
+    resend_pending: bool,
     /// The log end when this leadership began: a follower joins the ISR only once it has
     /// everything written before it (so the HW cannot move back past what this epoch wrote).
     epoch_start: Offset,
@@ -264,6 +266,7 @@ impl ReplicaState {
             replicas: a.replicas.clone(),
             isr: a.isr.clone(),
             pending: None,
+            resend_pending: false,
             epoch_start: self.log_end,
             followers,
             waiting: Vec::new(),
@@ -300,6 +303,7 @@ impl ReplicaState {
         l.isr = a.isr.clone();
         l.replicas = a.replicas.clone();
         l.pending = None;
+        l.resend_pending = false;
         let me = self.me;
         l.followers.retain(|b, _| a.replicas.contains(b));
         for b in a.replicas.iter().filter(|b| **b != me) {
@@ -319,10 +323,20 @@ impl ReplicaState {
         effects
     }
 
-    /// The proposal in flight was refused or failed: forget it, so the next tick may try again.
-    pub fn isr_change_failed(&mut self) {
+    /// `proposal` did not commit. Refused (`definitive`): forgotten, so the next tick may
+    /// propose again from the committed ISR. Unknown (a timeout: it may still commit): kept,
+    /// and sent again at the next tick; the image settles it either way. A failure of an
+    /// older proposal than the one in flight changes nothing.
+    pub fn isr_change_failed(&mut self, proposal: &IsrProposal, definitive: bool) {
         if let Role::Leader(l) = &mut self.role {
-            l.pending = None;
+            if l.pending.as_ref() != Some(proposal) {
+                return;
+            }
+            if definitive {
+                l.pending = None;
+            } else {
+                l.resend_pending = true;
+            }
         }
     }
 
@@ -422,9 +436,9 @@ impl ReplicaState {
             }
         }
         p.previous_fetch = Some((leader_end, now_ms));
-        // A follower's log end only moves back by truncation, which resets what we know of it by
-        // a new leadership; a smaller fetch offset within one is a late answer: keep the larger.
-        p.log_end = Some(p.log_end.map_or(fetch_offset, |e| e.max(fetch_offset)));
+        // Its latest word, even if smaller (it lost an unflushed tail in a restart): one fetch
+        // per follower is in flight at a time, so the latest is the truth. The HW stays put.
+        p.log_end = Some(fetch_offset);
         let hw = self.advance_high_watermark();
         let mut effects = Effects {
             high_watermark: hw,
@@ -553,8 +567,8 @@ impl ReplicaState {
         let Role::Leader(l) = &mut self.role else {
             return None;
         };
-        if l.pending.is_some() {
-            return None;
+        if let Some(pending) = &l.pending {
+            return std::mem::take(&mut l.resend_pending).then(|| pending.clone());
         }
         let lagging: Vec<BrokerId> = l
             .isr

@@ -48,9 +48,11 @@ fn the_high_watermark_is_the_lowest_log_end_in_the_isr() {
     assert_eq!(s.log_end_moved(Offset(15)).high_watermark, None);
     assert_eq!(fetched(&mut s, F2, 15, 4).high_watermark, None);
     assert_eq!(fetched(&mut s, F3, 12, 5).high_watermark, Some(Offset(12)));
-    // A late, smaller fetch offset never moves the HW back.
+    // A smaller fetch offset (a follower that lost an unflushed tail) never moves the HW back,
+    // and holds it until the follower is past it again.
     assert_eq!(fetched(&mut s, F3, 11, 6).high_watermark, None);
     assert_eq!(s.high_watermark(), Offset(12));
+    assert_eq!(fetched(&mut s, F3, 14, 7).high_watermark, Some(Offset(14)));
 }
 
 #[test]
@@ -171,10 +173,20 @@ fn a_refused_proposal_is_tried_again_at_the_next_tick() {
     let _ = fetched(&mut s, F2, 0, 0);
     let _ = fetched(&mut s, F3, 0, 0);
     let _ = s.log_end_moved(Offset(1));
-    assert!(s.tick(LAG_MS + 1).propose_isr.is_some());
-    assert!(s.tick(LAG_MS + 2).propose_isr.is_none());
-    s.isr_change_failed();
-    assert!(s.tick(LAG_MS + 3).propose_isr.is_some());
+    let first = s.tick(LAG_MS + 1).propose_isr.expect("a shrink");
+    assert!(s.tick(LAG_MS + 2).propose_isr.is_none(), "one in flight");
+    // The controller did not answer: the same proposal goes again, once.
+    s.isr_change_failed(&first, false);
+    assert_eq!(s.tick(LAG_MS + 3).propose_isr.as_ref(), Some(&first));
+    assert!(s.tick(LAG_MS + 4).propose_isr.is_none());
+    // A failure of some other (older) proposal leaves this one in flight.
+    let mut older = first.clone();
+    older.partition_epoch = PartitionEpoch(-1);
+    s.isr_change_failed(&older, true);
+    assert!(s.tick(LAG_MS + 5).propose_isr.is_none());
+    // Refused: forgotten, and proposed anew from the committed ISR.
+    s.isr_change_failed(&first, true);
+    assert!(s.tick(LAG_MS + 6).propose_isr.is_some());
 }
 
 #[test]
