@@ -25,6 +25,11 @@
 //!   round; they are not returned to the caller;
 //! - a partition given by the group is not fetched until its committed offset is known
 //!   (`awaiting_committed`); with none committed, `auto_offset_reset` applies as above;
+//! - with `client_rack` set, a partition whose leader names a `preferred_read_replica` (KIP-392)
+//!   is fetched from that broker until it answers the partition with any error, the connection
+//!   to it fails, or `metadata_max_age_ms` has passed; then from the leader again. An error from
+//!   that follower is never acted on by itself (OFFSET_OUT_OF_RANGE included: its high watermark
+//!   may lag the leader's): the leader's next answer decides;
 //! - nothing a broker sends can make this module panic: bad bytes become
 //!   [`ClientError::Malformed`] for that partition, whose position then stays where it was.
 
@@ -82,6 +87,12 @@ pub struct ConsumerConfig {
     pub auto_offset_reset: AutoOffsetReset,
     /// `group.id` and the other group settings; `None`: no group (assign only, no commits).
     pub group: Option<GroupConfig>,
+    /// `client.rack`: sent with each Fetch (v11+) so a leader may send us to a follower in this
+    /// rack (KIP-392); empty: not set.
+    pub client_rack: String,
+    /// `metadata.max.age.ms`: the longest a partition is read from a preferred follower before
+    /// the leader is asked again.
+    pub metadata_max_age_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -93,6 +104,8 @@ impl Default for ConsumerConfig {
             fetch_max_wait_ms: 500,
             auto_offset_reset: AutoOffsetReset::Latest,
             group: None,
+            client_rack: String::new(),
+            metadata_max_age_ms: 300_000,
         }
     }
 }
@@ -135,6 +148,9 @@ struct PartitionState {
     failed: bool,
     /// Given by the group; not fetched until its committed offset is read.
     awaiting_committed: bool,
+    /// The follower the leader sent us to (KIP-392) and when to go back to the leader. Set only
+    /// while the next fetch of this partition goes to that broker.
+    preferred: Option<(i32, Instant)>,
 }
 
 /// A consumer of explicitly assigned partitions (see the module doc).
@@ -286,7 +302,11 @@ impl Consumer {
             .filter_map(|(tp, s)| Some((tp.clone(), s.position?)))
             .collect();
         for (tp, position) in fetchable {
-            match self.cluster.leader(&tp.0, tp.1).await {
+            let source = match self.preferred_connection(&tp).await {
+                Some(conn) => Ok(conn),
+                None => self.cluster.leader(&tp.0, tp.1).await,
+            };
+            match source {
                 Ok(conn) => {
                     by_leader
                         .entry(conn.addr().to_string())
@@ -323,12 +343,45 @@ impl Consumer {
                 Ok((response, _version)) => self.handle_fetch(&parts, response, &mut progress),
                 Err(e) => {
                     for (tp, _) in &parts {
-                        self.note_error(tp, e.clone());
+                        if !self.leave_preferred(tp) {
+                            self.note_error(tp, e.clone());
+                        }
                     }
                 }
             }
         }
         Ok(progress)
+    }
+
+    /// The connection to the partition's preferred follower, if it has one that has not expired
+    /// and can be reached; otherwise the preference is dropped (the leader is asked instead).
+    async fn preferred_connection(&mut self, tp: &Tp) -> Option<Arc<Connection>> {
+        let (broker, until) = self.partitions.get(tp)?.preferred?;
+        let addr = self.cluster.metadata().brokers.get(&broker).cloned();
+        let conn = match addr {
+            Some(addr) if Instant::now() < until => match self.cluster.connection(&addr).await {
+                Ok(conn) => Some(conn),
+                Err(e) => {
+                    tracing::debug!(topic = %tp.0, partition = tp.1, broker, error = %e,
+                        "preferred replica unreachable; back to the leader");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if conn.is_none() {
+            self.leave_preferred(tp);
+        }
+        conn
+    }
+
+    /// Forgets a partition's preferred follower: it is fetched from its leader again. Returns
+    /// whether it had one.
+    fn leave_preferred(&mut self, tp: &Tp) -> bool {
+        self.partitions
+            .get_mut(tp)
+            .and_then(|s| s.preferred.take())
+            .is_some()
     }
 
     fn fetch_request(&self, parts: &[(Tp, i64)], max_wait_ms: i32) -> FetchRequest {
@@ -359,6 +412,7 @@ impl Consumer {
         request.session_id = 0;
         request.session_epoch = -1;
         request.topics = topics;
+        request.rack_id = StrBytes::from_string(self.config.client_rack.clone());
         request
     }
 
@@ -370,7 +424,9 @@ impl Consumer {
     ) {
         if let Some(e) = ClientError::from_code(response.error_code, "Fetch") {
             for (tp, _) in parts {
-                self.note_error(tp, e.clone());
+                if !self.leave_preferred(tp) {
+                    self.note_error(tp, e.clone());
+                }
             }
             return;
         }
@@ -388,8 +444,25 @@ impl Consumer {
                 }
                 let context = format!("fetch {}/{} at offset {position}", tp.0, tp.1);
                 if let Some(e) = ClientError::from_code(data.error_code, context) {
-                    self.partition_error(&tp, e);
+                    // From a follower: back to the leader, whose answer decides (KIP-392).
+                    if self.leave_preferred(&tp) {
+                        tracing::debug!(topic = %tp.0, partition = tp.1, error = %e,
+                            "preferred replica refused; back to the leader");
+                    } else {
+                        self.partition_error(&tp, e);
+                    }
                     continue;
+                }
+                if data.preferred_read_replica.0 >= 0 {
+                    let broker = data.preferred_read_replica.0;
+                    let until =
+                        Instant::now() + Duration::from_millis(self.config.metadata_max_age_ms);
+                    if let Some(state) = self.partitions.get_mut(&tp) {
+                        // A follower naming itself changes nothing; the deadline stays.
+                        if state.preferred.map(|(b, _)| b) != Some(broker) {
+                            state.preferred = Some((broker, until));
+                        }
+                    }
                 }
                 // The broker answered this partition, having waited for data if it had none.
                 progress.fetched = true;
