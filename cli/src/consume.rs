@@ -8,7 +8,8 @@
 //! records, or once nothing arrived for `--idle-timeout-ms`, else runs until killed. Never
 //! auto-creates the topic. In a group, Ctrl-C or SIGTERM stops it the same way (commit what was
 //! printed, leave the group), so the next member gets the partitions at once instead of after
-//! the session timeout; a second signal during that exits at once.
+//! the session timeout; a second signal during that exits at once. `--rack R` sets `client.rack`,
+//! so the leader may send it to a follower in that rack (KIP-392).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -58,6 +59,10 @@ pub struct ConsumeArgs {
     /// fetch.max.wait.ms: how long the broker holds a fetch waiting for new records.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub fetch_max_wait_ms: i32,
+    /// client.rack: this consumer's rack, so a leader may send it to a follower in the same
+    /// rack (KIP-392).
+    #[arg(long, value_name = "RACK", default_value = "")]
+    pub rack: String,
 }
 
 pub async fn run(args: ConsumeArgs) -> Result<(), String> {
@@ -76,6 +81,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
             cluster,
             ConsumerConfig {
                 fetch_max_wait_ms: args.fetch_max_wait_ms.max(0),
+                client_rack: args.rack.clone(),
                 auto_offset_reset: if args.from_beginning {
                     AutoOffsetReset::Earliest
                 } else {
@@ -116,6 +122,7 @@ pub async fn run(args: ConsumeArgs) -> Result<(), String> {
         cluster,
         ConsumerConfig {
             fetch_max_wait_ms: args.fetch_max_wait_ms.max(0),
+            client_rack: args.rack.clone(),
             auto_offset_reset,
             ..ConsumerConfig::default()
         },
