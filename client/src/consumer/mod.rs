@@ -367,7 +367,12 @@ impl Consumer {
                     None
                 }
             },
-            _ => None,
+            Some(_) => None,
+            None => {
+                // A broker the metadata does not know yet: learn it for next time.
+                self.stale_topics.insert(tp.0.clone());
+                None
+            }
         };
         if conn.is_none() {
             self.leave_preferred(tp);
