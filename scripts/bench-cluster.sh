@@ -127,10 +127,14 @@ PY=$(dirname "$RDPERF")/venv/bin/python
 # create_topic RF: topic "bench", 1 partition, replication factor RF, min.insync.replicas=min(2,RF).
 create_topic() {
   "$PY" - "$(bootstrap)" "$1" <<'EOF' || die "creating the topic failed"
-import sys
+import sys, time
 from confluent_kafka.admin import AdminClient, NewTopic
 bootstrap, rf = sys.argv[1], int(sys.argv[2])
 a = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+# Every broker registers on its own: wait (bounded) until all of them are there.
+deadline = time.monotonic() + 30
+while len(a.list_topics(timeout=10).brokers) < rf and time.monotonic() < deadline:
+    time.sleep(0.2)
 cfg = {"min.insync.replicas": str(min(2, rf))}
 a.create_topics([NewTopic("bench", 1, rf, config=cfg)], request_timeout=20)["bench"].result(timeout=30)
 EOF

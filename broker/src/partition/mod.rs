@@ -990,11 +990,17 @@ impl Partition {
         if self.closed.load(Ordering::Acquire) || self.failed.load(Ordering::Acquire) {
             return Ok(0);
         }
+        // Nothing at or above the high watermark goes: a follower may still need it, and a
+        // new leader's log must hold what was acknowledged.
+        let limit = if st.replicated {
+            st.high_watermark
+        } else {
+            st.log.log_end_offset()
+        };
         let deleted = st
             .log
-            .apply_retention(now_ms)
+            .apply_retention_below(now_ms, limit)
             .inspect_err(|e| self.fail_if_fatal("retention", e))?;
-        // Retention knows no high watermark: one it passed moves up with the log start.
         st.high_watermark = st.high_watermark.max(st.log.log_start_offset());
         if st.log.has_pending_seal() {
             self.request_flush();

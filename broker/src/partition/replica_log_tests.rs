@@ -618,3 +618,57 @@ async fn the_broker_checkpoints_each_high_watermark_and_opens_partitions_with_it
     p.truncate_to(Offset(6)).unwrap();
     manager.shutdown().unwrap();
 }
+
+/// Retention never deletes what followers may still need: on a replicated leader, only
+/// segments wholly below the high watermark go, however old or large the log is.
+#[test]
+fn retention_keeps_every_segment_at_or_above_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::default();
+    config
+        .set("log.segment.bytes", SMALL_SEGMENT_BYTES)
+        .unwrap();
+    config.set("log.retention.bytes", "0").unwrap();
+    let settings = settings_for(&config, &TopicOverrides::default());
+    let flushers = Flushers::start(1).unwrap();
+    let (p, _) = Partition::open_checkpointed(
+        dir.path(),
+        Arc::from("t"),
+        PartitionId(0),
+        settings,
+        Checkpointed::default(),
+        false,
+        &flushers,
+    )
+    .unwrap();
+    p.set_replicated(true);
+    p.become_leader(LeaderEpoch(0)).unwrap();
+    for i in 0..40 {
+        p.append(&batch(&format!("r{i}"), 2, 1_000), 1_000).unwrap();
+    }
+    let end = p.log_end_offset();
+    assert_eq!(end, Offset(80));
+    // No follower has anything yet: the HW is 0, and nothing may go.
+    p.apply_retention(2_000).unwrap();
+    assert_eq!(p.log_start_offset(), Offset(0));
+    // Followers have the first 30 records: only segments wholly below 30 go.
+    assert!(p.advance_high_watermark(Offset(30)));
+    p.apply_retention(2_000).unwrap();
+    let start = p.log_start_offset();
+    assert!(
+        start > Offset(0) && start <= Offset(30),
+        "log start {start} after retention below HW 30"
+    );
+    let view = p
+        .read_for_fetch(FetchRead {
+            current_leader_epoch: -1,
+            offset: Offset(30),
+            max_bytes: 1 << 20,
+            upper: ReadUpper::LogEnd,
+        })
+        .unwrap();
+    assert!(
+        view.records.is_some(),
+        "records from the HW on are still there"
+    );
+}

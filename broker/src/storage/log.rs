@@ -546,6 +546,13 @@ impl Log {
     /// Deletes sealed segments past `retention.ms` or beyond `retention.bytes`. An expired active
     /// segment is rolled first so its records can go too. Returns how many segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        let end = self.log_end_offset();
+        self.apply_retention_below(now_ms, end)
+    }
+
+    /// [`Log::apply_retention`], deleting only segments whose records are all below `limit` (a
+    /// replicated partition's high watermark: what followers may still need is kept).
+    pub fn apply_retention_below(&mut self, now_ms: i64, limit: Offset) -> io::Result<usize> {
         let retention_ms = self.config.retention_ms;
         let expired = |s: &Segment| {
             retention_ms >= 0
@@ -557,7 +564,7 @@ impl Log {
         }
         let mut deleted = 0;
         let mut total = self.size_bytes() as i64;
-        while self.segments.len() > 1 {
+        while self.segments.len() > 1 && self.segments[1].base_offset() <= limit {
             let oldest = &self.segments[0];
             let over_bytes = self.config.retention_bytes >= 0
                 && total - oldest.size_bytes() as i64 >= self.config.retention_bytes;
