@@ -15,7 +15,7 @@
 # Prints a table of medians and the ratios cluster / single.
 #
 # Environment: STRATA_BIN (default: cargo build --release), RDPERF (default: build into
-# target/rdperf), REPEAT=3, FLOOD_MSGS=1000000, LAT_MSGS=200000, LAT_RATE=20000, CATCHUP_MB=512,
+# target/rdperf), REPEAT=3 (0: only the catch-up), FLOOD_MSGS=1000000, LAT_MSGS=200000, LAT_RATE=20000, CATCHUP_MB=512 (0: no catch-up),
 # RDPERF_PROPS (extra librdkafka props for produce, e.g. linger.ms=1), BROKER_SET ("k=v ..." for
 # every broker), DATA_PARENT (default: a temp dir; /dev/shm keeps disk stalls out), KEEP=1.
 set -euo pipefail
@@ -36,8 +36,12 @@ BROKER_SET=${BROKER_SET:-}
 RDPERF_TIMEOUT=${RDPERF_TIMEOUT:-900}
 CLK_TCK=$(getconf CLK_TCK)
 
-for v in REPEAT FLOOD_MSGS LAT_MSGS LAT_RATE CATCHUP_MB; do
+for v in FLOOD_MSGS LAT_MSGS LAT_RATE; do
   [[ ${!v} =~ ^[0-9]+$ ]] && [ "${!v}" -gt 0 ] || die "$v must be a positive integer, got '${!v}'"
+done
+# REPEAT=0 runs only the catch-up; CATCHUP_MB=0 skips it.
+for v in REPEAT CATCHUP_MB; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, got '${!v}'"
 done
 
 if [ -z "${STRATA_BIN:-}" ]; then
@@ -183,11 +187,14 @@ EOF
 catch_up() {
   local name=catchup count
   count=$((CATCHUP_MB * 1024))
+  local saved_set=$BROKER_SET
+  BROKER_SET="$BROKER_SET replica.lag.time.max.ms=3000"
   start_nodes "$name" 3
   create_topic 3
   local voters="" i sets=() s
   for ((i = 1; i <= 3; i++)); do voters+="${voters:+,}$i@127.0.0.1:${CPORTS[i - 1]}"; done
   for s in $BROKER_SET; do sets+=(--set "$s"); done
+  BROKER_SET=$saved_set
   # Which broker leads: stop a follower (not the leader).
   local leader follower
   leader=$("$PY" - "$(bootstrap)" <<'EOF'
@@ -203,6 +210,12 @@ EOF
   timeout "$RDPERF_TIMEOUT" "$RDPERF" P "127.0.0.1:${PORTS[leader - 1]}" bench "$count" 1024 1 linger.ms=5 >/dev/null 2>&1 ||
     die "filling the leader failed"
   local t0 t1 got deadline
+  # Out of the ISR first (replica.lag.time.max.ms, shortened below), so the rejoin is a real one.
+  deadline=$((SECONDS + 120))
+  until [ "$(isr_of 2>/dev/null || echo "?")" = "$(echo 1 2 3 | tr ' ' '\n' | grep -v "^$follower$" | paste -sd,)" ]; do
+    [ $SECONDS -lt $deadline ] || die "broker $follower did not leave the ISR in 120 s"
+    sleep 0.2
+  done
   t0=$(date +%s.%N)
   launch_node "$name" "$follower" 3 "$voters" "${sets[@]}"
   wait_port "${PORTS[follower - 1]}" "$work/$name.node$follower.log"
@@ -214,7 +227,7 @@ EOF
     sleep 0.2
   done
   t1=$(date +%s.%N)
-  awk -v mb="$CATCHUP_MB" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "catch-up: %d MiB in %.1f s (restart included) = %.0f MiB/s\n", mb, t1 - t0, mb / (t1 - t0) }' | tee "$work/catchup.txt"
+  awk -v mb="$CATCHUP_MB" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "catch-up: %d MiB in %.1f s (restart and ISR rejoin included) = %.0f MiB/s\n", mb, t1 - t0, mb / (t1 - t0) }' | tee "$work/catchup.txt"
   stop_all
 }
 
@@ -222,8 +235,9 @@ for ((r = 1; r <= REPEAT; r++)); do
   run_round single 1 "$r"
   run_round cluster 3 "$r"
 done
-catch_up
+[ "$CATCHUP_MB" -gt 0 ] && catch_up
 
+if [ "$REPEAT" -eq 0 ]; then cat "$work/catchup.txt"; exit 0; fi
 echo
 echo "medians of $REPEAT rounds (1 KiB records, acks=-1; cluster: RF=3, min.insync.replicas=2, CPU of 3 brokers summed)"
 printf "%-8s %-8s %10s %8s %12s %8s %8s %8s\n" setup run msg/s MB/s cpu-s/GB p50_ms p99_ms max_ms
@@ -234,4 +248,5 @@ for setup in single cluster; do
     printf "%-8s %-8s %10s %8s %12s %8s %8s %8s\n" "$setup" "$kind" "$(med 3)" "$(med 4)" "$(med 5)" "$(med 6)" "$(med 7)" "$(med 8)"
   done
 done
-cat "$work/catchup.txt"
+[ "$CATCHUP_MB" -gt 0 ] && cat "$work/catchup.txt"
+exit 0
