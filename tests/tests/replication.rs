@@ -28,7 +28,7 @@ use kafka_protocol::protocol::StrBytes;
 use strata_client::{Connection, ConnectionConfig};
 use strata_protocol::record_batch::build_batch;
 
-use common::{launch_cluster, send_signal, unique_topic, Broker};
+use common::{broker_binary, launch_cluster, run, send_signal, unique_topic, Broker, Output};
 
 const SETTINGS: [&str; 5] = [
     "broker.heartbeat.interval.ms=300",
@@ -503,5 +503,91 @@ fn a_replaced_broker_catches_up_on_fifty_megabytes() {
     );
     for n in &mut nodes {
         n.stop();
+    }
+}
+
+/// `strata <args>` (the CLI), bounded in time.
+fn strata(args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(broker_binary());
+    cmd.args(args).env("NO_COLOR", "1");
+    run(cmd, None, Duration::from_secs(30))
+}
+
+/// The replica rows of `strata topic describe` (the table after the partition table), split
+/// into cells: partition, replica, then the rest.
+fn replica_rows(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.contains("REPLICA  "))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("broker "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn topic_describe_shows_each_replicas_lag_and_isr_state() {
+    let mut nodes = launch_cluster(3, 1, &SETTINGS);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topic = unique_topic("described");
+    let replicas = [&nodes[0], &nodes[2], &nodes[3]];
+    rt.block_on(async {
+        let leader = connect(&nodes[0]).await;
+        create_topic(&leader, &topic, &[1, 3, 4], &[("min.insync.replicas", "2")]).await;
+        for i in 0..20 {
+            assert_eq!(produce(&leader, &topic, -1, &values(i * 10, 10)).await, 0);
+        }
+        wait_for_identical_logs(&replicas, &topic).await;
+    });
+    let bootstrap = nodes[0].bootstrap();
+    let describe = || strata(&["topic", "describe", &topic, "-b", &bootstrap]);
+    // All caught up: every replica in sync, no lag, the same bytes.
+    let out = describe();
+    out.assert_success(|| nodes[0].logs());
+    let rows = replica_rows(&out.stdout);
+    let sizes: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.split(' ').next_back())
+        .collect();
+    assert_eq!(rows.len(), 3, "{}", out.stdout);
+    assert!(
+        rows[0].starts_with("0 1 (leader) in-sync 0 "),
+        "{}",
+        out.stdout
+    );
+    assert!(rows[1].starts_with("0 3 in-sync 0 "), "{}", out.stdout);
+    assert!(rows[2].starts_with("0 4 in-sync 0 "), "{}", out.stdout);
+    assert!(
+        sizes.iter().all(|s| *s == sizes[0] && *s != "0"),
+        "{}",
+        out.stdout
+    );
+
+    // Broker 4 stops and writes go on: it is out of sync, and no broker answers for it.
+    nodes[3].stop();
+    rt.block_on(async {
+        let leader = connect(&nodes[0]).await;
+        assert_eq!(produce(&leader, &topic, -1, &values(200, 10)).await, 0);
+        wait_for_isr(&leader, &topic, &[1, 3]).await;
+    });
+    let out = describe();
+    out.assert_success(|| nodes[0].logs());
+    let rows = replica_rows(&out.stdout);
+    assert_eq!(rows.len(), 3, "{}", out.stdout);
+    assert!(
+        rows[0].starts_with("0 1 (leader) in-sync 0 "),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(rows[2], "0 4 out of sync - -", "{}", out.stdout);
+    assert!(
+        out.stdout.contains("broker 4: replica logs unavailable"),
+        "{}",
+        out.stdout
+    );
+    for n in &mut nodes {
+        if n.is_running() {
+            n.stop();
+        }
     }
 }
