@@ -1,7 +1,10 @@
 //! Partition replication on real `strata` processes: followers copy the leader's log byte for
 //! byte, the ISR follows followers that stop and come back, `acks=-1` with
 //! `min.insync.replicas=2` goes on with one follower paused and is refused with two, and a
-//! follower killed under load restarts from its own log and catches up.
+//! follower killed under load restarts from its own log and catches up. A broker whose disk is
+//! replaced (data dir wiped) starts over at the leader's log start and rejoins the ISR;
+//! kcat, confluent-kafka, kafka-python and the strata CLI write with acks=all through it all;
+//! `strata topic describe` shows each replica's lag.
 //!
 //! The cluster: nodes 1-3 are controller voters and brokers, node 4 a broker only. The test
 //! partitions live on brokers 1, 3 and 4 (leader 1), so pausing 3 and 4 leaves a quorum (1, 2)
@@ -28,7 +31,10 @@ use kafka_protocol::protocol::StrBytes;
 use strata_client::{Connection, ConnectionConfig};
 use strata_protocol::record_batch::build_batch;
 
-use common::{broker_binary, launch_cluster, run, send_signal, unique_topic, Broker, Output};
+use common::{
+    broker_binary, launch_cluster, require_python_modules, require_tool, run, send_signal,
+    unique_topic, Broker, Output,
+};
 
 const SETTINGS: [&str; 5] = [
     "broker.heartbeat.interval.ms=300",
@@ -589,5 +595,139 @@ fn topic_describe_shows_each_replicas_lag_and_isr_state() {
         if n.is_running() {
             n.stop();
         }
+    }
+}
+
+/// Runs `cmd` with `stdin`, for at most 60 s, and asserts it succeeded.
+fn run_ok(cmd: std::process::Command, stdin: Option<&[u8]>, what: &str) -> String {
+    let out = run(cmd, stdin, Duration::from_secs(60));
+    assert!(out.success(), "{what} failed{}", out.describe());
+    out.stdout
+}
+
+/// The story from the clients' side: a confluent-kafka acks=all producer keeps writing while a
+/// follower is paused and resumed, and every acknowledged record is read back; then, with every
+/// follower back, kcat, confluent-kafka, kafka-python and the strata CLI each write with
+/// acks=all and read back their own RF=3 topic, which every replica holds byte for byte.
+#[test]
+fn clients_write_with_acks_all_through_a_paused_follower_and_read_everything_back() {
+    require_python_modules(
+        &["confluent_kafka", "kafka"],
+        "pip install confluent-kafka kafka-python",
+    );
+    require_tool("kcat", "-V", "apt-get install kcat");
+    let mut nodes = launch_cluster(3, 1, &SETTINGS);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let names = ["acked", "kcat", "confluent", "kafka-python", "cli"].map(unique_topic);
+    rt.block_on(async {
+        let leader = connect(&nodes[0]).await;
+        // Segments larger than librdkafka's batches (SETTINGS' are small).
+        let configs = [("min.insync.replicas", "2"), ("segment.bytes", "8388608")];
+        for t in &names {
+            create_topic(&leader, t, &[1, 3, 4], &configs).await;
+        }
+    });
+    let replicas = [&nodes[0], &nodes[2], &nodes[3]];
+    let pid4 = nodes[3].pid().expect("running");
+
+    // 1. A confluent-kafka acks=all producer while broker 4 is paused for a while.
+    let acked = &names[0];
+    let ackfile = nodes[0].temp_dir().join("acked.txt");
+    let ackpath = ackfile.to_str().expect("utf-8 temp path").to_string();
+    let load = nodes[0].spawn_python("acked_load.py", &[acked.as_str(), &ackpath, "8"]);
+    let count = || {
+        std::fs::read_to_string(&ackfile)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let start = Instant::now();
+    while count() == 0 {
+        assert!(start.elapsed() < SETTLE, "no record acknowledged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before_pause = count();
+    send_signal(pid4, libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(4));
+    let at_resume = count();
+    send_signal(pid4, libc::SIGCONT);
+    let out = load.wait(Duration::from_secs(90));
+    out.assert_success(|| nodes[0].logs());
+    eprintln!(
+        "[replication] {}; acknowledged: {before_pause} before the pause, {at_resume} at resume",
+        out.stdout.trim()
+    );
+    assert!(
+        at_resume > before_pause,
+        "no acks=all write was acknowledged while broker 4 was paused"
+    );
+    assert!(
+        out.stdout.contains(" FAILED 0 "),
+        "deliveries failed{}",
+        out.describe()
+    );
+    rt.block_on(async {
+        let leader = connect(&nodes[0]).await;
+        wait_for_isr(&leader, acked, &[1, 3, 4]).await;
+        wait_for_identical_logs(&replicas, acked).await;
+    });
+    let out = nodes[0].python("verify_acked.py", &[acked.as_str(), &ackpath]);
+    out.assert_success(|| nodes[0].logs());
+    assert!(out.stdout.contains("VERIFIED"), "{}", out.describe());
+    eprintln!("[replication] {}", out.stdout.trim());
+
+    // 2. Every client, with every follower back.
+    let bootstrap = nodes[0].bootstrap();
+    let lines: String = (0..200).map(|i| format!("record-{i:04}\n")).collect();
+    let kcat = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("kcat");
+        cmd.args(["-b", &bootstrap, "-t", &names[1]]).args(args);
+        cmd
+    };
+    run_ok(
+        kcat(&["-P", "-p", "0", "-X", "acks=all"]),
+        Some(lines.as_bytes()),
+        "kcat -P",
+    );
+    let read = run_ok(
+        kcat(&["-C", "-o", "beginning", "-e", "-f", "%s\n"]),
+        None,
+        "kcat -C",
+    );
+    assert_eq!(read, lines, "kcat read back something else");
+
+    let out = nodes[0].python(
+        "roundtrip_confluent.py",
+        &[names[2].as_str(), "none", "300"],
+    );
+    out.assert_success(|| nodes[0].logs());
+    let out = nodes[0].python(
+        "roundtrip_kafka_python.py",
+        &[names[3].as_str(), "none", "300"],
+    );
+    out.assert_success(|| nodes[0].logs());
+
+    let mut produce = std::process::Command::new(broker_binary());
+    produce.args(["produce", "-b", &bootstrap, &names[4], "--acks", "all"]);
+    run_ok(produce, Some(lines.as_bytes()), "strata produce");
+    let mut consume = std::process::Command::new(broker_binary());
+    consume.args([
+        "consume",
+        "-b",
+        &bootstrap,
+        &names[4],
+        "--from-beginning",
+        "--count",
+        "200",
+    ]);
+    let read = run_ok(consume, None, "strata consume");
+    assert_eq!(read, lines, "strata consume read back something else");
+
+    rt.block_on(async {
+        for t in &names[1..] {
+            wait_for_identical_logs(&replicas, t).await;
+        }
+    });
+    for n in &mut nodes {
+        n.stop();
     }
 }
