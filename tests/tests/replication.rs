@@ -568,6 +568,18 @@ fn topic_describe_shows_each_replicas_lag_and_isr_state() {
         "{}",
         out.stdout
     );
+    // Another client reads the same answers.
+    require_python_modules(&["kafka"], "pip install kafka-python");
+    let out = nodes[0].python(
+        "describe_log_dirs_kafka_python.py",
+        &[topic.as_str(), "1,3,4"],
+    );
+    out.assert_success(|| nodes[0].logs());
+    assert!(
+        out.stdout.contains(&format!("1={0} 3={0} 4={0}", sizes[0])),
+        "{}",
+        out.describe()
+    );
 
     // Broker 4 stops and writes go on: it is out of sync, and no broker answers for it.
     nodes[3].stop();
