@@ -395,6 +395,7 @@ impl Replica {
                 self.partition.become_leader(a.leader_epoch)?;
             }
             inner.following = None;
+            inner.leader_high_watermark = None;
             let effects = inner.state.become_leader(a, now_ms);
             self.carry_out(&mut inner, effects);
             Ok(false)
@@ -406,6 +407,10 @@ impl Replica {
             self.carry_out(&mut inner, effects);
             let target = a.leader.map(|l| (l, a.leader_epoch));
             let restart = target.is_some() && inner.following != target;
+            if inner.following != target {
+                // The last leader's HW says nothing about the new one's.
+                inner.leader_high_watermark = None;
+            }
             inner.following = target;
             Ok(restart)
         }
