@@ -6,7 +6,9 @@
 
 use clap::Subcommand;
 use kafka_protocol::ResponseError;
-use strata_client::admin::{Admin, ConfigResource, NewTopic, TopicDescription};
+use std::collections::BTreeMap;
+
+use strata_client::admin::{Admin, ConfigResource, NewTopic, ReplicaLog, TopicDescription};
 use strata_client::ClientError;
 
 use super::ConnectionArgs;
@@ -102,6 +104,20 @@ pub async fn run(command: TopicCommand) -> Result<(), String> {
                 .map(|c| (c.name, c.value.unwrap_or_else(|| "(hidden)".to_string())))
                 .collect();
             print!("{}", render_description(&description, &overrides));
+            // Each replica's lag, asked of the broker that hosts it.
+            let partitions: Vec<i32> = description.partitions.iter().map(|p| p.partition).collect();
+            let mut brokers: Vec<i32> = description
+                .partitions
+                .iter()
+                .flat_map(|p| p.replicas.iter().copied())
+                .collect();
+            brokers.sort_unstable();
+            brokers.dedup();
+            let logs = admin
+                .replica_logs(&name, &partitions, &brokers)
+                .await
+                .map_err(|e| explain(e, &name, &connection))?;
+            print!("{}", render_replicas(&description, &logs));
             Ok(())
         }
         TopicCommand::Delete { name, connection } => {
@@ -210,6 +226,55 @@ fn render_description(d: &TopicDescription, overrides: &[(String, String)]) -> S
     out
 }
 
+/// Per partition, each replica with its role, whether it is in the ISR (Metadata's), its lag
+/// behind the high watermark and its log size (DescribeLogDirs from its broker; `-` where the
+/// broker did not answer, with a line saying why).
+fn render_replicas(
+    d: &TopicDescription,
+    logs: &BTreeMap<i32, Result<Vec<ReplicaLog>, String>>,
+) -> String {
+    let mut rows = vec![vec![
+        "PARTITION".to_string(),
+        "REPLICA".to_string(),
+        "STATE".to_string(),
+        "LAG".to_string(),
+        "SIZE".to_string(),
+    ]];
+    for p in &d.partitions {
+        for &r in &p.replicas {
+            let log = logs
+                .get(&r)
+                .and_then(|l| l.as_ref().ok())
+                .and_then(|l| l.iter().find(|l| l.partition == p.partition));
+            let replica = if r == p.leader {
+                format!("{r} (leader)")
+            } else {
+                r.to_string()
+            };
+            let state = if p.isr.contains(&r) {
+                "in-sync"
+            } else {
+                "out of sync"
+            };
+            rows.push(vec![
+                p.partition.to_string(),
+                replica,
+                state.to_string(),
+                log.map_or_else(|| "-".to_string(), |l| l.offset_lag.to_string()),
+                log.map_or_else(|| "-".to_string(), |l| l.size_bytes.to_string()),
+            ]);
+        }
+    }
+    let mut out = String::from("\n");
+    out.push_str(&super::table(&rows));
+    for (broker, outcome) in logs {
+        if let Err(e) = outcome {
+            out.push_str(&format!("broker {broker}: replica logs unavailable: {e}\n"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +377,45 @@ mod tests {
         );
         assert_eq!(lines[7], "1          none    1,2            -         -");
         assert_eq!(lines[8], "partition 1: offsets unavailable: no leader");
+    }
+
+    #[test]
+    fn each_replica_is_shown_with_its_role_isr_state_and_lag() {
+        let d = TopicDescription {
+            name: "t".into(),
+            id: None,
+            partitions: vec![PartitionDescription {
+                partition: 0,
+                leader: 1,
+                replicas: vec![1, 3, 4],
+                isr: vec![1, 3],
+                earliest_offset: Some(0),
+                latest_offset: Some(10),
+                offsets_error: None,
+            }],
+        };
+        let log = |lag, size| {
+            Ok(vec![ReplicaLog {
+                partition: 0,
+                size_bytes: size,
+                offset_lag: lag,
+            }])
+        };
+        let logs = BTreeMap::from([
+            (1, log(0, 500)),
+            (3, log(0, 500)),
+            (4, Err("connection refused".to_string())),
+        ]);
+        let text = render_replicas(&d, &logs);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "");
+        assert_eq!(lines[1], "PARTITION  REPLICA     STATE        LAG  SIZE");
+        assert_eq!(lines[2], "0          1 (leader)  in-sync      0    500");
+        assert_eq!(lines[3], "0          3           in-sync      0    500");
+        assert_eq!(lines[4], "0          4           out of sync  -    -");
+        assert_eq!(
+            lines[5],
+            "broker 4: replica logs unavailable: connection refused"
+        );
     }
 }

@@ -27,12 +27,13 @@ use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, TopicName,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
+    ListOffsetsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Message, StrBytes};
 use kafka_protocol::ResponseError;
@@ -111,6 +112,17 @@ pub struct TopicDescription {
     pub id: Option<String>,
     /// Sorted by partition.
     pub partitions: Vec<PartitionDescription>,
+}
+
+/// One partition replica's log as its broker describes it (DescribeLogDirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLog {
+    pub partition: i32,
+    /// Bytes of the replica's log.
+    pub size_bytes: i64,
+    /// How far its log end is behind the high watermark as its broker knows it (0 on the
+    /// leader).
+    pub offset_lag: i64,
 }
 
 /// What DescribeConfigs describes.
@@ -405,6 +417,56 @@ impl Admin {
                 (p, both)
             })
             .collect())
+    }
+
+    /// The logs of `topic`'s `partitions` each broker in `brokers` hosts, asked of each broker
+    /// with DescribeLogDirs (sorted by partition); per broker, so one unreachable broker or one
+    /// that does not speak DescribeLogDirs is an `Err` for its replicas only.
+    pub async fn replica_logs(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        brokers: &[i32],
+    ) -> Result<BTreeMap<i32, std::result::Result<Vec<ReplicaLog>, String>>> {
+        let meta = self.cluster.refresh(&[]).await?;
+        let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(partitions.to_vec()),
+        ]));
+        let asks = brokers.iter().map(|&id| {
+            let addr = meta.brokers.get(&id).cloned();
+            let request = &request;
+            async move {
+                let Some(addr) = addr else {
+                    return (id, Err(format!("broker {id} is not in the broker list")));
+                };
+                let answer = async {
+                    let conn = self.cluster.connection(&addr).await?;
+                    let (r, _) = conn.send(request).await?;
+                    if let Some(e) = kafka_error(r.error_code, "describe log dirs", None) {
+                        return Err(e);
+                    }
+                    let mut logs: Vec<ReplicaLog> = r
+                        .results
+                        .iter()
+                        .flat_map(|d| d.topics.iter())
+                        .filter(|t| &*t.name.0 == topic)
+                        .flat_map(|t| t.partitions.iter())
+                        .filter(|p| !p.is_future_key)
+                        .map(|p| ReplicaLog {
+                            partition: p.partition_index,
+                            size_bytes: p.partition_size,
+                            offset_lag: p.offset_lag,
+                        })
+                        .collect();
+                    logs.sort_by_key(|l| l.partition);
+                    Ok(logs)
+                };
+                (id, answer.await.map_err(|e: ClientError| e.to_string()))
+            }
+        });
+        Ok(futures::future::join_all(asks).await.into_iter().collect())
     }
 
     /// Grows `name` to `total_count` partitions (counts never shrink).

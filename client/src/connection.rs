@@ -60,6 +60,7 @@ pub fn client_max_version(key: ApiKey) -> Option<i16> {
         ApiKey::ListGroups => 5,
         ApiKey::DescribeGroups => 5,
         ApiKey::DeleteGroups => 2,
+        ApiKey::DescribeLogDirs => 4,
         _ => return None,
     })
 }
@@ -372,6 +373,7 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
         _ => "request",
     }
 }

@@ -12,11 +12,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
-    SyncGroupRequest,
+    DescribeLogDirsRequest, DescribeQuorumRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
@@ -71,6 +71,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     // Where a leader epoch ends (followers truncate, consumers validate their position). v2 is
     // Kafka 4.0's floor (and kafka-protocol's); v3 adds the follower's replica id, v4 is flexible.
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    // Each broker's log dir, its partitions' sizes and how far each replica is behind the HW
+    // (`strata topic describe` shows replica lag with it). v1 is kafka-protocol's floor.
+    api(ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The supported range of `key`, if the broker implements it at all.
@@ -105,6 +108,7 @@ pub enum Request {
     DeleteGroups(DeleteGroupsRequest),
     InitProducerId(InitProducerIdRequest),
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    DescribeLogDirs(DescribeLogDirsRequest),
 }
 
 /// A request frame: its header (API key, version, correlation id, client id) and its body.
@@ -215,6 +219,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<DecodedRequest, DecodeError> {
         ApiKey::DeleteGroups => body!(DeleteGroups),
         ApiKey::InitProducerId => body!(InitProducerId),
         ApiKey::OffsetForLeaderEpoch => body!(OffsetForLeaderEpoch),
+        ApiKey::DescribeLogDirs => body!(DescribeLogDirs),
         _ => return Err(DecodeError::UnknownApiKey(raw_key)),
     };
     Ok(DecodedRequest {

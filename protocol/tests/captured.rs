@@ -97,6 +97,7 @@ fn body_key(body: &Request) -> ApiKey {
         Request::DeleteGroups(_) => ApiKey::DeleteGroups,
         Request::InitProducerId(_) => ApiKey::InitProducerId,
         Request::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
+        Request::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
     }
 }
 

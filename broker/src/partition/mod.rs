@@ -442,6 +442,11 @@ impl Partition {
         self.lock().log.log_start_offset()
     }
 
+    /// The bytes of the log's batches (not the preallocated segment files' lengths).
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().log.size_bytes()
+    }
+
     pub fn recovery_point(&self) -> Offset {
         self.lock().log.recovery_point()
     }

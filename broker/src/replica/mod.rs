@@ -74,6 +74,9 @@ struct Inner {
     /// Whether the partition's HW is the state machine's (a sole replica's is its log end, kept
     /// by the partition itself).
     replicated: bool,
+    /// The leader's high watermark in the latest fetch answer, while following (read only for
+    /// DescribeLogDirs' offset lag).
+    leader_high_watermark: Option<Offset>,
 }
 
 /// One partition replica this broker hosts.
@@ -185,6 +188,21 @@ impl Replica {
     /// The leader as this replica knows it.
     pub fn leader(&self) -> Option<BrokerId> {
         self.lock().state.leader()
+    }
+
+    /// How far this replica's log end is behind the partition's high watermark as this broker
+    /// knows it (Kafka's DescribeLogDirs `offset_lag`): 0 on the leader; on a follower, behind
+    /// the leader's HW in its latest fetch answer (0 before the first).
+    pub fn offset_lag(&self) -> i64 {
+        // The partition's lock is not taken under ours.
+        let end = self.partition.log_end_offset();
+        let inner = self.lock();
+        if inner.state.is_leader() {
+            return 0;
+        }
+        inner
+            .leader_high_watermark
+            .map_or(0, |hw| (hw.0 - end.0).max(0))
     }
 
     /// The ISR and each follower's lag behind the leader's log end (records, and ms since it
@@ -377,6 +395,7 @@ impl Replica {
                 self.partition.become_leader(a.leader_epoch)?;
             }
             inner.following = None;
+            inner.leader_high_watermark = None;
             let effects = inner.state.become_leader(a, now_ms);
             self.carry_out(&mut inner, effects);
             Ok(false)
@@ -388,6 +407,10 @@ impl Replica {
             self.carry_out(&mut inner, effects);
             let target = a.leader.map(|l| (l, a.leader_epoch));
             let restart = target.is_some() && inner.following != target;
+            if inner.following != target {
+                // The last leader's HW says nothing about the new one's.
+                inner.leader_high_watermark = None;
+            }
             inner.following = target;
             Ok(restart)
         }
@@ -477,6 +500,7 @@ impl FollowerLog for Replica {
 
     fn leader_progress(&self, high_watermark: Offset, _log_start: Offset) {
         let mut inner = self.lock();
+        inner.leader_high_watermark = Some(high_watermark);
         let effects = inner.state.leader_high_watermark(high_watermark);
         self.carry_out(&mut inner, effects);
     }
@@ -657,6 +681,7 @@ impl ReplicaManager {
                             next_waiter: 0,
                             following: None,
                             replicated: false,
+                            leader_high_watermark: None,
                         }),
                         isr_requests: self.isr_requests.clone(),
                         me: me.clone(),

@@ -9,6 +9,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
@@ -133,6 +134,7 @@ pub fn dispatch(node: &Arc<Node>, request: DecodedRequest, peer: Option<IpAddr>)
         Request::OffsetForLeaderEpoch(r) => {
             ready(cid, v, &offset_for_leader_epoch::handle(node, &r))
         }
+        Request::DescribeLogDirs(r) => ready(cid, v, &describe_log_dirs::handle(node, &r)),
     }
 }
 
