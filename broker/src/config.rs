@@ -422,6 +422,14 @@ pub static BROKER_KEYS: &[Key] = &[
         "Segment size of __consumer_offsets.",
     ),
     key(
+        "offsets.topic.replication.factor",
+        Kind::Int,
+        "3",
+        1,
+        "Replication factor of __consumer_offsets when it is created: the smaller of this and the \
+         brokers registered then (so one node runs with 1); fixed afterwards.",
+    ),
+    key(
         "offset.metadata.max.bytes",
         Kind::Int,
         "4096",
@@ -857,6 +865,8 @@ pub struct TopicDefaults {
     pub offsets_partitions: i32,
     /// `offsets.topic.segment.bytes`.
     pub offsets_segment_bytes: i32,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_replication_factor: i16,
 }
 
 /// Bounds of the client listener and its connections.
@@ -1002,6 +1012,7 @@ impl BrokerSettings {
                 partitions_max: config.i64("max.partitions"),
                 offsets_partitions: typed(config, "offsets.topic.num.partitions")?,
                 offsets_segment_bytes: typed(config, "offsets.topic.segment.bytes")?,
+                offsets_replication_factor: typed(config, "offsets.topic.replication.factor")?,
             },
             server: ServerLimits {
                 connections_max: typed(config, "max.connections")?,

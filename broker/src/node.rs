@@ -483,6 +483,20 @@ impl Node {
             .replicas
             .apply(&changes, &image, &self.partitions, now_ms());
         let opened = opened.and(roles);
+        // The group coordinator follows the leadership of `__consumer_offsets` partitions.
+        if let Ok(leads) = self.offsets_leads() {
+            let (report, _) = self.offsets.follow_roles(&leads);
+            if report.partitions > 0 {
+                tracing::info!(
+                    partitions = report.partitions,
+                    groups = report.groups,
+                    offsets = report.offsets,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "loaded {}",
+                    offsets::TOPIC
+                );
+            }
+        }
         let mut durable = Durable::none();
         for name in delta.topics_deleted.values() {
             match self.offsets.append_topic_deletes(name) {
@@ -545,6 +559,18 @@ impl Node {
         }
     }
 
+    /// The replication factor `__consumer_offsets` is created with: `offsets.topic.replication.factor`,
+    /// but no more than the unfenced brokers registered now (Kafka's auto-creation rule), so a
+    /// single node runs with 1.
+    fn offsets_replication_factor(&self) -> i16 {
+        let brokers = Self::placement_brokers(&self.image())
+            .iter()
+            .filter(|b| !b.fenced)
+            .count();
+        let brokers = i16::try_from(brokers).unwrap_or(i16::MAX).max(1);
+        self.settings.topics.offsets_replication_factor.min(brokers)
+    }
+
     /// Creates `__consumer_offsets` if the cluster has none (an existing one had its pinned
     /// overrides made sure of at start, before its partitions opened).
     async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
@@ -558,7 +584,7 @@ impl Node {
             let t = NewTopic {
                 name: offsets::TOPIC.to_string(),
                 partitions: self.settings.topics.offsets_partitions,
-                replication_factor: 1,
+                replication_factor: self.offsets_replication_factor(),
                 assignments: vec![],
                 configs,
             };
@@ -709,6 +735,11 @@ impl Node {
 
     /// The offset store over the partitions of `__consumer_offsets` this node leads.
     fn offsets_store(&self) -> Result<OffsetStore, BrokerError> {
+        Ok(OffsetStore::new(self.offsets_leads()?))
+    }
+
+    /// The replicas of `__consumer_offsets` by partition, where this node leads them.
+    fn offsets_leads(&self) -> Result<Vec<Option<Arc<Replica>>>, BrokerError> {
         let image = self.image();
         let topic = image.topic_by_name(offsets::TOPIC).ok_or_else(|| {
             BrokerError::Storage(std::io::Error::other(format!(
@@ -716,11 +747,15 @@ impl Node {
                 offsets::TOPIC
             )))
         })?;
-        let hosted = self.partitions.topic(offsets::TOPIC);
-        let list = (0..topic.partitions.len())
-            .map(|p| hosted.as_ref().and_then(|h| h.get(p).cloned()))
-            .collect();
-        Ok(OffsetStore::new(list))
+        let hosted = self.replicas.topic(offsets::TOPIC);
+        Ok((0..topic.partitions.len())
+            .map(|p| {
+                hosted
+                    .as_ref()
+                    .and_then(|h| h.get(p).cloned().flatten())
+                    .filter(|r| r.is_leader())
+            })
+            .collect())
     }
 }
 

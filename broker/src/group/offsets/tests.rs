@@ -25,8 +25,11 @@ fn open(dir: &std::path::Path) -> OffsetStore {
 
 /// The partition of `__consumer_offsets` that holds `group`.
 fn partition_of(store: &OffsetStore, group: &str) -> Arc<Partition> {
-    let led = store.partitions[store.partition_for(group) as usize].as_ref();
-    Arc::clone(led.expect("the test store leads every partition"))
+    let led = store.led(store.partition_for(group) as usize);
+    Arc::clone(
+        led.expect("the test store leads every partition")
+            .partition(),
+    )
 }
 
 /// A commit of `offset` to `topic`/`partition` (leader epoch 3, at 1,000 ms), for tests here and
