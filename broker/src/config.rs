@@ -426,8 +426,9 @@ pub static BROKER_KEYS: &[Key] = &[
         Kind::Int,
         "3",
         1,
-        "Replication factor of __consumer_offsets when it is created: the smaller of this and the \
-         brokers registered then (so one node runs with 1); fixed afterwards.",
+        "Replication factor of __consumer_offsets when it is created (at first start): the smaller \
+         of this and the brokers registered then (one node runs with 1; a starting cluster waits \
+         up to 10 s for as many brokers as it has controller voters); fixed afterwards.",
     ),
     key(
         "offset.metadata.max.bytes",

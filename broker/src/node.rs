@@ -571,6 +571,44 @@ impl Node {
         self.settings.topics.offsets_replication_factor.min(brokers)
     }
 
+    /// [`Node::offsets_replication_factor`] once as many brokers as the rule can use have
+    /// registered: a cluster starting all at once would otherwise create the topic with as many
+    /// replicas as brokers happened to be up. Waits (on image changes, at most
+    /// [`OFFSETS_TOPIC_BROKERS_WAIT`]) for min(`offsets.topic.replication.factor`, controller
+    /// voters) unfenced brokers, or for another broker to create the topic; a single node waits
+    /// for nothing.
+    async fn offsets_replication_factor_once_registered(&self) -> i16 {
+        let voters = self.controller.quorum().status().voters.len().max(1);
+        let configured =
+            usize::try_from(self.settings.topics.offsets_replication_factor).unwrap_or(1);
+        let want = configured.min(voters);
+        let mut published = self.controller.view().subscribe();
+        let deadline = tokio::time::Instant::now() + OFFSETS_TOPIC_BROKERS_WAIT;
+        loop {
+            let image = self.image();
+            let unfenced = Self::placement_brokers(&image)
+                .iter()
+                .filter(|b| !b.fenced)
+                .count();
+            if unfenced >= want || image.topic_by_name(offsets::TOPIC).is_some() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, published.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::info!(
+                        brokers = unfenced,
+                        wanted = want,
+                        "creating {} with the brokers registered so far",
+                        offsets::TOPIC
+                    );
+                    break;
+                }
+            }
+        }
+        self.offsets_replication_factor()
+    }
+
     /// Creates `__consumer_offsets` if the cluster has none (an existing one had its pinned
     /// overrides made sure of at start, before its partitions opened).
     async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
@@ -584,7 +622,7 @@ impl Node {
             let t = NewTopic {
                 name: offsets::TOPIC.to_string(),
                 partitions: self.settings.topics.offsets_partitions,
-                replication_factor: self.offsets_replication_factor(),
+                replication_factor: self.offsets_replication_factor_once_registered().await,
                 assignments: vec![],
                 configs,
             };
@@ -885,6 +923,10 @@ async fn pin_offsets_topic_overrides(controller: &Controller) -> Result<(), Brok
 
 /// Pause before a failed catch-up (a partition that did not open) is tried again.
 const CATCH_UP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long start-up waits for brokers to register before creating `__consumer_offsets` with
+/// fewer replicas than `offsets.topic.replication.factor`.
+const OFFSETS_TOPIC_BROKERS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Pause between start-up proposals while the quorum has no leader.
 const STARTUP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);

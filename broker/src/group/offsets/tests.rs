@@ -311,3 +311,69 @@ async fn a_commit_to_a_topic_deleted_since_its_check_is_refused_not_kept_as_a_li
     assert_eq!(offsets_of(&store, "g"), vec![("kept".into(), 0, 5)]);
     assert!(!store.has_offsets("h"));
 }
+
+/// The coordinator follows leadership: a partition this broker stops leading is forgotten (its
+/// groups get NOT_COORDINATOR), and one it comes to lead is loaded from its log first.
+#[tokio::test]
+async fn the_store_forgets_a_partition_it_stops_leading_and_loads_one_it_comes_to_lead() {
+    use crate::ids::{BrokerId, LeaderEpoch};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .commit("g", vec![commit("orders", 0, 42, "m")])
+        .await
+        .unwrap();
+    let meta = GroupMetadata {
+        protocol_type: "consumer".into(),
+        generation: 3,
+        protocol: Some("range".into()),
+        leader: None,
+        current_state_timestamp_ms: 1_000,
+        members: vec![],
+    };
+    store.store_group("g", &meta).await.unwrap();
+    let p = store.partition_for("g") as usize;
+    let mut leads: Vec<Option<Arc<crate::replica::Replica>>> =
+        (0..4).map(|i| store.led(i).ok()).collect();
+    let replica = leads[p].clone().unwrap();
+
+    // Another broker is elected leader: the replica refuses writes at once, before the store
+    // hears of it, and the store then forgets the partition.
+    replica.set_leader_for_test(Some(BrokerId(7)), LeaderEpoch(1));
+    let refused = store.commit("g", vec![commit("orders", 0, 43, "")]).await;
+    assert!(
+        matches!(refused, Err(BrokerError::NotCoordinator)),
+        "{refused:?}"
+    );
+    leads[p] = None;
+    let (report, _) = store.follow_roles(&leads);
+    assert_eq!(report.partitions, 0, "nothing to load");
+    assert!(store.fetch("g", "orders", 0).is_none(), "unloaded");
+    assert!(matches!(
+        store.coordinates("g"),
+        Err(BrokerError::NotCoordinator)
+    ));
+    let other = (0..4).find(|&i| i != p).unwrap();
+    assert!(
+        store.led(other).is_ok(),
+        "the other partitions are untouched"
+    );
+
+    // Leader again: the commits and the group come back from the log before it answers.
+    replica.set_leader_for_test(Some(BrokerId(0)), LeaderEpoch(2));
+    leads[p] = Some(Arc::clone(&replica));
+    let (report, groups) = store.follow_roles(&leads);
+    assert_eq!((report.partitions, report.offsets), (1, 1));
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].0, "g");
+    assert_eq!(groups[0].1.generation, 3);
+    assert_eq!(store.fetch("g", "orders", 0).unwrap().offset, 42);
+    assert!(store.coordinates("g").is_ok());
+    store
+        .commit("g", vec![commit("orders", 0, 44, "")])
+        .await
+        .unwrap();
+    assert_eq!(store.fetch("g", "orders", 0).unwrap().offset, 44);
+    // Same roles again: nothing reloads.
+    assert_eq!(store.follow_roles(&leads).0.partitions, 0);
+}
