@@ -485,7 +485,18 @@ impl Node {
         let opened = opened.and(roles);
         // The group coordinator follows the leadership of `__consumer_offsets` partitions.
         if let Ok(leads) = self.offsets_leads() {
-            let (report, _) = self.offsets.follow_roles(&leads);
+            let changes = self.offsets.follow_roles(&leads);
+            let unloaded = self.groups.unload(&changes.unloaded);
+            self.groups.load(changes.groups);
+            let report = changes.report;
+            if !changes.unloaded.is_empty() {
+                tracing::info!(
+                    partitions = changes.unloaded.len(),
+                    groups = unloaded,
+                    "unloaded {}",
+                    offsets::TOPIC
+                );
+            }
             if report.partitions > 0 {
                 tracing::info!(
                     partitions = report.partitions,

@@ -30,6 +30,7 @@
 //! - Loading never panics on bad bytes: a corrupt batch or record is skipped with a warning.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,17 @@ impl LoadReport {
     }
 }
 
+/// What [`OffsetStore::follow_roles`] changed.
+#[derive(Debug, Default)]
+pub struct RoleChanges {
+    /// What the partitions newly led held.
+    pub report: LoadReport,
+    /// Their groups' metadata (last record per group, tombstones applied).
+    pub groups: Vec<(String, GroupMetadata)>,
+    /// Partitions no longer led: their groups have another coordinator.
+    pub unloaded: Vec<usize>,
+}
+
 /// One offset to commit.
 #[derive(Debug, Clone)]
 pub struct Commit {
@@ -156,6 +168,9 @@ pub struct OffsetStore {
     /// `None` where it does not (its groups have another coordinator: NOT_COORDINATOR). The
     /// length is fixed at creation; a slot changes only under its shard's lock.
     partitions: RwLock<Vec<Option<Arc<Replica>>>>,
+    /// Partitions being loaded after this broker came to lead them: their groups get
+    /// COORDINATOR_LOAD_IN_PROGRESS until the slot is set.
+    loading: Vec<AtomicBool>,
     shards: Vec<Mutex<Shard>>,
     loaded_groups: Mutex<Vec<(String, GroupMetadata)>>,
 }
@@ -178,7 +193,7 @@ fn append_error(e: BrokerError) -> BrokerError {
             BrokerError::InvalidCommitOffsetSize
         }
         BrokerError::NotLeaderOrFollower => BrokerError::NotCoordinator,
-        BrokerError::NotCoordinator => BrokerError::NotCoordinator,
+        e @ (BrokerError::NotCoordinator | BrokerError::CoordinatorLoadInProgress) => e,
         e => {
             tracing::warn!(error = %e, "write to {TOPIC} failed");
             BrokerError::CoordinatorNotAvailable(format!("write to {TOPIC} failed"))
@@ -192,6 +207,7 @@ impl OffsetStore {
     pub fn new(partitions: Vec<Option<Arc<Replica>>>) -> OffsetStore {
         let shards = partitions.iter().map(|_| Mutex::default()).collect();
         OffsetStore {
+            loading: partitions.iter().map(|_| AtomicBool::new(false)).collect(),
             partitions: RwLock::new(partitions),
             shards,
             loaded_groups: Mutex::default(),
@@ -232,13 +248,11 @@ impl OffsetStore {
     /// from its log; one no longer led is forgotten. Each change happens under its shard's
     /// lock, so no write of the shard runs meanwhile. Returns what the loads found and the
     /// group metadata they read (Kafka's coordinator loads groups the same way on election).
-    pub fn follow_roles(
-        &self,
-        leads: &[Option<Arc<Replica>>],
-    ) -> (LoadReport, Vec<(String, GroupMetadata)>) {
+    pub fn follow_roles(&self, leads: &[Option<Arc<Replica>>]) -> RoleChanges {
         let started = Instant::now();
         let mut report = LoadReport::default();
         let mut groups = Vec::new();
+        let mut unloaded = Vec::new();
         for (i, shard) in self.shards.iter().enumerate() {
             let new = leads.get(i).cloned().flatten();
             let old = self.slots().get(i).cloned().flatten();
@@ -249,6 +263,9 @@ impl OffsetStore {
             };
             if same {
                 continue;
+            }
+            if new.is_some() {
+                self.loading[i].store(true, Ordering::Release);
             }
             let mut shard = lock(shard);
             let loaded = match &new {
@@ -274,6 +291,7 @@ impl OffsetStore {
                 None => {
                     *shard = Shard::default();
                     if old.is_some() {
+                        unloaded.push(i);
                         tracing::info!(
                             partition = i,
                             "no longer coordinating the groups of {TOPIC}"
@@ -289,10 +307,15 @@ impl OffsetStore {
             {
                 *slot = new;
             }
+            self.loading[i].store(false, Ordering::Release);
         }
         groups.sort_by(|a, b| a.0.cmp(&b.0));
         report.elapsed = started.elapsed();
-        (report, groups)
+        RoleChanges {
+            report,
+            groups,
+            unloaded,
+        }
     }
 
     /// Whether this broker coordinates `group_id` (leads its partition and has loaded it).
@@ -300,10 +323,19 @@ impl OffsetStore {
         self.led(self.shard_of(group_id)).map(|_| ())
     }
 
+    /// The replica of partition `i` in the store (unit tests driving roles).
+    #[cfg(test)]
+    pub(crate) fn replica_for_test(&self, i: usize) -> Option<Arc<Replica>> {
+        self.slots().get(i).cloned().flatten()
+    }
+
     /// The replica of partition `i`, if this broker leads it.
     fn led(&self, i: usize) -> Result<Arc<Replica>, BrokerError> {
         match self.slots().get(i) {
             Some(Some(p)) => Ok(Arc::clone(p)),
+            Some(None) if self.loading[i].load(Ordering::Acquire) => {
+                Err(BrokerError::CoordinatorLoadInProgress)
+            }
             Some(None) => Err(BrokerError::NotCoordinator),
             None => Err(BrokerError::CoordinatorNotAvailable(format!(
                 "{TOPIC} is not loaded"

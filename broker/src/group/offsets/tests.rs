@@ -346,13 +346,21 @@ async fn the_store_forgets_a_partition_it_stops_leading_and_loads_one_it_comes_t
         "{refused:?}"
     );
     leads[p] = None;
-    let (report, _) = store.follow_roles(&leads);
-    assert_eq!(report.partitions, 0, "nothing to load");
+    let changes = store.follow_roles(&leads);
+    assert_eq!(changes.report.partitions, 0, "nothing to load");
+    assert_eq!(changes.unloaded, vec![p]);
     assert!(store.fetch("g", "orders", 0).is_none(), "unloaded");
     assert!(matches!(
         store.coordinates("g"),
         Err(BrokerError::NotCoordinator)
     ));
+    // While a newly led partition is being read, its groups are told to retry.
+    store.loading[p].store(true, Ordering::Release);
+    assert!(matches!(
+        store.coordinates("g"),
+        Err(BrokerError::CoordinatorLoadInProgress)
+    ));
+    store.loading[p].store(false, Ordering::Release);
     let other = (0..4).find(|&i| i != p).unwrap();
     assert!(
         store.led(other).is_ok(),
@@ -362,7 +370,8 @@ async fn the_store_forgets_a_partition_it_stops_leading_and_loads_one_it_comes_t
     // Leader again: the commits and the group come back from the log before it answers.
     replica.set_leader_for_test(Some(BrokerId(0)), LeaderEpoch(2));
     leads[p] = Some(Arc::clone(&replica));
-    let (report, groups) = store.follow_roles(&leads);
+    let changes = store.follow_roles(&leads);
+    let (report, groups) = (changes.report, changes.groups);
     assert_eq!((report.partitions, report.offsets), (1, 1));
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].0, "g");
@@ -375,5 +384,5 @@ async fn the_store_forgets_a_partition_it_stops_leading_and_loads_one_it_comes_t
         .unwrap();
     assert_eq!(store.fetch("g", "orders", 0).unwrap().offset, 44);
     // Same roles again: nothing reloads.
-    assert_eq!(store.follow_roles(&leads).0.partitions, 0);
+    assert_eq!(store.follow_roles(&leads).report.partitions, 0);
 }
