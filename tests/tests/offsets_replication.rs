@@ -1,7 +1,8 @@
 //! `__consumer_offsets` replicates like data: on a 3-broker cluster it is created with 3
 //! replicas (`offsets.topic.replication.factor`, default 3), a group's commit is answered once
 //! every in-sync replica holds it, and each replica of the group's partition serves the commit
-//! back (Fetch v12 as a consumer, which a follower answers too, KIP-392).
+//! back (Fetch v12 as a consumer, which a follower answers too, KIP-392). Only the partition's
+//! leader coordinates the group: a follower answers its OffsetFetch NOT_COORDINATOR.
 
 mod common;
 
@@ -13,9 +14,10 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest, GroupId, MetadataRequest,
-    OffsetCommitRequest, TopicName,
+    OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use strata_client::{Connection, ConnectionConfig};
@@ -148,7 +150,25 @@ fn a_groups_commit_is_held_by_every_replica_of_its_offsets_partition() {
             "the commit is acknowledged"
         );
 
-        // 3. Every replica of the partition serves the commit below its high watermark.
+        // 3. The coordinator answers the commit back; a follower of the partition is not the
+        // coordinator and says so (NOT_COORDINATOR), so a client looks it up again.
+        let fetch = OffsetFetchRequest::default()
+            .with_group_id(GroupId(name(&group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(name(&topic)))
+                .with_partition_indexes(vec![0])]));
+        let fetched = coordinator.send_at(&fetch, 6).await.expect("OffsetFetch");
+        assert_eq!(fetched.error_code, 0);
+        assert_eq!(fetched.topics[0].partitions[0].committed_offset, 4242);
+        let follower = members.iter().copied().find(|m| *m != leader).unwrap();
+        let not_coordinator = connect(&nodes[follower as usize - 1]).await;
+        let fetched = not_coordinator
+            .send_at(&fetch, 6)
+            .await
+            .expect("OffsetFetch");
+        assert_eq!(fetched.error_code, 16, "NOT_COORDINATOR from a follower");
+
+        // 4. Every replica of the partition serves the commit below its high watermark.
         let start = Instant::now();
         for member in members {
             let c = connect(&nodes[member as usize - 1]).await;
