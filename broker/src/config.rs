@@ -438,6 +438,14 @@ pub static BROKER_KEYS: &[Key] = &[
         "Longest metadata string of a committed offset; longer gets OFFSET_METADATA_TOO_LARGE.",
     ),
     key(
+        "offsets.commit.timeout.ms",
+        Kind::Int,
+        "5000",
+        1,
+        "Longest wait for a write to __consumer_offsets (a commit, group metadata) to be \
+         acknowledged as acks=-1 is; then COORDINATOR_NOT_AVAILABLE (the write may still land).",
+    ),
+    key(
         "log.flush.offset.checkpoint.interval.ms",
         Kind::Long,
         "60000",

@@ -784,7 +784,9 @@ impl Node {
 
     /// The offset store over the partitions of `__consumer_offsets` this node leads.
     fn offsets_store(&self) -> Result<OffsetStore, BrokerError> {
-        Ok(OffsetStore::new(self.offsets_leads()?))
+        let timeout_ms = u64::try_from(self.config.i64("offsets.commit.timeout.ms")).unwrap_or(1);
+        Ok(OffsetStore::new(self.offsets_leads()?)
+            .with_commit_timeout(Duration::from_millis(timeout_ms)))
     }
 
     /// The replicas of `__consumer_offsets` by partition, where this node leads them.

@@ -120,7 +120,7 @@ pub struct Commit {
 /// Most writes touch one partition; deleting a topic's offsets touches every partition that
 /// holds a group with offsets on it.
 #[must_use = "a write is acknowledged only after it is durable"]
-pub struct Durable(Vec<Wait>);
+pub struct Durable(Vec<Wait>, Option<Duration>);
 
 enum Wait {
     /// A write of the store: the `acks=-1` answer of its replica.
@@ -132,7 +132,11 @@ enum Wait {
 impl Durable {
     /// Nothing to wait for.
     pub fn none() -> Durable {
-        Durable(Vec::new())
+        Durable(Vec::new(), None)
+    }
+
+    fn acks(acks: Vec<Wait>, timeout: Duration) -> Durable {
+        Durable(acks, Some(timeout))
     }
 
     /// Resolves once every write is acknowledged as an `acks=-1` produce is (group commit:
@@ -140,8 +144,23 @@ impl Durable {
     /// committer gets (Kafka's mapping: a lost leadership is NOT_COORDINATOR, a shrunk ISR
     /// COORDINATOR_NOT_AVAILABLE).
     pub async fn acknowledged(self) -> Result<(), BrokerError> {
+        let Durable(waits, timeout) = self;
+        let all = Self::all_acknowledged(waits);
+        match timeout {
+            None => all.await,
+            // Dropping the waits on a timeout forgets them (the write may still be acknowledged).
+            Some(t) => tokio::time::timeout(t, all).await.unwrap_or_else(|_| {
+                Err(BrokerError::CoordinatorNotAvailable(format!(
+                    "a write to {TOPIC} was not acknowledged within offsets.commit.timeout.ms ({} ms)",
+                    t.as_millis()
+                )))
+            }),
+        }
+    }
+
+    async fn all_acknowledged(waits: Vec<Wait>) -> Result<(), BrokerError> {
         let mut result = Ok(());
-        for w in self.0 {
+        for w in waits {
             match w {
                 Wait::Ack(ack) => {
                     if let Err(e) = ack.wait().await {
@@ -173,7 +192,12 @@ pub struct OffsetStore {
     loading: Vec<AtomicBool>,
     shards: Vec<Mutex<Shard>>,
     loaded_groups: Mutex<Vec<(String, GroupMetadata)>>,
+    /// `offsets.commit.timeout.ms`.
+    commit_timeout: Duration,
 }
+
+/// `offsets.commit.timeout.ms` until [`OffsetStore::with_commit_timeout`] says otherwise.
+const COMMIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Java's `String.hashCode` (over UTF-16 code units), as Kafka partitions group ids.
 fn java_hash(s: &str) -> i32 {
@@ -211,7 +235,14 @@ impl OffsetStore {
             partitions: RwLock::new(partitions),
             shards,
             loaded_groups: Mutex::default(),
+            commit_timeout: COMMIT_TIMEOUT_DEFAULT,
         }
+    }
+
+    /// The store with writes answered COORDINATOR_NOT_AVAILABLE after `timeout` unacknowledged.
+    pub fn with_commit_timeout(mut self, timeout: Duration) -> OffsetStore {
+        self.commit_timeout = timeout;
+        self
     }
 
     fn slots(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<Replica>>>> {
@@ -240,6 +271,7 @@ impl OffsetStore {
                     Wait::Flushed(p, end)
                 })
                 .collect(),
+            None,
         )
     }
 
@@ -391,13 +423,13 @@ impl OffsetStore {
         let (batch, planned) = plan(&shard);
         let Some(batch) = batch else {
             update(&mut shard, planned);
-            return Ok(Durable(Vec::new()));
+            return Ok(Durable::none());
         };
         let replica = self.led(i)?;
         let now = crate::clock::now_ms();
         let (_, ack) = replica.append(&batch, -1, now).map_err(append_error)?;
         update(&mut shard, planned);
-        Ok(Durable(vec![Wait::Ack(ack)]))
+        Ok(Durable::acks(vec![Wait::Ack(ack)], self.commit_timeout))
     }
 
     /// Appends `commits` for `group_id` as one batch (see [`OffsetStore::commit`]); await the
@@ -613,7 +645,7 @@ impl OffsetStore {
         let batches = match replica.append(&batch_of(&kvs), -1, now) {
             Ok((_, ack)) => {
                 shard.offsets.remove(group_id);
-                return Ok(Durable(vec![Wait::Ack(ack)]));
+                return Ok(Durable::acks(vec![Wait::Ack(ack)], self.commit_timeout));
             }
             Err(
                 BrokerError::MessageTooLarge { limit_bytes, .. }
@@ -649,7 +681,7 @@ impl OffsetStore {
             shard.offsets.remove(group_id);
         }
         drop(shard);
-        result.map(|()| Durable(acks))
+        result.map(|()| Durable::acks(acks, self.commit_timeout))
     }
 
     /// Durably writes tombstones for the group and all its offsets, and forgets them.
@@ -693,7 +725,7 @@ impl OffsetStore {
             )?;
             durable.extend(written.0);
         }
-        Ok((deleted, Durable(durable)))
+        Ok((deleted, Durable::acks(durable, self.commit_timeout)))
     }
 
     /// Group metadata loaded at start (last record per group, tombstones applied), handed out once.

@@ -799,12 +799,23 @@ impl Replica {
     /// Takes the role an image giving `leader` at `epoch` would (this broker is
     /// [`TEST_BROKER`]), as `ReplicaManager::apply` does.
     pub(crate) fn set_leader_for_test(&self, leader: Option<BrokerId>, epoch: LeaderEpoch) {
+        self.set_assignment_for_test(leader, epoch, &[TEST_BROKER]);
+    }
+
+    /// [`Replica::set_leader_for_test`] with `replicas` (all in sync) instead of this broker
+    /// alone: while leading, a write waits for the others to fetch it.
+    pub(crate) fn set_assignment_for_test(
+        &self,
+        leader: Option<BrokerId>,
+        epoch: LeaderEpoch,
+        replicas: &[BrokerId],
+    ) {
         let a = Assignment {
             leader,
             leader_epoch: epoch,
             partition_epoch: Default::default(),
-            replicas: vec![TEST_BROKER],
-            isr: vec![TEST_BROKER],
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
         };
         let settings = ReplicationSettings {
             replica_lag_time_max_ms: 30_000,

@@ -386,3 +386,35 @@ async fn the_store_forgets_a_partition_it_stops_leading_and_loads_one_it_comes_t
     // Same roles again: nothing reloads.
     assert_eq!(store.follow_roles(&leads).report.partitions, 0);
 }
+
+/// A commit is acknowledged as an `acks=-1` produce is: while a follower in the ISR has not
+/// fetched it, the committer waits, and after `offsets.commit.timeout.ms` is told
+/// COORDINATOR_NOT_AVAILABLE (it retries); the commit is already visible and stays in the log.
+#[tokio::test]
+async fn a_commit_waits_for_the_isr_and_times_out_as_coordinator_not_available() {
+    use crate::ids::{BrokerId, LeaderEpoch};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).with_commit_timeout(std::time::Duration::from_millis(200));
+    let p = store.partition_for("g") as usize;
+    let replica = store.led(p).unwrap();
+    // Broker 1 follows the partition and never fetches.
+    replica.set_assignment_for_test(
+        Some(BrokerId(0)),
+        LeaderEpoch(1),
+        &[BrokerId(0), BrokerId(1)],
+    );
+    let started = std::time::Instant::now();
+    let answer = store.commit("g", vec![commit("orders", 0, 7, "")]).await;
+    assert!(
+        matches!(answer, Err(BrokerError::CoordinatorNotAvailable(_))),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(store.fetch("g", "orders", 0).unwrap().offset, 7);
+    // Alone in the ISR again: commits are acknowledged at once.
+    replica.set_leader_for_test(Some(BrokerId(0)), LeaderEpoch(2));
+    store
+        .commit("g", vec![commit("orders", 0, 8, "")])
+        .await
+        .unwrap();
+}
