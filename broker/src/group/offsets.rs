@@ -11,7 +11,8 @@
 //!   (last writer wins, a tombstone deletes).
 //! - A write goes through the partition's [`Replica`] (leader only) and is acknowledged by the
 //!   same [`Ack`] an `acks=-1` produce gets: on disk by the flush policy and held by every ISR
-//!   member (many commits share one flush). Bypassing the replica would leave its state machine
+//!   member (many commits share one flush), or told COORDINATOR_NOT_AVAILABLE after
+//!   `offsets.commit.timeout.ms`. Bypassing the replica would leave its state machine
 //!   with a stale log end, and followers fetching past it would be refused. Between append and
 //!   acknowledgement a commit is already visible to OffsetFetch; a leader lost in that window
 //!   loses only commits that were never acknowledged.
