@@ -16,8 +16,8 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, FetchRequest, FindCoordinatorRequest, GroupId, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    BrokerId, CreateTopicsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    GroupId, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use strata_client::{Connection, ConnectionConfig};
@@ -167,6 +167,17 @@ fn a_groups_commit_is_held_by_every_replica_of_its_offsets_partition() {
             .await
             .expect("OffsetFetch");
         assert_eq!(fetched.error_code, 16, "NOT_COORDINATOR from a follower");
+        let describe = DescribeGroupsRequest::default().with_groups(vec![GroupId(name(&group))]);
+        let described = not_coordinator
+            .send_at(&describe, 5)
+            .await
+            .expect("DescribeGroups");
+        assert_eq!(described.groups[0].error_code, 16, "NOT_COORDINATOR");
+        let described = coordinator
+            .send_at(&describe, 5)
+            .await
+            .expect("DescribeGroups");
+        assert_eq!(described.groups[0].error_code, 0);
 
         // 4. Every replica of the partition serves the commit below its high watermark.
         let start = Instant::now();
