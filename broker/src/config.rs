@@ -422,11 +422,28 @@ pub static BROKER_KEYS: &[Key] = &[
         "Segment size of __consumer_offsets.",
     ),
     key(
+        "offsets.topic.replication.factor",
+        Kind::Int,
+        "3",
+        1,
+        "Replication factor of __consumer_offsets when it is created (at first start): the smaller \
+         of this and the brokers registered then (one node runs with 1; a starting cluster waits \
+         up to 10 s for as many brokers as it has controller voters); fixed afterwards.",
+    ),
+    key(
         "offset.metadata.max.bytes",
         Kind::Int,
         "4096",
         0,
         "Longest metadata string of a committed offset; longer gets OFFSET_METADATA_TOO_LARGE.",
+    ),
+    key(
+        "offsets.commit.timeout.ms",
+        Kind::Int,
+        "5000",
+        1,
+        "Longest wait for a write to __consumer_offsets (a commit, group metadata) to be \
+         acknowledged as acks=-1 is; then COORDINATOR_NOT_AVAILABLE (the write may still land).",
     ),
     key(
         "log.flush.offset.checkpoint.interval.ms",
@@ -857,6 +874,8 @@ pub struct TopicDefaults {
     pub offsets_partitions: i32,
     /// `offsets.topic.segment.bytes`.
     pub offsets_segment_bytes: i32,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_replication_factor: i16,
 }
 
 /// Bounds of the client listener and its connections.
@@ -1002,6 +1021,7 @@ impl BrokerSettings {
                 partitions_max: config.i64("max.partitions"),
                 offsets_partitions: typed(config, "offsets.topic.num.partitions")?,
                 offsets_segment_bytes: typed(config, "offsets.topic.segment.bytes")?,
+                offsets_replication_factor: typed(config, "offsets.topic.replication.factor")?,
             },
             server: ServerLimits {
                 connections_max: typed(config, "max.connections")?,

@@ -102,6 +102,9 @@ pub enum BrokerError {
     InvalidCommitOffsetSize,
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,
+    /// This broker just came to lead the group's `__consumer_offsets` partition and is reading it.
+    #[error("the group's coordinator is loading its state")]
+    CoordinatorLoadInProgress,
     /// The controller quorum is not reachable from here, or this node is not its leader.
     #[error("{0}")]
     NotController(String),
@@ -224,6 +227,7 @@ impl BrokerError {
             BrokerError::OffsetMetadataTooLarge { .. } => K::OffsetMetadataTooLarge,
             BrokerError::InvalidCommitOffsetSize => K::InvalidCommitOffsetSize,
             BrokerError::NotCoordinator => K::NotCoordinator,
+            BrokerError::CoordinatorLoadInProgress => K::CoordinatorLoadInProgress,
         };
         k.code()
     }

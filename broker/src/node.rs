@@ -483,6 +483,31 @@ impl Node {
             .replicas
             .apply(&changes, &image, &self.partitions, now_ms());
         let opened = opened.and(roles);
+        // The group coordinator follows the leadership of `__consumer_offsets` partitions.
+        if let Ok(leads) = self.offsets_leads() {
+            let changes = self.offsets.follow_roles(&leads);
+            let unloaded = self.groups.unload(&changes.unloaded);
+            self.groups.load(changes.groups);
+            let report = changes.report;
+            if !changes.unloaded.is_empty() {
+                tracing::info!(
+                    partitions = changes.unloaded.len(),
+                    groups = unloaded,
+                    "unloaded {}",
+                    offsets::TOPIC
+                );
+            }
+            if report.partitions > 0 {
+                tracing::info!(
+                    partitions = report.partitions,
+                    groups = report.groups,
+                    offsets = report.offsets,
+                    elapsed_ms = report.elapsed.as_millis() as u64,
+                    "loaded {}",
+                    offsets::TOPIC
+                );
+            }
+        }
         let mut durable = Durable::none();
         for name in delta.topics_deleted.values() {
             match self.offsets.append_topic_deletes(name) {
@@ -545,6 +570,56 @@ impl Node {
         }
     }
 
+    /// The replication factor `__consumer_offsets` is created with: `offsets.topic.replication.factor`,
+    /// but no more than the unfenced brokers registered now (Kafka's auto-creation rule), so a
+    /// single node runs with 1.
+    fn offsets_replication_factor(&self) -> i16 {
+        let brokers = Self::placement_brokers(&self.image())
+            .iter()
+            .filter(|b| !b.fenced)
+            .count();
+        let brokers = i16::try_from(brokers).unwrap_or(i16::MAX).max(1);
+        self.settings.topics.offsets_replication_factor.min(brokers)
+    }
+
+    /// [`Node::offsets_replication_factor`] once as many brokers as the rule can use have
+    /// registered: a cluster starting all at once would otherwise create the topic with as many
+    /// replicas as brokers happened to be up. Waits (on image changes, at most
+    /// [`OFFSETS_TOPIC_BROKERS_WAIT`]) for min(`offsets.topic.replication.factor`, controller
+    /// voters) unfenced brokers, or for another broker to create the topic; a single node waits
+    /// for nothing.
+    async fn offsets_replication_factor_once_registered(&self) -> i16 {
+        let voters = self.controller.quorum().status().voters.len().max(1);
+        let configured =
+            usize::try_from(self.settings.topics.offsets_replication_factor).unwrap_or(1);
+        let want = configured.min(voters);
+        let mut published = self.controller.view().subscribe();
+        let deadline = tokio::time::Instant::now() + OFFSETS_TOPIC_BROKERS_WAIT;
+        loop {
+            let image = self.image();
+            let unfenced = Self::placement_brokers(&image)
+                .iter()
+                .filter(|b| !b.fenced)
+                .count();
+            if unfenced >= want || image.topic_by_name(offsets::TOPIC).is_some() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, published.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::info!(
+                        brokers = unfenced,
+                        wanted = want,
+                        "creating {} with the brokers registered so far",
+                        offsets::TOPIC
+                    );
+                    break;
+                }
+            }
+        }
+        self.offsets_replication_factor()
+    }
+
     /// Creates `__consumer_offsets` if the cluster has none (an existing one had its pinned
     /// overrides made sure of at start, before its partitions opened).
     async fn ensure_offsets_topic(&self) -> Result<(), BrokerError> {
@@ -558,7 +633,7 @@ impl Node {
             let t = NewTopic {
                 name: offsets::TOPIC.to_string(),
                 partitions: self.settings.topics.offsets_partitions,
-                replication_factor: 1,
+                replication_factor: self.offsets_replication_factor_once_registered().await,
                 assignments: vec![],
                 configs,
             };
@@ -709,6 +784,13 @@ impl Node {
 
     /// The offset store over the partitions of `__consumer_offsets` this node leads.
     fn offsets_store(&self) -> Result<OffsetStore, BrokerError> {
+        let timeout_ms = u64::try_from(self.config.i64("offsets.commit.timeout.ms")).unwrap_or(1);
+        Ok(OffsetStore::new(self.offsets_leads()?)
+            .with_commit_timeout(Duration::from_millis(timeout_ms)))
+    }
+
+    /// The replicas of `__consumer_offsets` by partition, where this node leads them.
+    fn offsets_leads(&self) -> Result<Vec<Option<Arc<Replica>>>, BrokerError> {
         let image = self.image();
         let topic = image.topic_by_name(offsets::TOPIC).ok_or_else(|| {
             BrokerError::Storage(std::io::Error::other(format!(
@@ -716,11 +798,15 @@ impl Node {
                 offsets::TOPIC
             )))
         })?;
-        let hosted = self.partitions.topic(offsets::TOPIC);
-        let list = (0..topic.partitions.len())
-            .map(|p| hosted.as_ref().and_then(|h| h.get(p).cloned()))
-            .collect();
-        Ok(OffsetStore::new(list))
+        let hosted = self.replicas.topic(offsets::TOPIC);
+        Ok((0..topic.partitions.len())
+            .map(|p| {
+                hosted
+                    .as_ref()
+                    .and_then(|h| h.get(p).cloned().flatten())
+                    .filter(|r| r.is_leader())
+            })
+            .collect())
     }
 }
 
@@ -850,6 +936,10 @@ async fn pin_offsets_topic_overrides(controller: &Controller) -> Result<(), Brok
 
 /// Pause before a failed catch-up (a partition that did not open) is tried again.
 const CATCH_UP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long start-up waits for brokers to register before creating `__consumer_offsets` with
+/// fewer replicas than `offsets.topic.replication.factor`.
+const OFFSETS_TOPIC_BROKERS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Pause between start-up proposals while the quorum has no leader.
 const STARTUP_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);

@@ -125,6 +125,31 @@ impl GroupCoordinator {
         }
     }
 
+    /// Forgets the groups of `__consumer_offsets` partitions this broker no longer leads
+    /// ([`OffsetStore::follow_roles`]'s `unloaded`): their new coordinator loads them. Requests
+    /// already holding one of them see it removed and answer as for an unknown group.
+    pub fn unload(&self, partitions: &[usize]) -> usize {
+        if partitions.is_empty() {
+            return 0;
+        }
+        let mut gone = Vec::new();
+        for shard in &self.shards {
+            let mut shard = write(shard);
+            shard.retain(|id, slot| {
+                let keep = !partitions.contains(&(self.offsets.partition_for(id) as usize));
+                if !keep {
+                    lock(&slot.entry).removed = true;
+                    gone.push(id.clone());
+                }
+                keep
+            });
+        }
+        for id in &gone {
+            self.schedule(id, None);
+        }
+        gone.len()
+    }
+
     /// Installs the groups persisted before a restart; their members' sessions restart now.
     pub fn load(&self, groups: Vec<(String, GroupMetadata)>) {
         let now = now_ms();
@@ -307,6 +332,9 @@ impl GroupCoordinator {
     pub async fn join(self: &Arc<Self>, group_id: &str, req: JoinRequest) -> JoinReply {
         self.start_timers();
         let member_id = req.member_id.clone();
+        if let Err(e) = self.offsets.coordinates(group_id) {
+            return JoinReply::failed(e, &member_id);
+        }
         let (tx, rx) = oneshot::channel();
         let now = now_ms();
         // Only a member without an id can create a group.
@@ -330,6 +358,9 @@ impl GroupCoordinator {
         let (tx, rx) = oneshot::channel();
         let now = now_ms();
         let member_id = req.member_id.clone();
+        if let Err(e) = self.offsets.coordinates(group_id) {
+            return SyncReply::failed(e);
+        }
         match self.apply(group_id, false, |g| ((), g.sync(req, tx, now))) {
             Some(((), effects)) => effects.run(self).await,
             None => return SyncReply::failed(BrokerError::UnknownMemberId(member_id)),
@@ -349,6 +380,7 @@ impl GroupCoordinator {
         generation: i32,
     ) -> Result<(), BrokerError> {
         self.start_timers();
+        self.offsets.coordinates(group_id)?;
         let slot = self
             .find(group_id)
             .ok_or_else(|| BrokerError::UnknownMemberId(member_id.to_string()))?;
@@ -368,6 +400,12 @@ impl GroupCoordinator {
         group_id: &str,
         members: Vec<(String, Option<String>)>,
     ) -> Vec<Result<(), BrokerError>> {
+        if self.offsets.coordinates(group_id).is_err() {
+            return members
+                .iter()
+                .map(|_| self.offsets.coordinates(group_id))
+                .collect();
+        }
         let now = now_ms();
         match self.apply(group_id, false, |g| g.leave(&members, now)) {
             Some((results, effects)) => {
@@ -383,6 +421,7 @@ impl GroupCoordinator {
 
     /// DeleteGroups for one group: Empty groups and groups that only have offsets.
     pub async fn delete(self: &Arc<Self>, group_id: &str) -> Result<(), BrokerError> {
+        self.offsets.coordinates(group_id)?;
         let deleted = self.apply(group_id, false, |g| match g.delete() {
             Ok(out) => (Ok(()), out),
             Err(e) => (Err(e), Output::default()),
@@ -454,6 +493,7 @@ impl GroupCoordinator {
         generation_id: i32,
         append: impl FnOnce() -> R,
     ) -> Result<R, BrokerError> {
+        self.offsets.coordinates(group_id)?;
         let now = now_ms();
         // A simple commit to an unknown group creates it for the time of the write (and the
         // group is dropped again as unused), so a first JoinGroup cannot slip in between.
@@ -497,6 +537,7 @@ impl GroupCoordinator {
         topics: &[&str],
         append: impl FnOnce(&[Result<(), BrokerError>]) -> R,
     ) -> Result<R, BrokerError> {
+        self.offsets.coordinates(group_id)?;
         // An unknown group is created for the time of the check and write (and dropped again as
         // unused), like a simple commit's, so a first JoinGroup cannot slip in between.
         let applied = self.apply(group_id, true, |g| {

@@ -9,10 +9,17 @@
 //! - Under a shard's lock, a write appends its batch to the partition and then updates the map:
 //!   the map always equals "the log replayed in order", so a reload gives back the same state
 //!   (last writer wins, a tombstone deletes).
-//! - A write is acknowledged only once the partition's durable offset covers its batch (the
-//!   `acks=-1` guarantee; many commits share one flush). Between append and flush a commit is
-//!   already visible to OffsetFetch, like records to a consumer; a crash in that window loses only
-//!   commits that were never acknowledged.
+//! - A write goes through the partition's [`Replica`] (leader only) and is acknowledged by the
+//!   same [`Ack`] an `acks=-1` produce gets: on disk by the flush policy and held by every ISR
+//!   member (many commits share one flush), or told COORDINATOR_NOT_AVAILABLE after
+//!   `offsets.commit.timeout.ms`. Bypassing the replica would leave its state machine
+//!   with a stale log end, and followers fetching past it would be refused. Between append and
+//!   acknowledgement a commit is already visible to OffsetFetch; a leader lost in that window
+//!   loses only commits that were never acknowledged.
+//! - The store follows leadership ([`OffsetStore::follow_roles`]): a partition this broker comes
+//!   to lead is replayed from its log into its shard before its slot is set, under the shard's
+//!   lock (its requests wait for the load); one it stops leading has its shard emptied and its
+//!   slot cleared under the same lock (its groups get NOT_COORDINATOR).
 //! - One request's offsets for a group are one batch: they survive a crash together or not at all.
 //!   A group delete too large for one batch is several, the group's own tombstone last, so a
 //!   delete cut short leaves the group with its remaining offsets (and can be retried).
@@ -24,7 +31,8 @@
 //! - Loading never panics on bad bytes: a corrupt batch or record is skipped with a warning.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +46,7 @@ pub use super::records::{CommittedOffset, GroupMetadata};
 use crate::error::BrokerError;
 use crate::ids::Offset;
 use crate::partition::Partition;
+use crate::replica::{Ack, Replica};
 
 /// The internal topic's name.
 pub const TOPIC: &str = "__consumer_offsets";
@@ -71,6 +80,35 @@ pub struct LoadReport {
     pub elapsed: Duration,
 }
 
+impl LoadReport {
+    fn add(&mut self, loaded: &Loaded) {
+        self.batches += loaded.batches;
+        self.records += loaded.records;
+        self.skipped += loaded.skipped;
+        self.offsets += loaded
+            .shard
+            .offsets
+            .values()
+            .flat_map(|g| g.values())
+            .map(BTreeMap::len)
+            .sum::<usize>();
+        let mut names: std::collections::HashSet<&String> = loaded.shard.offsets.keys().collect();
+        names.extend(loaded.groups.keys());
+        self.groups += names.len();
+    }
+}
+
+/// What [`OffsetStore::follow_roles`] changed.
+#[derive(Debug, Default)]
+pub struct RoleChanges {
+    /// What the partitions newly led held.
+    pub report: LoadReport,
+    /// Their groups' metadata (last record per group, tombstones applied).
+    pub groups: Vec<(String, GroupMetadata)>,
+    /// Partitions no longer led: their groups have another coordinator.
+    pub unloaded: Vec<usize>,
+}
+
 /// One offset to commit.
 #[derive(Debug, Clone)]
 pub struct Commit {
@@ -79,34 +117,88 @@ pub struct Commit {
     pub value: CommittedOffset,
 }
 
-/// An appended write of the store, on disk once [`Durable::wait`] returns.
+/// An appended write of the store, acknowledged once [`Durable::acknowledged`] returns.
 /// Most writes touch one partition; deleting a topic's offsets touches every partition that
 /// holds a group with offsets on it.
 #[must_use = "a write is acknowledged only after it is durable"]
-pub struct Durable(Vec<(Arc<Partition>, Offset)>);
+pub struct Durable(Vec<Wait>, Option<Duration>);
+
+enum Wait {
+    /// A write of the store: the `acks=-1` answer of its replica.
+    Ack(Ack),
+    /// Everything appended to a partition up to an offset, on disk here.
+    Flushed(Arc<Partition>, Offset),
+}
 
 impl Durable {
     /// Nothing to wait for.
     pub fn none() -> Durable {
-        Durable(Vec::new())
+        Durable(Vec::new(), None)
     }
 
-    /// Resolves once the partitions' flushed offsets cover the write (group commit: every write
-    /// appended before a flush starts is covered by it).
+    fn acks(acks: Vec<Wait>, timeout: Duration) -> Durable {
+        Durable(acks, Some(timeout))
+    }
+
+    /// Resolves once every write is acknowledged as an `acks=-1` produce is (group commit:
+    /// every write appended before a flush starts is covered by it), or with the error a
+    /// committer gets (Kafka's mapping: a lost leadership is NOT_COORDINATOR, a shrunk ISR
+    /// COORDINATOR_NOT_AVAILABLE).
+    pub async fn acknowledged(self) -> Result<(), BrokerError> {
+        let Durable(waits, timeout) = self;
+        let all = Self::all_acknowledged(waits);
+        match timeout {
+            None => all.await,
+            // Dropping the waits on a timeout forgets them (the write may still be acknowledged).
+            Some(t) => tokio::time::timeout(t, all).await.unwrap_or_else(|_| {
+                Err(BrokerError::CoordinatorNotAvailable(format!(
+                    "a write to {TOPIC} was not acknowledged within offsets.commit.timeout.ms ({} ms)",
+                    t.as_millis()
+                )))
+            }),
+        }
+    }
+
+    async fn all_acknowledged(waits: Vec<Wait>) -> Result<(), BrokerError> {
+        let mut result = Ok(());
+        for w in waits {
+            match w {
+                Wait::Ack(ack) => {
+                    if let Err(e) = ack.wait().await {
+                        result = result.and(Err(append_error(e)));
+                    }
+                }
+                Wait::Flushed(partition, end) => partition.wait_durable(end).await,
+            }
+        }
+        result
+    }
+
+    /// [`Durable::acknowledged`] for callers that answer the same either way (a failure is
+    /// logged).
     pub async fn wait(self) {
-        for (partition, end) in self.0 {
-            partition.wait_durable(end).await;
+        if let Err(e) = self.acknowledged().await {
+            tracing::warn!(error = %e, "a write to {TOPIC} was not acknowledged");
         }
     }
 }
 
 pub struct OffsetStore {
-    /// `__consumer_offsets` partitions, by index; `None` where this broker does not lead it (its
-    /// groups have another coordinator: NOT_COORDINATOR).
-    partitions: Vec<Option<Arc<Partition>>>,
+    /// The replicas of `__consumer_offsets` partitions, by index, where this broker leads them;
+    /// `None` where it does not (its groups have another coordinator: NOT_COORDINATOR). The
+    /// length is fixed at creation; a slot changes only under its shard's lock.
+    partitions: RwLock<Vec<Option<Arc<Replica>>>>,
+    /// Partitions being loaded after this broker came to lead them: their groups get
+    /// COORDINATOR_LOAD_IN_PROGRESS until the slot is set.
+    loading: Vec<AtomicBool>,
     shards: Vec<Mutex<Shard>>,
     loaded_groups: Mutex<Vec<(String, GroupMetadata)>>,
+    /// `offsets.commit.timeout.ms`.
+    commit_timeout: Duration,
 }
+
+/// `offsets.commit.timeout.ms` until [`OffsetStore::with_commit_timeout`] says otherwise.
+const COMMIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Java's `String.hashCode` (over UTF-16 code units), as Kafka partitions group ids.
 fn java_hash(s: &str) -> i32 {
@@ -126,6 +218,7 @@ fn append_error(e: BrokerError) -> BrokerError {
             BrokerError::InvalidCommitOffsetSize
         }
         BrokerError::NotLeaderOrFollower => BrokerError::NotCoordinator,
+        e @ (BrokerError::NotCoordinator | BrokerError::CoordinatorLoadInProgress) => e,
         e => {
             tracing::warn!(error = %e, "write to {TOPIC} failed");
             BrokerError::CoordinatorNotAvailable(format!("write to {TOPIC} failed"))
@@ -134,33 +227,148 @@ fn append_error(e: BrokerError) -> BrokerError {
 }
 
 impl OffsetStore {
-    /// A store over the partitions of `__consumer_offsets` (index = partition id); empty until
-    /// [`OffsetStore::load`].
-    pub fn new(partitions: Vec<Option<Arc<Partition>>>) -> OffsetStore {
+    /// A store over the replicas of `__consumer_offsets` this broker leads (index = partition
+    /// id); empty until [`OffsetStore::load`].
+    pub fn new(partitions: Vec<Option<Arc<Replica>>>) -> OffsetStore {
         let shards = partitions.iter().map(|_| Mutex::default()).collect();
         OffsetStore {
-            partitions,
+            loading: partitions.iter().map(|_| AtomicBool::new(false)).collect(),
+            partitions: RwLock::new(partitions),
             shards,
             loaded_groups: Mutex::default(),
+            commit_timeout: COMMIT_TIMEOUT_DEFAULT,
         }
     }
 
+    /// The store with writes answered COORDINATOR_NOT_AVAILABLE after `timeout` unacknowledged.
+    pub fn with_commit_timeout(mut self, timeout: Duration) -> OffsetStore {
+        self.commit_timeout = timeout;
+        self
+    }
+
+    fn slots(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<Replica>>>> {
+        // Slots are replaced whole; a panic cannot leave one half-written.
+        self.partitions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn led_replicas(&self) -> Vec<(usize, Arc<Replica>)> {
+        self.slots()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, Arc::clone(r.as_ref()?))))
+            .collect()
+    }
+
     /// Waits for everything appended so far to every partition this broker leads (the tombstones
-    /// of a deleted topic, whoever appended them).
+    /// of a deleted topic, whoever appended them) to be on disk here.
     pub fn everything_appended(&self) -> Durable {
         Durable(
-            self.partitions
-                .iter()
-                .flatten()
-                .map(|p| (Arc::clone(p), p.high_watermark()))
+            self.led_replicas()
+                .into_iter()
+                .map(|(_, r)| {
+                    let p = Arc::clone(r.partition());
+                    let end = p.log_end_offset();
+                    p.request_flush();
+                    Wait::Flushed(p, end)
+                })
                 .collect(),
+            None,
         )
     }
 
-    /// Partition `i`, if this broker leads it.
-    fn led(&self, i: usize) -> Result<&Arc<Partition>, BrokerError> {
-        match self.partitions.get(i) {
-            Some(Some(p)) => Ok(p),
+    /// Brings the store in line with the replicas' roles: `leads[i]` is the replica of partition
+    /// `i` if this broker leads it. A partition newly led (or led by a new replica) is loaded
+    /// from its log; one no longer led is forgotten. Each change happens under its shard's
+    /// lock, so no write of the shard runs meanwhile. Returns what the loads found and the
+    /// group metadata they read (Kafka's coordinator loads groups the same way on election).
+    pub fn follow_roles(&self, leads: &[Option<Arc<Replica>>]) -> RoleChanges {
+        let started = Instant::now();
+        let mut report = LoadReport::default();
+        let mut groups = Vec::new();
+        let mut unloaded = Vec::new();
+        for (i, shard) in self.shards.iter().enumerate() {
+            let new = leads.get(i).cloned().flatten();
+            let old = self.slots().get(i).cloned().flatten();
+            let same = match (&old, &new) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            if new.is_some() {
+                self.loading[i].store(true, Ordering::Release);
+            }
+            let mut shard = lock(shard);
+            let loaded = match &new {
+                Some(r) => match load_partition(r.partition()) {
+                    Ok(loaded) => Some(loaded),
+                    Err(e) => {
+                        // Not led then: its groups get NOT_COORDINATOR rather than a partial map.
+                        tracing::error!(partition = i, error = %e, "loading {TOPIC} failed");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let new = new.filter(|_| loaded.is_some());
+            match loaded {
+                Some(loaded) => {
+                    report.partitions += 1;
+                    report.add(&loaded);
+                    groups.extend(loaded.groups);
+                    *shard = loaded.shard;
+                    tracing::info!(partition = i, "now coordinating the groups of {TOPIC}");
+                }
+                None => {
+                    *shard = Shard::default();
+                    if old.is_some() {
+                        unloaded.push(i);
+                        tracing::info!(
+                            partition = i,
+                            "no longer coordinating the groups of {TOPIC}"
+                        );
+                    }
+                }
+            }
+            if let Some(slot) = self
+                .partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(i)
+            {
+                *slot = new;
+            }
+            self.loading[i].store(false, Ordering::Release);
+        }
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        report.elapsed = started.elapsed();
+        RoleChanges {
+            report,
+            groups,
+            unloaded,
+        }
+    }
+
+    /// Whether this broker coordinates `group_id` (leads its partition and has loaded it).
+    pub fn coordinates(&self, group_id: &str) -> Result<(), BrokerError> {
+        self.led(self.shard_of(group_id)).map(|_| ())
+    }
+
+    /// The replica of partition `i` in the store (unit tests driving roles).
+    #[cfg(test)]
+    pub(crate) fn replica_for_test(&self, i: usize) -> Option<Arc<Replica>> {
+        self.slots().get(i).cloned().flatten()
+    }
+
+    /// The replica of partition `i`, if this broker leads it.
+    fn led(&self, i: usize) -> Result<Arc<Replica>, BrokerError> {
+        match self.slots().get(i) {
+            Some(Some(p)) => Ok(Arc::clone(p)),
+            Some(None) if self.loading[i].load(Ordering::Acquire) => {
+                Err(BrokerError::CoordinatorLoadInProgress)
+            }
             Some(None) => Err(BrokerError::NotCoordinator),
             None => Err(BrokerError::CoordinatorNotAvailable(format!(
                 "{TOPIC} is not loaded"
@@ -170,7 +378,7 @@ impl OffsetStore {
 
     /// Partition of `__consumer_offsets` that holds `group_id` (Java String.hashCode, abs, mod count).
     pub fn partition_for(&self, group_id: &str) -> i32 {
-        let n = self.partitions.len().max(1) as i32;
+        let n = self.shards.len().max(1) as i32;
         // Kafka's Utils.abs: i32::MIN maps to 0.
         let h = java_hash(group_id);
         let h = if h == i32::MIN { 0 } else { h.abs() };
@@ -183,7 +391,7 @@ impl OffsetStore {
 
     /// Appends one batch of `(key, value)` records to the group's partition and applies `update`
     /// to its shard under the shard's lock. Synchronous, so handlers append in request order
-    /// (and many appends share one flush); the returned [`Durable`] waits for the disk. The batch
+    /// (and many appends share one flush); the returned [`Durable`] waits for the ISR. The batch
     /// is built before the lock is taken: records that do not depend on the map (commits) need
     /// not make other writers of the shard wait.
     fn append(
@@ -216,18 +424,13 @@ impl OffsetStore {
         let (batch, planned) = plan(&shard);
         let Some(batch) = batch else {
             update(&mut shard, planned);
-            return Ok(Durable(Vec::new()));
+            return Ok(Durable::none());
         };
-        let partition = self.led(i)?;
+        let replica = self.led(i)?;
         let now = crate::clock::now_ms();
-        let appended = partition.append(&batch, now).map_err(append_error)?;
+        let (_, ack) = replica.append(&batch, -1, now).map_err(append_error)?;
         update(&mut shard, planned);
-        drop(shard);
-        partition.request_flush();
-        Ok(Durable(vec![(
-            Arc::clone(partition),
-            Offset(appended.last_offset.0 + 1),
-        )]))
+        Ok(Durable::acks(vec![Wait::Ack(ack)], self.commit_timeout))
     }
 
     /// Appends `commits` for `group_id` as one batch (see [`OffsetStore::commit`]); await the
@@ -311,8 +514,7 @@ impl OffsetStore {
     /// Durably commits `commits` for `group_id`, all in one batch.
     #[cfg(test)]
     pub async fn commit(&self, group_id: &str, commits: Vec<Commit>) -> Result<(), BrokerError> {
-        self.append_commits(group_id, commits)?.wait().await;
-        Ok(())
+        self.append_commits(group_id, commits)?.acknowledged().await
     }
 
     /// The committed offset of one partition, if any.
@@ -397,8 +599,7 @@ impl OffsetStore {
         group_id: &str,
         targets: &[(String, i32)],
     ) -> Result<(), BrokerError> {
-        self.append_deletes(group_id, targets)?.wait().await;
-        Ok(())
+        self.append_deletes(group_id, targets)?.acknowledged().await
     }
 
     /// Durably writes the group's metadata record (returns once flushed, like acks=-1).
@@ -411,8 +612,7 @@ impl OffsetStore {
             encode_group_key(group_id),
             Some(encode_group_value(metadata)),
         )];
-        self.append(group_id, kvs, |_| {})?.wait().await;
-        Ok(())
+        self.append(group_id, kvs, |_| {})?.acknowledged().await
     }
 
     /// Appends tombstones for the group and all its offsets, and forgets them. The offsets are
@@ -427,8 +627,8 @@ impl OffsetStore {
         let not_loaded = || BrokerError::CoordinatorNotAvailable(format!("{TOPIC} is not loaded"));
         let i = self.shard_of(group_id);
         let shard = self.shards.get(i).ok_or_else(not_loaded)?;
-        let partition = self.led(i)?;
         let mut shard = lock(shard);
+        let replica = self.led(i)?;
         let targets: Vec<(String, i32)> = shard
             .offsets
             .get(group_id)
@@ -443,15 +643,10 @@ impl OffsetStore {
         kvs.push((encode_group_key(group_id), None));
         let now = crate::clock::now_ms();
         // One batch unless the partition says it is too large; then batches of its limit.
-        let batches = match partition.append(&batch_of(&kvs), now) {
-            Ok(appended) => {
+        let batches = match replica.append(&batch_of(&kvs), -1, now) {
+            Ok((_, ack)) => {
                 shard.offsets.remove(group_id);
-                drop(shard);
-                partition.request_flush();
-                return Ok(Durable(vec![(
-                    Arc::clone(partition),
-                    Offset(appended.last_offset.0 + 1),
-                )]));
+                return Ok(Durable::acks(vec![Wait::Ack(ack)], self.commit_timeout));
             }
             Err(
                 BrokerError::MessageTooLarge { limit_bytes, .. }
@@ -459,7 +654,7 @@ impl OffsetStore {
             ) => chunks_within(&kvs, limit_bytes),
             Err(e) => return Err(append_error(e)),
         };
-        let mut end = None;
+        let mut acks = Vec::new();
         let mut written = 0;
         let mut result = Ok(());
         for chunk in batches {
@@ -469,9 +664,9 @@ impl OffsetStore {
                 )));
                 break;
             };
-            match partition.append(&batch, now) {
-                Ok(appended) => {
-                    end = Some(Offset(appended.last_offset.0 + 1));
+            match replica.append(&batch, -1, now) {
+                Ok((_, ack)) => {
+                    acks.push(Wait::Ack(ack));
                     // The last range holds the group's tombstone: `targets` ends before it.
                     let done = chunk.map_or(written, |c| c.end.min(targets.len()));
                     remove_offsets(&mut shard, group_id, &targets[written..done]);
@@ -487,17 +682,12 @@ impl OffsetStore {
             shard.offsets.remove(group_id);
         }
         drop(shard);
-        let durable = end.map(|end| {
-            partition.request_flush();
-            (Arc::clone(partition), end)
-        });
-        result.map(|()| Durable(durable.into_iter().collect()))
+        result.map(|()| Durable::acks(acks, self.commit_timeout))
     }
 
     /// Durably writes tombstones for the group and all its offsets, and forgets them.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), BrokerError> {
-        self.append_group_delete(group_id)?.wait().await;
-        Ok(())
+        self.append_group_delete(group_id)?.acknowledged().await
     }
 
     /// Appends tombstones for every group's committed offsets on `topic` (the topic was
@@ -536,7 +726,7 @@ impl OffsetStore {
             )?;
             durable.extend(written.0);
         }
-        Ok((deleted, Durable(durable)))
+        Ok((deleted, Durable::acks(durable, self.commit_timeout)))
     }
 
     /// Group metadata loaded at start (last record per group, tombstones applied), handed out once.
@@ -548,18 +738,20 @@ impl OffsetStore {
     /// wins, tombstones delete. Partitions are read in parallel, one thread per core.
     pub fn load(&self) -> Result<LoadReport, BrokerError> {
         let started = Instant::now();
+        let led = self.led_replicas();
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-            .min(self.partitions.len().max(1));
+            .min(led.len().max(1));
         let results: Vec<Result<(usize, Loaded), BrokerError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
+                    let led = &led;
                     s.spawn(move || {
-                        (t..self.partitions.len())
+                        led.iter()
+                            .skip(t)
                             .step_by(threads)
-                            .filter_map(|i| Some((i, self.partitions[i].as_ref()?)))
-                            .map(|(i, p)| load_partition(p).map(|l| (i, l)))
+                            .map(|(i, r)| load_partition(r.partition()).map(|l| (*i, l)))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -576,27 +768,14 @@ impl OffsetStore {
                 .collect()
         });
         let mut report = LoadReport {
-            partitions: self.partitions.iter().flatten().count(),
+            partitions: led.len(),
             ..LoadReport::default()
         };
         let mut groups = Vec::new();
         for r in results {
             let (i, loaded) = r?;
-            report.batches += loaded.batches;
-            report.records += loaded.records;
-            report.skipped += loaded.skipped;
-            report.offsets += loaded
-                .shard
-                .offsets
-                .values()
-                .flat_map(|g| g.values())
-                .map(BTreeMap::len)
-                .sum::<usize>();
+            report.add(&loaded);
             let mut shard = lock(&self.shards[i]);
-            let mut names: std::collections::HashSet<&String> =
-                loaded.shard.offsets.keys().collect();
-            names.extend(loaded.groups.keys());
-            report.groups += names.len();
             groups.extend(loaded.groups);
             *shard = loaded.shard;
         }
@@ -647,7 +826,7 @@ pub(crate) fn open_for_test(
             .unwrap()
             .0
         })
-        .map(Some)
+        .map(|p| Some(crate::replica::sole_leader_for_test(p)))
         .collect();
     OffsetStore::new(partitions)
 }

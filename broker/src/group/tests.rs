@@ -453,3 +453,58 @@ async fn stopping_ends_the_timers_and_waits_for_the_group_writes_in_flight() {
         "Stable"
     );
 }
+
+/// A broker that stops leading a group's `__consumer_offsets` partition stops coordinating the
+/// group: its members are told NOT_COORDINATOR (so they look the coordinator up again), and the
+/// group comes back from the log when the broker leads the partition again.
+#[tokio::test]
+async fn a_group_whose_offsets_partition_moves_away_gets_not_coordinator_and_comes_back() {
+    use crate::error::BrokerError;
+    use crate::ids::{BrokerId, LeaderEpoch};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path(), &[("group.initial.rebalance.delay.ms", "0")]);
+    let reply = broker.groups.join("g", join("", 10_000)).await;
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    let member = reply.member_id.clone();
+    let sync = SyncRequest {
+        member_id: member.clone(),
+        group_instance_id: None,
+        generation: reply.generation,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![],
+    };
+    assert!(broker.groups.sync("g", sync).await.error.is_none());
+    let p = broker.offsets.partition_for("g") as usize;
+    // The test store leads every partition.
+    let mut leads: Vec<_> = (0..)
+        .map_while(|i| broker.offsets.replica_for_test(i).map(Some))
+        .collect();
+    let replica = leads[p].clone().unwrap();
+
+    // Another broker now leads the partition.
+    replica.set_leader_for_test(Some(BrokerId(7)), LeaderEpoch(1));
+    leads[p] = None;
+    let changes = broker.offsets.follow_roles(&leads);
+    assert_eq!(broker.groups.unload(&changes.unloaded), 1);
+    let beat = broker
+        .groups
+        .heartbeat("g", &member, None, reply.generation);
+    assert!(matches!(beat, Err(BrokerError::NotCoordinator)), "{beat:?}");
+    let rejoin = broker.groups.join("g", join(&member, 10_000)).await;
+    assert!(
+        matches!(rejoin.error, Some(BrokerError::NotCoordinator)),
+        "{:?}",
+        rejoin.error
+    );
+    assert!(broker.groups.describe("g").is_none(), "unloaded");
+
+    // Leader again: the group's metadata is read back from the log.
+    replica.set_leader_for_test(Some(BrokerId(0)), LeaderEpoch(2));
+    leads[p] = Some(replica);
+    let changes = broker.offsets.follow_roles(&leads);
+    assert_eq!(changes.report.partitions, 1);
+    broker.groups.load(changes.groups);
+    let described = broker.groups.describe("g").expect("loaded");
+    assert_eq!(described.state.name(), "Stable");
+}

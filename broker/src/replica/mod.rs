@@ -782,3 +782,72 @@ fn put(map: &mut HashMap<Arc<str>, TopicReplicas>, topic: &str, p: i32, r: Arc<R
     slots[i] = Some(r);
     map.insert(Arc::from(topic), Arc::new(slots));
 }
+
+/// Broker id of [`sole_leader_for_test`] replicas.
+#[cfg(test)]
+const TEST_BROKER: BrokerId = BrokerId(0);
+
+/// A replica of `partition` that leads it alone, without a manager (unit tests of internal
+/// writers such as the offset store).
+#[cfg(test)]
+pub(crate) fn sole_leader_for_test(partition: Arc<Partition>) -> Arc<Replica> {
+    let settings = ReplicationSettings {
+        replica_lag_time_max_ms: 30_000,
+        min_insync_replicas: 1,
+    };
+    let state = ReplicaState::new(
+        TEST_BROKER,
+        settings,
+        partition.log_end_offset(),
+        partition.stored_high_watermark(),
+    );
+    let (isr_requests, _) = mpsc::unbounded_channel();
+    let r = Arc::new_cyclic(|me| Replica {
+        topic_id: Uuid::nil(),
+        partition,
+        inner: Mutex::new(Inner {
+            state,
+            waiters: HashMap::new(),
+            next_waiter: 0,
+            following: None,
+            replicated: false,
+        }),
+        isr_requests,
+        me: me.clone(),
+    });
+    r.set_leader_for_test(Some(TEST_BROKER), LeaderEpoch(0));
+    r
+}
+
+#[cfg(test)]
+impl Replica {
+    /// Takes the role an image giving `leader` at `epoch` would (this broker is
+    /// [`TEST_BROKER`]), as `ReplicaManager::apply` does.
+    pub(crate) fn set_leader_for_test(&self, leader: Option<BrokerId>, epoch: LeaderEpoch) {
+        self.set_assignment_for_test(leader, epoch, &[TEST_BROKER]);
+    }
+
+    /// [`Replica::set_leader_for_test`] with `replicas` (all in sync) instead of this broker
+    /// alone: while leading, a write waits for the others to fetch it.
+    pub(crate) fn set_assignment_for_test(
+        &self,
+        leader: Option<BrokerId>,
+        epoch: LeaderEpoch,
+        replicas: &[BrokerId],
+    ) {
+        let a = Assignment {
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: Default::default(),
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+        };
+        let settings = ReplicationSettings {
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
+        };
+        if let Err(e) = self.take_assignment(&a, settings, TEST_BROKER, 0) {
+            panic!("taking a role failed: {e}");
+        }
+    }
+}

@@ -25,8 +25,11 @@ fn open(dir: &std::path::Path) -> OffsetStore {
 
 /// The partition of `__consumer_offsets` that holds `group`.
 fn partition_of(store: &OffsetStore, group: &str) -> Arc<Partition> {
-    let led = store.partitions[store.partition_for(group) as usize].as_ref();
-    Arc::clone(led.expect("the test store leads every partition"))
+    let led = store.led(store.partition_for(group) as usize);
+    Arc::clone(
+        led.expect("the test store leads every partition")
+            .partition(),
+    )
 }
 
 /// A commit of `offset` to `topic`/`partition` (leader epoch 3, at 1,000 ms), for tests here and
@@ -307,4 +310,111 @@ async fn a_commit_to_a_topic_deleted_since_its_check_is_refused_not_kept_as_a_li
     let store = open(dir.path());
     assert_eq!(offsets_of(&store, "g"), vec![("kept".into(), 0, 5)]);
     assert!(!store.has_offsets("h"));
+}
+
+/// The coordinator follows leadership: a partition this broker stops leading is forgotten (its
+/// groups get NOT_COORDINATOR), and one it comes to lead is loaded from its log first.
+#[tokio::test]
+async fn the_store_forgets_a_partition_it_stops_leading_and_loads_one_it_comes_to_lead() {
+    use crate::ids::{BrokerId, LeaderEpoch};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store
+        .commit("g", vec![commit("orders", 0, 42, "m")])
+        .await
+        .unwrap();
+    let meta = GroupMetadata {
+        protocol_type: "consumer".into(),
+        generation: 3,
+        protocol: Some("range".into()),
+        leader: None,
+        current_state_timestamp_ms: 1_000,
+        members: vec![],
+    };
+    store.store_group("g", &meta).await.unwrap();
+    let p = store.partition_for("g") as usize;
+    let mut leads: Vec<Option<Arc<crate::replica::Replica>>> =
+        (0..4).map(|i| store.led(i).ok()).collect();
+    let replica = leads[p].clone().unwrap();
+
+    // Another broker is elected leader: the replica refuses writes at once, before the store
+    // hears of it, and the store then forgets the partition.
+    replica.set_leader_for_test(Some(BrokerId(7)), LeaderEpoch(1));
+    let refused = store.commit("g", vec![commit("orders", 0, 43, "")]).await;
+    assert!(
+        matches!(refused, Err(BrokerError::NotCoordinator)),
+        "{refused:?}"
+    );
+    leads[p] = None;
+    let changes = store.follow_roles(&leads);
+    assert_eq!(changes.report.partitions, 0, "nothing to load");
+    assert_eq!(changes.unloaded, vec![p]);
+    assert!(store.fetch("g", "orders", 0).is_none(), "unloaded");
+    assert!(matches!(
+        store.coordinates("g"),
+        Err(BrokerError::NotCoordinator)
+    ));
+    // While a newly led partition is being read, its groups are told to retry.
+    store.loading[p].store(true, Ordering::Release);
+    assert!(matches!(
+        store.coordinates("g"),
+        Err(BrokerError::CoordinatorLoadInProgress)
+    ));
+    store.loading[p].store(false, Ordering::Release);
+    let other = (0..4).find(|&i| i != p).unwrap();
+    assert!(
+        store.led(other).is_ok(),
+        "the other partitions are untouched"
+    );
+
+    // Leader again: the commits and the group come back from the log before it answers.
+    replica.set_leader_for_test(Some(BrokerId(0)), LeaderEpoch(2));
+    leads[p] = Some(Arc::clone(&replica));
+    let changes = store.follow_roles(&leads);
+    let (report, groups) = (changes.report, changes.groups);
+    assert_eq!((report.partitions, report.offsets), (1, 1));
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].0, "g");
+    assert_eq!(groups[0].1.generation, 3);
+    assert_eq!(store.fetch("g", "orders", 0).unwrap().offset, 42);
+    assert!(store.coordinates("g").is_ok());
+    store
+        .commit("g", vec![commit("orders", 0, 44, "")])
+        .await
+        .unwrap();
+    assert_eq!(store.fetch("g", "orders", 0).unwrap().offset, 44);
+    // Same roles again: nothing reloads.
+    assert_eq!(store.follow_roles(&leads).report.partitions, 0);
+}
+
+/// A commit is acknowledged as an `acks=-1` produce is: while a follower in the ISR has not
+/// fetched it, the committer waits, and after `offsets.commit.timeout.ms` is told
+/// COORDINATOR_NOT_AVAILABLE (it retries); the commit is already visible and stays in the log.
+#[tokio::test]
+async fn a_commit_waits_for_the_isr_and_times_out_as_coordinator_not_available() {
+    use crate::ids::{BrokerId, LeaderEpoch};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).with_commit_timeout(std::time::Duration::from_millis(200));
+    let p = store.partition_for("g") as usize;
+    let replica = store.led(p).unwrap();
+    // Broker 1 follows the partition and never fetches.
+    replica.set_assignment_for_test(
+        Some(BrokerId(0)),
+        LeaderEpoch(1),
+        &[BrokerId(0), BrokerId(1)],
+    );
+    let started = std::time::Instant::now();
+    let answer = store.commit("g", vec![commit("orders", 0, 7, "")]).await;
+    assert!(
+        matches!(answer, Err(BrokerError::CoordinatorNotAvailable(_))),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(store.fetch("g", "orders", 0).unwrap().offset, 7);
+    // Alone in the ISR again: commits are acknowledged at once.
+    replica.set_leader_for_test(Some(BrokerId(0)), LeaderEpoch(2));
+    store
+        .commit("g", vec![commit("orders", 0, 8, "")])
+        .await
+        .unwrap();
 }

@@ -1,7 +1,8 @@
 //! DescribeGroups (key 15), v0-5. A group the coordinator does not know is reported as Dead with
 //! no error (as Kafka does), unless it has committed offsets: then Empty, protocol type
 //! "consumer". Member metadata and assignments are shown only for a Stable group. v3+ include the
-//! authorized operations when asked (no authorizer: everything a group supports).
+//! authorized operations when asked (no authorizer: everything a group supports). A group whose
+//! `__consumer_offsets` partition this broker does not lead gets NOT_COORDINATOR.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
@@ -33,6 +34,9 @@ pub fn handle(
                 return g
                     .with_error_code(BrokerError::InvalidGroupId.code())
                     .with_group_state(str_bytes("Dead"));
+            }
+            if let Err(e) = node.offsets.coordinates(id.0.as_str()) {
+                return g.with_error_code(e.code());
             }
             match node.groups.describe(id.0.as_str()) {
                 Some(s) => g

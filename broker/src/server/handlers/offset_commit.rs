@@ -129,25 +129,39 @@ pub fn handle(
     );
     let durable = match written {
         Ok(Ok((durable, refused))) => {
-            for i in refused {
+            for &i in &refused {
                 if let Some((ti, pi)) = accepted.get(i) {
                     response.topics[*ti].partitions[*pi].error_code =
                         BrokerError::UnknownTopicOrPartition.code();
                 }
             }
+            // The written ones, told if the write is not acknowledged (the ISR shrank, the
+            // leadership moved).
+            accepted = accepted
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !refused.contains(i))
+                .map(|(_, tp)| tp)
+                .collect();
             durable
         }
         Ok(Err(e)) | Err(e) => {
             let code = e.code();
-            for (ti, pi) in accepted {
+            for &(ti, pi) in &accepted {
                 response.topics[ti].partitions[pi].error_code = code;
             }
             None
         }
     };
     Box::pin(async move {
-        if let Some(d) = durable {
-            d.wait().await;
+        let mut response = response;
+        if let Some(Err(e)) = match durable {
+            Some(d) => Some(d.acknowledged().await),
+            None => None,
+        } {
+            for (ti, pi) in accepted {
+                response.topics[ti].partitions[pi].error_code = e.code();
+            }
         }
         encode(correlation_id, version, &response).map(Some)
     })

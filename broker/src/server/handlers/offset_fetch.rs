@@ -1,7 +1,10 @@
 //! OffsetFetch (key 9): v1-7 ask for one group, v8 for a batch of groups. `topics` null (v2+)
 //! means every partition the group has committed. A partition without a commit gets offset -1
 //! and empty metadata, as in Kafka. `require_stable` (v7+) waits for pending transactional
-//! offsets; there are no transactions, so committed values are always stable.
+//! offsets; there are no transactions, so committed values are always stable. A group whose
+//! `__consumer_offsets` partition this broker does not lead gets NOT_COORDINATOR
+//! (COORDINATOR_LOAD_IN_PROGRESS while it loads it): per group in v8, for the request in v2-7,
+//! per partition in v1.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -59,6 +62,11 @@ pub fn handle(node: &Node, request: &OffsetFetchRequest, version: i16) -> Offset
             .groups
             .iter()
             .map(|g| {
+                if let Err(e) = node.offsets.coordinates(&g.group_id) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(e.code());
+                }
                 let wanted = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
@@ -93,8 +101,32 @@ pub fn handle(node: &Node, request: &OffsetFetchRequest, version: i16) -> Offset
     let wanted = request.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
-            .collect()
+            .collect::<Vec<_>>()
     });
+    if let Err(e) = node.offsets.coordinates(&request.group_id) {
+        if version >= 2 {
+            return OffsetFetchResponse::default().with_error_code(e.code());
+        }
+        let topics = wanted
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, ps)| {
+                let partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_error_code(e.code())
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(str_bytes(t)))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_topics(topics);
+    }
     let topics = lookup(node, &request.group_id, wanted)
         .into_iter()
         .map(|(t, answers)| {
