@@ -79,6 +79,19 @@ struct Inner {
     leader_high_watermark: Option<Offset>,
 }
 
+impl Inner {
+    fn new(state: ReplicaState) -> Inner {
+        Inner {
+            state,
+            waiters: HashMap::new(),
+            next_waiter: 0,
+            following: None,
+            replicated: false,
+            leader_high_watermark: None,
+        }
+    }
+}
+
 /// One partition replica this broker hosts.
 pub struct Replica {
     topic_id: Uuid,
@@ -675,14 +688,7 @@ impl ReplicaManager {
                     let r = Arc::new_cyclic(|me| Replica {
                         topic_id,
                         partition: Arc::clone(&partition),
-                        inner: Mutex::new(Inner {
-                            state,
-                            waiters: HashMap::new(),
-                            next_waiter: 0,
-                            following: None,
-                            replicated: false,
-                            leader_high_watermark: None,
-                        }),
+                        inner: Mutex::new(Inner::new(state)),
                         isr_requests: self.isr_requests.clone(),
                         me: me.clone(),
                     });
@@ -805,13 +811,7 @@ pub(crate) fn sole_leader_for_test(partition: Arc<Partition>) -> Arc<Replica> {
     let r = Arc::new_cyclic(|me| Replica {
         topic_id: Uuid::nil(),
         partition,
-        inner: Mutex::new(Inner {
-            state,
-            waiters: HashMap::new(),
-            next_waiter: 0,
-            following: None,
-            replicated: false,
-        }),
+        inner: Mutex::new(Inner::new(state)),
         isr_requests,
         me: me.clone(),
     });
