@@ -12,14 +12,15 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ProduceRequest, TopicName};
 use strata_client::{Connection, ConnectionConfig};
 use strata_protocol::record_batch::build_batch;
 
-use common::{broker_binary, free_port, require_python_modules, run, unique_topic, Broker};
+use common::{
+    broker_binary, create_assigned_topic, free_port, require_python_modules, run,
+    str_bytes as name, unique_topic, Broker,
+};
 
 /// Records produced; each value is `value-NNNNNN` (12 bytes).
 const RECORDS: usize = 300;
@@ -82,29 +83,6 @@ fn bytes_out(nodes: &[Node], topic: &str) -> Vec<f64> {
     nodes.iter().map(|n| topic_bytes_out(n, topic)).collect()
 }
 
-fn name(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-async fn create_topic(c: &Connection, topic: &str, replicas: &[i32]) {
-    let t = CreatableTopic::default()
-        .with_name(TopicName(name(topic)))
-        .with_num_partitions(-1)
-        .with_replication_factor(-1)
-        .with_assignments(vec![CreatableReplicaAssignment::default()
-            .with_partition_index(0)
-            .with_broker_ids(replicas.iter().map(|b| BrokerId(*b)).collect())]);
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![t])
-        .with_timeout_ms(20_000);
-    let (response, _) = c.send(&request).await.expect("CreateTopics");
-    assert_eq!(
-        response.topics[0].error_code, 0,
-        "CreateTopics: {:?}",
-        response.topics[0].error_message
-    );
-}
-
 /// Produces `RECORDS` values in batches of 50 with acks=-1 (every replica has each batch).
 async fn produce_all(c: &Connection, topic: &str) {
     let values: Vec<Vec<u8>> = (0..RECORDS)
@@ -165,7 +143,7 @@ fn consumers_read_from_the_follower_in_their_rack_and_others_from_the_leader() {
         let c = Connection::connect(&leader.bootstrap(), ConnectionConfig::default())
             .await
             .expect("connect");
-        create_topic(&c, &topic, &[1, 2, 3]).await;
+        create_assigned_topic(&c, &topic, &[1, 2, 3], &[]).await;
         produce_all(&c, &topic).await;
     });
     let n = RECORDS.to_string();

@@ -19,24 +19,13 @@ use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
     GroupId, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
-use strata_client::{Connection, ConnectionConfig};
+use strata_client::Connection;
 
-use common::{launch_cluster, unique_topic, Broker};
+use common::{connect, launch_cluster, str_bytes as name, unique_topic};
 
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How long followers may take to copy the commit and learn the high watermark.
 const SETTLE: Duration = Duration::from_secs(30);
-
-fn name(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-async fn connect(b: &Broker) -> Connection {
-    Connection::connect(&b.bootstrap(), ConnectionConfig::default())
-        .await
-        .expect("connect")
-}
 
 /// Replicas of each partition of `topic`, by partition, as `c` reports them.
 async fn replicas(c: &Connection, topic: &str) -> Vec<(i32, i32, Vec<i32>)> {

@@ -15,25 +15,21 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::create_topics_request::{
-    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
-};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, TopicName,
+    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
 use strata_client::{Connection, ConnectionConfig};
 use strata_protocol::record_batch::build_batch;
 
 use common::{
-    broker_binary, launch_cluster, require_python_modules, require_tool, run, send_signal,
-    unique_topic, Broker, Output,
+    broker_binary, connect, create_assigned_topic as create_topic, launch_cluster,
+    require_python_modules, require_tool, run, send_signal, str_bytes as name, unique_topic,
+    Broker, Output,
 };
 
 const SETTINGS: [&str; 5] = [
@@ -47,56 +43,6 @@ const LEADER: i32 = 1;
 const FOLLOWERS: [i32; 2] = [3, 4];
 /// How long the ISR and the followers' logs may take to settle after a change.
 const SETTLE: Duration = Duration::from_secs(30);
-
-fn name(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-async fn connect(b: &Broker) -> Connection {
-    Connection::connect(&b.bootstrap(), ConnectionConfig::default())
-        .await
-        .expect("connect")
-}
-
-/// Creates `topic` with one partition on `replicas` (the first leads) and `configs`.
-async fn create_topic(c: &Connection, topic: &str, replicas: &[i32], configs: &[(&str, &str)]) {
-    let t = CreatableTopic::default()
-        .with_name(TopicName(name(topic)))
-        .with_num_partitions(-1)
-        .with_replication_factor(-1)
-        .with_assignments(vec![CreatableReplicaAssignment::default()
-            .with_partition_index(0)
-            .with_broker_ids(replicas.iter().map(|b| BrokerId(*b)).collect())])
-        .with_configs(
-            configs
-                .iter()
-                .map(|(k, v)| {
-                    CreatableTopicConfig::default()
-                        .with_name(name(k))
-                        .with_value(Some(name(v)))
-                })
-                .collect(),
-        );
-    let request = CreateTopicsRequest::default()
-        .with_topics(vec![t])
-        .with_timeout_ms(20_000);
-    // Every broker registers on its own after it starts serving: one named in the assignment
-    // may not be in this broker's metadata yet (INVALID_REPLICA_ASSIGNMENT / _REPLICATION_FACTOR).
-    let start = Instant::now();
-    loop {
-        let (response, _) = c.send(&request).await.expect("CreateTopics");
-        let code = response.topics[0].error_code;
-        if code == 0 {
-            return;
-        }
-        assert!(
-            matches!(code, 38 | 39) && start.elapsed() < SETTLE,
-            "CreateTopics: {code} {:?}",
-            response.topics[0].error_message
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// One produce of one batch of `records` values; the partition's error code.
 async fn produce(c: &Connection, topic: &str, acks: i16, records: &[Vec<u8>]) -> i16 {

@@ -431,6 +431,16 @@ fn followed(topic: &str, p: i32, epoch: i32) -> FollowedPartition {
     }
 }
 
+/// `manager` follows `key` from the fake `leader` into `log`.
+fn follow(
+    manager: &FetcherManager,
+    leader: &FakeLeader,
+    key: FollowedPartition,
+    log: &Arc<FakeLog>,
+) {
+    manager.add_partition(LEADER, leader.addr.clone(), key, log.clone());
+}
+
 fn settings() -> FetcherSettings {
     FetcherSettings {
         wait_max: Duration::from_millis(500),
@@ -464,12 +474,7 @@ async fn a_follower_copies_three_batches_then_long_polls_for_the_fourth() {
             ..settings()
         },
     );
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     log.reaches(6).await;
     assert_eq!(log.batches(), leader.batches("orders", 0));
     assert_eq!(log.lock().high_watermark, 6);
@@ -517,12 +522,7 @@ async fn a_divergent_tail_is_truncated_to_the_leaders_epoch_end_before_fetching(
     assert_eq!(log.log_end_offset(), Offset(7));
 
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 2),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 2), &log);
     log.reaches(7).await;
     // reaching 7 may be the old end: wait for the copy to be the leader's.
     let deadline = Instant::now() + WAIT;
@@ -549,12 +549,7 @@ async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
     leader.append("orders", 0, 2);
     let log = FakeLog::new(vec![batch(0, 0, 5)]);
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     log.reaches(102).await;
     assert_eq!(log.batches(), leader.batches("orders", 0));
     assert_eq!(log.lock().start, 100);
@@ -571,18 +566,8 @@ async fn a_fenced_partition_is_parked_while_the_others_keep_fetching() {
     let fine = FakeLog::new(vec![]);
     let manager = FetcherManager::new(ME, settings());
     // Added with epoch 4: the leader is at 5 and fences it.
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 4),
-        fenced.clone(),
-    );
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 1, 0),
-        fine.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 4), &fenced);
+    follow(&manager, &leader, followed("orders", 1, 0), &fine);
     fine.reaches(1).await;
     let fenced_fetches = leader.fetches("orders", 0);
     for n in 2..5 {
@@ -597,12 +582,7 @@ async fn a_fenced_partition_is_parked_while_the_others_keep_fetching() {
     assert_eq!(fenced.log_end_offset(), Offset(0));
 
     // The lead re-adds it with the new epoch: it fetches again.
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 5),
-        fenced.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 5), &fenced);
     fenced.reaches(1).await;
     shut(manager).await;
 }
@@ -615,12 +595,7 @@ async fn after_the_leader_drops_the_connection_the_follower_reconnects_without_d
     }
     let log = FakeLog::new(vec![]);
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     log.reaches(3).await;
     leader.drop_connections();
     leader.append("orders", 0, 1);
@@ -648,18 +623,8 @@ async fn two_partitions_from_one_leader_share_one_connection() {
     leader.append("payments", 3, 2);
     let (a, b) = (FakeLog::new(vec![]), FakeLog::new(vec![]));
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        a.clone(),
-    );
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("payments", 3, 0),
-        b.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &a);
+    follow(&manager, &leader, followed("payments", 3, 0), &b);
     a.reaches(1).await;
     b.reaches(2).await;
     leader.append("payments", 3, 1);
@@ -676,18 +641,8 @@ async fn a_removed_partition_is_no_longer_fetched_and_an_empty_source_stops() {
     leader.append("orders", 1, 1);
     let (gone, kept) = (FakeLog::new(vec![]), FakeLog::new(vec![]));
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        gone.clone(),
-    );
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 1, 0),
-        kept.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &gone);
+    follow(&manager, &leader, followed("orders", 1, 0), &kept);
     gone.reaches(1).await;
     kept.reaches(1).await;
 
@@ -778,12 +733,7 @@ async fn shutdown_returns_while_a_long_poll_waits_and_a_leader_is_unreachable() 
             ..settings()
         },
     );
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     // A listener that was closed: connecting fails and the fetcher backs off.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed_addr = closed.local_addr().unwrap().to_string();
@@ -816,12 +766,7 @@ async fn the_throttle_spreads_a_catch_up_over_time() {
     let log = FakeLog::new(vec![]);
     let manager = FetcherManager::new(ME, s);
     let started = Instant::now();
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     log.reaches(600).await;
     let took = started.elapsed();
     assert!(
@@ -850,12 +795,7 @@ async fn a_follower_cuts_where_its_own_epoch_ends_when_that_is_before_the_leader
         batch(4, 1, 1),
     ]);
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 2),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 2), &log);
     log.reaches(6).await;
     assert_eq!(
         log.lock().truncations.first(),
@@ -876,12 +816,7 @@ async fn unknown_leader_epoch_is_asked_again_after_the_backoff() {
     let log = FakeLog::new(vec![]);
     let manager = FetcherManager::new(ME, settings());
     let started = Instant::now();
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     log.reaches(1).await;
     assert!(
         started.elapsed() >= 2 * settings().backoff,
@@ -904,12 +839,7 @@ async fn a_source_that_does_not_lead_the_partition_yet_is_asked_again_after_the_
     leader.with("orders", 0, |lp| lp.fetch_errors.extend(not_yet));
     let log = FakeLog::new(vec![]);
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     log.reaches(1).await;
     assert_eq!(leader.fetches("orders", 0), 3);
     shut(manager).await;
@@ -921,12 +851,7 @@ async fn a_failed_append_truncates_again_and_retries_after_the_backoff() {
     leader.append("orders", 0, 1);
     let log = FakeLog::new(vec![]);
     let manager = FetcherManager::new(ME, settings());
-    manager.add_partition(
-        LEADER,
-        leader.addr.clone(),
-        followed("orders", 0, 0),
-        log.clone(),
-    );
+    follow(&manager, &leader, followed("orders", 0, 0), &log);
     log.reaches(1).await;
     log.refuse_appends.store(1, Ordering::SeqCst);
     leader.append("orders", 0, 1);

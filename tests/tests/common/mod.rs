@@ -945,3 +945,65 @@ pub fn launch_cluster(voters: usize, brokers: usize, extra: &[&str]) -> Vec<Brok
     }
     nodes
 }
+
+/// A Kafka string of `s`.
+pub fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.to_string())
+}
+
+/// A connection to `b` with our client's defaults.
+pub async fn connect(b: &Broker) -> strata_client::Connection {
+    strata_client::Connection::connect(&b.bootstrap(), strata_client::ConnectionConfig::default())
+        .await
+        .expect("connect")
+}
+
+/// Creates `topic` with one partition on `replicas` (the first leads) and `configs`, through
+/// `c`. Every broker registers on its own after it starts serving, so one named here may not be
+/// in that broker's metadata yet: INVALID_REPLICA_ASSIGNMENT (39) and
+/// INVALID_REPLICATION_FACTOR (38) are tried again for up to 30 s.
+pub async fn create_assigned_topic(
+    c: &strata_client::Connection,
+    topic: &str,
+    replicas: &[i32],
+    configs: &[(&str, &str)],
+) {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, TopicName};
+    let t = CreatableTopic::default()
+        .with_name(TopicName(str_bytes(topic)))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_assignments(vec![CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(replicas.iter().map(|b| BrokerId(*b)).collect())])
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(str_bytes(k))
+                        .with_value(Some(str_bytes(v)))
+                })
+                .collect(),
+        );
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![t])
+        .with_timeout_ms(20_000);
+    let start = Instant::now();
+    loop {
+        let (response, _) = c.send(&request).await.expect("CreateTopics");
+        let code = response.topics[0].error_code;
+        if code == 0 {
+            return;
+        }
+        assert!(
+            matches!(code, 38 | 39) && start.elapsed() < Duration::from_secs(30),
+            "CreateTopics: {code} {:?}",
+            response.topics[0].error_message
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
