@@ -9,19 +9,18 @@ mod common;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    GroupId, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    CreateTopicsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, TopicName,
 };
 use strata_client::Connection;
 
-use common::{connect, launch_cluster, str_bytes as name, unique_topic};
+use common::{connect, consumer_fetch, launch_cluster, str_bytes as name, unique_topic};
 
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How long followers may take to copy the commit and learn the high watermark.
@@ -59,18 +58,7 @@ fn partition_of(group: &str, partitions: i32) -> i32 {
 
 /// Everything below the high watermark of `topic`/`partition` that `c` serves as a consumer.
 async fn read_all(c: &Connection, topic: &str, partition: i32) -> Vec<u8> {
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(name(topic)))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(0)
-                .with_partition_max_bytes(1 << 20)])]);
-    let response = c.send_at(&request, 12).await.expect("Fetch");
-    let p = &response.responses[0].partitions[0];
+    let p = consumer_fetch(c, topic, partition, 0).await;
     assert_eq!(p.error_code, 0, "Fetch from {}", c.addr());
     p.records.clone().unwrap_or_default().to_vec()
 }

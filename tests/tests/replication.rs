@@ -15,19 +15,17 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
+    BrokerId, ListOffsetsRequest, MetadataRequest, ProduceRequest, TopicName,
 };
 use strata_client::{Connection, ConnectionConfig};
 use strata_protocol::record_batch::build_batch;
 
 use common::{
-    broker_binary, connect, create_assigned_topic as create_topic, launch_cluster,
+    broker_binary, connect, consumer_fetch, create_assigned_topic as create_topic, launch_cluster,
     require_python_modules, require_tool, run, send_signal, str_bytes as name, unique_topic,
     Broker, Output,
 };
@@ -60,26 +58,10 @@ async fn produce(c: &Connection, topic: &str, acks: i16, records: &[Vec<u8>]) ->
     response.responses[0].partition_responses[0].error_code
 }
 
-/// One Fetch v12 as a consumer (a follower answers too, KIP-392) of partition 0 at `offset`.
-async fn fetch_at(c: &Connection, topic: &str, offset: i64) -> PartitionData {
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(name(topic)))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let response = c.send_at(&request, 12).await.expect("Fetch");
-    response.responses[0].partitions[0].clone()
-}
-
 /// The log start offset one broker reports for partition 0 (a Fetch answers it, also with
 /// OFFSET_OUT_OF_RANGE).
 async fn log_start(c: &Connection, topic: &str) -> i64 {
-    let p = fetch_at(c, topic, 0).await;
+    let p = consumer_fetch(c, topic, 0, 0).await;
     assert!(
         matches!(p.error_code, 0 | 1),
         "Fetch from {}: error {}",
@@ -94,7 +76,7 @@ async fn read_from(c: &Connection, topic: &str, from: i64) -> (i64, Vec<u8>) {
     let mut bytes = Vec::new();
     let mut offset = from;
     for _ in 0..100_000 {
-        let p = fetch_at(c, topic, offset).await;
+        let p = consumer_fetch(c, topic, 0, offset).await;
         assert_eq!(p.error_code, 0, "Fetch from {} at {offset}", c.addr());
         let records = p.records.clone().unwrap_or_default();
         if records.is_empty() {

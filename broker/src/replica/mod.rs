@@ -190,10 +190,6 @@ impl Replica {
         &self.partition
     }
 
-    pub fn topic_id(&self) -> Uuid {
-        self.topic_id
-    }
-
     pub fn is_leader(&self) -> bool {
         self.lock().state.is_leader()
     }

@@ -565,6 +565,22 @@ impl Segment {
         result
     }
 
+    /// What every append does before it writes: disk for the index entries these batches may
+    /// add (and the one sealing adds) is reserved first, so a full disk fails the append before
+    /// any byte of it is written. Returns the log file, where the bytes go and their first offset.
+    fn begin_append(
+        &mut self,
+        info: &RecordSetInfo,
+        now_ms: i64,
+    ) -> io::Result<(Arc<MappedFile>, usize, Offset)> {
+        let files = self.held()?;
+        files.offset_index.reserve_entries(info.batches.len() + 1)?;
+        files.time_index.reserve_entries(info.batches.len() + 1)?;
+        let log = Arc::clone(&files.log);
+        self.first_append_ms.get_or_insert(now_ms);
+        Ok((log, self.size_bytes, self.next_offset))
+    }
+
     fn append_unchecked(
         &mut self,
         records: &[u8],
@@ -572,15 +588,7 @@ impl Segment {
         epoch: LeaderEpoch,
         now_ms: i64,
     ) -> io::Result<Offset> {
-        // Disk for the index entries these batches may add (and the one sealing adds) first: a
-        // full disk then fails the append before any byte of it is written.
-        let files = self.held()?;
-        files.offset_index.reserve_entries(info.batches.len() + 1)?;
-        files.time_index.reserve_entries(info.batches.len() + 1)?;
-        let log = Arc::clone(&files.log);
-        self.first_append_ms.get_or_insert(now_ms);
-        let start = self.size_bytes;
-        let first_offset = self.next_offset;
+        let (log, start, first_offset) = self.begin_append(info, now_ms)?;
         let mut headers = Vec::with_capacity(info.batches.len());
         let mut offset = first_offset.0;
         for span in &info.batches {
@@ -623,13 +631,7 @@ impl Segment {
         info: &RecordSetInfo,
         now_ms: i64,
     ) -> io::Result<Offset> {
-        let files = self.held()?;
-        files.offset_index.reserve_entries(info.batches.len() + 1)?;
-        files.time_index.reserve_entries(info.batches.len() + 1)?;
-        let log = Arc::clone(&files.log);
-        self.first_append_ms.get_or_insert(now_ms);
-        let start = self.size_bytes;
-        let first_offset = self.next_offset;
+        let (log, start, first_offset) = self.begin_append(info, now_ms)?;
         log.write_vectored_at(start, &[IoSlice::new(records)])?;
         for span in &info.batches {
             let header = BatchHeader::parse(&records[span.position..])

@@ -1007,3 +1007,27 @@ pub async fn create_assigned_topic(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One Fetch v12 as a consumer (a follower answers too, KIP-392) of `topic`/`partition` from
+/// `offset`, up to 1 MiB: that partition's part of the answer.
+pub async fn consumer_fetch(
+    c: &strata_client::Connection,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(str_bytes(topic)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let response = c.send_at(&request, 12).await.expect("Fetch");
+    response.responses[0].partitions[0].clone()
+}
