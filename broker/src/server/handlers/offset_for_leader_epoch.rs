@@ -17,7 +17,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use crate::error::BrokerError;
-use crate::ids::LeaderEpoch;
+use crate::ids::{LeaderEpoch, PartitionId};
 use crate::node::Node;
 
 /// UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
@@ -56,10 +56,17 @@ fn end_offset(
     topic: &str,
     p: &OffsetForLeaderPartition,
 ) -> Result<(i32, i64), BrokerError> {
-    let replica = node.replica(topic, p.partition)?;
-    let partition = replica.partition();
+    let partition = node
+        .partitions
+        .partition(topic, p.partition)
+        .ok_or(BrokerError::UnknownTopicOrPartition)?;
     partition.check_leader_epoch(p.current_leader_epoch)?;
-    if !replica.is_leader() {
+    let leader = node
+        .image()
+        .topic_by_name(topic)
+        .and_then(|t| t.partition(PartitionId(p.partition)))
+        .and_then(|image| image.leader);
+    if leader != Some(node.id) {
         return Err(BrokerError::NotLeaderOrFollower);
     }
     Ok(partition
